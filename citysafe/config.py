@@ -1,0 +1,178 @@
+"""One configuration file (YAML) with environment-variable overrides, validated at start-up.
+
+Lookup order: the file named by $CITYSAFE_CONFIG, else config/citysafe.yaml in the repository.
+Any key can be overridden with CITYSAFE_<KEY> (nested keys joined by "__"). Errors name the bad key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config" / "citysafe.yaml"
+ENV_PREFIX = "CITYSAFE_"
+# Variables with the prefix that are not configuration keys.
+_NON_KEY_ENV = {"CITYSAFE_CONFIG"}
+_PATH_KEYS = ("lake_root", "warehouse_path", "synthetic_root", "districts_geojson", "district_aliases")
+
+
+class ConfigError(Exception):
+    """Configuration is missing or invalid; the message names the key and the source."""
+
+
+class CityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start_date: dt.date = dt.date(2025, 1, 1)
+    days: int = Field(365, ge=7, le=3660)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lake_root: Path
+    warehouse_path: Path
+    synthetic_root: Path
+    districts_geojson: Path
+    district_aliases: Path
+    engine: str = "sail"
+    scale: float = Field(0.02, gt=0, le=10)
+    seed: int = Field(20260101, ge=0)
+    timezone: str = "Asia/Shanghai"
+    h3_resolution: int = Field(8, ge=0, le=15)
+    pii_key_env: str = "CITYSAFE_PII_KEY"
+    city: CityConfig = CityConfig()
+    config_file: Path | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        if v == "sail" or re.fullmatch(r"sc://[^/\s:]+:\d+(/.*)?", v):
+            return v
+        raise ValueError("must be 'sail' or a Spark Connect URL like 'sc://host:15002'")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r}") from None
+        return v
+
+    @field_validator("pii_key_env")
+    @classmethod
+    def _key_env(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", v):
+            raise ValueError("must be the NAME of an environment variable (the key itself never goes in config)")
+        return v
+
+    # Derived locations inside the lake -------------------------------------------------------
+    @property
+    def landing_dir(self) -> Path:
+        return self.lake_root / "landing"
+
+    @property
+    def bronze_dir(self) -> Path:
+        return self.lake_root / "bronze"
+
+    @property
+    def silver_dir(self) -> Path:
+        return self.lake_root / "silver"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Write-audit-publish staging tables (validated before MERGE into silver)."""
+        return self.lake_root / "staging"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.lake_root / "runs"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.lake_root / "_state"
+
+    def pii_key(self) -> bytes:
+        """The HMAC key for PII, read from the environment variable the config names."""
+        value = os.environ.get(self.pii_key_env, "")
+        if len(value) < 16:
+            raise ConfigError(
+                f"PII hashing key missing: set the environment variable {self.pii_key_env} "
+                "to a secret of at least 16 characters (e.g. `export "
+                f"{self.pii_key_env}=$(python -c 'import secrets; print(secrets.token_hex(32))')`); "
+                "`make run` creates one under var/ for local use."
+            )
+        return value.encode()
+
+
+def _set_nested(data: dict, dotted: list[str], value: str) -> None:
+    node = data
+    for part in dotted[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"environment override for {'.'.join(dotted)}: {part} is not a section")
+    node[dotted[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, tuple[list[str], str]]:
+    out = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _NON_KEY_ENV:
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+        out[name] = (keys, value)
+    return out
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read, override from the environment, resolve paths and validate; raise ConfigError on any problem."""
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(path or environ.get("CITYSAFE_CONFIG") or DEFAULT_CONFIG).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (set CITYSAFE_CONFIG or create config/citysafe.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+
+    known = set(Settings.model_fields) - {"config_file"}
+    # The variable that holds the PII key is a secret, not a config key.
+    secret_env = environ.get("CITYSAFE_PII_KEY_ENV") or str(data.get("pii_key_env") or "CITYSAFE_PII_KEY")
+    for env_name, (keys, value) in _env_overrides(environ).items():
+        if env_name == secret_env:
+            continue
+        if keys[0] not in known:
+            raise ConfigError(
+                f"environment variable {env_name}: unknown config key '{keys[0]}' "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        _set_nested(data, keys, value)
+
+    base = path.parent.parent if path.parent.name == "config" else path.parent
+    for key in _PATH_KEYS:
+        if key in data and data[key] is not None:
+            p = Path(str(data[key])).expanduser()
+            data[key] = p if p.is_absolute() else (base / p)
+    data["config_file"] = path
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{loc}: {msg}")
+        raise ConfigError(f"{path}: invalid configuration: " + "; ".join(problems)) from None
+    return settings.model_copy(update={k: Path(getattr(settings, k)).resolve()
+                                       for k in _PATH_KEYS})

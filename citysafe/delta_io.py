@@ -1,0 +1,280 @@
+"""All Delta Lake I/O goes through this module.
+
+It enforces the guardrails from STACK_NOTES (Sail loses data silently otherwise):
+- every table has a declared schema (`TableSpec`); a table is created by delta-rs from that schema,
+  so nullability and column order come from the declaration, never from `lit()` or partition moves;
+- before every write the DataFrame must have exactly the declared columns (missing or unexpected
+  columns are refused with an error naming them), values are cast explicitly to the declared types,
+  and columns are selected by name in declared order;
+- before every write the table's own schema (read with delta-rs) must equal the declaration;
+- writes are `append` or `MERGE` only: no overwrite, no dynamic partition overwrite, no replaceWhere;
+- MERGE is an upsert by key with an "only if newer" rule, and a batch that changes nothing commits
+  nothing (so a re-run leaves the table version where it was);
+- history, compaction and vacuum use delta-rs (Sail does not support them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+# Declared type (Spark DDL name) -> (arrow type for creating the table, Delta primitive type name).
+_TYPES: dict[str, tuple[pa.DataType, str]] = {
+    "string": (pa.string(), "string"),
+    "bigint": (pa.int64(), "long"),
+    "int": (pa.int32(), "integer"),
+    "double": (pa.float64(), "double"),
+    "boolean": (pa.bool_(), "boolean"),
+    "date": (pa.date32(), "date"),
+    "timestamp": (pa.timestamp("us", tz="UTC"), "timestamp"),
+    "timestamp_ntz": (pa.timestamp("us"), "timestamp_ntz"),
+}
+
+
+# Conversions `conform` may apply silently: widening only. Anything else (double -> int, string ->
+# timestamp ...) must be done, and checked, by the job, or Sail would coerce values on append.
+_SAFE_CASTS: dict[str, tuple[str, ...]] = {
+    "bigint": ("void", "tinyint", "smallint", "int"),
+    "int": ("void", "tinyint", "smallint"),
+    "double": ("void", "tinyint", "smallint", "int", "bigint", "float"),
+    "string": ("void",),
+    "boolean": ("void",),
+    "date": ("void",),
+    "timestamp": ("void",),
+    "timestamp_ntz": ("void",),
+}
+
+
+class DeltaSchemaError(Exception):
+    """A DataFrame or an existing table does not match the table's declared schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+    description: str = ""
+
+    def __post_init__(self):
+        if self.type not in _TYPES:
+            raise ValueError(f"column {self.name}: unsupported type {self.type!r} (use one of {sorted(_TYPES)})")
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """A Delta table's declared contract: where it lives, its columns, its key and its version column."""
+
+    name: str
+    path: Path
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    # Column compared by MERGE's "only if newer" rule (e.g. the source's updated_at).
+    newer_by: str | None = None
+    partition_by: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"table {self.name}: duplicate column names")
+        for col in (*self.key, *self.partition_by, *([self.newer_by] if self.newer_by else [])):
+            if col not in names:
+                raise ValueError(f"table {self.name}: {col!r} is not a declared column")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, _TYPES[c.type][0], nullable=c.nullable) for c in self.columns])
+
+
+@dataclasses.dataclass
+class WriteResult:
+    table: str
+    operation: str  # append | merge | none
+    rows_written: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_unchanged: int = 0  # source rows that were not newer than the table's
+    version_before: int | None = None
+    version_after: int | None = None
+
+
+# --- schema checks ----------------------------------------------------------------------------------
+
+
+def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Return `df` cast to the declared types, in declared order; refuse missing or unexpected columns."""
+    have = list(df.columns)
+    want = spec.column_names
+    missing = [c for c in want if c not in have]
+    extra = [c for c in have if c not in want]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {missing}")
+        if extra:
+            parts.append(f"unexpected columns {extra}")
+        raise DeltaSchemaError(f"table {spec.name}: refusing to write: {'; '.join(parts)}")
+    lossy = []
+    for field in df.schema.fields:
+        declared = next(c.type for c in spec.columns if c.name == field.name)
+        given = field.dataType.simpleString()
+        if given != declared and given not in _SAFE_CASTS.get(declared, ()):
+            lossy.append(f"{field.name} is {given}, declared {declared}")
+    if lossy:
+        raise DeltaSchemaError(
+            f"table {spec.name}: refusing to write: types need an explicit, checked conversion first: {lossy}"
+        )
+    return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in spec.columns])
+
+
+def _table_or_none(path: Path) -> DeltaTable | None:
+    try:
+        return DeltaTable(str(path))
+    except TableNotFoundError:
+        return None
+
+
+def check_table_schema(spec: TableSpec) -> DeltaTable | None:
+    """Compare the table on disk with the declaration; raise DeltaSchemaError on any difference."""
+    table = _table_or_none(spec.path)
+    if table is None:
+        return None
+    actual = [(f.name, getattr(f.type, "type", str(f.type))) for f in table.schema().fields]
+    declared = [(c.name, _TYPES[c.type][1]) for c in spec.columns]
+    if actual != declared:
+        raise DeltaSchemaError(
+            f"table {spec.name} at {spec.path}: schema on disk {actual} differs from the declaration {declared}"
+        )
+    partitions = tuple(table.metadata().partition_columns)
+    if partitions != spec.partition_by:
+        raise DeltaSchemaError(f"table {spec.name}: partitioned by {partitions}, declared {spec.partition_by}")
+    return table
+
+
+def ensure_table(spec: TableSpec) -> DeltaTable:
+    """Create the table from its declaration (delta-rs) if absent; verify it if present."""
+    table = check_table_schema(spec)
+    if table is None:
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        table = DeltaTable.create(
+            str(spec.path), schema=spec.arrow_schema(), partition_by=list(spec.partition_by) or None, name=spec.name
+        )
+    return table
+
+
+def version(spec: TableSpec) -> int | None:
+    table = _table_or_none(spec.path)
+    return None if table is None else table.version()
+
+
+# --- writes -----------------------------------------------------------------------------------------
+
+
+def append(df: DataFrame, spec: TableSpec, *, expected_rows: int | None = None) -> WriteResult:
+    """Append rows by column name. Empty input commits nothing."""
+    before = ensure_table(spec).version()
+    data = conform(df, spec)
+    rows = data.count() if expected_rows is None else expected_rows
+    if rows == 0:
+        return WriteResult(spec.name, "none", version_before=before, version_after=before)
+    data.write.format("delta").mode("append").save(str(spec.path))
+    after = DeltaTable(str(spec.path)).version()
+    return WriteResult(spec.name, "append", rows_written=rows, rows_inserted=rows, version_before=before,
+                       version_after=after)
+
+
+def _key_condition(key: Sequence[str], left: str, right: str) -> str:
+    # <=> so that a NULL key part matches NULL (keys are validated not-null upstream anyway).
+    return " AND ".join(f"{left}.`{k}` <=> {right}.`{k}`" for k in key)
+
+
+def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteResult:
+    """Upsert by `spec.key`: insert new keys, update a row only if the incoming `newer_by` is greater.
+
+    The source must hold at most one row per key (dedupe first; a MERGE with several matches is an
+    error in Delta). Only rows that would change the table are merged; if none would, nothing is
+    committed and the version stays the same.
+    """
+    if not spec.key or not spec.newer_by:
+        raise ValueError(f"table {spec.name}: merge_upsert needs a key and a newer_by column")
+    table = ensure_table(spec)
+    before = table.version()
+    source = conform(df, spec)
+    null_key = source.where(" OR ".join(f"`{k}` IS NULL" for k in spec.key)).limit(1).collect()
+    if null_key:
+        raise ValueError(f"table {spec.name}: MERGE source has a row with a NULL key part {list(spec.key)}")
+    dup_keys = source.groupBy(*spec.key).count().where("count > 1").limit(1).collect()
+    if dup_keys:
+        raise ValueError(f"table {spec.name}: MERGE source has several rows for key {dup_keys[0].asDict()}")
+
+    target = spark.read.format("delta").load(str(spec.path)).select(
+        *[F.col(k) for k in spec.key], F.col(spec.newer_by).alias("__target_newer"),
+        F.lit(True).alias("__in_target"),
+    )
+    joined = source.alias("s").join(target.alias("t"), on=list(spec.key), how="left")
+    classified = joined.withColumn(
+        "__action",
+        F.when(F.col("__in_target").isNull(), F.lit("insert"))
+        .when(F.col(f"s.{spec.newer_by}") > F.col("__target_newer"), F.lit("update"))
+        .otherwise(F.lit("unchanged")),
+    )
+    counts = {r["__action"]: r["count"] for r in classified.groupBy("__action").count().collect()}
+    inserted, updated = counts.get("insert", 0), counts.get("update", 0)
+    unchanged = counts.get("unchanged", 0)
+    if inserted + updated == 0:
+        return WriteResult(spec.name, "none", rows_unchanged=unchanged, version_before=before, version_after=before)
+
+    changes = classified.where(F.col("__action") != "unchanged").select(*spec.column_names)
+    view = f"citysafe_merge_{uuid.uuid4().hex}"
+    changes.createOrReplaceTempView(view)
+    cols = spec.column_names
+    set_clause = ", ".join(f"t.`{c}` = s.`{c}`" for c in cols)
+    insert_cols = ", ".join(f"`{c}`" for c in cols)
+    insert_vals = ", ".join(f"s.`{c}`" for c in cols)
+    spark.sql(
+        f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
+        f"WHEN MATCHED AND s.`{spec.newer_by}` > t.`{spec.newer_by}` THEN UPDATE SET {set_clause} "
+        f"WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
+    ).collect()
+    spark.catalog.dropTempView(view)
+    after = DeltaTable(str(spec.path)).version()
+    return WriteResult(spec.name, "merge", rows_written=inserted + updated, rows_inserted=inserted,
+                       rows_updated=updated, rows_unchanged=unchanged, version_before=before, version_after=after)
+
+
+# --- reads and maintenance --------------------------------------------------------------------------
+
+
+def read(spark: SparkSession, spec: TableSpec, *, version_as_of: int | None = None) -> DataFrame:
+    check_table_schema(spec)
+    reader = spark.read.format("delta")
+    if version_as_of is not None:
+        reader = reader.option("versionAsOf", version_as_of)
+    return reader.load(str(spec.path))
+
+
+def history(path: Path, limit: int | None = None) -> list[dict]:
+    """Commit history (newest first) via delta-rs: version, timestamp, operation, metrics."""
+    return DeltaTable(str(path)).history(limit)
+
+
+def compact(path: Path) -> dict:
+    """Bin-pack small files (delta-rs OPTIMIZE); returns delta-rs metrics."""
+    return DeltaTable(str(path)).optimize.compact()
+
+
+def vacuum(path: Path, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
+    """Remove files no longer referenced and older than the retention (delta-rs VACUUM)."""
+    return DeltaTable(str(path)).vacuum(retention_hours=retention_hours, dry_run=dry_run,
+                                        enforce_retention_duration=retention_hours >= 168)

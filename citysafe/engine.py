@@ -1,0 +1,64 @@
+"""The Spark engine, chosen by configuration only.
+
+`engine: sail` starts Sail's Spark Connect server in this process (no JVM); `engine: sc://host:port`
+connects to an existing Spark Connect server (Apache Spark + delta-spark, or Sail on Kubernetes).
+Job code receives a SparkSession and never knows which one it got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+# Settings every session gets, whatever the engine: UTC so timestamps mean instants, and ANSI off
+# so try_* parsing returns NULL instead of failing a whole batch.
+SESSION_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+class EngineError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[SparkSession]:
+    """Yield a Spark Connect session for `engine`; always stop the session before the server."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    server = None
+    if engine == "sail":
+        # Sail logs every session at INFO on stderr; keep the user's terminal for progress lines.
+        os.environ.setdefault("RUST_LOG", "warn")
+        from pysail.spark import SparkConnectServer
+
+        server = SparkConnectServer(ip="127.0.0.1", port=0)
+        server.start(background=True)
+        host, port = server.listening_address
+        url = f"sc://{host}:{port}"
+    elif engine.startswith("sc://"):
+        url = engine
+    else:
+        raise EngineError(f"unknown engine {engine!r}: use 'sail' or 'sc://host:port'")
+    spark = None
+    try:
+        try:
+            builder = SparkSession.builder.remote(url).appName(app_name)
+            for key, value in SESSION_CONF.items():
+                builder = builder.config(key, value)
+            spark = builder.getOrCreate()
+        except Exception as exc:  # connection refused, bad URL ...
+            raise EngineError(f"cannot connect to Spark Connect at {url}: {exc}") from exc
+        yield spark
+    finally:
+        # Order matters: stopping an in-process server before its session hangs the process at exit.
+        if spark is not None:
+            with contextlib.suppress(Exception):
+                spark.stop()
+        if server is not None:
+            server.stop()

@@ -1,0 +1,18 @@
+"""Shared fixtures: one real Sail Spark Connect engine per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("RUST_LOG", "warn")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from citysafe.engine import spark_session
+
+    with spark_session("sail", app_name="citysafe-tests") as session:
+        yield session

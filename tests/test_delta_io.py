@@ -1,0 +1,143 @@
+"""Conformance suite for citysafe.delta_io against real Delta tables on the Sail engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from deltalake import DeltaTable, write_deltalake
+import pyarrow as pa
+from pyspark.sql import functions as F
+
+from citysafe import delta_io
+from citysafe.delta_io import Column, DeltaSchemaError, TableSpec
+
+
+def _spec(path, **kw):
+    return TableSpec(
+        name="people",
+        path=path,
+        columns=(
+            Column("id", "bigint", nullable=False),
+            Column("name", "string"),
+            Column("score", "double"),
+            Column("updated_at", "timestamp"),
+            Column("district", "string"),
+        ),
+        key=("id",),
+        newer_by="updated_at",
+        **kw,
+    )
+
+
+def _rows(spark, rows):
+    return spark.createDataFrame(rows, "id long, name string, score double, updated_at timestamp, district string")
+
+
+T0 = dt.datetime(2025, 1, 1, 8, 0)
+T1 = dt.datetime(2025, 1, 2, 8, 0)
+
+
+def _table(spark, spec):
+    return {r.id: r.asDict() for r in delta_io.read(spark, spec).collect()}
+
+
+def test_append_creates_declared_schema_even_from_literals(spark, tmp_path):
+    spec = _spec(tmp_path / "t", partition_by=("district",))
+    df = spark.range(3).select(
+        F.col("id"), F.lit("x").alias("name"), F.lit(1.0).alias("score"),
+        F.lit(T0).alias("updated_at"), F.lit("d1").alias("district"),
+    )
+    result = delta_io.append(df, spec)
+    assert result.rows_written == 3 and result.version_after == result.version_before + 1
+    fields = DeltaTable(str(spec.path)).schema().fields
+    # lit() columns would be NOT NULL if Sail created the table; the declaration says nullable.
+    assert [(f.name, f.nullable) for f in fields] == [
+        ("id", False), ("name", True), ("score", True), ("updated_at", True), ("district", True)]
+    assert DeltaTable(str(spec.path)).metadata().partition_columns == ["district"]
+    # Columns are written by name: the partition column did not swap places with another.
+    assert _table(spark, spec)[0]["name"] == "x" and _table(spark, spec)[0]["district"] == "d1"
+
+
+def test_missing_and_unexpected_columns_are_refused(spark, tmp_path):
+    spec = _spec(tmp_path / "t")
+    df = _rows(spark, [(1, "a", 1.0, T0, "d1")])
+    with pytest.raises(DeltaSchemaError, match=r"missing columns \['score'\]"):
+        delta_io.append(df.drop("score"), spec)
+    with pytest.raises(DeltaSchemaError, match=r"unexpected columns \['extra'\]"):
+        delta_io.append(df.withColumn("extra", F.lit(1)), spec)
+    assert delta_io.version(spec) in (None, 0)  # nothing was written
+
+
+def test_lossy_type_is_refused_not_coerced(spark, tmp_path):
+    spec = TableSpec("counts", tmp_path / "t", (Column("id", "bigint"), Column("n", "int")))
+    df = spark.createDataFrame([(1, 12.7)], "id long, n double")
+    with pytest.raises(DeltaSchemaError, match="n is double, declared int"):
+        delta_io.append(df, spec)
+    # Widening is fine: int -> bigint.
+    ok = spark.createDataFrame([(1, 12)], "id int, n int")
+    assert delta_io.append(ok, spec).rows_written == 1
+
+
+def test_table_with_other_schema_on_disk_is_refused(spark, tmp_path):
+    path = tmp_path / "t"
+    write_deltalake(str(path), pa.table({"id": pa.array([1], pa.int64()), "name": ["a"]}))
+    with pytest.raises(DeltaSchemaError, match="differs from the declaration"):
+        delta_io.append(_rows(spark, [(1, "a", 1.0, T0, "d1")]), _spec(path))
+
+
+def test_merge_inserts_updates_only_if_newer(spark, tmp_path):
+    spec = _spec(tmp_path / "t")
+    first = delta_io.merge_upsert(spark, _rows(spark, [(1, "a", 1.0, T0, "d1"), (2, "b", 2.0, T1, "d1")]), spec)
+    assert (first.rows_inserted, first.rows_updated) == (2, 0)
+    batch = _rows(spark, [
+        (1, "a-new", 1.5, T1, "d1"),   # newer: updates
+        (2, "b-old", 0.0, T0, "d2"),   # older: ignored
+        (3, "c", 3.0, T0, "d3"),       # new key: inserted
+    ])
+    second = delta_io.merge_upsert(spark, batch, spec)
+    assert (second.rows_inserted, second.rows_updated, second.rows_unchanged) == (1, 1, 1)
+    rows = _table(spark, spec)
+    assert rows[1]["name"] == "a-new" and rows[2]["name"] == "b" and rows[3]["name"] == "c"
+    assert len(rows) == 3
+
+
+def test_rerun_changes_nothing(spark, tmp_path):
+    spec = _spec(tmp_path / "t")
+    batch = _rows(spark, [(1, "a", 1.0, T0, "d1"), (2, "b", 2.0, T0, "d1")])
+    delta_io.merge_upsert(spark, batch, spec)
+    v = delta_io.version(spec)
+    again = delta_io.merge_upsert(spark, batch, spec)
+    assert again.operation == "none" and again.rows_unchanged == 2
+    assert delta_io.version(spec) == v  # no empty commit
+
+
+def test_merge_refuses_duplicate_or_null_keys(spark, tmp_path):
+    spec = _spec(tmp_path / "t")
+    with pytest.raises(ValueError, match="several rows for key"):
+        delta_io.merge_upsert(spark, _rows(spark, [(1, "a", 1.0, T0, "d"), (1, "b", 1.0, T1, "d")]), spec)
+    with pytest.raises(ValueError, match="NULL key"):
+        delta_io.merge_upsert(spark, _rows(spark, [(None, "a", 1.0, T0, "d")]), spec)
+
+
+def test_time_travel_and_history(spark, tmp_path):
+    spec = _spec(tmp_path / "t")
+    delta_io.merge_upsert(spark, _rows(spark, [(1, "a", 1.0, T0, "d1")]), spec)
+    v1 = delta_io.version(spec)
+    delta_io.merge_upsert(spark, _rows(spark, [(1, "a2", 2.0, T1, "d1"), (2, "b", 1.0, T1, "d1")]), spec)
+    old = delta_io.read(spark, spec, version_as_of=v1).collect()
+    assert [(r.id, r.name) for r in old] == [(1, "a")]
+    assert {r.id for r in delta_io.read(spark, spec).collect()} == {1, 2}
+    ops = [h["operation"] for h in delta_io.history(spec.path)]
+    assert ops[0] == "MERGE" and ops[-1] == "CREATE TABLE"
+
+
+def test_compaction_and_vacuum_keep_the_data(spark, tmp_path):
+    spec = _spec(tmp_path / "t")
+    for i in range(4):
+        delta_io.append(_rows(spark, [(i, f"n{i}", float(i), T0, "d1")]), spec)
+    metrics = delta_io.compact(spec.path)
+    assert metrics["numFilesRemoved"] >= 4 and metrics["numFilesAdded"] == 1
+    removed = delta_io.vacuum(spec.path, retention_hours=0, dry_run=False)
+    assert len(removed) >= 4
+    assert sorted(_table(spark, spec)) == [0, 1, 2, 3]
