@@ -16,3 +16,10 @@ def spark():
 
     with spark_session("sail", app_name="citysafe-tests") as session:
         yield session
+
+
+import sys
+from pathlib import Path
+
+# Test helper modules (fixtures shared by several test files) live beside the tests.
+sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,324 @@
+"""`citysafe` command line: one command per pipeline stage, plus `run` for the whole pipeline.
+
+Exit codes: 0 ok, 1 unexpected error, 2 bad configuration / usage / reference data, 3 a Great
+Expectations gate failed (nothing published), 4 the lake does not reconcile with the expected counts,
+5 bad input (a delivery that cannot be read).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+
+from citysafe.config import ConfigError, Settings, load_settings
+from citysafe.runs import RunSummary, new_run_id, sanitize_run_id
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_QUALITY, EXIT_RECONCILE, EXIT_INPUT = 0, 1, 2, 3, 4, 5
+DEFAULT_SOURCES = ("police_incidents",)  # sources with a silver path so far
+
+
+class Context:
+    def __init__(self, settings: Settings, run_id: str):
+        self.settings = settings
+        self.summary = RunSummary(settings.runs_dir, run_id)
+        self.started = time.monotonic()
+
+    def progress(self, message: str) -> None:
+        click.echo(f"[{time.monotonic() - self.started:7.1f}s] {message}", err=True)
+
+
+def _fail(code: int, message: str):
+    click.echo(f"citysafe: error: {message}", err=True)
+    sys.exit(code)
+
+
+def stage(name: str):
+    """Wrap a command: time it, record it in the run summary, map errors to meaningful exit codes."""
+
+    def decorator(func):
+        @functools.wraps(func)
+        def wrapper(ctx: Context, *args, **kwargs):
+            from citysafe.delta_io import DeltaSchemaError
+            from citysafe.landing import LandingError
+            from citysafe.reference import ReferenceError
+            from citysafe.sources import SourceError
+            from spark_jobs.silver_incident import QualityGateFailed
+
+            t0 = time.monotonic()
+            try:
+                result = func(ctx, *args, **kwargs)
+            except QualityGateFailed as exc:
+                ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
+                _fail(EXIT_QUALITY, str(exc))
+            except ReconcileFailed as exc:
+                ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
+                _fail(EXIT_RECONCILE, str(exc))
+            except (ConfigError, SourceError, ReferenceError) as exc:
+                ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
+                _fail(EXIT_CONFIG, str(exc))
+            except (LandingError, DeltaSchemaError) as exc:
+                ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
+                _fail(EXIT_INPUT, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the last resort names the stage and keeps the trace
+                ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=repr(exc))
+                traceback.print_exc()
+                _fail(EXIT_ERROR, f"stage {name} failed: {exc}")
+            ctx.summary.record_stage(name, "ok", time.monotonic() - t0)
+            return result
+
+        return wrapper
+
+    return decorator
+
+
+class ReconcileFailed(Exception):
+    pass
+
+
+# --- stages ------------------------------------------------------------------------------------------
+
+
+@stage("generate")
+def do_generate(ctx: Context, force: bool = False) -> dict:
+    from synthetic_city import generate
+
+    s = ctx.settings
+    params = {"seed": s.seed, "scale": s.scale, "start_date": str(s.city.start_date), "days": s.city.days,
+              "h3_resolution": s.h3_resolution}
+    truth = s.synthetic_root / "truth" / "expected_counts.json"
+    if truth.exists():
+        existing = json.loads(truth.read_text())["generator"]
+        same = all(str(existing.get(k)) == str(v) for k, v in params.items())
+        if same and not force:
+            ctx.progress(f"synthetic city already generated at {s.synthetic_root} ({params}); skipping")
+            return json.loads(truth.read_text())
+        if not same and (s.landing_dir).exists() and any(s.landing_dir.iterdir()):
+            raise ConfigError(
+                f"{s.synthetic_root} holds another synthetic city ({existing}) and the lake at {s.lake_root} "
+                f"was built from it; point lake_root and synthetic_root at new folders (or delete them) "
+                f"before generating {params}")
+    ctx.progress(f"generating synthetic city: {params} -> {s.synthetic_root}")
+    return generate(s.synthetic_root, scale=s.scale, seed=s.seed, start_date=s.city.start_date, days=s.city.days,
+                    timezone=s.timezone, h3_resolution=s.h3_resolution, progress=lambda m: ctx.progress("  " + m))
+
+
+def _with_spark(ctx: Context):
+    from citysafe.engine import spark_session
+
+    ctx.progress(f"starting engine: {ctx.settings.engine}")
+    return spark_session(ctx.settings.engine, app_name=f"citysafe-{ctx.summary.run_id}")
+
+
+@stage("ingest")
+def do_ingest(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
+    from citysafe.sources import get_source
+    from spark_jobs import bronze
+
+    if spark is None:
+        with _with_spark(ctx) as session:
+            return do_ingest.__wrapped__(ctx, source_names, session)
+    out = {}
+    for name in source_names:
+        source = get_source(name)
+        ctx.progress(f"ingest {name}")
+        out[name] = bronze.ingest(spark, ctx.settings, source, progress=ctx.progress)
+        ctx.summary.record_table(f"bronze.{name}", out[name])
+    return out
+
+
+@stage("silver")
+def do_silver(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
+    from citysafe.sources import get_source
+    from spark_jobs import silver_incident
+
+    if spark is None:
+        with _with_spark(ctx) as session:
+            return do_silver.__wrapped__(ctx, source_names, session)
+    out = {}
+    for name in source_names:
+        source = get_source(name)
+        ctx.progress(f"silver {name}")
+        out[name] = silver_incident.run(spark, ctx.settings, source, ctx.summary.run_id, progress=ctx.progress)
+        ctx.summary.record_table(f"silver.incident[{name}]", out[name])
+    return out
+
+
+@stage("build-marts")
+def do_build_marts(ctx: Context) -> dict:
+    from citysafe import warehouse
+
+    result = warehouse.build_marts(ctx.settings, ctx.summary.run_id, progress=ctx.progress)
+    ctx.summary.record_table("warehouse", result)
+    return result
+
+
+@stage("reconcile")
+def do_reconcile(ctx: Context, source_names: tuple[str, ...]) -> dict:
+    from citysafe import reconcile
+
+    report = reconcile.against_truth(ctx.settings, source_names)
+    ctx.summary.record_table("reconciliation", report)
+    for name, item in report["sources"].items():
+        mark = "OK " if item["ok"] else "MISMATCH"
+        ctx.progress(f"reconcile {name}: {mark} {item['actual']}")
+        for problem in item["problems"]:
+            ctx.progress(f"    {problem}")
+    if not report["ok"]:
+        raise ReconcileFailed("the lake does not reconcile with the generator's expected counts: "
+                              + "; ".join(p for i in report["sources"].values() for p in i["problems"]))
+    return report
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+run_id_option = click.option("--run-id", default=None, help="Run id shared by stages of one run (default: new).")
+sources_argument = click.argument("sources", nargs=-1)
+
+
+def _context(run_id: str | None) -> Context:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    return Context(settings, sanitize_run_id(run_id) if run_id else new_run_id())
+
+
+def _sources(names: tuple[str, ...], all_: bool) -> tuple[str, ...]:
+    if all_ or not names:
+        return DEFAULT_SOURCES
+    return names
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="citysafe-lake")
+def main():
+    """CitySafe Lake: land departmental data, unify it in Delta, gate it, and build the marts.
+
+    Configuration: config/citysafe.yaml (or $CITYSAFE_CONFIG), overridden by CITYSAFE_<KEY> variables.
+    Exit codes: 0 ok, 1 error, 2 configuration, 3 quality gate failed, 4 reconciliation failed, 5 bad input.
+    """
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Regenerate even if the same city is already there.")
+@run_id_option
+def generate(force, run_id):
+    """Write the synthetic city's departmental deliveries and its truth files (deterministic)."""
+    ctx = _context(run_id)
+    counts = do_generate(ctx, force=force)
+    police = counts["sources"].get("police_incidents", {})
+    click.echo(f"synthetic city at {ctx.settings.synthetic_root}: police rows {police.get('rows_delivered')}")
+
+
+@main.command()
+@sources_argument
+@click.option("--all", "all_", is_flag=True, help="Every registered source with a pipeline.")
+@run_id_option
+def ingest(sources, all_, run_id):
+    """Land new files of SOURCES (checksums, manifest) and append them to bronze Delta."""
+    ctx = _context(run_id)
+    do_ingest(ctx, _sources(sources, all_))
+    click.echo(f"run {ctx.summary.run_id}: summary {ctx.summary.path}")
+
+
+@main.command()
+@sources_argument
+@click.option("--all", "all_", is_flag=True, help="Every registered source with a silver path.")
+@run_id_option
+def silver(sources, all_, run_id):
+    """Clean, unify and gate new bronze batches of SOURCES, then MERGE them into silver."""
+    ctx = _context(run_id)
+    do_silver(ctx, _sources(sources, all_))
+    click.echo(f"run {ctx.summary.run_id}: summary {ctx.summary.path}")
+
+
+@main.command("build-marts")
+@run_id_option
+def build_marts(run_id):
+    """Build the dbt marts into a new DuckDB file and swap it in atomically when tests pass."""
+    ctx = _context(run_id)
+    result = do_build_marts(ctx)
+    click.echo(f"warehouse {result['warehouse']}: {len(result['models'])} models")
+
+
+@main.command()
+@sources_argument
+@run_id_option
+def reconcile(sources, run_id):
+    """Check the lake against the synthetic city's expected counts (exit 4 on a mismatch)."""
+    ctx = _context(run_id)
+    do_reconcile(ctx, _sources(sources, False))
+    click.echo("lake reconciles with the generator's truth")
+
+
+@main.command()
+@run_id_option
+def run(run_id):
+    """The whole pipeline on the configured engine: generate, ingest, silver, marts, reconcile."""
+    ctx = _context(run_id)
+    s = ctx.settings
+    ctx.progress(f"run {ctx.summary.run_id}: engine={s.engine} scale={s.scale} lake={s.lake_root}")
+    do_generate(ctx)
+    names = DEFAULT_SOURCES
+    with _with_spark(ctx) as spark:
+        do_ingest(ctx, names, spark)
+        do_silver(ctx, names, spark)
+    do_build_marts(ctx)
+    do_reconcile(ctx, names)
+    _print_summary(ctx)
+
+
+def _print_summary(ctx: Context) -> None:
+    data = ctx.summary.load()
+    click.echo("")
+    click.echo(f"CitySafe Lake run {ctx.summary.run_id} finished in {time.monotonic() - ctx.started:.1f}s")
+    for table, e in data["tables"].items():
+        if "rows_read" in e:
+            q = sum(e.get("quarantined", {}).values())
+            click.echo(f"  {table:34s} read {e['rows_read']:>8}  published {e['published']:>8}  "
+                       f"quarantined {q:>6}  duplicates {e.get('duplicates', 0):>6}  "
+                       f"delta v{e.get('delta_version')}  {e.get('seconds', 0):.1f}s")
+    wh = data["tables"].get("warehouse")
+    if wh:
+        click.echo(f"  warehouse {wh['warehouse']}: " + ", ".join(f"{m}={n}" for m, n in wh["models"].items()))
+    rec = data["tables"].get("reconciliation")
+    if rec:
+        click.echo(f"  reconciliation with the generator's truth: {'OK' if rec['ok'] else 'MISMATCH'}")
+    click.echo(f"  summary: {ctx.summary.path}")
+
+
+@main.command("config")
+def show_config():
+    """Print the effective configuration (after environment overrides)."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    click.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
+
+
+@main.command()
+@click.argument("table")
+@click.option("--limit", default=10, show_default=True)
+def history(table, limit):
+    """Commit history of a lake table, e.g. `silver/incident` or `bronze/police_incidents`."""
+    from citysafe import delta_io
+
+    settings = _context(None).settings
+    path = settings.lake_root / table
+    if not (path / "_delta_log").is_dir():
+        _fail(EXIT_CONFIG, f"no Delta table at {path}")
+    for h in delta_io.history(Path(path), limit):
+        metrics = h.get("operationMetrics", {})
+        rows = metrics.get("numOutputRows", metrics.get("num_added_rows", ""))
+        click.echo(f"v{h['version']:<4} {h.get('operation', ''):14s} rows={rows}  ts={h.get('timestamp')}")
+
+
+if __name__ == "__main__":
+    main()

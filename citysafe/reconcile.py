@@ -1,0 +1,57 @@
+"""Reconcile the lake with the synthetic city's truth (truth/expected_counts.json).
+
+Checks the lake's state, not one run's deltas, so it holds after any number of idempotent re-runs:
+bronze rows = rows delivered; silver rows = published; quarantine rows by reason = bad rows by kind;
+bronze - silver - quarantine = duplicates; silver rows without an H3 cell = published without cell.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+
+from citysafe.config import Settings
+
+
+def _rows(path, columns, source=None):
+    table = DeltaTable(str(path)).to_pyarrow_table(columns=columns)
+    if source is not None:
+        table = table.filter(pc.equal(table["source"], source))
+    return table
+
+
+def lake_counts(settings: Settings, source: str) -> dict:
+    bronze = DeltaTable(str(settings.bronze_dir / source)).to_pyarrow_table(columns=["_batch_id"]).num_rows
+    silver = _rows(settings.silver_dir / "incident", ["source", "h3_cell"], source)
+    quarantine = _rows(settings.silver_dir / "quarantine", ["source", "reason"], source)
+    reasons = Counter(quarantine["reason"].to_pylist())
+    return {
+        "rows_delivered": bronze,
+        "published": silver.num_rows,
+        "published_without_cell": silver["h3_cell"].null_count,
+        "quarantined": dict(sorted(reasons.items())),
+        "duplicates": bronze - silver.num_rows - quarantine.num_rows,
+    }
+
+
+def against_truth(settings: Settings, sources) -> dict:
+    truth_path = settings.synthetic_root / "truth" / "expected_counts.json"
+    truth = json.loads(truth_path.read_text(encoding="utf-8"))["sources"]
+    report = {"truth": str(truth_path), "sources": {}}
+    for source in sources:
+        expected = truth[source]
+        actual = lake_counts(settings, source)
+        problems = []
+        for key in ("rows_delivered", "published", "published_without_cell", "duplicates"):
+            if key in expected and expected[key] != actual[key]:
+                problems.append(f"{source}.{key}: lake {actual[key]} != truth {expected[key]}")
+        want_q = {k: v for k, v in expected.get("quarantined", {}).items() if v}
+        if want_q != actual["quarantined"]:
+            problems.append(f"{source}.quarantined: lake {actual['quarantined']} != truth {want_q}")
+        report["sources"][source] = {"ok": not problems, "actual": actual, "expected": expected,
+                                     "problems": problems}
+    report["ok"] = all(item["ok"] for item in report["sources"].values())
+    return report

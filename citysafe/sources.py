@@ -1,0 +1,173 @@
+"""The source registry: one YAML file per source in sources/, validated at load.
+
+Adding a department is one file here (plus a crosswalk in reference/crosswalks/), not new code.
+Errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from citysafe.config import REPO_ROOT, Settings
+
+SOURCES_DIR = REPO_ROOT / "sources"
+
+
+class SourceError(Exception):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileConnector(_Strict):
+    type: Literal["files"]
+    path: str
+    pattern: str = "*"
+
+    def folder(self, settings: Settings) -> Path:
+        return Path(self.path.format(synthetic_root=settings.synthetic_root, lake_root=settings.lake_root))
+
+
+class CsvFormat(_Strict):
+    type: Literal["csv"]
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    header: bool = True
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r}") from None
+        return v
+
+
+class SchemaColumn(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    type: Literal["string"] = "string"
+    sensitivity: Literal["public", "internal", "personal"]
+    required: bool = False
+
+
+class Freshness(_Strict):
+    warn_after_hours: int = Field(gt=0)
+    error_after_hours: int = Field(gt=0)
+
+
+class IncidentFields(_Strict):
+    """Which delivered column plays which role in the unified incident table."""
+
+    record_id: str
+    occurred_at: str
+    updated_at: str
+    code: str
+    label: str | None = None
+    district: str | None = None
+    lon: str | None = None
+    lat: str | None = None
+    address: str | None = None
+    status: str | None = None
+
+
+class PersonalFields(_Strict):
+    """Personal columns, hashed with the keyed HMAC before anything leaves bronze."""
+
+    reporter_name: str | None = None
+    reporter_phone: str | None = None
+    reporter_id: str | None = None
+
+
+class SilverTarget(_Strict):
+    table: Literal["incident"]
+    crosswalk: str
+    fields: IncidentFields
+    personal: PersonalFields = PersonalFields()
+
+
+class Source(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    department: str
+    kind: Literal["records", "device_log"]
+    description: str = ""
+    connector: FileConnector
+    format: CsvFormat
+    schema_: list[SchemaColumn] = Field(alias="schema", min_length=1)
+    primary_key: list[str] = Field(min_length=1)
+    watermark: str | None = None
+    schedule: str
+    freshness: Freshness
+    silver: SilverTarget | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _columns_exist(self):
+        names = [c.name for c in self.schema_]
+        if len(set(names)) != len(names):
+            raise ValueError("schema: duplicate column names")
+        for key in [*self.primary_key, *([self.watermark] if self.watermark else [])]:
+            if key not in names:
+                raise ValueError(f"primary_key/watermark: {key!r} is not a column in schema")
+        if self.silver:
+            mapped = {**self.silver.fields.model_dump(), **self.silver.personal.model_dump()}
+            for role, column in mapped.items():
+                if column is not None and column not in names:
+                    raise ValueError(f"silver: {role} maps to {column!r}, which is not a column in schema")
+            undeclared = [c for c in self.personal_columns if c not in self.silver.personal.model_dump().values()]
+            if undeclared:
+                raise ValueError(f"silver.personal: personal column(s) {undeclared} have no hashing role")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        return [c.name for c in self.schema_]
+
+    @property
+    def personal_columns(self) -> list[str]:
+        return [c.name for c in self.schema_ if c.sensitivity == "personal"]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.schema_ if c.required]
+
+
+def load_source_file(path: Path) -> Source:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SourceError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"{path}: must be a mapping")
+    try:
+        source = Source.model_validate({**data, "file": path})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]).replace("schema_", "schema") or "(top level)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            problems.append(f"{loc}: {msg}")
+        raise SourceError(f"{path}: invalid source entry: " + "; ".join(problems)) from None
+    if source.name != path.stem:
+        raise SourceError(f"{path}: name {source.name!r} must match the file name {path.stem!r}")
+    return source
+
+
+def load_registry(folder: Path = SOURCES_DIR) -> dict[str, Source]:
+    return {p.stem: load_source_file(p) for p in sorted(folder.glob("*.yaml"))}
+
+
+def get_source(name: str, folder: Path = SOURCES_DIR) -> Source:
+    registry = load_registry(folder)
+    if name not in registry:
+        raise SourceError(f"unknown source {name!r}; known sources: {', '.join(sorted(registry)) or '(none)'} "
+                          f"(add sources/{name}.yaml to register it)")
+    return registry[name]

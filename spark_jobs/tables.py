@@ -1,0 +1,64 @@
+"""Declared Delta tables of the lake (bronze tables are declared from the source registry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from citysafe.delta_io import Column, TableSpec
+
+# Lineage columns carried from bronze into silver and quarantine: where each row came from.
+LINEAGE = (
+    Column("_batch_id", "string", nullable=False, description="landing batch the row arrived in"),
+    Column("_source_file", "string", nullable=False, description="delivered file name inside the batch"),
+    Column("_source_row_number", "bigint", nullable=False, description="1-based record number in the file"),
+    Column("_ingested_at", "timestamp", nullable=False, description="when the batch was written to bronze"),
+)
+
+INCIDENT_COLUMNS = (
+    Column("incident_id", "string", nullable=False, description="<source>:<source_record_id>"),
+    Column("source", "string", nullable=False, description="source registry name, e.g. police_incidents"),
+    Column("source_record_id", "string", nullable=False, description="the department's own record id"),
+    Column("source_code", "string", description="the department's own category code"),
+    Column("source_label", "string", description="the department's own label for that code"),
+    Column("domain_code", "string", nullable=False),
+    Column("category_code", "string", nullable=False),
+    Column("subcategory_code", "string", nullable=False),
+    Column("severity", "string", description="taxonomy default severity"),
+    Column("occurred_at_utc", "timestamp", nullable=False),
+    Column("occurred_at_local", "timestamp_ntz", nullable=False, description="wall-clock time in the city zone"),
+    Column("occurred_date_local", "date", nullable=False),
+    Column("district_code", "string", nullable=False),
+    Column("lon", "double"),
+    Column("lat", "double"),
+    Column("h3_cell", "string", description="H3 cell at the configured resolution; NULL without coordinates"),
+    Column("location_quality", "string", nullable=False, description="point | district_only"),
+    Column("status", "string"),
+    Column("address_scrubbed", "string", description="address with phone and ID numbers removed"),
+    Column("reporter_name_hash", "string", description="HMAC-SHA256 of the name (keyed)"),
+    Column("reporter_phone_hash", "string", description="HMAC-SHA256 of the normalised phone number"),
+    Column("reporter_id_hash", "string", description="HMAC-SHA256 of the ID number"),
+    Column("updated_at_utc", "timestamp", nullable=False, description="source's last update; MERGE keeps the newest"),
+    *LINEAGE,
+)
+
+QUARANTINE_COLUMNS = (
+    Column("source", "string", nullable=False),
+    Column("source_record_id", "string"),
+    Column("reason", "string", nullable=False, description="machine reason, e.g. unmapped_code"),
+    Column("detail", "string", description="human detail naming the field and value"),
+    Column("record_json", "string", description="the delivered record as JSON, personal fields hashed"),
+    Column("run_id", "string", nullable=False),
+    *LINEAGE,
+)
+
+
+def incident(silver_dir: Path) -> TableSpec:
+    return TableSpec("incident", silver_dir / "incident", INCIDENT_COLUMNS, key=("incident_id",),
+                     newer_by="updated_at_utc", partition_by=("source",))
+
+
+def quarantine(silver_dir: Path) -> TableSpec:
+    # Keyed by lineage so that re-processing the same bronze batch adds nothing.
+    return TableSpec("quarantine", silver_dir / "quarantine", QUARANTINE_COLUMNS,
+                     key=("_batch_id", "_source_file", "_source_row_number"), newer_by="_ingested_at",
+                     partition_by=("source",))
