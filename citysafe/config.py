@@ -19,7 +19,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "citysafe.yaml"
 ENV_PREFIX = "CITYSAFE_"
 # Variables with the prefix that are not configuration keys.
-_NON_KEY_ENV = {"CITYSAFE_CONFIG"}
+_NON_KEY_ENV = {"CITYSAFE_CONFIG", "CITYSAFE_BIN",
+                # set by citysafe.warehouse for dbt's own process
+                "CITYSAFE_WAREHOUSE_BUILD_PATH", "CITYSAFE_SILVER_DIR", "CITYSAFE_DUCKDB_DELTA_EXTENSION",
+                "CITYSAFE_DUCKDB_EXTENSION_DIR"}
 _PATH_KEYS = ("lake_root", "warehouse_path", "synthetic_root", "districts_geojson", "district_aliases")
 
 

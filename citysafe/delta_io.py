@@ -138,6 +138,31 @@ def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
     return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in spec.columns])
 
 
+# Typed stand-ins that only ever meet rows a filter has already removed (see check_not_null).
+_NEVER_WRITTEN = {"string": "", "bigint": 0, "int": 0, "double": 0.0, "boolean": False,
+                  "date": "1970-01-01", "timestamp": "1970-01-01 00:00:00", "timestamp_ntz": "1970-01-01 00:00:00"}
+
+
+def check_not_null(data: DataFrame, spec: TableSpec) -> tuple[DataFrame, int]:
+    """Refuse NULLs in NOT NULL columns with a clear error; return (guarded frame, row count).
+
+    Sail checks a table's NOT NULL constraints on rows that a preceding filter removes (seen with
+    `where(...)` upstream, even `where(x IS NOT NULL)`), failing valid writes. After our own exact
+    count proves the frame has no NULL there, NOT NULL columns are wrapped in coalesce() so the plan
+    itself is non-nullable; the stand-in value can only meet rows the filter drops."""
+    required = [c for c in spec.columns if not c.nullable]
+    aggregates = [F.count(F.lit(1)).alias("__rows")] + [
+        F.sum(F.when(F.col(c.name).isNull(), 1).otherwise(0)).alias(c.name) for c in required]
+    stats = data.agg(*aggregates).collect()[0].asDict()
+    nulls = {c.name: stats[c.name] for c in required if stats[c.name]}
+    if nulls:
+        raise DeltaSchemaError(f"table {spec.name}: refusing to write NULLs into NOT NULL columns {nulls}")
+    guarded = {c.name: F.coalesce(F.col(c.name), F.lit(_NEVER_WRITTEN[c.type]).cast(c.type)).alias(c.name)
+               for c in required}
+    data = data.select(*[guarded.get(name, F.col(name)) for name in spec.column_names])
+    return data, stats["__rows"]
+
+
 def _table_or_none(path: Path) -> DeltaTable | None:
     try:
         return DeltaTable(str(path))
@@ -184,8 +209,9 @@ def version(spec: TableSpec) -> int | None:
 def append(df: DataFrame, spec: TableSpec, *, expected_rows: int | None = None) -> WriteResult:
     """Append rows by column name. Empty input commits nothing."""
     before = ensure_table(spec).version()
-    data = conform(df, spec)
-    rows = data.count() if expected_rows is None else expected_rows
+    data, rows = check_not_null(conform(df, spec), spec)
+    if expected_rows is not None and rows != expected_rows:
+        raise RuntimeError(f"table {spec.name}: expected {expected_rows} rows to append, the frame has {rows}")
     if rows == 0:
         return WriteResult(spec.name, "none", version_before=before, version_after=before)
     data.write.format("delta").mode("append").save(str(spec.path))
@@ -210,7 +236,7 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
         raise ValueError(f"table {spec.name}: merge_upsert needs a key and a newer_by column")
     table = ensure_table(spec)
     before = table.version()
-    source = conform(df, spec)
+    source, _ = check_not_null(conform(df, spec), spec)
     null_key = source.where(" OR ".join(f"`{k}` IS NULL" for k in spec.key)).limit(1).collect()
     if null_key:
         raise ValueError(f"table {spec.name}: MERGE source has a row with a NULL key part {list(spec.key)}")

@@ -63,7 +63,7 @@ def incident_variables(settings: Settings, now: dt.datetime) -> dict:
         "subcategory_codes": sorted(reference.taxonomy()["subcategory_code"]),
         "district_codes": sorted(d["district_code"] for d in reference.districts(settings.districts_geojson)),
         "city_min_lon": min_lon, "city_max_lon": max_lon, "city_min_lat": min_lat, "city_max_lat": max_lat,
-        "earliest": pd.Timestamp("2000-01-01", tz="UTC"), "now": pd.Timestamp(now, tz="UTC"),
+        "earliest": pd.Timestamp("2000-01-01", tz="UTC"), "now": pd.Timestamp(now).tz_convert("UTC"),
     }
 
 

@@ -33,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -159,18 +160,22 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
         *extra_args,
     ]
     errors: list[str] = []
-    deadline = time.monotonic() + timeout_s
     # cwd is the run's log folder so that nothing dbt might drop in its working directory lands in the repo.
     with subprocess.Popen(cmd, cwd=log_path, env=dbt_env(settings, build_path), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace") as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            _report_line(line, progress, errors)
-            if time.monotonic() > deadline:
-                proc.kill()
-                errors.append(f"dbt {command} ran past {timeout_s:.0f} s and was stopped")
-                break
-        rc = proc.wait()
+        watchdog = threading.Timer(timeout_s, proc.kill)  # also fires when dbt hangs without output
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                _report_line(line, progress, errors)
+            rc = proc.wait()
+        finally:
+            timed_out = not watchdog.is_alive() and proc.returncode is not None and proc.returncode < 0
+            watchdog.cancel()
+    if timed_out:
+        errors.insert(0, f"dbt {command} ran past {timeout_s:.0f} s and was stopped")
     return rc, errors
 
 
@@ -192,7 +197,7 @@ def _report_line(line: str, progress: Progress, errors: list[str]) -> None:
                  f"{status} in {float(data.get('execution_time', 0)):.1f}s")
     elif name in ("LogTestResult", "LogNodeResult") and str(data.get("status", "")).lower() in _FAILED:
         node = data.get("node_info", {})
-        progress(f"dbt [{data.get('index')}/{data.get('total')}] {node.get('resource_type', 'test')} "
+        progress(f"dbt [{data.get('index')}/{data.get('total') or data.get('num_models')}] {node.get('resource_type', 'test')} "
                  f"{node.get('node_name')}: {str(data.get('status')).upper()}")
     elif level == "error":
         msg = info.get("msg", "").strip()
@@ -213,6 +218,20 @@ def _node_name(unique_id: str) -> str:
     if parts[0] in ("test", "unit_test") and len(parts) >= 4:
         return f"{parts[0]} {'.'.join(parts[2:-1]) if parts[0] == 'test' else '.'.join(parts[2:])}"
     return f"{parts[0]} {'.'.join(parts[2:])}" if len(parts) >= 3 else unique_id
+
+
+def _failure_detail(failed_results: list[dict], limit: int = 3) -> str:
+    """One line per distinct failure: the node and the first line of dbt's message after its header."""
+    seen: dict[str, str] = {}
+    for r in failed_results:
+        lines = [ln.strip() for ln in str(r.get("message") or r.get("status")).splitlines() if ln.strip()]
+        if len(lines) > 1 and re.match(r"(Runtime|Compilation|Database) Error in ", lines[0]):
+            lines = lines[1:]
+        seen.setdefault(lines[0][:500] if lines else "", _node_name(r["unique_id"]))
+    parts = [f"{node}: {msg}" for msg, node in list(seen.items())[:limit]]
+    if len(seen) > limit:
+        parts.append(f"... {len(seen) - limit} more")
+    return "; ".join(parts)
 
 
 def _remove_build(build_path: Path) -> None:
@@ -283,11 +302,14 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
     try:
         rc, errors = _run_dbt("build", settings, build_path, target_path, log_path, progress, timeout_s)
         results = _read_run_results(target_path)
-        failed = [_node_name(r["unique_id"]) for r in results if str(r.get("status")).lower() in _FAILED]
+        failed_results = [r for r in results if str(r.get("status")).lower() in _FAILED]
+        failed = [_node_name(r["unique_id"]) for r in failed_results]
         if rc != 0 or failed or not results:
-            detail = "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+            detail = _failure_detail(failed_results) or "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+            skipped = sum(1 for r in results if r.get("status") == "skipped")
             raise WarehouseBuildError(
-                f"dbt build failed (exit code {rc})" + (f": {detail}" if detail else ""), failed, run_dir)
+                f"dbt build failed (exit code {rc}" + (f", {skipped} nodes skipped" if skipped else "") + ")"
+                + (f": {detail}" if detail else ""), failed, run_dir)
 
         relations = {r["unique_id"].split(".")[-1]: r.get("relation_name")
                      for r in results if r["unique_id"].startswith("model.")}

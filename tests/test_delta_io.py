@@ -116,8 +116,13 @@ def test_merge_refuses_duplicate_or_null_keys(spark, tmp_path):
     spec = _spec(tmp_path / "t")
     with pytest.raises(ValueError, match="several rows for key"):
         delta_io.merge_upsert(spark, _rows(spark, [(1, "a", 1.0, T0, "d"), (1, "b", 1.0, T1, "d")]), spec)
-    with pytest.raises(ValueError, match="NULL key"):
+    with pytest.raises(DeltaSchemaError, match=r"NOT NULL columns \{'id': 1\}"):
         delta_io.merge_upsert(spark, _rows(spark, [(None, "a", 1.0, T0, "d")]), spec)
+    nullable_key = TableSpec("k", tmp_path / "k", (Column("id", "bigint"), Column("updated_at", "timestamp")),
+                             key=("id",), newer_by="updated_at")
+    with pytest.raises(ValueError, match="NULL key"):
+        delta_io.merge_upsert(spark, spark.createDataFrame([(None, T0)], "id long, updated_at timestamp"),
+                              nullable_key)
 
 
 def test_time_travel_and_history(spark, tmp_path):
@@ -141,3 +146,16 @@ def test_compaction_and_vacuum_keep_the_data(spark, tmp_path):
     removed = delta_io.vacuum(spec.path, retention_hours=0, dry_run=False)
     assert len(removed) >= 4
     assert sorted(_table(spark, spec)) == [0, 1, 2, 3]
+
+
+def test_nulls_in_not_null_columns_are_refused_with_counts(spark, tmp_path):
+    spec = _spec(tmp_path / "t")
+    with pytest.raises(DeltaSchemaError, match=r"NOT NULL columns \{'id': 1\}"):
+        delta_io.append(_rows(spark, [(None, "a", 1.0, T0, "d"), (2, "b", 1.0, T0, "d")]), spec)
+
+
+def test_not_null_check_respects_an_upstream_filter(spark, tmp_path):
+    # Sail evaluates NOT NULL constraints on rows an earlier filter removed; delta_io guards against it.
+    spec = _spec(tmp_path / "t")
+    df = _rows(spark, [(None, "drop", 1.0, T0, "d"), (2, "keep", 1.0, T0, "d")]).where("name = 'keep'")
+    assert delta_io.append(df, spec).rows_written == 1

@@ -1,0 +1,77 @@
+"""Write-audit-publish: a failing Great Expectations suite publishes nothing and keeps the evidence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import shapely
+from deltalake import DeltaTable
+
+import silver_fixtures as fx
+from citysafe import quality
+from citysafe.config import load_settings
+from spark_jobs import bronze, silver_incident, tables
+
+HEADER = ",".join(fx.SOURCE.columns)
+LINES = [
+    "JQ1,2025-03-04 13:22:10,1101,入室盗窃,江岸区,114.25,30.55,解放大道1号,张三,13800138000,110101199003071234,已受理,2025-03-05 09:00:00",
+    "JQ2,2025-03-04 14:00:00,1101,入室盗窃,江汉区,114.35,30.55,中山大道2号,李四,13800138001,,已受理,2025-03-05 09:00:00",
+    "JQ3,2025-03-04 14:00:00,0000,未知,江汉区,114.35,30.55,中山大道3号,王五,13800138002,,已受理,2025-03-05 09:00:00",
+]
+
+
+@pytest.fixture
+def lake(tmp_path, monkeypatch):
+    syn = tmp_path / "syn"
+    (syn / "police").mkdir(parents=True)
+    (syn / "police" / "police_incidents_2025-03.csv").write_text("\n".join([HEADER, *LINES]) + "\n")
+    (syn / "reference").mkdir()
+    geo = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"district_code": d["district_code"]},
+         "geometry": shapely.geometry.mapping(shapely.from_wkb(d["wkb"]))} for d in fx.DISTRICTS]}
+    (syn / "reference" / "districts.geojson").write_text(json.dumps(geo))
+    (syn / "reference" / "district_aliases.csv").write_text("alias,district_code\n江岸区,420102\n江汉区,420103\n")
+    monkeypatch.setenv("CITYSAFE_PII_KEY", "gate-test-key-0123456789")
+    settings = load_settings(environ={
+        "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
+    return settings
+
+
+def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypatch):
+    bronze.ingest(spark, lake, fx.SOURCE, progress=lambda m: None)
+    real_suite = quality.load_suite("silver_incident")
+    strict = {**real_suite, "expectations": [*real_suite["expectations"],
+                                             {"expect_table_row_count_to_be_between": {"max_value": 1}}]}
+    monkeypatch.setattr(quality, "load_suite", lambda name: strict)
+    with pytest.raises(silver_incident.QualityGateFailed, match="nothing published") as failure:
+        silver_incident.run(spark, lake, fx.SOURCE, "run-a", progress=lambda m: None)
+    assert not (tables.incident(lake.silver_dir).path / "_delta_log").exists()
+    assert DeltaTable(str(lake.staging_dir / "incident" / "run-a" / "police_incidents")).to_pyarrow_table().num_rows == 2
+    result = json.loads(open(failure.value.result_path).read())
+    assert result["success"] is False
+    assert [r["expectation"] for r in result["results"] if not r["success"]] == ["expect_table_row_count_to_be_between"]
+    recorded = DeltaTable(str(quality.validation_result_spec(lake).path)).to_pyarrow_table().to_pylist()
+    assert any(not r["success"] for r in recorded)
+
+    # Fixed suite: the same bronze batch now publishes; a re-run publishes nothing more.
+    monkeypatch.setattr(quality, "load_suite", lambda name: real_suite)
+    entry = silver_incident.run(spark, lake, fx.SOURCE, "run-b", progress=lambda m: None)
+    assert entry["published"] == 2 and entry["quarantined"] == {"unmapped_code": 1} and entry["reconciled"]
+    again = silver_incident.run(spark, lake, fx.SOURCE, "run-c", progress=lambda m: None)
+    assert again["rows_read"] == 0
+
+
+def test_suite_catches_bad_rows():
+    import pandas as pd
+
+    suite = {"suite": "t", "table": "t", "expectations": [
+        {"expect_column_values_to_be_unique": {"column": "incident_id"}},
+        {"expect_column_values_to_be_in_set": {"column": "subcategory_code", "value_set": "$codes"}}]}
+    df = pd.DataFrame({"incident_id": ["a", "a", "b"], "subcategory_code": ["PS0101", "XX9999", "PS0101"]})
+    success, rows = quality.run_suite(df, suite, {"codes": ["PS0101"]})
+    assert success is False
+    assert {r["expectation"]: r["unexpected_count"] for r in rows} == {
+        "expect_column_values_to_be_unique": 2, "expect_column_values_to_be_in_set": 1}
