@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok, 1 unexpected error, 2 bad configuration / usage / reference data, 3 a Great
 Expectations gate failed (nothing published), 4 the lake does not reconcile with the expected counts,
-5 bad input (a delivery that cannot be read).
+5 bad input (a delivery that cannot be read), 6 the marts failed to build or their dbt tests failed
+(the served warehouse is unchanged).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import click
 from citysafe.config import ConfigError, Settings, load_settings
 from citysafe.runs import RunSummary, new_run_id, sanitize_run_id
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_QUALITY, EXIT_RECONCILE, EXIT_INPUT = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_QUALITY, EXIT_RECONCILE, EXIT_INPUT, EXIT_MARTS = 0, 1, 2, 3, 4, 5, 6
 DEFAULT_SOURCES = ("police_incidents",)  # sources with a silver path so far
 
 
@@ -48,6 +49,7 @@ def stage(name: str):
             from citysafe.landing import LandingError
             from citysafe.reference import ReferenceError
             from citysafe.sources import SourceError
+            from citysafe.warehouse import WarehouseBuildError
             from spark_jobs.silver_incident import QualityGateFailed
 
             t0 = time.monotonic()
@@ -56,6 +58,9 @@ def stage(name: str):
             except QualityGateFailed as exc:
                 ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
                 _fail(EXIT_QUALITY, str(exc))
+            except WarehouseBuildError as exc:
+                ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
+                _fail(EXIT_MARTS, str(exc))
             except ReconcileFailed as exc:
                 ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
                 _fail(EXIT_RECONCILE, str(exc))
@@ -201,7 +206,8 @@ def main():
     """CitySafe Lake: land departmental data, unify it in Delta, gate it, and build the marts.
 
     Configuration: config/citysafe.yaml (or $CITYSAFE_CONFIG), overridden by CITYSAFE_<KEY> variables.
-    Exit codes: 0 ok, 1 error, 2 configuration, 3 quality gate failed, 4 reconciliation failed, 5 bad input.
+    Exit codes: 0 ok, 1 error, 2 configuration, 3 quality gate failed, 4 reconciliation failed,
+    5 bad input, 6 marts build or dbt tests failed.
     """
 
 
