@@ -34,7 +34,7 @@ def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[
     server = None
     if engine == "sail":
         # Sail logs every session at INFO on stderr; keep the user's terminal for progress lines.
-        os.environ.setdefault("RUST_LOG", "warn")
+        os.environ.setdefault("RUST_LOG", "error")
         from pysail.spark import SparkConnectServer
 
         server = SparkConnectServer(ip="127.0.0.1", port=0)

@@ -72,6 +72,7 @@ def run_suite(df, suite: dict, variables: dict) -> tuple[bool, list[dict]]:
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("citysafe")
     batch_definition = source.add_dataframe_asset("staged").add_batch_definition_whole_dataframe("whole")
     gx_suite = gx.ExpectationSuite(name=suite["suite"])

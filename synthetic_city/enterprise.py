@@ -1,0 +1,269 @@
+"""Enterprise registry (market regulation snapshot) and hazard inspections (work-safety bureau)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import people
+from ._util import Clock, SourceCounts, corruption_count, fmt_fixed, fmt_time, rng_for, write_bytes, csv_text, write_csv
+from .geo import DISTRICTS, district_names
+
+ENT_COLUMNS = ["credit_code", "legacy_reg_no", "enterprise_name", "industry_code", "industry_name", "district",
+               "address", "lon", "lat", "established_date", "registered_capital_wan", "legal_representative",
+               "reg_status", "updated_at"]
+HAZ_COLUMNS = ["hazard_id", "enterprise_id", "enterprise_name", "hazard_code", "hazard_desc", "severity",
+               "found_date", "rectify_deadline", "rectified_date", "accepted_date", "status", "inspector_id",
+               "district", "updated_at"]
+ENT_QUARANTINE = ["invalid_credit_code", "coordinates_outside_city"]
+HAZ_QUARANTINE = ["invalid_timestamp", "time_order_violation", "unmapped_code", "unknown_enterprise"]
+HAZ_STATUS = ["待整改", "已整改", "已验收"]
+DAY = 86400
+
+
+def _days(d: date) -> int:
+    return (d - date(1970, 1, 1)).days
+
+
+# ------------------------------------------------------------------------------------------ registry
+def generate_registry(out_dir: Path, clock: Clock, seed: int, city, industries: pd.DataFrame, n: int):
+    rng = rng_for(seed, "enterprise")
+    ind = rng.choice(len(industries), n, p=(industries.enterprise_weight / industries.enterprise_weight.sum()).to_numpy())
+    f = city.features()
+    w_ind = (0.03 + f["industrial"]) * f["area"]
+    w_urb = f["urban"] ** 1.2 * f["area"]
+    in_zone = rng.random(n) < industries.industrial_zone_share.to_numpy()[ind]
+    cell = np.where(in_zone, rng.choice(city.n_cells, n, p=w_ind / w_ind.sum()),
+                    rng.choice(city.n_cells, n, p=w_urb / w_urb.sum()))
+    lon, lat, dist = city.sample_in_cells(rng, cell)
+    individual = np.isin(industries.industry_code.to_numpy()[ind], ["H62", "F52"]) & (rng.random(n) < 0.4)
+    branch = np.where((rng.random(n) < 0.05) & ~individual,
+                      np.array([d.short_zh for d in DISTRICTS], dtype=object)[dist], "")
+    area = np.where(rng.random(n) < 0.2, "420100", np.array([d.code for d in DISTRICTS])[dist])
+    credit = people.credit_codes(rng, n, area, individual)
+    # collisions are astronomically unlikely but uniqueness is part of the contract
+    assert len(set(credit)) == n
+    start_days = _days(clock.start_date)
+    est = start_days - 30 - (rng.exponential(3000, n).clip(0, 11000)).astype(np.int64)
+    legacy = people.legacy_reg_numbers(rng, n, area)
+    has_legacy = (est < _days(date(2015, 10, 1))) & ~individual & (rng.random(n) < 0.8)
+    legacy = np.where(has_legacy, legacy, "").astype(object)
+    words = [w.split("|") for w in industries.name_words]
+    names = people.enterprise_names(rng, n, words, ind, individual, branch)
+    capital = np.round(np.where(individual, rng.lognormal(2.5, 0.8, n), rng.lognormal(6.0, 1.3, n)), 2)
+    rep = people.names(rng, n)
+    reg_status = rng.choice(["存续", "在业", "注销"], n, p=[0.90, 0.07, 0.03]).astype(object)
+    dname, _ = district_names(rng, dist, {"official_zh": 0.85, "code": 0.10, "short_zh": 0.05})
+    zh = np.array([d.name_zh for d in DISTRICTS], dtype=object)[dist]
+    address = people.addresses(rng, zh, with_comma=0.05, with_quote=0.01)
+    upd = clock.t0 - 86400 - rng.integers(0, 365 * 86400, n)
+
+    kinds = np.full(n, "", dtype=object)
+    for k, rate in (("invalid_credit_code", 0.005), ("coordinates_outside_city", 0.003)):
+        cand = np.nonzero(kinds == "")[0]
+        kinds[rng.choice(cand, corruption_count(n, rate), replace=False)] = k
+    credit_out = credit.copy()
+    m = np.nonzero(kinds == "invalid_credit_code")[0]
+    for j, i in enumerate(m):
+        credit_out[i] = people.corrupt_credit_code(rng, credit[i]) if j % 3 else credit[i][:17]
+    lon_s = np.array(fmt_fixed(lon, 6), dtype=object)
+    lat_s = np.array(fmt_fixed(lat, 6), dtype=object)
+    m = kinds == "coordinates_outside_city"
+    fl, ft = city.far_outside(rng, int(m.sum()))
+    lon_s[m], lat_s[m] = fmt_fixed(fl, 6), fmt_fixed(ft, 6)
+
+    typed = names.copy()                      # the registry itself is not consistently typed either
+    vm = rng.random(n) < 0.10
+    typed[vm] = people.name_variant(rng, names[vm])
+    base = pd.DataFrame({
+        "credit_code": credit_out, "legacy_reg_no": legacy, "enterprise_name": typed,
+        "industry_code": industries.industry_code.to_numpy()[ind], "industry_name": industries.industry_zh.to_numpy()[ind],
+        "district": dname, "address": address, "lon": lon_s, "lat": lat_s,
+        "established_date": fmt_time(est * DAY, "date"), "registered_capital_wan": [f"{c:.2f}" for c in capital],
+        "legal_representative": rep, "reg_status": reg_status,
+        "updated_at": fmt_time(clock.local_seconds(upd), "iso_space")})
+    published = kinds == ""
+    cand = np.nonzero(published)[0]
+    n_stale = min(len(cand), max(3, int(round(0.02 * len(cand)))))
+    stale = np.sort(rng.choice(cand, n_stale, replace=False))
+    st = base.iloc[stale].copy()
+    st["enterprise_name"] = people.name_variant(rng, names[stale])
+    st["updated_at"] = fmt_time(clock.local_seconds(upd[stale] - rng.integers(30, 700, n_stale) * 86400), "iso_space")
+    n_exact = min(len(cand), max(2, int(round(0.003 * len(cand)))))
+    exact = base.iloc[np.sort(rng.choice(cand, n_exact, replace=False))].copy()
+    rows = pd.concat([base, st, exact], ignore_index=True)
+    rows = rows.iloc[rng.permutation(len(rows))]
+    write_csv(out_dir / "enterprise" / "enterprise_registry.csv", rows[ENT_COLUMNS])
+
+    counts = SourceCounts(files=1, rows_delivered=len(rows), duplicates=n_stale + n_exact,
+                          published=int(published.sum()), published_without_cell=0,
+                          quarantined={k: int((kinds == k).sum()) for k in ENT_QUARANTINE})
+    counts.check("enterprise_registry")
+    ent = pd.DataFrame({"credit_code": credit, "legacy_reg_no": legacy, "name": names, "ind": ind,
+                        "district": dist, "lon": lon, "lat": lat, "cell": cell, "reg_status": reg_status,
+                        "published": published, "delivery": np.where(kinds == "", "clean", kinds)})
+    truth = pd.DataFrame({"credit_code": credit, "legacy_reg_no": legacy, "enterprise_name": names,
+                          "industry_code": industries.industry_code.to_numpy()[ind],
+                          "district_code": np.array([d.code for d in DISTRICTS])[dist],
+                          "lon": lon_s, "lat": lat_s, "h3_cell": np.where(published, city.cells[cell], ""),
+                          "delivery": ent.delivery}).sort_values("credit_code", kind="stable")
+    details = {"stale_duplicates_with_name_variant": int(n_stale), "exact_duplicates": int(n_exact),
+               "with_legacy_reg_no": int(has_legacy.sum()), "individual_businesses": int(individual.sum())}
+    return counts, ent, truth, details
+
+
+# ------------------------------------------------------------------------------------------ inspections
+def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.DataFrame, codes: pd.DataFrame,
+                         industries: pd.DataFrame, n: int):
+    rng = rng_for(seed, "inspections")
+    pool = ent[ent.published & (ent.reg_status != "注销")].reset_index(drop=True)
+    rate = industries.inspection_rate.to_numpy()[pool.ind.to_numpy()]
+    e = rng.choice(len(pool), n, p=rate / rate.sum())
+    ind = pool.ind.to_numpy()[e]
+    # hazard code: among the codes the enterprise's industry can have
+    code_i = np.zeros(n, dtype=np.int64)
+    prefixes = [set(p.split("|")) for p in industries.hazard_prefixes]
+    for k in range(len(industries)):
+        m = ind == k
+        if not m.any():
+            continue
+        allowed = np.nonzero(codes.prefix.isin(prefixes[k]).to_numpy())[0]
+        w = codes.weight.to_numpy()[allowed]
+        code_i[m] = allowed[rng.choice(len(allowed), int(m.sum()), p=w / w.sum())]
+    pre = codes.prefix.to_numpy()[code_i]
+    major = rng.random(n) < np.where(np.isin(pre, ["WH", "KS", "JZ"]), 0.18, 0.06)
+    # found on working days during office hours
+    dw = np.where(clock.dow < 5, 1.0, np.where(clock.dow == 5, 0.15, 0.05))
+    fday = np.sort(rng.choice(clock.days, n, p=dw / dw.sum()))
+    start_days = _days(clock.start_date)
+    f_days = start_days + fday
+    f_time = clock.day_start[fday] + rng.integers(9 * 3600, 17 * 3600, n)
+    dl = np.where(major, rng.choice([60, 90, 180], n, p=[0.4, 0.4, 0.2]), rng.choice([7, 15, 30], n, p=[0.3, 0.4, 0.3]))
+    d_days = f_days + dl
+    u = rng.random(n)
+    on_time = f_days + 1 + (rng.random(n) * dl).astype(np.int64)
+    late = d_days + np.ceil(rng.lognormal(np.log(10), 0.8, n)).astype(np.int64)
+    r_days = np.where(u < 0.65, on_time, np.where(u < 0.85, late, -1))
+    a_days = np.where(r_days >= 0, r_days + np.where(major, rng.integers(5, 31, n), rng.integers(0, 11, n)), -1)
+    end_days = start_days + clock.days            # first day after the window
+    r_days = np.where(r_days >= end_days, -1, r_days)
+    a_days = np.where((r_days < 0) | (a_days >= end_days), -1, a_days)
+    r_time = clock.day_start[np.clip(r_days - start_days, 0, clock.days - 1)] + rng.integers(9 * 3600, 18 * 3600, n)
+    a_time = clock.day_start[np.clip(a_days - start_days, 0, clock.days - 1)] + rng.integers(9 * 3600, 18 * 3600, n)
+    m_f = clock.month_index(f_time)
+    m_r = np.where(r_days >= 0, clock.month_index(r_time), -1)
+    m_a = np.where(a_days >= 0, clock.month_index(a_time), -1)
+
+    local_f = clock.local_seconds(f_time)
+    ymd = np.char.replace(fmt_time(local_f, "date"), "-", "")
+    seq = pd.Series(np.arange(n)).groupby(fday).cumcount().to_numpy() + 1
+    hid = np.char.add(np.char.add("YH", ymd), np.char.zfill(seq.astype(str), 5)).astype(object)
+
+    kinds = np.full(n, "", dtype=object)
+    for k, r in (("invalid_timestamp", 0.005), ("time_order_violation", 0.005), ("unmapped_code", 0.005),
+                 ("unknown_enterprise", 0.006)):
+        cand = np.nonzero(kinds == "")[0]
+        kinds[rng.choice(cand, min(len(cand), corruption_count(n, r)), replace=False)] = k
+
+    # enterprise reference: legacy number where the registry records one (40 %), else credit code
+    credit = pool.credit_code.to_numpy()[e]
+    legacy = pool.legacy_reg_no.to_numpy()[e]
+    use_legacy = (legacy != "") & (rng.random(n) < 0.4)
+    ent_id = np.where(use_legacy, legacy, credit).astype(object)
+    m = np.nonzero(kinds == "unknown_enterprise")[0]
+    fake_credit = people.credit_codes(rng, len(m), np.full(len(m), "420100"), np.zeros(len(m), bool))
+    fake_legacy = people.legacy_reg_numbers(rng, len(m), np.full(len(m), "420100"))
+    for j, i in enumerate(m):
+        ent_id[i] = [people.corrupt_credit_code(rng, credit[i]), fake_credit[j], fake_legacy[j]][j % 3]
+    ent_name = people.name_variant(rng, pool.name.to_numpy()[e])
+    hcode = codes.source_code.to_numpy()[code_i].astype(object)
+    hdesc = codes.source_label.to_numpy()[code_i].astype(object)
+    m = np.nonzero(kinds == "unmapped_code")[0]
+    for j, i in enumerate(m):
+        hcode[i], hdesc[i] = [("QT-99", "其他隐患"), ("XX-00", "待分类"), ("YH-000", "其他")][j % 3]
+
+    style = rng.choice(["date", "slash_date", "zh_date"], n, p=[0.6, 0.25, 0.15])
+    inspector = np.char.add("AJ", np.char.zfill(rng.integers(1, 400, n).astype(str), 4)).astype(object)
+    dname, _ = district_names(rng, pool.district.to_numpy()[e], {"official_zh": 0.9, "short_zh": 0.1})
+    sev = np.where(major, "重大", "一般").astype(object)
+
+    def fmt_dates(days: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        out = np.full(len(rows), "", dtype=object)
+        for st in ("date", "slash_date", "zh_date"):
+            m2 = (style[rows] == st) & (days >= 0)
+            out[m2] = fmt_time(days[m2] * DAY, st)
+        return out
+
+    def make_rows(rows: np.ndarray, with_r: np.ndarray, with_a: np.ndarray, upd: np.ndarray, file_m: np.ndarray):
+        r = np.where(with_r, r_days[rows], -1)
+        a = np.where(with_a, a_days[rows], -1)
+        status = np.where(a >= 0, 2, np.where(r >= 0, 1, 0))
+        return pd.DataFrame({
+            "hazard_id": hid[rows], "enterprise_id": ent_id[rows], "enterprise_name": ent_name[rows],
+            "hazard_code": hcode[rows], "hazard_desc": hdesc[rows], "severity": sev[rows],
+            "found_date": fmt_dates(f_days[rows], rows), "rectify_deadline": fmt_dates(d_days[rows], rows),
+            "rectified_date": fmt_dates(r, rows), "accepted_date": fmt_dates(a, rows),
+            "status": np.array(HAZ_STATUS, dtype=object)[status], "inspector_id": inspector[rows],
+            "district": dname[rows], "updated_at": fmt_time(clock.local_seconds(upd), "iso_space"),
+            "_file": file_m, "_key": upd})
+
+    allr = np.arange(n)
+    clean = kinds == ""
+    # corrupted hazards are delivered once, in their first month, with the state known then
+    r0 = (m_r == m_f) & (m_r >= 0)
+    a0 = (m_a == m_f) & (m_a >= 0)
+    upd0 = np.where(a0, a_time, np.where(r0, r_time, f_time))
+    first = make_rows(allr, r0, a0, upd0, m_f)
+    m = np.nonzero(kinds == "invalid_timestamp")[0]
+    bad = ["", "待定", f"{clock.start_date.year}-02-30", "0000-00-00", "2O25-01-01"]
+    first.loc[m, "found_date"] = [bad[j % len(bad)] for j in range(len(m))]
+    m = np.nonzero(kinds == "time_order_violation")[0]
+    before = f_days[m] - rng.integers(3, 30, len(m))
+    first.loc[m, "rectified_date"] = fmt_dates(before, m)
+    first.loc[m, "accepted_date"] = ""
+    first.loc[m, "status"] = HAZ_STATUS[1]
+    s1 = np.nonzero(clean & (m_r > m_f))[0]
+    second = make_rows(s1, np.ones(len(s1), bool), m_a[s1] == m_r[s1], np.where(m_a[s1] == m_r[s1], a_time[s1], r_time[s1]), m_r[s1])
+    s2 = np.nonzero(clean & (m_a > np.maximum(m_r, m_f)))[0]
+    third = make_rows(s2, np.ones(len(s2), bool), np.ones(len(s2), bool), a_time[s2], m_a[s2])
+    cand = np.nonzero(clean)[0]
+    n_exact = min(len(cand), max(2, int(round(0.005 * len(cand)))))
+    ex = np.sort(rng.choice(cand, n_exact, replace=False))
+    exact = first.iloc[ex].copy()
+    exact["_key"] = exact["_key"] + rng.integers(1, 3 * 86400, n_exact)
+    rows = pd.concat([first, second, third, exact], ignore_index=True)
+    rows["_n"] = np.arange(len(rows))
+    rows = rows.sort_values(["_file", "_key", "_n"], kind="stable")
+    counts = SourceCounts()
+    for k in range(len(clock.months)):
+        part = rows[rows._file == k]
+        # the bureau exports from Excel: UTF-8 with a byte-order mark
+        write_bytes(out_dir / "inspections" / f"hazards_{clock.month_label(k)}.csv",
+                    b"\xef\xbb\xbf" + csv_text(part[HAZ_COLUMNS]).encode("utf-8"))
+        counts.files += 1
+    counts.rows_delivered = len(rows)
+    counts.duplicates = len(s1) + len(s2) + n_exact
+    counts.published = int(clean.sum())
+    counts.quarantined = {k: int((kinds == k).sum()) for k in HAZ_QUARANTINE}
+    counts.check("hazard_inspections")
+
+    iso = lambda d: np.where(d >= 0, fmt_time(np.maximum(d, 0) * DAY, "date"), "")  # noqa: E731
+    truth = pd.DataFrame({
+        "hazard_id": hid, "credit_code": credit, "hazard_code": codes.source_code.to_numpy()[code_i],
+        "subcategory_code": codes.subcategory_code.to_numpy()[code_i],
+        "severity": np.where(major, "major", "general"), "found_date": iso(f_days), "rectify_deadline": iso(d_days),
+        "rectified_date": iso(r_days), "accepted_date": iso(a_days),
+        "final_status": np.array(HAZ_STATUS)[np.where(a_days >= 0, 2, np.where(r_days >= 0, 1, 0))],
+        "overdue_open": (r_days < 0) & (d_days < end_days - 1),
+        "closed_late": (r_days >= 0) & (r_days > d_days),
+        "h3_cell": city.cells[pool.cell.to_numpy()[e]],
+        "delivery": np.where(kinds == "", "clean", kinds)})
+    details = {"revision_rows": int(len(s1) + len(s2)), "exact_duplicates": int(n_exact),
+               "enterprise_id_legacy_reg_no": int(use_legacy.sum()),
+               "open_overdue_at_window_end": int(((r_days < 0) & (d_days < end_days - 1) & clean).sum()),
+               "closed_late": int(((r_days >= 0) & (r_days > d_days) & clean).sum()),
+               "major": int((major & clean).sum())}
+    return counts, truth, details
