@@ -120,38 +120,40 @@ def _with_spark(ctx: Context):
     return spark_session(ctx.settings.engine, app_name=f"citysafe-{ctx.summary.run_id}")
 
 
-@stage("ingest")
-def do_ingest(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
+def _per_source(ctx: Context, source_names, spark, step: str, job, table_name) -> dict:
+    """Run `job(spark, settings, source, ctx)` for each source on one engine session, recording each
+    source's counts in the run summary as `table_name(source)`."""
     from citysafe.sources import get_source
-    from spark_jobs import bronze
 
     if spark is None:
         with _with_spark(ctx) as session:
-            return do_ingest.__wrapped__(ctx, source_names, session)
+            return _per_source(ctx, source_names, session, step, job, table_name)
     out = {}
     for name in source_names:
         source = get_source(name)
-        ctx.progress(f"ingest {name}")
-        out[name] = bronze.ingest(spark, ctx.settings, source, progress=ctx.progress)
-        ctx.summary.record_table(f"bronze.{name}", out[name])
+        ctx.progress(f"{step} {name}")
+        out[name] = job(spark, ctx.settings, source, ctx)
+        ctx.summary.record_table(table_name(name), out[name])
     return out
+
+
+@stage("ingest")
+def do_ingest(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
+    from spark_jobs import bronze
+
+    return _per_source(ctx, source_names, spark, "ingest",
+                       lambda sp, settings, source, c: bronze.ingest(sp, settings, source, progress=c.progress),
+                       lambda name: f"bronze.{name}")
 
 
 @stage("silver")
 def do_silver(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
-    from citysafe.sources import get_source
     from spark_jobs import silver_incident
 
-    if spark is None:
-        with _with_spark(ctx) as session:
-            return do_silver.__wrapped__(ctx, source_names, session)
-    out = {}
-    for name in source_names:
-        source = get_source(name)
-        ctx.progress(f"silver {name}")
-        out[name] = silver_incident.run(spark, ctx.settings, source, ctx.summary.run_id, progress=ctx.progress)
-        ctx.summary.record_table(f"silver.incident[{name}]", out[name])
-    return out
+    return _per_source(ctx, source_names, spark, "silver",
+                       lambda sp, settings, source, c: silver_incident.run(
+                           sp, settings, source, c.summary.run_id, progress=c.progress),
+                       lambda name: f"silver.incident[{name}]")
 
 
 @stage("build-marts")

@@ -134,6 +134,8 @@ def simulate(seed: int, clock: Clock, city, weather_df: pd.DataFrame, scale: flo
         pr = pairs[pairs.domain == dom].reset_index(drop=True)
         T = float(pr.target.sum())
         targets[dom] = T
+        if T <= 0:
+            raise ValueError(f"no department has codes for domain {dom}")
         w = hotspot_weights(rng_for(seed, f"hotspots:{dom}"), city, dom)
         dow = np.array(p.dow) / np.mean(p.dow)
         season = 1 + p.season_amp * np.cos(2 * np.pi * (clock.doy - p.season_peak_doy) / 365.25)

@@ -104,7 +104,6 @@ def _org_check(d8: np.ndarray) -> np.ndarray:
 def credit_codes(rng: np.random.Generator, n: int, area_codes: np.ndarray, individual: np.ndarray) -> np.ndarray:
     """GB 32100-2015 unified social credit codes: '9' (market regulation) + '1' company / '2' individual
     business + 6-digit area + 9-char organisation code (GB 11714 check) + check character."""
-    alnum = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     org8 = rng.integers(0, 10, (n, 8))
     org_chk = _org_check(org8)
     head = np.column_stack([np.full(n, 9), np.where(individual, 2, 1)])
@@ -116,7 +115,6 @@ def credit_codes(rng: np.random.Generator, n: int, area_codes: np.ndarray, indiv
     chk = (31 - (vals17 * USCC_WEIGHTS).sum(axis=1) % 31) % 31
     chars = np.array([ord(c) for c in USCC_CHARS], dtype=np.uint32)
     allv = np.concatenate([vals17, chk[:, None]], axis=1)
-    del alnum
     return _chars_to_str(chars[allv]).astype(object)
 
 
