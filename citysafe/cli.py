@@ -208,8 +208,10 @@ def main():
     """CitySafe Lake: land departmental data, unify it in Delta, gate it, and build the marts.
 
     Configuration: config/citysafe.yaml (or $CITYSAFE_CONFIG), overridden by CITYSAFE_<KEY> variables.
-    Exit codes: 0 ok, 1 error, 2 configuration, 3 quality gate failed, 4 reconciliation failed,
-    5 bad input, 6 marts build or dbt tests failed.
+
+    \b
+    Exit codes: 0 ok, 1 error, 2 configuration, 3 quality gate failed,
+    4 reconciliation failed, 5 bad input, 6 marts build or dbt tests failed.
     """
 
 
@@ -326,6 +328,27 @@ def history(table, limit):
         metrics = h.get("operationMetrics", {})
         rows = metrics.get("numOutputRows", metrics.get("num_added_rows", ""))
         click.echo(f"v{h['version']:<4} {h.get('operation', ''):14s} rows={rows}  ts={h.get('timestamp')}")
+
+
+@main.command()
+@click.option("--vacuum-hours", default=168, show_default=True,
+              help="Delete unreferenced files older than this (time travel stops there).")
+@click.option("--dry-run", is_flag=True, help="List what vacuum would delete, delete nothing.")
+def maintain(vacuum_hours, dry_run):
+    """Compact small files and vacuum old ones in every Delta table of the lake (delta-rs)."""
+    from citysafe import delta_io
+
+    settings = _context(None).settings
+    logs = sorted(settings.lake_root.glob("*/*/_delta_log"))
+    for log in logs:
+        if log.parent.parent.name == "staging":
+            continue
+        table = log.parent
+        compacted = delta_io.compact(table)
+        removed = delta_io.vacuum(table, retention_hours=vacuum_hours, dry_run=dry_run)
+        click.echo(f"{table.relative_to(settings.lake_root)}: compacted {compacted.get('numFilesRemoved', 0)} "
+                   f"files into {compacted.get('numFilesAdded', 0)}; vacuum {'would remove' if dry_run else 'removed'} "
+                   f"{len(removed)} files")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ Expectations and only then MERGEs them into silver (write-audit-publish).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import shutil
 import time
 
 from pyspark.sql import Column as SparkColumn
@@ -329,6 +331,10 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, pr
     merged = delta_io.merge_upsert(spark, staged_df, incident_spec)
     q = delta_io.merge_upsert(spark, quarantined, quarantine_spec)
     write_json_atomic(state_path, {"published_batches": [*done, *pending]})
+    # Published: the staging copy has served its purpose (a failed gate keeps it for inspection).
+    shutil.rmtree(staging_spec.path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        staging_spec.path.parent.rmdir()  # the run's folder, once no source of it is left
     n_quarantined = sum(reasons.values())
     entry = {
         "rows_read": rows_read,

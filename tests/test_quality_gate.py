@@ -60,6 +60,8 @@ def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypat
     monkeypatch.setattr(quality, "load_suite", lambda name: real_suite)
     entry = silver_incident.run(spark, lake, fx.SOURCE, "run-b", progress=lambda m: None)
     assert entry["published"] == 2 and entry["quarantined"] == {"unmapped_code": 1} and entry["reconciled"]
+    assert not (lake.staging_dir / "incident" / "run-b").exists()  # published: staging copy removed
+    assert (lake.staging_dir / "incident" / "run-a").exists()      # failed run's evidence kept
     again = silver_incident.run(spark, lake, fx.SOURCE, "run-c", progress=lambda m: None)
     assert again["rows_read"] == 0
 
