@@ -21,7 +21,7 @@ from citysafe.config import ConfigError, Settings, load_settings
 from citysafe.runs import RunSummary, new_run_id, sanitize_run_id
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_QUALITY, EXIT_RECONCILE, EXIT_INPUT, EXIT_MARTS = 0, 1, 2, 3, 4, 5, 6
-DEFAULT_SOURCES = ("police_incidents",)  # sources with a silver path so far
+SILVER_SOURCES = ("police_incidents",)  # sources with a silver path so far (the embedded default's)
 
 
 class Context:
@@ -46,7 +46,8 @@ def stage(name: str):
         @functools.wraps(func)
         def wrapper(ctx: Context, *args, **kwargs):
             from citysafe.delta_io import DeltaSchemaError
-            from citysafe.landing import LandingError
+            from citysafe.connectors import ConnectorError
+            from citysafe.formats import FormatError
             from citysafe.reference import ReferenceError
             from citysafe.sources import SourceError
             from citysafe.warehouse import WarehouseBuildError
@@ -67,7 +68,7 @@ def stage(name: str):
             except (ConfigError, SourceError, ReferenceError) as exc:
                 ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
                 _fail(EXIT_CONFIG, str(exc))
-            except (LandingError, DeltaSchemaError) as exc:
+            except (FormatError, ConnectorError, DeltaSchemaError) as exc:
                 ctx.summary.record_stage(name, "failed", time.monotonic() - t0, error=str(exc))
                 _fail(EXIT_INPUT, str(exc))
             except Exception as exc:  # noqa: BLE001 - the last resort names the stage and keeps the trace
@@ -196,9 +197,17 @@ def _context(run_id: str | None) -> Context:
     return Context(settings, sanitize_run_id(run_id) if run_id else new_run_id())
 
 
-def _sources(names: tuple[str, ...], all_: bool) -> tuple[str, ...]:
-    if all_ or not names:
-        return DEFAULT_SOURCES
+def _sources(names: tuple[str, ...], all_: bool, tag: str | None = None, silver: bool = False) -> tuple[str, ...]:
+    """Named sources; with --all every registered source, with --tag those carrying the tag
+    (only sources with a silver path, for `silver`)."""
+    from citysafe.sources import load_registry
+
+    if all_ or tag:
+        registry = load_registry()
+        return tuple(n for n, s in registry.items()
+                     if (s.silver or not silver) and (tag is None or tag in s.tags))
+    if not names:
+        _fail(EXIT_CONFIG, "name at least one source, or use --all / --tag (see --help)")
     return names
 
 
@@ -228,23 +237,25 @@ def generate(force, run_id):
 
 @main.command()
 @sources_argument
-@click.option("--all", "all_", is_flag=True, help="Every registered source with a pipeline.")
+@click.option("--all", "all_", is_flag=True, help="Every registered source (sources/*.yaml).")
+@click.option("--tag", default=None, help="Every source with this tag, e.g. synthetic or real.")
 @run_id_option
-def ingest(sources, all_, run_id):
-    """Land new files of SOURCES (checksums, manifest) and append them to bronze Delta."""
+def ingest(sources, all_, tag, run_id):
+    """Fetch new deliveries of SOURCES, land them (checksums, manifest) and append them to bronze Delta."""
     ctx = _context(run_id)
-    do_ingest(ctx, _sources(sources, all_))
+    do_ingest(ctx, _sources(sources, all_, tag))
     click.echo(f"run {ctx.summary.run_id}: summary {ctx.summary.path}")
 
 
 @main.command()
 @sources_argument
 @click.option("--all", "all_", is_flag=True, help="Every registered source with a silver path.")
+@click.option("--tag", default=None, help="Every source with this tag and a silver path.")
 @run_id_option
-def silver(sources, all_, run_id):
+def silver(sources, all_, tag, run_id):
     """Clean, unify and gate new bronze batches of SOURCES, then MERGE them into silver."""
     ctx = _context(run_id)
-    do_silver(ctx, _sources(sources, all_))
+    do_silver(ctx, _sources(sources, all_, tag, silver=True))
     click.echo(f"run {ctx.summary.run_id}: summary {ctx.summary.path}")
 
 
@@ -263,7 +274,7 @@ def build_marts(run_id):
 def reconcile(sources, run_id):
     """Check the lake against the synthetic city's expected counts (exit 4 on a mismatch)."""
     ctx = _context(run_id)
-    do_reconcile(ctx, _sources(sources, False))
+    do_reconcile(ctx, sources or SILVER_SOURCES)
     click.echo("lake reconciles with the generator's truth")
 
 
@@ -275,9 +286,9 @@ def run(run_id):
     s = ctx.settings
     ctx.progress(f"run {ctx.summary.run_id}: engine={s.engine} scale={s.scale} lake={s.lake_root}")
     do_generate(ctx)
-    names = DEFAULT_SOURCES
+    names = SILVER_SOURCES
     with _with_spark(ctx) as spark:
-        do_ingest(ctx, names, spark)
+        do_ingest(ctx, _sources((), False, tag="synthetic"), spark)
         do_silver(ctx, names, spark)
     do_build_marts(ctx)
     do_reconcile(ctx, names)

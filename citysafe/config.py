@@ -23,7 +23,8 @@ _NON_KEY_ENV = {"CITYSAFE_CONFIG", "CITYSAFE_BIN",
                 # set by citysafe.warehouse for dbt's own process
                 "CITYSAFE_WAREHOUSE_BUILD_PATH", "CITYSAFE_SILVER_DIR", "CITYSAFE_DUCKDB_DELTA_EXTENSION",
                 "CITYSAFE_DUCKDB_EXTENSION_DIR"}
-_PATH_KEYS = ("lake_root", "warehouse_path", "synthetic_root", "districts_geojson", "district_aliases")
+_PATH_KEYS = ("lake_root", "warehouse_path", "synthetic_root", "districts_geojson", "district_aliases",
+              "real_data_root")
 
 
 class ConfigError(Exception):
@@ -44,6 +45,7 @@ class Settings(BaseModel):
     synthetic_root: Path
     districts_geojson: Path
     district_aliases: Path
+    real_data_root: Path
     engine: str = "sail"
     scale: float = Field(0.02, gt=0, le=10)
     seed: int = Field(20260101, ge=0)

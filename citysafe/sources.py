@@ -26,25 +26,61 @@ class _Strict(BaseModel):
 
 
 class FileConnector(_Strict):
+    """A drop folder: every new file (by checksum) matching `pattern` is picked up once."""
+
     type: Literal["files"]
     path: str
     pattern: str = "*"
+    recursive: bool = False
 
     def folder(self, settings: Settings) -> Path:
-        return Path(self.path.format(synthetic_root=settings.synthetic_root, lake_root=settings.lake_root))
+        return Path(self.path.format(synthetic_root=settings.synthetic_root, lake_root=settings.lake_root,
+                                     real_data_root=settings.real_data_root))
 
 
-class CsvFormat(_Strict):
-    type: Literal["csv"]
-    encoding: str = "utf-8"
+class RestConnector(_Strict):
+    """A paged JSON API with an incremental watermark, Socrata style ($where / $order / $limit / $offset)."""
+
+    type: Literal["rest"]
+    url: str                                   # may hold {env:NAME} placeholders for hosts/tokens
+    page_size: int = Field(1000, gt=0, le=50000)
+    timeout_seconds: float = Field(30, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff_seconds: float = Field(1.0, ge=0)
+    token_env: str | None = None               # name of the env var holding an app token, never the token
+    tie_breaker: str | None = None             # unique column ordering rows that share a watermark value
+    start_watermark: str | None = None         # first run pulls rows after this value (None: everything)
+
+
+class PostgresConnector(_Strict):
+    """Incremental pull from a department's operational PostgreSQL table by watermark column."""
+
+    type: Literal["postgres"]
+    dsn_env: str                               # name of the env var with the connection string
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    batch_size: int = Field(10000, gt=0)
+    tie_breaker: str | None = None
+    start_watermark: str | None = None
+
+
+class DataFormat(_Strict):
+    type: Literal["csv", "jsonl", "json", "xlsx"]
+    encoding: str = "utf-8"                    # or "auto": UTF-8, else GB18030 (GBK)
     delimiter: str = ","
+    quotechar: str = '"'
     header: bool = True
+    rename: dict[str, str] = {}                # delivered column name -> declared name
+    records_key: str | None = None             # json: the key holding the array of records
+    sheet: str | None = None                   # xlsx: sheet name (default: the first)
+    strict_columns: bool = False               # csv: refuse files whose header differs from the schema
 
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, v: str) -> str:
         import codecs
 
+        if v == "auto":
+            return v
         try:
             codecs.lookup(v)
         except LookupError:
@@ -99,8 +135,9 @@ class Source(_Strict):
     department: str
     kind: Literal["records", "device_log"]
     description: str = ""
-    connector: FileConnector
-    format: CsvFormat
+    tags: list[str] = []                       # e.g. synthetic (the embedded default city), real (public data)
+    connector: FileConnector | RestConnector | PostgresConnector = Field(discriminator="type")
+    format: DataFormat
     schema_: list[SchemaColumn] = Field(alias="schema", min_length=1)
     primary_key: list[str] = Field(min_length=1)
     watermark: str | None = None

@@ -1,8 +1,9 @@
-"""Bronze: landed files -> an append-only Delta table per source, every record with its lineage.
+"""Bronze: a source's deliveries -> an append-only Delta table, every record with its lineage.
 
-Extract: land new files (checksum-deduplicated, manifest). Load: append each landed batch to
-bronze.<source> and only then mark it committed (a crash in between re-reads the batch, never skips it;
-a batch already in bronze is recognised by its id and not appended twice).
+Extract: the source's connector fetches batches from the last committed watermark (files: new files
+by checksum). Each batch is landed (immutable bytes + manifest), appended to bronze.<source>, and only
+then is its watermark committed: a crash in between re-reads the batch, never skips it, and a batch
+already in bronze is recognised by its id and not appended twice.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pyspark.sql import functions as F
 
 from citysafe import delta_io
 from citysafe.config import Settings
+from citysafe.connectors import connector_for
 from citysafe.delta_io import Column, TableSpec
-from citysafe.landing import ParsedFile, land_new_files, list_batches, parse_batch
+from citysafe.formats import ParsedFile
+from citysafe.landing import land_batch, landed_checksums, list_batches, parse_landed
 from citysafe.runs import write_json_atomic
 from citysafe.sources import Source
 from spark_jobs.tables import LINEAGE
@@ -29,26 +32,43 @@ def bronze_spec(settings: Settings, source: Source) -> TableSpec:
     columns = (
         *(Column(c, "string") for c in source.columns),
         Column("_source", "string", nullable=False),
-        Column("_parse_error", "string", description="why the record could not be split into fields"),
+        Column("_parse_error", "string", description="why the record could not be read into fields"),
         Column("_raw_record", "string", description="the malformed record as delivered"),
+        Column("_extra_fields", "string", description="delivered fields not in the schema, as JSON"),
         *LINEAGE,
     )
     return TableSpec(f"bronze_{source.name}", settings.bronze_dir / source.name, columns)
+
+
+# --- ingest state: committed batches and the watermark ---------------------------------------------
 
 
 def _state_path(settings: Settings, source: Source) -> Path:
     return settings.state_dir / "bronze" / f"{source.name}.json"
 
 
-def committed_batches(settings: Settings, source: Source) -> list[str]:
+def load_state(settings: Settings, source: Source) -> dict:
     path = _state_path(settings, source)
-    return json.loads(path.read_text())["committed_batches"] if path.exists() else []
+    if path.exists():
+        return json.loads(path.read_text())
+    start = getattr(source.connector, "start_watermark", None)
+    return {"committed_batches": [], "watermark": start}
 
 
-def _mark_committed(settings: Settings, source: Source, batch_id: str) -> None:
-    done = committed_batches(settings, source)
-    if batch_id not in done:
-        write_json_atomic(_state_path(settings, source), {"committed_batches": [*done, batch_id]})
+def committed_batches(settings: Settings, source: Source) -> list[str]:
+    return load_state(settings, source)["committed_batches"]
+
+
+def _commit(settings: Settings, source: Source, manifest: dict) -> None:
+    state = load_state(settings, source)
+    if manifest["batch_id"] not in state["committed_batches"]:
+        state["committed_batches"].append(manifest["batch_id"])
+    if manifest.get("watermark_to") is not None:
+        state["watermark"] = manifest["watermark_to"]
+    write_json_atomic(_state_path(settings, source), state)
+
+
+# --- load ------------------------------------------------------------------------------------------
 
 
 def to_arrow(source: Source, batch_id: str, files: dict[str, ParsedFile], ingested_at: dt.datetime) -> pa.Table:
@@ -61,6 +81,7 @@ def to_arrow(source: Source, batch_id: str, files: dict[str, ParsedFile], ingest
             "_source": pa.array([source.name] * n, pa.string()),
             "_parse_error": pa.array(f.parse_errors, pa.string()),
             "_raw_record": pa.array(f.raw_records, pa.string()),
+            "_extra_fields": pa.array(f.extra_fields, pa.string()),
             "_batch_id": pa.array([batch_id] * n, pa.string()),
             "_source_file": pa.array([name] * n, pa.string()),
             "_source_row_number": pa.array(f.row_numbers, pa.int64()),
@@ -70,39 +91,53 @@ def to_arrow(source: Source, batch_id: str, files: dict[str, ParsedFile], ingest
     return pa.concat_tables(parts)
 
 
+class _Load:
+    def __init__(self, spark: SparkSession, settings: Settings, source: Source, progress):
+        self.spark, self.settings, self.source, self.progress = spark, settings, source, progress
+        self.spec = bronze_spec(settings, source)
+        delta_io.ensure_table(self.spec)
+        self.rows = self.appended = self.malformed = 0
+        self.batches: list[str] = []
+
+    def __call__(self, manifest: dict, files: dict[str, ParsedFile]) -> None:
+        batch_id = manifest["batch_id"]
+        if batch_id in committed_batches(self.settings, self.source):
+            return
+        already = delta_io.read(self.spark, self.spec).where(F.col("_batch_id") == batch_id).limit(1).count() > 0
+        if not already:
+            table = to_arrow(self.source, batch_id, files, dt.datetime.now(dt.UTC))
+            result = delta_io.append(self.spark.createDataFrame(table), self.spec, expected_rows=table.num_rows)
+            self.rows += table.num_rows
+            self.appended += result.rows_written
+            self.malformed += sum(f.malformed for f in files.values())
+            self.progress(f"  bronze {self.source.name}: batch {batch_id}: {result.rows_written} rows "
+                          f"(version {result.version_after})")
+        _commit(self.settings, self.source, manifest)
+        self.batches.append(batch_id)
+
+
 def ingest(spark: SparkSession, settings: Settings, source: Source, progress=print) -> dict:
-    """Land new files and append every not-yet-committed landed batch to bronze. Returns summary counts."""
+    """Fetch, land and append every new batch of `source`; returns the run-summary counts."""
     started = time.monotonic()
     landing_dir = settings.landing_dir / source.name
-    folder = source.connector.folder(settings)
-    manifest, parsed_now = land_new_files(source, folder, landing_dir)
-    if manifest:
-        progress(f"  landed batch {manifest['batch_id']}: {len(manifest['files'])} file(s), {manifest['rows']} rows")
-    else:
-        progress(f"  no new files for {source.name} in {folder}")
-    spec = bronze_spec(settings, source)
-    delta_io.ensure_table(spec)
+    load = _Load(spark, settings, source, progress)
+    # First, batches landed by an earlier run that crashed before its bronze commit.
     done = set(committed_batches(settings, source))
-    rows_read = appended = malformed = 0
-    batches = []
-    for batch in list_batches(landing_dir):
-        batch_id = batch["batch_id"]
-        if batch_id in done:
-            continue
-        already = (delta_io.read(spark, spec).where(F.col("_batch_id") == batch_id).limit(1).count() > 0)
-        if not already:
-            files = parsed_now if manifest and batch_id == manifest["batch_id"] else parse_batch(
-                source, landing_dir, batch)
-            table = to_arrow(source, batch_id, files, dt.datetime.now(dt.UTC))
-            result = delta_io.append(spark.createDataFrame(table), spec, expected_rows=table.num_rows)
-            rows_read += table.num_rows
-            appended += result.rows_written
-            malformed += sum(f["malformed_rows"] for f in batch["files"])
-            progress(f"  bronze {source.name}: appended {result.rows_written} rows (version {result.version_after})")
-        _mark_committed(settings, source, batch_id)
-        batches.append(batch_id)
+    for manifest in list_batches(landing_dir):
+        if manifest["batch_id"] not in done:
+            load(manifest, parse_landed(source, landing_dir, manifest))
+    # Then whatever the connector has that is new since the committed watermark.
+    state = load_state(settings, source)
+    connector = connector_for(source)
+    for batch in connector.batches(source, settings, state["watermark"], landed_checksums(landing_dir)):
+        manifest, files = land_batch(source, landing_dir, batch)
+        progress(f"  landed {manifest['batch_id']}: {len(manifest['files'])} file(s), {manifest['rows']} rows")
+        load(manifest, files)
+    if not load.batches:
+        progress(f"  nothing new for {source.name}")
     return {
-        "rows_read": rows_read, "published": appended, "malformed_kept_with_parse_error": malformed,
-        "quarantined": {}, "duplicates": 0, "batches": batches,
-        "delta_version": delta_io.version(spec), "seconds": round(time.monotonic() - started, 3),
+        "rows_read": load.rows, "published": load.appended, "malformed_kept_with_parse_error": load.malformed,
+        "quarantined": {}, "duplicates": 0, "batches": load.batches,
+        "watermark": load_state(settings, source)["watermark"],
+        "delta_version": delta_io.version(load.spec), "seconds": round(time.monotonic() - started, 3),
     }

@@ -9,7 +9,9 @@ import pytest
 
 from citysafe import delta_io
 from citysafe.config import load_settings
-from citysafe.landing import LandingError, land_new_files, parse_csv
+from citysafe.connectors.files import FilesConnector
+from citysafe.formats import FormatError, parse_csv
+from citysafe.landing import land_batch, landed_checksums
 from citysafe.sources import get_source
 from spark_jobs import bronze
 
@@ -20,6 +22,16 @@ HEADER = ",".join(SOURCE.columns)
 def _settings(tmp_path):
     return load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
                                   "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn")})
+
+
+def _parse(path):
+    return parse_csv(path.name, path.read_bytes(), SOURCE)
+
+
+def _land_new(folder, landing):
+    settings = load_settings(environ={"CITYSAFE_SYNTHETIC_ROOT": str(folder.parent)})
+    batches = list(FilesConnector().batches(SOURCE, settings, None, landed_checksums(landing)))
+    return land_batch(SOURCE, landing, batches[0])[0] if batches else None
 
 
 def _deliver(tmp_path, name, lines, encoding="utf-8"):
@@ -36,7 +48,7 @@ SHORT = "JQ3,2025-03-04 13:22:10,0101"
 
 def test_parse_keeps_malformed_records_with_their_row_number(tmp_path):
     folder = _deliver(tmp_path, "police_incidents_2025-03.csv", [GOOD, MULTILINE, SHORT])
-    parsed = parse_csv(folder / "police_incidents_2025-03.csv", SOURCE)
+    parsed = _parse(folder / "police_incidents_2025-03.csv")
     assert parsed.rows == 3 and parsed.row_numbers == [1, 2, 3]
     assert parsed.columns["address"][:2] == ["解放大道1号, 3楼", "line one\nline two"]
     assert parsed.parse_errors == [None, None, "expected 13 fields, found 3"]
@@ -45,17 +57,17 @@ def test_parse_keeps_malformed_records_with_their_row_number(tmp_path):
 
 def test_wrong_encoding_and_missing_column_stop_with_a_clear_error(tmp_path):
     folder = _deliver(tmp_path, "police_incidents_2025-03.csv", [GOOD], encoding="gbk")
-    with pytest.raises(LandingError, match=r"police_incidents_2025-03.csv: not valid utf-8 at byte \d+.*encoding"):
-        parse_csv(folder / "police_incidents_2025-03.csv", SOURCE)
-    (folder / "police_incidents_2025-03.csv").write_text(HEADER.replace(",status", "") + "\n")
-    with pytest.raises(LandingError, match=r"missing column\(s\) \['status'\]"):
-        parse_csv(folder / "police_incidents_2025-03.csv", SOURCE)
+    with pytest.raises(FormatError, match=r"police_incidents_2025-03.csv: not valid utf-8 at byte \d+.*encoding"):
+        _parse(folder / "police_incidents_2025-03.csv")
+    (folder / "police_incidents_2025-03.csv").write_text(HEADER.replace(",report_time", "") + "\n")
+    with pytest.raises(FormatError, match=r"missing required column\(s\) \['report_time'\]"):
+        _parse(folder / "police_incidents_2025-03.csv")
 
 
 def test_files_land_once_immutable_with_manifest(tmp_path):
     folder = _deliver(tmp_path, "police_incidents_2025-03.csv", [GOOD, MULTILINE])
     landing = tmp_path / "lake" / "landing" / "police_incidents"
-    manifest, _ = land_new_files(SOURCE, folder, landing)
+    manifest = _land_new(folder, landing)
     assert manifest["rows"] == 2 and len(manifest["files"]) == 1
     landed = landing / manifest["batch_id"] / "police_incidents_2025-03.csv"
     assert landed.read_bytes() == (folder / "police_incidents_2025-03.csv").read_bytes()
@@ -63,10 +75,10 @@ def test_files_land_once_immutable_with_manifest(tmp_path):
     assert oct(landed.stat().st_mode)[-3:] == "444"
     on_disk = json.loads((landing / manifest["batch_id"] / "manifest.json").read_text())
     assert on_disk["files"][0]["sha256"] == manifest["files"][0]["sha256"]
-    again, _ = land_new_files(SOURCE, folder, landing)
+    again = _land_new(folder, landing)
     assert again is None  # same checksum: never twice
     _deliver(tmp_path, "police_incidents_2025-04.csv", [GOOD])
-    third, _ = land_new_files(SOURCE, folder, landing)
+    third = _land_new(folder, landing)
     assert [f["name"] for f in third["files"]] == ["police_incidents_2025-04.csv"]
 
 
