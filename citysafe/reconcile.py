@@ -23,8 +23,12 @@ def _rows(path, columns, source=None):
     return table
 
 
+def bronze_rows(settings: Settings, source: str) -> int:
+    return DeltaTable(str(settings.bronze_dir / source)).to_pyarrow_table(columns=["_batch_id"]).num_rows
+
+
 def lake_counts(settings: Settings, source: str) -> dict:
-    bronze = DeltaTable(str(settings.bronze_dir / source)).to_pyarrow_table(columns=["_batch_id"]).num_rows
+    bronze = bronze_rows(settings, source)
     silver = _rows(settings.silver_dir / "incident", ["source", "h3_cell"], source)
     quarantine = _rows(settings.silver_dir / "quarantine", ["source", "reason"], source)
     reasons = Counter(quarantine["reason"].to_pylist())
@@ -37,10 +41,18 @@ def lake_counts(settings: Settings, source: str) -> dict:
     }
 
 
-def against_truth(settings: Settings, sources) -> dict:
+def against_truth(settings: Settings, sources, bronze_only=()) -> dict:
+    """Full reconciliation for `sources` (through silver); rows delivered = rows in bronze for
+    `bronze_only` (sources without a silver path yet)."""
     truth_path = settings.synthetic_root / "truth" / "expected_counts.json"
     truth = json.loads(truth_path.read_text(encoding="utf-8"))["sources"]
     report = {"truth": str(truth_path), "sources": {}}
+    for source in bronze_only:
+        expected = truth[source]["rows_delivered"]
+        actual = bronze_rows(settings, source)
+        problems = [] if actual == expected else [f"{source}.rows_delivered: bronze {actual} != truth {expected}"]
+        report["sources"][source] = {"ok": not problems, "actual": {"rows_delivered": actual},
+                                     "expected": {"rows_delivered": expected}, "problems": problems}
     for source in sources:
         expected = truth[source]
         actual = lake_counts(settings, source)
