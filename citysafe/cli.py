@@ -137,6 +137,19 @@ def _per_source(ctx: Context, source_names, spark, step: str, job, table_name) -
     return out
 
 
+@stage("reference")
+def do_reference(ctx: Context, spark=None) -> dict:
+    from spark_jobs import silver_reference
+
+    if spark is None:
+        with _with_spark(ctx) as session:
+            return do_reference.__wrapped__(ctx, session)
+    ctx.progress("reference tables")
+    result = silver_reference.run(spark, ctx.settings, progress=ctx.progress)
+    ctx.summary.record_table("silver.reference", result)
+    return result
+
+
 @stage("ingest")
 def do_ingest(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
     from spark_jobs import bronze
@@ -263,6 +276,15 @@ def silver(sources, all_, tag, run_id):
     click.echo(f"run {ctx.summary.run_id}: summary {ctx.summary.path}")
 
 
+@main.command("reference")
+@run_id_option
+def reference_tables(run_id):
+    """Load the taxonomy, districts, district aliases and the city's H3 cells into silver."""
+    ctx = _context(run_id)
+    result = do_reference(ctx)
+    click.echo(", ".join(f"{k}={v['rows']}" for k, v in result.items() if isinstance(v, dict)))
+
+
 @main.command("build-marts")
 @run_id_option
 def build_marts(run_id):
@@ -292,6 +314,7 @@ def run(run_id):
     do_generate(ctx)
     synthetic = _sources((), False, tag="synthetic")
     with _with_spark(ctx) as spark:
+        do_reference(ctx, spark)
         do_ingest(ctx, synthetic, spark)
         do_silver(ctx, _sources((), False, tag="synthetic", silver=True), spark)
     do_build_marts(ctx)

@@ -9,7 +9,8 @@ It enforces the guardrails from STACK_NOTES (Sail loses data silently otherwise)
 - before every write the table's own schema (read with delta-rs) must equal the declaration;
 - writes are `append` or `MERGE` only: no overwrite, no dynamic partition overwrite, no replaceWhere;
 - MERGE is an upsert by key with an "only if newer" rule, and a batch that changes nothing commits
-  nothing (so a re-run leaves the table version where it was);
+  nothing (so a re-run leaves the table version where it was); reference tables use `merge_sync`
+  (the table becomes exactly the source rows, in one atomic MERGE);
 - history, compaction and vacuum use delta-rs (Sail does not support them).
 """
 
@@ -105,6 +106,7 @@ class WriteResult:
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_unchanged: int = 0  # source rows that were not newer than the table's
+    rows_deleted: int = 0    # merge_sync only: keys no longer in the source
     version_before: int | None = None
     version_after: int | None = None
 
@@ -277,6 +279,48 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
     after = DeltaTable(str(spec.path)).version()
     return WriteResult(spec.name, "merge", rows_written=inserted + updated, rows_inserted=inserted,
                        rows_updated=updated, rows_unchanged=unchanged, version_before=before, version_after=after)
+
+
+def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteResult:
+    """Make the table hold exactly the rows of `df`, by key (for reference tables): insert new keys,
+    update rows whose values differ, delete keys no longer present. One atomic MERGE; nothing is
+    committed when the table already holds exactly these rows."""
+    if not spec.key:
+        raise ValueError(f"table {spec.name}: merge_sync needs a key")
+    table = ensure_table(spec)
+    before = table.version()
+    source, _ = check_not_null(conform(df, spec), spec)
+    dup_keys = source.groupBy(*spec.key).count().where("count > 1").limit(1).collect()
+    if dup_keys:
+        raise ValueError(f"table {spec.name}: source has several rows for key {dup_keys[0].asDict()}")
+    values = [c for c in spec.column_names if c not in spec.key]
+    row_hash = F.sha2(F.to_json(F.struct(*[F.col(c) for c in values])), 256)
+    src = source.select(*spec.key, row_hash.alias("__s"))
+    tgt = spark.read.format("delta").load(str(spec.path)).select(*spec.key, row_hash.alias("__t"))
+    joined = src.join(tgt, on=list(spec.key), how="full_outer")
+    action = (F.when(F.col("__t").isNull(), "insert").when(F.col("__s").isNull(), "delete")
+              .when(F.col("__s") != F.col("__t"), "update").otherwise("unchanged"))
+    counts = {r["a"]: r["count"] for r in joined.select(action.alias("a")).groupBy("a").count().collect()}
+    inserted, updated, deleted = counts.get("insert", 0), counts.get("update", 0), counts.get("delete", 0)
+    if inserted + updated + deleted == 0:
+        return WriteResult(spec.name, "none", rows_unchanged=counts.get("unchanged", 0),
+                           version_before=before, version_after=before)
+    view = f"citysafe_sync_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in values) or "FALSE"
+    cols = spec.column_names
+    spark.sql(
+        f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
+        f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {', '.join(f't.`{c}` = s.`{c}`' for c in cols)} "
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(f'`{c}`' for c in cols)}) "
+        f"VALUES ({', '.join(f's.`{c}`' for c in cols)}) "
+        f"WHEN NOT MATCHED BY SOURCE THEN DELETE"
+    ).collect()
+    spark.catalog.dropTempView(view)
+    after = DeltaTable(str(spec.path)).version()
+    return WriteResult(spec.name, "merge", rows_written=inserted + updated, rows_inserted=inserted,
+                       rows_updated=updated, rows_unchanged=counts.get("unchanged", 0), rows_deleted=deleted,
+                       version_before=before, version_after=after)
 
 
 # --- reads and maintenance --------------------------------------------------------------------------

@@ -53,14 +53,20 @@ class RestConnector(_Strict):
 
 
 class PostgresConnector(_Strict):
-    """Incremental pull from a department's operational PostgreSQL table by watermark column."""
+    """Incremental pull from a department's operational PostgreSQL table by watermark column.
+
+    The source's `watermark` column orders the pull; `tie_breaker` (a unique NOT NULL column, e.g. the
+    key) orders rows sharing a watermark value, so none is skipped or read twice at a chunk boundary.
+    The source's format must be jsonl (each chunk is delivered as JSON lines).
+    """
 
     type: Literal["postgres"]
-    dsn_env: str                               # name of the env var with the connection string
+    dsn_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # NAME of the env var with the DSN, never the DSN
     table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
     batch_size: int = Field(10000, gt=0)
-    tie_breaker: str | None = None
-    start_watermark: str | None = None
+    tie_breaker: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    start_watermark: str | None = None         # first run pulls rows after this value (None: everything)
+    connect_timeout_seconds: int = Field(10, ge=2, le=300)
 
 
 class DataFormat(_Strict):

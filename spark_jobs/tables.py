@@ -62,3 +62,59 @@ def quarantine(silver_dir: Path) -> TableSpec:
     return TableSpec("quarantine", silver_dir / "quarantine", QUARANTINE_COLUMNS,
                      key=("_batch_id", "_source_file", "_source_row_number"), newer_by="_ingested_at",
                      partition_by=("source",))
+
+
+# --- reference tables (rebuilt from reference/ and the city's district files with merge_sync) -------
+
+TAXONOMY_COLUMNS = (
+    Column("subcategory_code", "string", nullable=False),
+    Column("subcategory_en", "string", nullable=False),
+    Column("subcategory_zh", "string", nullable=False),
+    Column("category_code", "string", nullable=False),
+    Column("category_en", "string", nullable=False),
+    Column("category_zh", "string", nullable=False),
+    Column("domain_code", "string", nullable=False),
+    Column("domain_en", "string", nullable=False),
+    Column("domain_zh", "string", nullable=False),
+    Column("severity_default", "string", nullable=False),
+)
+
+DISTRICT_COLUMNS = (
+    Column("district_code", "string", nullable=False),
+    Column("name_zh", "string"),
+    Column("name_en", "string"),
+    Column("area_km2", "double", nullable=False),
+    Column("centroid_lon", "double", nullable=False),
+    Column("centroid_lat", "double", nullable=False),
+    Column("geometry_wkt", "string", nullable=False, description="polygon in WGS84 (lon lat)"),
+)
+
+DISTRICT_ALIAS_COLUMNS = (
+    Column("alias_key", "string", nullable=False, description="normalised alias used for matching"),
+    Column("district_code", "string", nullable=False),
+)
+
+H3_CELL_COLUMNS = (
+    Column("h3_cell", "string", nullable=False),
+    Column("resolution", "int", nullable=False),
+    Column("district_code", "string", nullable=False, description="district holding the cell centre"),
+    Column("centroid_lon", "double", nullable=False),
+    Column("centroid_lat", "double", nullable=False),
+    Column("neighbors", "string", nullable=False, description="JSON array of the ring-1 cells inside the city"),
+)
+
+
+def taxonomy(silver_dir: Path) -> TableSpec:
+    return TableSpec("taxonomy", silver_dir / "taxonomy", TAXONOMY_COLUMNS, key=("subcategory_code",))
+
+
+def district(silver_dir: Path) -> TableSpec:
+    return TableSpec("district", silver_dir / "district", DISTRICT_COLUMNS, key=("district_code",))
+
+
+def district_alias(silver_dir: Path) -> TableSpec:
+    return TableSpec("district_alias", silver_dir / "district_alias", DISTRICT_ALIAS_COLUMNS, key=("alias_key",))
+
+
+def h3_cell(silver_dir: Path) -> TableSpec:
+    return TableSpec("h3_cell", silver_dir / "h3_cell", H3_CELL_COLUMNS, key=("h3_cell",))

@@ -159,3 +159,16 @@ def test_not_null_check_respects_an_upstream_filter(spark, tmp_path):
     spec = _spec(tmp_path / "t")
     df = _rows(spark, [(None, "drop", 1.0, T0, "d"), (2, "keep", 1.0, T0, "d")]).where("name = 'keep'")
     assert delta_io.append(df, spec).rows_written == 1
+
+
+def test_merge_sync_makes_the_table_equal_to_the_source(spark, tmp_path):
+    spec = TableSpec("ref", tmp_path / "ref", (Column("code", "string", nullable=False), Column("name", "string")),
+                     key=("code",))
+    first = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", "B"), ("c", None)], "code string, name string"), spec)
+    assert (first.rows_inserted, first.rows_deleted) == (3, 0)
+    second = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", "B2"), ("d", "D")], "code string, name string"), spec)
+    assert (second.rows_inserted, second.rows_updated, second.rows_deleted, second.rows_unchanged) == (1, 1, 1, 1)
+    assert sorted((r.code, r.name) for r in delta_io.read(spark, spec).collect()) == [("a", "A"), ("b", "B2"), ("d", "D")]
+    v = delta_io.version(spec)
+    again = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", "B2"), ("d", "D")], "code string, name string"), spec)
+    assert again.operation == "none" and delta_io.version(spec) == v

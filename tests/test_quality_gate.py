@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import shapely
 from deltalake import DeltaTable
 
 import silver_fixtures as fx
+from tests_support import write_city_reference
 from citysafe import quality
 from citysafe.config import load_settings
 from spark_jobs import bronze, silver_incident, tables
@@ -26,12 +26,7 @@ def lake(tmp_path, monkeypatch):
     syn = tmp_path / "syn"
     (syn / "police").mkdir(parents=True)
     (syn / "police" / "police_incidents_2025-03.csv").write_text("\n".join([HEADER, *LINES]) + "\n")
-    (syn / "reference").mkdir()
-    geo = {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"district_code": d["district_code"]},
-         "geometry": shapely.geometry.mapping(shapely.from_wkb(d["wkb"]))} for d in fx.DISTRICTS]}
-    (syn / "reference" / "districts.geojson").write_text(json.dumps(geo))
-    (syn / "reference" / "district_aliases.csv").write_text("alias,district_code\n江岸区,420102\n江汉区,420103\n")
+    write_city_reference(syn)
     monkeypatch.setenv("CITYSAFE_PII_KEY", "gate-test-key-0123456789")
     settings = load_settings(environ={
         "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
