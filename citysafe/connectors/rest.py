@@ -164,7 +164,8 @@ class RestApiConnector:
     def _get(url: str, shown: str, headers: dict, source: Source) -> bytes:
         """GET with retries (exponential backoff) on 5xx / 429, refused connections and timeouts."""
         cfg = source.connector
-        host = urllib.parse.urlsplit(url).netloc
+        parts = urllib.parse.urlsplit(url)
+        host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname  # no user:password@
         tries = cfg.max_retries + 1
         for attempt in range(tries):
             if attempt:
