@@ -11,6 +11,7 @@ import pandas as pd
 import shapely
 
 from citysafe.sources import get_source
+from spark_jobs.common import Places
 from spark_jobs.silver_incident import Reference
 
 SOURCE = get_source("police_incidents")
@@ -88,5 +89,5 @@ def bronze_frame(spark):
 def reference(spark) -> Reference:
     return Reference(
         crosswalk=spark.createDataFrame(CROSSWALK), taxonomy=spark.createDataFrame(TAXONOMY),
-        aliases=spark.createDataFrame(ALIASES), districts=DISTRICTS, h3_resolution=8, timezone="Asia/Shanghai",
+        places=Places(spark.createDataFrame(ALIASES), DISTRICTS, 8), timezone="Asia/Shanghai",
     )
