@@ -50,7 +50,7 @@ def stage(name: str):
             from citysafe.reference import ReferenceError
             from citysafe.sources import SourceError
             from citysafe.warehouse import WarehouseBuildError
-            from spark_jobs.silver_incident import QualityGateFailed
+            from spark_jobs.publish import QualityGateFailed
 
             t0 = time.monotonic()
             try:

@@ -228,14 +228,15 @@ def _key_condition(key: Sequence[str], left: str, right: str) -> str:
 
 
 def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteResult:
-    """Upsert by `spec.key`: insert new keys, update a row only if the incoming `newer_by` is greater.
+    """Upsert by `spec.key`: insert new keys, update a row only if the incoming `newer_by` is greater
+    (a table without `newer_by` holds immutable facts: insert-only, an existing key is never changed).
 
     The source must hold at most one row per key (dedupe first; a MERGE with several matches is an
     error in Delta). Only rows that would change the table are merged; if none would, nothing is
     committed and the version stays the same.
     """
-    if not spec.key or not spec.newer_by:
-        raise ValueError(f"table {spec.name}: merge_upsert needs a key and a newer_by column")
+    if not spec.key:
+        raise ValueError(f"table {spec.name}: merge_upsert needs a key")
     table = ensure_table(spec)
     before = table.version()
     source, _ = check_not_null(conform(df, spec), spec)
@@ -246,15 +247,14 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
     if dup_keys:
         raise ValueError(f"table {spec.name}: MERGE source has several rows for key {dup_keys[0].asDict()}")
 
+    newer = F.col(spec.newer_by) if spec.newer_by else F.lit(None)
     target = spark.read.format("delta").load(str(spec.path)).select(
-        *[F.col(k) for k in spec.key], F.col(spec.newer_by).alias("__target_newer"),
-        F.lit(True).alias("__in_target"),
-    )
+        *[F.col(k) for k in spec.key], newer.alias("__target_newer"), F.lit(True).alias("__in_target"))
     joined = source.alias("s").join(target.alias("t"), on=list(spec.key), how="left")
+    is_newer = (F.col(f"s.{spec.newer_by}") > F.col("__target_newer")) if spec.newer_by else F.lit(False)
     classified = joined.withColumn(
         "__action",
-        F.when(F.col("__in_target").isNull(), F.lit("insert"))
-        .when(F.col(f"s.{spec.newer_by}") > F.col("__target_newer"), F.lit("update"))
+        F.when(F.col("__in_target").isNull(), F.lit("insert")).when(is_newer, F.lit("update"))
         .otherwise(F.lit("unchanged")),
     )
     counts = {r["__action"]: r["count"] for r in classified.groupBy("__action").count().collect()}
@@ -270,10 +270,11 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
     set_clause = ", ".join(f"t.`{c}` = s.`{c}`" for c in cols)
     insert_cols = ", ".join(f"`{c}`" for c in cols)
     insert_vals = ", ".join(f"s.`{c}`" for c in cols)
+    update = (f"WHEN MATCHED AND s.`{spec.newer_by}` > t.`{spec.newer_by}` THEN UPDATE SET {set_clause} "
+              if spec.newer_by else "")
     spark.sql(
         f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
-        f"WHEN MATCHED AND s.`{spec.newer_by}` > t.`{spec.newer_by}` THEN UPDATE SET {set_clause} "
-        f"WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
+        f"{update}WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
     ).collect()
     spark.catalog.dropTempView(view)
     after = DeltaTable(str(spec.path)).version()

@@ -55,15 +55,20 @@ def _resolve(value, variables: dict):
     return value
 
 
-def incident_variables(settings: Settings, now: dt.datetime) -> dict:
+def suite_variables(settings: Settings, now: dt.datetime) -> dict:
+    """Every value a suite may reference as $name: reference codes, city bounds, time limits."""
     import pandas as pd
 
     min_lon, min_lat, max_lon, max_lat = reference.city_bounds(settings.districts_geojson)
+    units = reference.device_units()
     return {
         "subcategory_codes": sorted(reference.taxonomy()["subcategory_code"]),
         "district_codes": sorted(d["district_code"] for d in reference.districts(settings.districts_geojson)),
         "city_min_lon": min_lon, "city_max_lon": max_lon, "city_min_lat": min_lat, "city_max_lat": max_lat,
         "earliest": pd.Timestamp("2000-01-01", tz="UTC"), "now": pd.Timestamp(now).tz_convert("UTC"),
+        "device_types": sorted(units["device_type"].unique()),
+        "canonical_units": sorted(units["canonical_unit"].unique()),
+        "device_value_min": float(units["min_valid"].min()), "device_value_max": float(units["max_valid"].max()),
     }
 
 
@@ -97,14 +102,16 @@ def run_suite(df, suite: dict, variables: dict) -> tuple[bool, list[dict]]:
     return bool(result.success), rows
 
 
-def validate_incident_staging(spark, settings: Settings, staging: TableSpec, run_id: str, source_name: str) -> dict:
-    """Gate the staged incident candidates. Writes the result JSON and the validation_result rows."""
+def validate_staging(spark, settings: Settings, suite_name: str, staging: TableSpec, run_id: str,
+                     source_name: str) -> dict:
+    """Gate staged candidates with expectations/<suite_name>.yaml. Writes the result JSON and the
+    validation_result rows; returns {suite, success, evaluated, failed, failures, result_path}."""
     from deltalake import DeltaTable
 
-    suite = load_suite("silver_incident")
+    suite = load_suite(suite_name)
     now = dt.datetime.now(dt.UTC)
     df = DeltaTable(str(staging.path)).to_pandas()
-    success, rows = run_suite(df, suite, incident_variables(settings, now))
+    success, rows = run_suite(df, suite, suite_variables(settings, now))
     failed = [r for r in rows if not r["success"]]
     result_path = settings.runs_dir / run_id / "validation" / f"{suite['suite']}-{source_name}.json"
     write_json_atomic(result_path, {

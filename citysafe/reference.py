@@ -118,3 +118,20 @@ def city_bounds(path: Path) -> tuple[float, float, float, float]:
 
     union = shapely.union_all([shapely.from_wkb(d["wkb"]) for d in districts(path)])
     return tuple(union.bounds)
+
+
+UNITS_FILE = REFERENCE_DIR / "units" / "device_units.csv"
+
+
+@functools.cache
+def device_units(path: Path = UNITS_FILE) -> pd.DataFrame:
+    """device_type, unit -> canonical_unit, factor, physical limits."""
+    df = _read_csv(path, ["device_type", "unit", "canonical_unit", "factor", "min_valid", "max_valid"])
+    for col in ("factor", "min_valid", "max_valid"):
+        df[col] = df[col].astype(float)
+    dup = df[df.duplicated(["device_type", "unit"])]
+    if len(dup):
+        raise ReferenceError(f"{path}: ({dup.iloc[0].device_type}, {dup.iloc[0].unit}) listed twice")
+    if (df.groupby("device_type")["canonical_unit"].nunique() > 1).any():
+        raise ReferenceError(f"{path}: a device type has more than one canonical unit")
+    return df[["device_type", "unit", "canonical_unit", "factor", "min_valid", "max_valid"]]

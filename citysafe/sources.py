@@ -136,6 +136,45 @@ class SilverTarget(_Strict):
     personal: PersonalFields = PersonalFields()
 
 
+class DeviceFields(_Strict):
+    device_id: str
+    device_type: str
+    unit: str
+    district: str | None = None
+    lon: str | None = None
+    lat: str | None = None
+    installed_date: str | None = None
+    clock_skew_seconds: str | None = None   # device clock minus true time, when known
+    model: str | None = None
+    owner: str | None = None
+
+
+class DeviceTarget(_Strict):
+    """A device registry -> silver.device."""
+
+    table: Literal["device"]
+    fields: DeviceFields
+    personal: PersonalFields = PersonalFields()
+
+
+class ReadingFields(_Strict):
+    device_id: str
+    reading_ts: str                          # the device's own clock
+    seq: str                                 # per-device counter: the reading's identity
+    value: str
+    unit: str
+    received_at: str | None = None           # server arrival time
+
+
+class DeviceReadingTarget(_Strict):
+    """A device log -> silver.device_reading (raw, cleaned) and silver.device_reading_hourly."""
+
+    table: Literal["device_reading"]
+    registry: str                            # the source whose silver.device rows these devices are in
+    fields: ReadingFields
+    personal: PersonalFields = PersonalFields()
+
+
 class Source(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     department: str
@@ -149,7 +188,7 @@ class Source(_Strict):
     watermark: str | None = None
     schedule: str
     freshness: Freshness
-    silver: SilverTarget | None = None
+    silver: SilverTarget | DeviceTarget | DeviceReadingTarget | None = Field(None, discriminator="table")
     file: Path | None = None
 
     @model_validator(mode="after")

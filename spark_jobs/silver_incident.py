@@ -9,21 +9,18 @@ Expectations and only then MERGEs them into silver (write-audit-publish).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import shutil
-import time
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from citysafe import delta_io, reference
+from citysafe import reference
 from citysafe.config import Settings
 from citysafe.sources import Source
 from spark_jobs import common, tables
-from spark_jobs.bronze import bronze_spec
 from spark_jobs.common import Places, blank_to_null, parse_timestamp
+from spark_jobs.publish import QualityGateFailed, SilverOutput, run_job  # noqa: F401 (re-exported)
 
 JOB = "incident"
 # Quarantine reasons, checked in this order; the first that applies is recorded.
@@ -162,75 +159,14 @@ def to_quarantine(df: DataFrame, source: Source, run_id: str = "") -> DataFrame:
     return common.quarantine_rows(df, source, F.col("w_record_id"), run_id)
 
 
-class QualityGateFailed(Exception):
-    def __init__(self, message: str, result_path):
-        super().__init__(message)
-        self.result_path = result_path
-
-
 def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
     """Process bronze batches not yet published to silver; returns the reconciliation counts."""
-    from citysafe import quality
-
-    started = time.monotonic()
-    done, pending = common.pending_batches(settings, JOB, source)
-    incident_spec = tables.incident(settings.silver_dir)
-    quarantine_spec = tables.quarantine(settings.silver_dir)
-    if not pending:
-        progress(f"  silver {source.name}: no new bronze batches")
-        return {"rows_read": 0, "published": 0, "quarantined": {}, "duplicates": 0, "batches": [],
-                "delta_version": delta_io.version(incident_spec), "seconds": round(time.monotonic() - started, 3)}
-
-    bronze = delta_io.read(spark, bronze_spec(settings, source)).where(F.col("_batch_id").isin(pending))
-    rows_read = bronze.count()
     ref = load_reference(spark, settings, source)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    published, quarantined, duplicates = transform(bronze, source, ref, settings.pii_key(), now)
-    quarantined = quarantined.withColumn("run_id", F.lit(run_id))
+    pii_key = settings.pii_key()
 
-    # Write: candidates to a staging table of this run (audit happens on what was actually written).
-    staging_spec = dataclasses.replace(incident_spec, name=f"staging_incident_{source.name}",
-                                       path=settings.staging_dir / "incident" / run_id / source.name)
-    staged = delta_io.append(published, staging_spec)
-    progress(f"  silver {source.name}: {rows_read} bronze rows -> {staged.rows_written} candidates staged")
-    staged_df = delta_io.read(spark, staging_spec)
-    n_duplicates = duplicates.count()
-    reasons = {r["reason"]: r["count"] for r in quarantined.groupBy("reason").count().collect()}
+    def to_silver(bronze: DataFrame) -> SilverOutput:
+        return SilverOutput(*transform(bronze, source, ref, pii_key, now))
 
-    # Audit: the Great Expectations suite gates publishing.
-    outcome = quality.validate_incident_staging(spark, settings, staging_spec, run_id, source.name)
-    if not outcome["success"]:
-        raise QualityGateFailed(
-            f"silver {source.name}: Great Expectations suite {outcome['suite']} failed "
-            f"({outcome['failed']} of {outcome['evaluated']} expectations); nothing published; staging kept at "
-            f"{staging_spec.path}; result {outcome['result_path']}", outcome["result_path"])
-    progress(f"  silver {source.name}: suite {outcome['suite']} passed ({outcome['evaluated']} expectations)")
-
-    # Publish: MERGE (only if newer) into silver, quarantine keyed by lineage.
-    merged = delta_io.merge_upsert(spark, staged_df, incident_spec)
-    q = delta_io.merge_upsert(spark, quarantined, quarantine_spec)
-    common.mark_published(settings, JOB, source, done, pending)
-    # Published: the staging copy has served its purpose (a failed gate keeps it for inspection).
-    shutil.rmtree(staging_spec.path, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        staging_spec.path.parent.rmdir()  # the run's folder, once no source of it is left
-    n_quarantined = sum(reasons.values())
-    entry = {
-        "rows_read": rows_read,
-        "published": merged.rows_inserted + merged.rows_updated,
-        "inserted": merged.rows_inserted, "updated": merged.rows_updated,
-        "quarantined": dict(sorted(reasons.items())),
-        # In-batch duplicates plus rows no newer than what silver already holds.
-        "duplicates": n_duplicates + merged.rows_unchanged,
-        "batches": pending,
-        "delta_version": merged.version_after,
-        "quarantine_delta_version": q.version_after,
-        "validation": {k: outcome[k] for k in ("suite", "success", "evaluated", "failed", "result_path")},
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    accounted = entry["published"] + n_quarantined + entry["duplicates"]
-    entry["reconciled"] = accounted == rows_read
-    if not entry["reconciled"]:
-        raise RuntimeError(f"silver {source.name}: rows do not reconcile: read {rows_read} != published "
-                           f"{entry['published']} + quarantined {n_quarantined} + duplicates {entry['duplicates']}")
-    return entry
+    return run_job(spark, settings, source, run_id, job=JOB, target=tables.incident(settings.silver_dir),
+                   suite="silver_incident", transform=to_silver, progress=progress)

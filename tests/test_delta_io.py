@@ -172,3 +172,12 @@ def test_merge_sync_makes_the_table_equal_to_the_source(spark, tmp_path):
     v = delta_io.version(spec)
     again = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", "B2"), ("d", "D")], "code string, name string"), spec)
     assert again.operation == "none" and delta_io.version(spec) == v
+
+
+def test_merge_without_newer_by_is_insert_only(spark, tmp_path):
+    spec = TableSpec("facts", tmp_path / "f", (Column("id", "bigint", nullable=False), Column("v", "string")),
+                     key=("id",))
+    delta_io.merge_upsert(spark, spark.createDataFrame([(1, "first")], "id long, v string"), spec)
+    again = delta_io.merge_upsert(spark, spark.createDataFrame([(1, "resent"), (2, "new")], "id long, v string"), spec)
+    assert (again.rows_inserted, again.rows_updated, again.rows_unchanged) == (1, 0, 1)
+    assert sorted((r.id, r.v) for r in delta_io.read(spark, spec).collect()) == [(1, "first"), (2, "new")]
