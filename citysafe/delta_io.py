@@ -282,10 +282,10 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
                        rows_updated=updated, rows_unchanged=unchanged, version_before=before, version_after=after)
 
 
-def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteResult:
-    """Make the table hold exactly the rows of `df`, by key (for reference tables): insert new keys,
-    update rows whose values differ, delete keys no longer present. One atomic MERGE; nothing is
-    committed when the table already holds exactly these rows."""
+def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_missing: bool = True) -> WriteResult:
+    """Make the table hold exactly the rows of `df`, by key (reference tables, recomputed aggregates):
+    insert new keys, update rows whose values differ and, with `delete_missing`, delete keys no longer
+    present. One atomic MERGE; nothing is committed when nothing differs."""
     if not spec.key:
         raise ValueError(f"table {spec.name}: merge_sync needs a key")
     table = ensure_table(spec)
@@ -298,7 +298,7 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteResu
     row_hash = F.sha2(F.to_json(F.struct(*[F.col(c) for c in values])), 256)
     src = source.select(*spec.key, row_hash.alias("__s"))
     tgt = spark.read.format("delta").load(str(spec.path)).select(*spec.key, row_hash.alias("__t"))
-    joined = src.join(tgt, on=list(spec.key), how="full_outer")
+    joined = src.join(tgt, on=list(spec.key), how="full_outer" if delete_missing else "left")
     action = (F.when(F.col("__t").isNull(), "insert").when(F.col("__s").isNull(), "delete")
               .when(F.col("__s") != F.col("__t"), "update").otherwise("unchanged"))
     counts = {r["a"]: r["count"] for r in joined.select(action.alias("a")).groupBy("a").count().collect()}
@@ -314,8 +314,8 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteResu
         f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
         f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {', '.join(f't.`{c}` = s.`{c}`' for c in cols)} "
         f"WHEN NOT MATCHED THEN INSERT ({', '.join(f'`{c}`' for c in cols)}) "
-        f"VALUES ({', '.join(f's.`{c}`' for c in cols)}) "
-        f"WHEN NOT MATCHED BY SOURCE THEN DELETE"
+        f"VALUES ({', '.join(f's.`{c}`' for c in cols)})"
+        + (" WHEN NOT MATCHED BY SOURCE THEN DELETE" if delete_missing else "")
     ).collect()
     spark.catalog.dropTempView(view)
     after = DeltaTable(str(spec.path)).version()

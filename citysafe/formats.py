@@ -146,7 +146,10 @@ def _record_from_json(build: _Builder, number: int, obj: Any, raw: str) -> None:
 def parse_jsonl(name: str, data: bytes, source: Source) -> ParsedFile:
     text = decode(name, _decompress(name, data), source.format.encoding, source)
     build = _Builder(name, source.columns, source.format.rename)
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: str.splitlines() would also split on U+2028 / U+0085, which JSON
+    # strings may hold unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

@@ -106,7 +106,7 @@ class _Load:
         already = delta_io.read(self.spark, self.spec).where(F.col("_batch_id") == batch_id).limit(1).count() > 0
         if not already:
             table = to_arrow(self.source, batch_id, files, dt.datetime.now(dt.UTC))
-            result = delta_io.append(self.spark.createDataFrame(table), self.spec, expected_rows=table.num_rows)
+            result = self._append(batch_id, table)
             self.rows += table.num_rows
             self.appended += result.rows_written
             self.malformed += sum(f.malformed for f in files.values())
@@ -114,6 +114,21 @@ class _Load:
                           f"(version {result.version_after})")
         _commit(self.settings, self.source, manifest)
         self.batches.append(batch_id)
+
+
+    def _append(self, batch_id: str, table: pa.Table):
+        """Append one batch in one commit. The rows travel as a Parquet file the engine reads, not as a
+        Spark Connect message (those are capped at 128 MB; a device batch can be larger)."""
+        import pyarrow.parquet as pq
+
+        tmp = self.settings.state_dir / "tmp" / f"{batch_id}.parquet"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp)
+        try:
+            frame = self.spark.read.parquet(str(tmp))
+            return delta_io.append(frame, self.spec, expected_rows=table.num_rows)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def ingest(spark: SparkSession, settings: Settings, source: Source, progress=print) -> dict:

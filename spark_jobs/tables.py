@@ -118,3 +118,73 @@ def district_alias(silver_dir: Path) -> TableSpec:
 
 def h3_cell(silver_dir: Path) -> TableSpec:
     return TableSpec("h3_cell", silver_dir / "h3_cell", H3_CELL_COLUMNS, key=("h3_cell",))
+
+
+# --- devices -------------------------------------------------------------------------------------------
+
+DEVICE_COLUMNS = (
+    Column("device_id", "string", nullable=False),
+    Column("source", "string", nullable=False),
+    Column("device_type", "string", nullable=False),
+    Column("model", "string"),
+    Column("canonical_unit", "string", nullable=False, description="unit every silver reading is stored in"),
+    Column("registry_unit", "string", description="unit the registry says the device reports in"),
+    Column("district_code", "string", nullable=False),
+    Column("lon", "double"),
+    Column("lat", "double"),
+    Column("h3_cell", "string"),
+    Column("location_quality", "string", nullable=False),
+    Column("installed_date", "date"),
+    Column("clock_skew_seconds", "bigint", description="device clock minus true time; NULL when unknown"),
+    Column("owner", "string"),
+    Column("updated_at_utc", "timestamp", nullable=False, description="when this registry snapshot arrived"),
+    *LINEAGE,
+)
+
+DEVICE_READING_COLUMNS = (
+    Column("device_id", "string", nullable=False),
+    Column("seq", "bigint", nullable=False, description="the device's reading counter: the reading's identity"),
+    Column("source", "string", nullable=False),
+    Column("device_type", "string", nullable=False),
+    Column("reading_ts_device", "timestamp", nullable=False, description="as stamped by the device clock"),
+    Column("reading_ts_utc", "timestamp", nullable=False, description="device time corrected for known skew"),
+    Column("reading_hour_utc", "timestamp", nullable=False, description="the hour the reading belongs to"),
+    Column("clock_corrected", "boolean", nullable=False, description="a known skew was applied"),
+    Column("value", "double", nullable=False, description="in canonical_unit"),
+    Column("unit", "string", nullable=False, description="canonical unit of the device type"),
+    Column("value_reported", "double", nullable=False),
+    Column("unit_reported", "string", nullable=False),
+    Column("received_at_utc", "timestamp"),
+    Column("district_code", "string", nullable=False),
+    Column("h3_cell", "string"),
+    *LINEAGE,
+)
+
+DEVICE_READING_HOURLY_COLUMNS = (
+    Column("device_id", "string", nullable=False),
+    Column("hour_utc", "timestamp", nullable=False),
+    Column("device_type", "string", nullable=False),
+    Column("unit", "string", nullable=False),
+    Column("reading_count", "bigint", nullable=False),
+    Column("value_mean", "double"),
+    Column("value_min", "double"),
+    Column("value_max", "double"),
+    Column("is_gap", "boolean", nullable=False, description="no reading in an hour between the device's first and last"),
+    Column("district_code", "string", nullable=False),
+    Column("h3_cell", "string"),
+)
+
+
+def device(silver_dir: Path) -> TableSpec:
+    return TableSpec("device", silver_dir / "device", DEVICE_COLUMNS, key=("device_id",), newer_by="updated_at_utc")
+
+
+def device_reading(silver_dir: Path) -> TableSpec:
+    # Immutable facts: a re-delivered reading never changes the stored one (insert-only MERGE).
+    return TableSpec("device_reading", silver_dir / "device_reading", DEVICE_READING_COLUMNS,
+                     key=("device_id", "seq"))
+
+
+def device_reading_hourly(silver_dir: Path) -> TableSpec:
+    return TableSpec("device_reading_hourly", silver_dir / "device_reading_hourly", DEVICE_READING_HOURLY_COLUMNS,
+                     key=("device_id", "hour_utc"))
