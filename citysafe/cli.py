@@ -161,12 +161,18 @@ def do_ingest(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
 
 @stage("silver")
 def do_silver(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
-    from spark_jobs import silver_incident
+    from citysafe.sources import get_source
+    from spark_jobs import silver
 
-    return _per_source(ctx, source_names, spark, "silver",
-                       lambda sp, settings, source, c: silver_incident.run(
-                           sp, settings, source, c.summary.run_id, progress=c.progress),
-                       lambda name: f"silver.incident[{name}]")
+    sources = [get_source(n) for n in source_names]
+    missing = [s.name for s in sources if s.silver is None]
+    if missing:
+        raise ConfigError(f"source(s) {missing} have no silver section in sources/<name>.yaml yet")
+    names = tuple(s.name for s in silver.ordered(sources))
+    table_of = {s.name: s.silver.table for s in sources}
+    return _per_source(ctx, names, spark, "silver",
+                       lambda sp, settings, source, c: silver.run(sp, settings, source, c.summary.run_id, c.progress),
+                       lambda name: f"silver.{table_of[name]}[{name}]")
 
 
 @stage("build-marts")

@@ -68,6 +68,14 @@ class PostgresConnector(_Strict):
     start_watermark: str | None = None         # first run pulls rows after this value (None: everything)
     connect_timeout_seconds: int = Field(10, ge=2, le=300)
 
+    @field_validator("dsn_env")
+    @classmethod
+    def _not_a_config_key(cls, v: str) -> str:
+        if v.upper().startswith("CITYSAFE_"):
+            raise ValueError(f"{v!r}: CITYSAFE_* variables are configuration keys; name the DSN variable "
+                             "after the department instead (e.g. FIRE_DB_DSN)")
+        return v
+
 
 class DataFormat(_Strict):
     type: Literal["csv", "jsonl", "json", "xlsx"]
