@@ -191,7 +191,7 @@ def do_reconcile(ctx: Context, source_names: tuple[str, ...]) -> dict:
     from citysafe.sources import load_registry
 
     registry = load_registry()
-    full = tuple(n for n in source_names if registry[n].silver)
+    full = {n: registry[n].silver.table for n in source_names if registry[n].silver}
     bronze_only = tuple(n for n in source_names if not registry[n].silver)
     report = reconcile.against_truth(ctx.settings, full, bronze_only)
     ctx.summary.record_table("reconciliation", report)

@@ -27,9 +27,9 @@ def bronze_rows(settings: Settings, source: str) -> int:
     return DeltaTable(str(settings.bronze_dir / source)).to_pyarrow_table(columns=["_batch_id"]).num_rows
 
 
-def lake_counts(settings: Settings, source: str) -> dict:
+def lake_counts(settings: Settings, source: str, silver_table: str) -> dict:
     bronze = bronze_rows(settings, source)
-    silver = _rows(settings.silver_dir / "incident", ["source", "h3_cell"], source)
+    silver = _rows(settings.silver_dir / silver_table, ["source", "h3_cell"], source)
     quarantine = _rows(settings.silver_dir / "quarantine", ["source", "reason"], source)
     reasons = Counter(quarantine["reason"].to_pylist())
     return {
@@ -41,9 +41,9 @@ def lake_counts(settings: Settings, source: str) -> dict:
     }
 
 
-def against_truth(settings: Settings, sources, bronze_only=()) -> dict:
-    """Full reconciliation for `sources` (through silver); rows delivered = rows in bronze for
-    `bronze_only` (sources without a silver path yet)."""
+def against_truth(settings: Settings, sources: dict[str, str], bronze_only=()) -> dict:
+    """Full reconciliation for `sources` ({source: its silver table}); rows delivered = rows in bronze
+    for `bronze_only` (sources without a silver path yet)."""
     truth_path = settings.synthetic_root / "truth" / "expected_counts.json"
     truth = json.loads(truth_path.read_text(encoding="utf-8"))["sources"]
     report = {"truth": str(truth_path), "sources": {}}
@@ -53,9 +53,9 @@ def against_truth(settings: Settings, sources, bronze_only=()) -> dict:
         problems = [] if actual == expected else [f"{source}.rows_delivered: bronze {actual} != truth {expected}"]
         report["sources"][source] = {"ok": not problems, "actual": {"rows_delivered": actual},
                                      "expected": {"rows_delivered": expected}, "problems": problems}
-    for source in sources:
+    for source, silver_table in sources.items():
         expected = truth[source]
-        actual = lake_counts(settings, source)
+        actual = lake_counts(settings, source, silver_table)
         problems = []
         for key in ("rows_delivered", "published", "published_without_cell", "duplicates"):
             if key in expected and expected[key] != actual[key]:
