@@ -60,6 +60,6 @@ with DAG(
     ingest_police = citysafe_task("ingest_police", "ingest", "police_incidents")
     silver_police = citysafe_task("silver_police", "silver", "police_incidents")
     build_marts = citysafe_task("build_marts", "build-marts")
-    reconcile = citysafe_task("reconcile", "reconcile")
+    reconcile = citysafe_task("reconcile", "reconcile", "police_incidents")
 
     generate >> ingest_police >> silver_police >> build_marts >> reconcile

@@ -22,7 +22,7 @@ STAGES = [
     ("ingest_police", ["ingest", "police_incidents"]),
     ("silver_police", ["silver", "police_incidents"]),
     ("build_marts", ["build-marts"]),
-    ("reconcile", ["reconcile"]),
+    ("reconcile", ["reconcile", "police_incidents"]),
 ]
 TASK_IDS = [task_id for task_id, _ in STAGES]
 LOGICAL_DATE = "2025-01-02"
