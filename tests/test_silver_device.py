@@ -116,3 +116,43 @@ def test_readings(spark, sources, devices):
     hours = {(r.device_id, r.hour_utc): r for r in silver_device.hourly(out.published).collect()}
     rg = sorted((h, r.is_gap, r.reading_count) for (d, h), r in hours.items() if d == "RG-1")
     assert [(h.hour, gap, n) for h, gap, n in rg] == [(16, False, 1), (17, True, 0), (18, True, 0), (19, False, 1)]
+
+
+@pytest.mark.slow
+def test_redelivered_batch_changes_nothing_in_silver(spark, tmp_path, monkeypatch):
+    """Exactly-once per (device, seq) from bronze to silver: a device batch re-sent with different bytes
+    lands as a new bronze batch, and silver.device_reading and its hourly table do not change."""
+    import json
+
+    from citysafe import delta_io
+    from citysafe.sources import get_source
+    from spark_jobs import bronze, silver, tables
+    from synthetic_city import generate
+
+    syn = tmp_path / "syn"
+    generate(syn, scale=0.005, seed=11, start_date=dt.date(2025, 1, 1), days=20, timezone="Asia/Shanghai",
+             h3_resolution=8)
+    settings = load_settings(environ={
+        "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
+    monkeypatch.setenv("CITYSAFE_PII_KEY", "device-test-key-0123456789")
+    quiet = lambda m: None  # noqa: E731
+    registry, readings = get_source("device_registry"), get_source("device_readings")
+    for source in (registry, readings):
+        bronze.ingest(spark, settings, source, progress=quiet)
+    for source in (registry, readings):
+        silver.run(spark, settings, source, "first", progress=quiet)
+    reading_spec, hourly_spec = tables.device_reading(settings.silver_dir), tables.device_reading_hourly(settings.silver_dir)
+    versions = (delta_io.version(reading_spec), delta_io.version(hourly_spec))
+    published = delta_io.read(spark, reading_spec).count()
+
+    batch = sorted((syn / "devices" / "readings").glob("batch_*.jsonl"))[3]
+    resent = [json.dumps(dict(reversed(list(json.loads(line).items())))) for line in batch.read_text().splitlines()]
+    (syn / "devices" / "readings" / "batch_99999.jsonl").write_text("\n".join(resent) + "\n")
+    again = bronze.ingest(spark, settings, readings, progress=quiet)
+    assert again["rows_read"] == len(resent) > 0
+    entry = silver.run(spark, settings, readings, "second", progress=quiet)
+    assert entry["published"] == 0 and entry["rows_read"] == len(resent)
+    assert (delta_io.version(reading_spec), delta_io.version(hourly_spec)) == versions
+    assert delta_io.read(spark, reading_spec).count() == published
