@@ -135,6 +135,10 @@ class PersonalFields(_Strict):
     reporter_name: str | None = None
     reporter_phone: str | None = None
     reporter_id: str | None = None
+    other: list[str] = []                    # further personal columns: hashed in place, never published
+
+    def columns(self) -> list[str]:
+        return [c for c in (self.reporter_name, self.reporter_phone, self.reporter_id, *self.other) if c]
 
 
 class SilverTarget(_Strict):
@@ -183,6 +187,15 @@ class DeviceReadingTarget(_Strict):
     personal: PersonalFields = PersonalFields()
 
 
+class TableTarget(_Strict):
+    """Sources whose silver job takes its column roles from `fields` (the job checks the roles it needs)."""
+
+    table: Literal["enterprise", "hazard", "weather_daily"]
+    fields: dict[str, str]
+    crosswalk: str | None = None             # reference/crosswalks/<name>.csv for the source's codes
+    personal: PersonalFields = PersonalFields()
+
+
 class Source(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     department: str
@@ -196,7 +209,7 @@ class Source(_Strict):
     watermark: str | None = None
     schedule: str
     freshness: Freshness
-    silver: SilverTarget | DeviceTarget | DeviceReadingTarget | None = Field(None, discriminator="table")
+    silver: SilverTarget | DeviceTarget | DeviceReadingTarget | TableTarget | None = Field(None, discriminator="table")
     file: Path | None = None
 
     @model_validator(mode="after")
@@ -208,11 +221,14 @@ class Source(_Strict):
             if key not in names:
                 raise ValueError(f"primary_key/watermark: {key!r} is not a column in schema")
         if self.silver:
-            mapped = {**self.silver.fields.model_dump(), **self.silver.personal.model_dump()}
+            fields = self.silver.fields if isinstance(self.silver.fields, dict) else self.silver.fields.model_dump()
+            personal = self.silver.personal
+            mapped = {**fields, **{k: v for k, v in personal.model_dump().items() if k != "other"}}
+            mapped.update({f"personal.other[{i}]": c for i, c in enumerate(personal.other)})
             for role, column in mapped.items():
                 if column is not None and column not in names:
                     raise ValueError(f"silver: {role} maps to {column!r}, which is not a column in schema")
-            undeclared = [c for c in self.personal_columns if c not in self.silver.personal.model_dump().values()]
+            undeclared = [c for c in self.personal_columns if c not in personal.columns()]
             if undeclared:
                 raise ValueError(f"silver.personal: personal column(s) {undeclared} have no hashing role")
         return self

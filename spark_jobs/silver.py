@@ -1,36 +1,25 @@
-"""Which silver job a source's `silver.table` runs, and in which order (registries before logs)."""
+"""Which silver job a source's `silver.table` runs, and in which order (registries before what refers
+to them: devices before readings, enterprises before hazards)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 from pyspark.sql import SparkSession
 
 from citysafe.config import Settings
 from citysafe.sources import Source
 
-
-def _incident(spark, settings, source, run_id, progress):
-    from spark_jobs import silver_incident
-
-    return silver_incident.run(spark, settings, source, run_id, progress=progress)
-
-
-def _device(spark, settings, source, run_id, progress):
-    from spark_jobs import silver_device
-
-    return silver_device.run_registry(spark, settings, source, run_id, progress=progress)
-
-
-def _device_reading(spark, settings, source, run_id, progress):
-    from spark_jobs import silver_device
-
-    return silver_device.run_readings(spark, settings, source, run_id, progress=progress)
-
-
-Job = Callable[[SparkSession, Settings, Source, str, Callable], dict]
-JOBS: dict[str, Job] = {"device": _device, "incident": _incident, "device_reading": _device_reading}
-ORDER = list(JOBS)  # a reading's device must be in silver.device before the reading is checked
+# silver.table -> (module in spark_jobs, function run(spark, settings, source, run_id, progress=...)), in run order.
+JOBS: dict[str, tuple[str, str]] = {
+    "device": ("silver_device", "run_registry"),
+    "enterprise": ("silver_enterprise", "run"),
+    "weather_daily": ("silver_weather", "run"),
+    "incident": ("silver_incident", "run"),
+    "hazard": ("silver_hazard", "run"),
+    "device_reading": ("silver_device", "run_readings"),
+}
+ORDER = list(JOBS)
 
 
 def ordered(sources: list[Source]) -> list[Source]:
@@ -38,4 +27,6 @@ def ordered(sources: list[Source]) -> list[Source]:
 
 
 def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
-    return JOBS[source.silver.table](spark, settings, source, run_id, progress)
+    module, function = JOBS[source.silver.table]
+    job = getattr(importlib.import_module(f"spark_jobs.{module}"), function)
+    return job(spark, settings, source, run_id, progress=progress)

@@ -27,6 +27,9 @@ INCIDENT_COLUMNS = (
     Column("occurred_at_utc", "timestamp", nullable=False),
     Column("occurred_at_local", "timestamp_ntz", nullable=False, description="wall-clock time in the city zone"),
     Column("occurred_date_local", "date", nullable=False),
+    Column("received_at_utc", "timestamp", description="call/report received (fire/EMS, hotline)"),
+    Column("dispatched_at_utc", "timestamp", description="first unit dispatched (fire/EMS)"),
+    Column("on_scene_at_utc", "timestamp", description="first unit on scene (fire/EMS)"),
     Column("district_code", "string", nullable=False),
     Column("lon", "double"),
     Column("lat", "double"),
@@ -37,6 +40,8 @@ INCIDENT_COLUMNS = (
     Column("reporter_name_hash", "string", description="HMAC-SHA256 of the name (keyed)"),
     Column("reporter_phone_hash", "string", description="HMAC-SHA256 of the normalised phone number"),
     Column("reporter_id_hash", "string", description="HMAC-SHA256 of the ID number"),
+    Column("classification_confidence", "double",
+           description="1.0 for a crosswalked code; the classifier's confidence for free-text categories"),
     Column("updated_at_utc", "timestamp", nullable=False, description="source's last update; MERGE keeps the newest"),
     *LINEAGE,
 )
