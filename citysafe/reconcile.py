@@ -29,13 +29,15 @@ def bronze_rows(settings: Settings, source: str) -> int:
 
 def lake_counts(settings: Settings, source: str, silver_table: str) -> dict:
     bronze = bronze_rows(settings, source)
-    silver = _rows(settings.silver_dir / silver_table, ["source", "h3_cell"], source)
+    path = settings.silver_dir / silver_table
+    has_cell = "h3_cell" in [f.name for f in DeltaTable(str(path)).schema().fields]
+    silver = _rows(path, ["source", "h3_cell"] if has_cell else ["source"], source)
     quarantine = _rows(settings.silver_dir / "quarantine", ["source", "reason"], source)
     reasons = Counter(quarantine["reason"].to_pylist())
     return {
         "rows_delivered": bronze,
         "published": silver.num_rows,
-        "published_without_cell": silver["h3_cell"].null_count,
+        "published_without_cell": silver["h3_cell"].null_count if has_cell else 0,
         "quarantined": dict(sorted(reasons.items())),
         "duplicates": bronze - silver.num_rows - quarantine.num_rows,
     }
