@@ -130,5 +130,8 @@ def validate_staging(spark, settings: Settings, suite_name: str, staging: TableS
         "validated_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
     })
     delta_io.append(spark.createDataFrame(record), validation_result_spec(settings), expected_rows=len(rows))
+    from citysafe import data_docs
+
+    data_docs.refresh_data_docs(settings)  # <lake_root>/data_docs: this result's page + the index; never raises
     return {"suite": suite["suite"], "success": success, "evaluated": len(rows), "failed": len(failed),
             "failures": failed, "result_path": str(result_path)}
