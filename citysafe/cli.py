@@ -357,6 +357,17 @@ def show_config():
     click.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
 
 
+@main.command("data-docs")
+@click.option("--rebuild", is_flag=True, help="Re-render every page, not only new validation results.")
+def data_docs(rebuild):
+    """Build the Great Expectations Data Docs (offline HTML) from every stored validation result."""
+    from citysafe import data_docs as docs
+
+    settings = _context(None).settings
+    index = docs.build_data_docs(settings, rebuild=rebuild)
+    click.echo(f"Data Docs: {index}")
+
+
 @main.command()
 @click.argument("table")
 @click.option("--limit", default=10, show_default=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 CLI = Path(sys.executable).parent / "citysafe"
-COMMANDS = ["generate", "reference", "ingest", "silver", "build-marts", "reconcile", "run", "config", "history", "maintain"]
+COMMANDS = ["generate", "reference", "ingest", "silver", "build-marts", "reconcile", "run", "config", "history", "maintain", "data-docs"]
 
 
 def _cli(*args, env=None, tmp_path=None):
