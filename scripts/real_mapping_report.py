@@ -1,0 +1,109 @@
+"""How well the real-data crosswalks cover the full real datasets (sources/real_*.yaml).
+
+    .venv/pipeline/bin/python scripts/real_mapping_report.py                      # real_data_root (full data)
+    .venv/pipeline/bin/python scripts/real_mapping_report.py --data-root tests/data/real
+    .venv/pipeline/bin/python scripts/real_mapping_report.py real_chicago_crimes --top 20
+    .venv/pipeline/bin/python scripts/real_mapping_report.py --json var/real_mapping_report.json
+
+The delivered files are parsed with citysafe.formats (as bronze does) and each row's code is computed
+by citysafe.code_mapping.CODE_SPECS. Per source: rows, rows with a mapped code and the mapping rate
+(over all rows, and over the rows that have a code), distinct codes, whether every code occurring
+>= 10 times is mapped, whether every such code is at least reviewed (mapped, or a steward decision in
+code_mapping.REVIEWED), and the most frequent unmapped codes with the steward's note.
+
+Exit status 1 when a code occurring >= 10 times is neither mapped nor reviewed, or a source cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from citysafe import code_mapping
+from citysafe.config import load_settings
+from citysafe.sources import load_registry
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f}%"
+
+
+def _short(text: str | None, width: int) -> str:
+    text = text or ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sources", nargs="*", help="real source names (default: every one with a code system)")
+    parser.add_argument("--data-root", type=Path, help="folder of the real datasets (default: real_data_root)")
+    parser.add_argument("--top", type=int, default=5, help="unmapped codes listed per source (default 5)")
+    parser.add_argument("--json", type=Path, help="also write the full figures as JSON here")
+    args = parser.parse_args(argv)
+
+    root = (args.data_root or load_settings().real_data_root).resolve()
+    registry = load_registry()
+    unknown = sorted(set(args.sources) - set(code_mapping.CODE_SPECS))
+    if unknown:
+        print(f"no code system configured for: {', '.join(unknown)} "
+              f"(known: {', '.join(code_mapping.CODE_SPECS)})", file=sys.stderr)
+        return 2
+    names = args.sources or list(code_mapping.CODE_SPECS)
+    print(f"Real-data code mapping report: {root}")
+    print(f"('>=10 mapped': every code occurring >= {code_mapping.FREQUENT} times is in the crosswalk; "
+          "'reviewed': mapped or a recorded steward decision)\n")
+    header = (f"{'source':<36} {'crosswalk':<30} {'rows':>8} {'mapped':>8} {'rate':>6} {'coded':>6} "
+              f"{'codes':>11} {'>=10 mapped':>13} {'reviewed':>9}")
+    print(header)
+    print("-" * len(header))
+    results, failed, details = {}, False, []
+    for name in names:
+        started = time.perf_counter()
+        try:
+            stats = code_mapping.mapping_stats(name, code_mapping.read_delivered(registry[name], root))
+        except Exception as exc:  # noqa: BLE001 - report every source, then fail
+            print(f"{name:<36} ERROR {type(exc).__name__}: {exc}")
+            failed = True
+            continue
+        results[name] = {**stats.to_dict(), "seconds": round(time.perf_counter() - started, 2)}
+        verdict = "yes" if stats.frequent_rate == 1 else "no"
+        frequent = (f"{verdict:>3} {stats.frequent_mapped:>4}/{stats.frequent_codes:<4}" if stats.frequent_codes
+                    else "  n/a (none)")
+        reviewed = "yes" if not stats.frequent_unreviewed else f"no ({len(stats.frequent_unreviewed)})"
+        failed |= bool(stats.frequent_unreviewed)
+        print(f"{name:<36} {stats.crosswalk:<30} {stats.rows:>8} {stats.rows_mapped:>8} "
+              f"{_pct(stats.mapping_rate):>6} {_pct(stats.coded_mapping_rate):>6} "
+              f"{stats.distinct_mapped:>5}/{stats.distinct_codes:<5} {frequent:>13} {reviewed:>9}")
+        lines = []
+        for code, count in stats.unmapped[: args.top]:
+            note = code_mapping.review_note(stats.crosswalk, code) or (
+                "rows without a code" if code == code_mapping.EMPTY else "NOT REVIEWED")
+            lines.append(f"    {count:>7}  {_short(code, 44):<44}  {_short(note, 90)}")
+        if len(stats.unmapped) > args.top:
+            rest = stats.unmapped[args.top:]
+            lines.append(f"    {sum(n for _, n in rest):>7}  ({len(rest)} more unmapped codes)")
+        for code, count in stats.frequent_unreviewed:
+            lines.append(f"    NOT REVIEWED, >= {code_mapping.FREQUENT} rows: {code!r} ({count})")
+        details.append((name, stats, lines))
+
+    print("\nTop unmapped codes (rows, code, steward note):")
+    for name, stats, lines in details:
+        print(f"  {name} -> {stats.crosswalk}: {stats.rows - stats.rows_mapped} unmapped rows in "
+              f"{len(stats.unmapped)} codes")
+        print("\n".join(lines) if lines else "    (none)")
+    no_codes = {n: why for n, why in code_mapping.NO_CODE_SYSTEM.items() if not args.sources}
+    if no_codes:
+        print("\nReal sources without incident codes (nothing to map): "
+              + ", ".join(f"{n} ({why})" for n, why in no_codes.items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"data_root": str(root), "sources": results}, indent=2, ensure_ascii=False))
+        print(f"\nJSON written to {args.json}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
