@@ -168,11 +168,21 @@ def do_silver(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
     missing = [s.name for s in sources if s.silver is None]
     if missing:
         raise ConfigError(f"source(s) {missing} have no silver section in sources/<name>.yaml yet")
+    if spark is None:
+        with _with_spark(ctx) as session:
+            return do_silver.__wrapped__(ctx, source_names, session)
+    from spark_jobs import unmapped_codes
+
     names = tuple(s.name for s in silver.ordered(sources))
     table_of = {s.name: s.silver.table for s in sources}
-    return _per_source(ctx, names, spark, "silver",
-                       lambda sp, settings, source, c: silver.run(sp, settings, source, c.summary.run_id, c.progress),
-                       lambda name: f"silver.{table_of[name]}[{name}]")
+    out = _per_source(ctx, names, spark, "silver",
+                      lambda sp, settings, source, c: silver.run(sp, settings, source, c.summary.run_id, c.progress),
+                      lambda name: f"silver.{table_of[name]}[{name}]")
+    # The stewards' review list: codes and texts that could not be mapped, from the quarantine.
+    review = unmapped_codes.refresh(spark, ctx.settings)
+    ctx.summary.record_table("silver.unmapped_codes", review)
+    ctx.progress(f"  unmapped codes for review: {review['codes']} ({review['quarantine_rows']} quarantined rows)")
+    return out
 
 
 @stage("build-marts")
