@@ -51,9 +51,10 @@ def test_append_creates_declared_schema_even_from_literals(spark, tmp_path):
     result = delta_io.append(df, spec)
     assert result.rows_written == 3 and result.version_after == result.version_before + 1
     fields = DeltaTable(str(spec.path)).schema().fields
-    # lit() columns would be NOT NULL if Sail created the table; the declaration says nullable.
+    # lit() columns would be NOT NULL if Sail created the table; delta-rs created it from the declaration
+    # (stored nullable: NOT NULL is enforced by delta_io, see TableSpec.storage_schema).
     assert [(f.name, f.nullable) for f in fields] == [
-        ("id", False), ("name", True), ("score", True), ("updated_at", True), ("district", True)]
+        ("id", True), ("name", True), ("score", True), ("updated_at", True), ("district", True)]
     assert DeltaTable(str(spec.path)).metadata().partition_columns == ["district"]
     # Columns are written by name: the partition column did not swap places with another.
     assert _table(spark, spec)[0]["name"] == "x" and _table(spark, spec)[0]["district"] == "d1"
@@ -155,7 +156,8 @@ def test_nulls_in_not_null_columns_are_refused_with_counts(spark, tmp_path):
 
 
 def test_not_null_check_respects_an_upstream_filter(spark, tmp_path):
-    # Sail evaluates NOT NULL constraints on rows an earlier filter removed; delta_io guards against it.
+    # Sail evaluates table NOT NULL constraints on rows an earlier filter removed; delta_io's own check
+    # counts only the rows actually written.
     spec = _spec(tmp_path / "t")
     df = _rows(spark, [(None, "drop", 1.0, T0, "d"), (2, "keep", 1.0, T0, "d")]).where("name = 'keep'")
     assert delta_io.append(df, spec).rows_written == 1
