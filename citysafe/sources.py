@@ -127,6 +127,11 @@ class IncidentFields(_Strict):
     lat: str | None = None
     address: str | None = None
     status: str | None = None
+    description: str | None = None   # free text about the event (scrubbed in silver; not published)
+    # Dispatch-chain times (fire/EMS, hotline); occurred_at is usually one of them (e.g. received).
+    received_at: str | None = None
+    dispatched_at: str | None = None
+    on_scene_at: str | None = None
 
 
 class PersonalFields(_Strict):
@@ -142,10 +147,36 @@ class PersonalFields(_Strict):
 
 
 class SilverTarget(_Strict):
+    """A department's records -> silver.incident. The department's category goes through a reviewed
+    `crosswalk` (codes) or a reviewed rule `classifier` (free text); one of the two is required."""
+
+    class Classifier(_Strict):
+        """Rule/keyword classifier for a free-text category (the `code` role's column)."""
+
+        rules: str                              # reference/classifiers/<rules>.csv
+        min_confidence: float = Field(gt=0, le=1)  # below: not guessed, quarantined as needs_review
+
+    class Links(_Strict):
+        """Cross-department duplicates: this source's records that report the same real event as a
+        record of one of `sources` (same subcategory or category, within the distance and time window)
+        are linked in silver.incident_link."""
+
+        sources: list[str] = Field(min_length=1)
+        max_distance_m: float = Field(200, gt=0, le=5000)
+        max_minutes: float = Field(30, gt=0, le=24 * 60)
+
     table: Literal["incident"]
-    crosswalk: str
+    crosswalk: str | None = None             # reference/crosswalks/<name>.csv
+    classifier: Classifier | None = None
     fields: IncidentFields
     personal: PersonalFields = PersonalFields()
+    links: Links | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_classify(self):
+        if (self.crosswalk is None) == (self.classifier is None):
+            raise ValueError("silver: give exactly one of crosswalk (codes) or classifier (free-text categories)")
+        return self
 
 
 class DeviceFields(_Strict):
