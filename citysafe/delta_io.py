@@ -324,6 +324,23 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
                        version_before=before, version_after=after)
 
 
+def delete_keys(spark: SparkSession, keys: DataFrame, spec: TableSpec) -> int:
+    """Delete the rows whose key is in `keys` (one MERGE ... DELETE); commits nothing when none match."""
+    table = _table_or_none(spec.path)
+    if table is None:
+        return 0
+    present = spark.read.format("delta").load(str(spec.path)).select(*spec.key).join(
+        keys.select(*spec.key).distinct(), on=list(spec.key), how="inner")
+    n = present.count()
+    if n:
+        view = f"citysafe_delete_{uuid.uuid4().hex}"
+        present.createOrReplaceTempView(view)
+        spark.sql(f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s "
+                  f"ON {_key_condition(spec.key, 't', 's')} WHEN MATCHED THEN DELETE").collect()
+        spark.catalog.dropTempView(view)
+    return n
+
+
 # --- reads and maintenance --------------------------------------------------------------------------
 
 

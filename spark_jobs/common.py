@@ -200,14 +200,41 @@ def _published_state(settings: Settings, job: str, source: Source) -> Path:
     return settings.state_dir / "silver" / job / f"{source.name}.json"
 
 
+def job_state(settings: Settings, job: str, source: Source) -> dict:
+    path = _published_state(settings, job, source)
+    return json.loads(path.read_text()) if path.exists() else {"published_batches": []}
+
+
 def pending_batches(settings: Settings, job: str, source: Source) -> tuple[list[str], list[str]]:
     """(bronze batches this job has published, committed bronze batches it has not)."""
     from spark_jobs.bronze import committed_batches
 
-    path = _published_state(settings, job, source)
-    done = json.loads(path.read_text())["published_batches"] if path.exists() else []
+    done = job_state(settings, job, source)["published_batches"]
     return done, [b for b in committed_batches(settings, source) if b not in done]
 
 
-def mark_published(settings: Settings, job: str, source: Source, done: list[str], new: list[str]) -> None:
-    write_json_atomic(_published_state(settings, job, source), {"published_batches": [*done, *new]})
+def mark_published(settings: Settings, job: str, source: Source, done: list[str], new: list[str],
+                   fingerprint: str | None = None) -> None:
+    write_json_atomic(_published_state(settings, job, source),
+                      {"published_batches": [*done, *new], "reference_fingerprint": fingerprint})
+
+
+def reference_fingerprint(settings: Settings, tables_read: Sequence[Path] = ()) -> str:
+    """A hash of everything a fix to which can release quarantined rows: the reference files (taxonomy,
+    crosswalks, classifiers, units), the city's district files, and the versions of the silver tables a
+    job looks records up in (devices, enterprises)."""
+    import hashlib
+
+    from citysafe.delta_io import DeltaTable, TableNotFoundError
+
+    digest = hashlib.sha256()
+    files = sorted(p for p in reference.REFERENCE_DIR.rglob("*") if p.is_file())
+    for path in [*files, settings.districts_geojson, settings.district_aliases]:
+        digest.update(str(path).encode())
+        digest.update(path.read_bytes() if path.exists() else b"-")
+    for table in tables_read:
+        try:
+            digest.update(f"{table}:{DeltaTable(str(table)).version()}".encode())
+        except TableNotFoundError:
+            digest.update(f"{table}:-".encode())
+    return digest.hexdigest()

@@ -39,23 +39,54 @@ class SilverOutput:
     duplicates: DataFrame   # rows dropped as duplicates (counted, not kept)
 
 
+# Quarantine reasons a fix to reference data (a crosswalk row, an alias, a unit, a registry entry) can
+# clear. Their rows are re-evaluated whenever that reference data changed since the job last ran.
+RETRY_REASONS = ("unmapped_code", "needs_review", "unknown_district", "unknown_device", "unknown_enterprise",
+                 "unknown_unit", "invalid_device_type")
+LINEAGE_KEY = ["_batch_id", "_source_file", "_source_row_number"]
+
+
+def _quarantined_for_retry(spark: SparkSession, settings: Settings, source: Source) -> DataFrame | None:
+    spec = tables.quarantine(settings.silver_dir)
+    if delta_io.version(spec) is None:
+        return None
+    rows = delta_io.read(spark, spec).where((F.col("source") == source.name) & F.col("reason").isin(*RETRY_REASONS))
+    return rows.select(*LINEAGE_KEY, F.col("run_id").alias("__first_run_id"))
+
+
 def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str, *, job: str,
             target: TableSpec, suite: str, transform: Callable[[DataFrame], SilverOutput], progress=print,
-            after_publish: Callable[[DataFrame], dict] | None = None) -> dict:
-    """Run one silver job for the bronze batches of `source` it has not published yet."""
+            after_publish: Callable[[DataFrame], dict] | None = None, lookup_tables=()) -> dict:
+    """Run one silver job for the bronze batches of `source` it has not published yet, plus (when the
+    reference data or the `lookup_tables` changed since its last run) the rows it quarantined for a
+    reason such a change can clear: those now publishable are published and leave the quarantine."""
     from citysafe import quality
 
     started = time.monotonic()
     done, pending = common.pending_batches(settings, job, source)
-    if not pending:
+    fingerprint = common.reference_fingerprint(settings, lookup_tables)
+    retry = None
+    if done and common.job_state(settings, job, source).get("reference_fingerprint") != fingerprint:
+        retry = _quarantined_for_retry(spark, settings, source)
+    n_retry = retry.count() if retry is not None else 0
+    if not pending and not n_retry:
+        if done:  # remember the reference data this (empty) run saw
+            common.mark_published(settings, job, source, done, [], fingerprint)
         progress(f"  silver {job} <- {source.name}: no new bronze batches")
         return {"rows_read": 0, "published": 0, "quarantined": {}, "duplicates": 0, "batches": [],
                 "delta_version": delta_io.version(target), "seconds": round(time.monotonic() - started, 3)}
 
-    bronze = delta_io.read(spark, bronze_spec(settings, source)).where(F.col("_batch_id").isin(pending))
+    bronze_all = delta_io.read(spark, bronze_spec(settings, source))
+    bronze = bronze_all.where(F.col("_batch_id").isin(pending)) if pending else bronze_all.limit(0)
+    if n_retry:
+        progress(f"  silver {job} <- {source.name}: reference data changed: re-evaluating {n_retry} quarantined rows")
+        bronze = bronze.unionByName(bronze_all.join(retry.select(*LINEAGE_KEY), on=LINEAGE_KEY, how="left_semi"))
     rows_read = bronze.count()
     out = transform(bronze)
     quarantined = out.quarantined.withColumn("run_id", F.lit(run_id))
+    if n_retry:  # a row still quarantined keeps the run that first quarantined it (re-runs stay no-ops)
+        quarantined = quarantined.join(retry, on=LINEAGE_KEY, how="left").withColumn(
+            "run_id", F.coalesce(F.col("__first_run_id"), F.col("run_id"))).drop("__first_run_id")
 
     # Write
     staging = dataclasses.replace(target, name=f"staging_{target.name}_{source.name}",
@@ -77,9 +108,16 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     # Publish
     staged_df = delta_io.read(spark, staging)
     merged = delta_io.merge_upsert(spark, staged_df, target)
-    q = delta_io.merge_upsert(spark, quarantined, tables.quarantine(settings.silver_dir))
+    quarantine_spec = tables.quarantine(settings.silver_dir)
+    q = delta_io.merge_sync(spark, quarantined, quarantine_spec, delete_missing=False)
+    released = 0
+    if n_retry:  # rows cleared by the reference fix (published now, or duplicates of published rows)
+        still = quarantined.select(*LINEAGE_KEY)
+        cleared = retry.select(*LINEAGE_KEY).join(still, on=LINEAGE_KEY, how="left_anti")
+        released = delta_io.delete_keys(spark, cleared, quarantine_spec)
+        progress(f"  silver {job} <- {source.name}: {released} rows released from quarantine")
     extra = after_publish(staged_df) if after_publish else {}
-    common.mark_published(settings, job, source, done, pending)
+    common.mark_published(settings, job, source, done, pending, fingerprint)
     shutil.rmtree(staging.path, ignore_errors=True)
     with contextlib.suppress(OSError):
         staging.path.parent.rmdir()  # the run's folder, once no source of it is left
@@ -93,6 +131,7 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
         # In-batch duplicates plus rows no newer than what silver already holds.
         "duplicates": n_duplicates + merged.rows_unchanged,
         "batches": pending,
+        "retried_from_quarantine": n_retry, "released_from_quarantine": released,
         "delta_version": merged.version_after,
         "quarantine_delta_version": q.version_after,
         "validation": {k: outcome[k] for k in ("suite", "success", "evaluated", "failed", "result_path")},

@@ -193,4 +193,5 @@ def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id
 
     return run_job(spark, settings, source, run_id, job="device_reading", target=reading_spec,
                    suite="silver_device_reading", progress=progress, after_publish=refresh_hourly,
+                   lookup_tables=[device_spec.path],
                    transform=lambda bronze: reading_transform(bronze, source, devices, units, settings.timezone, now))

@@ -330,4 +330,5 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, pr
 
     return run_job(spark, settings, source, run_id, job=JOB, target=target, suite="silver_hazard",
                    progress=progress, after_publish=after_publish,
+                   lookup_tables=[enterprise_identifier(settings.silver_dir).path],
                    transform=lambda bronze: transform(bronze, source, ref, key, previous, now))

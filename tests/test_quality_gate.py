@@ -9,7 +9,7 @@ from deltalake import DeltaTable
 
 import silver_fixtures as fx
 from tests_support import write_city_reference
-from citysafe import quality
+from citysafe import delta_io, quality
 from citysafe.config import load_settings
 from spark_jobs import bronze, silver_incident, tables
 
@@ -72,3 +72,34 @@ def test_suite_catches_bad_rows():
     assert success is False
     assert {r["expectation"]: r["unexpected_count"] for r in rows} == {
         "expect_column_values_to_be_unique": 2, "expect_column_values_to_be_in_set": 1}
+
+
+def test_fixing_reference_data_releases_quarantined_rows(spark, lake, monkeypatch):
+    """Adding the missing alias and re-running publishes the rows quarantined for it; nothing else moves."""
+    from spark_jobs import tables
+
+    typo = ("JQ4,2025-03-04 15:00:00,1101,入室盗窃,江按区,,,解放大道9号,赵六,13800138004,,已受理,"
+            "2025-03-05 09:00:00")
+    police = lake.synthetic_root / "police" / "police_incidents_2025-03.csv"
+    police.write_text(police.read_text() + typo + "\n")
+    bronze.ingest(spark, lake, fx.SOURCE, progress=lambda m: None)
+    first = silver_incident.run(spark, lake, fx.SOURCE, "run-1", progress=lambda m: None)
+    assert first["quarantined"] == {"unknown_district": 1, "unmapped_code": 1}
+    q_spec, i_spec = tables.quarantine(lake.silver_dir), tables.incident(lake.silver_dir)
+    versions = (delta_io.version(q_spec), delta_io.version(i_spec))
+
+    again = silver_incident.run(spark, lake, fx.SOURCE, "run-2", progress=lambda m: None)  # nothing changed
+    assert again["rows_read"] == 0 and (delta_io.version(q_spec), delta_io.version(i_spec)) == versions
+
+    with open(lake.district_aliases, "a") as fh:  # the steward adds the typo to the alias table
+        fh.write("江按区,420102\n")
+    fixed = silver_incident.run(spark, lake, fx.SOURCE, "run-3", progress=lambda m: None)
+    assert fixed["retried_from_quarantine"] == 2 and fixed["released_from_quarantine"] == 1
+    assert fixed["published"] == 1 and fixed["quarantined"] == {"unmapped_code": 1} and fixed["reconciled"]
+    published = {r.source_record_id: r for r in delta_io.read(spark, i_spec).collect()}
+    assert published["JQ4"].district_code == "420102"
+    left = [(r.source_record_id, r.reason, r.run_id) for r in delta_io.read(spark, q_spec).collect()]
+    assert left == [("JQ3", "unmapped_code", "run-1")]  # still waiting, still dated from its first run
+
+    settled = silver_incident.run(spark, lake, fx.SOURCE, "run-4", progress=lambda m: None)
+    assert settled["rows_read"] == 0
