@@ -145,7 +145,7 @@ def do_reference(ctx: Context, spark=None) -> dict:
         with _with_spark(ctx) as session:
             return do_reference.__wrapped__(ctx, session)
     ctx.progress("reference tables")
-    result = silver_reference.run(spark, ctx.settings, progress=ctx.progress)
+    result = silver_reference.run(spark, ctx.settings, progress=ctx.progress, run_id=ctx.summary.run_id)
     ctx.summary.record_table("silver.reference", result)
     return result
 

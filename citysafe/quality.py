@@ -108,9 +108,14 @@ def validate_staging(spark, settings: Settings, suite_name: str, staging: TableS
     validation_result rows; returns {suite, success, evaluated, failed, failures, result_path}."""
     from deltalake import DeltaTable
 
+    return validate_frame(spark, settings, suite_name, DeltaTable(str(staging.path)).to_pandas(), run_id,
+                          source_name)
+
+
+def validate_frame(spark, settings: Settings, suite_name: str, df, run_id: str, source_name: str) -> dict:
+    """Gate a pandas DataFrame (e.g. a small reference table before it is loaded); see validate_staging."""
     suite = load_suite(suite_name)
     now = dt.datetime.now(dt.UTC)
-    df = DeltaTable(str(staging.path)).to_pandas()
     success, rows = run_suite(df, suite, suite_variables(settings, now))
     failed = [r for r in rows if not r["success"]]
     result_path = settings.runs_dir / run_id / "validation" / f"{suite['suite']}-{source_name}.json"

@@ -64,7 +64,14 @@ def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
     return pd.DataFrame(rows).astype({"resolution": "int32"})
 
 
-def run(spark: SparkSession, settings: Settings, progress=print) -> dict:
+SUITES = {"taxonomy": "silver_taxonomy", "district": "silver_district", "h3_cell": "silver_h3_cell"}
+
+
+def run(spark: SparkSession, settings: Settings, progress=print, run_id: str = "reference") -> dict:
+    """Validate each reference table (its suite, where it has one) and load it; a failed suite loads nothing."""
+    from citysafe import quality
+    from spark_jobs.publish import QualityGateFailed
+
     started = time.monotonic()
     districts = reference.districts(settings.districts_geojson)
     frames = {
@@ -74,6 +81,14 @@ def run(spark: SparkSession, settings: Settings, progress=print) -> dict:
         tables.h3_cell(settings.silver_dir): h3_cell_frame(districts, settings.h3_resolution),
     }
     out = {}
+    for spec, frame in frames.items():
+        frame = frame[spec.column_names]
+        if spec.name in SUITES:
+            outcome = quality.validate_frame(spark, settings, SUITES[spec.name], frame, run_id, "reference")
+            if not outcome["success"]:
+                raise QualityGateFailed(f"reference {spec.name}: suite {outcome['suite']} failed "
+                                        f"({outcome['failed']} of {outcome['evaluated']}); nothing loaded; result "
+                                        f"{outcome['result_path']}", outcome["result_path"])
     for spec, frame in frames.items():
         frame = frame[spec.column_names]
         result = delta_io.merge_sync(spark, spark.createDataFrame(frame), spec)
