@@ -55,15 +55,24 @@ def _resolve(value, variables: dict):
     return value
 
 
-def suite_variables(settings: Settings, now: dt.datetime) -> dict:
-    """Every value a suite may reference as $name: reference codes, city bounds, time limits."""
+def suite_variables(settings: Settings, now: dt.datetime, source=None) -> dict:
+    """Every value a suite may reference as $name: reference codes, city bounds, time limits.
+
+    `source` (a citysafe.sources.Source): when its silver section has a `geography` (another city than
+    the synthetic one), $district_codes are its district crosswalk's codes and $city_* its bounds."""
     import pandas as pd
 
-    min_lon, min_lat, max_lon, max_lat = reference.city_bounds(settings.districts_geojson)
+    geography = getattr(getattr(source, "silver", None), "geography", None)
+    if geography is not None:
+        min_lon, min_lat, max_lon, max_lat = geography.bounds
+        district_codes = geography.district.district_codes()
+    else:
+        min_lon, min_lat, max_lon, max_lat = reference.city_bounds(settings.districts_geojson)
+        district_codes = sorted(d["district_code"] for d in reference.districts(settings.districts_geojson))
     units = reference.device_units()
     return {
         "subcategory_codes": sorted(reference.taxonomy()["subcategory_code"]),
-        "district_codes": sorted(d["district_code"] for d in reference.districts(settings.districts_geojson)),
+        "district_codes": district_codes,
         "city_min_lon": min_lon, "city_max_lon": max_lon, "city_min_lat": min_lat, "city_max_lat": max_lat,
         "earliest": pd.Timestamp("2000-01-01", tz="UTC"), "now": pd.Timestamp(now).tz_convert("UTC"),
         "device_types": sorted(units["device_type"].unique()),
@@ -103,20 +112,22 @@ def run_suite(df, suite: dict, variables: dict) -> tuple[bool, list[dict]]:
 
 
 def validate_staging(spark, settings: Settings, suite_name: str, staging: TableSpec, run_id: str,
-                     source_name: str) -> dict:
+                     source_name: str, source=None) -> dict:
     """Gate staged candidates with expectations/<suite_name>.yaml. Writes the result JSON and the
-    validation_result rows; returns {suite, success, evaluated, failed, failures, result_path}."""
+    validation_result rows; returns {suite, success, evaluated, failed, failures, result_path}.
+    `source`: the Source staged, for its own geography (see suite_variables)."""
     from deltalake import DeltaTable
 
     return validate_frame(spark, settings, suite_name, DeltaTable(str(staging.path)).to_pandas(), run_id,
-                          source_name)
+                          source_name, source=source)
 
 
-def validate_frame(spark, settings: Settings, suite_name: str, df, run_id: str, source_name: str) -> dict:
+def validate_frame(spark, settings: Settings, suite_name: str, df, run_id: str, source_name: str,
+                   source=None) -> dict:
     """Gate a pandas DataFrame (e.g. a small reference table before it is loaded); see validate_staging."""
     suite = load_suite(suite_name)
     now = dt.datetime.now(dt.UTC)
-    success, rows = run_suite(df, suite, suite_variables(settings, now))
+    success, rows = run_suite(df, suite, suite_variables(settings, now, source))
     failed = [r for r in rows if not r["success"]]
     result_path = settings.runs_dir / run_id / "validation" / f"{suite['suite']}-{source_name}.json"
     write_json_atomic(result_path, {

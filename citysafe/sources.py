@@ -115,12 +115,17 @@ class Freshness(_Strict):
 
 
 class IncidentFields(_Strict):
-    """Which delivered column plays which role in the unified incident table."""
+    """Which delivered column plays which role in the unified incident table.
 
-    record_id: str
-    occurred_at: str
-    updated_at: str
-    code: str
+    Real sources may leave out: `record_id` (then the source's primary_key columns joined with '|'),
+    `updated_at` (no update time delivered: the occurrence time stands in), `occurred_at` (when the
+    silver section gives `occurred_at_parts`) and `code` (when citysafe.code_mapping.CODE_SPECS holds
+    the source: composite, constant or derived codes)."""
+
+    record_id: str | None = None
+    occurred_at: str | None = None
+    updated_at: str | None = None
+    code: str | None = None
     label: str | None = None
     district: str | None = None
     lon: str | None = None
@@ -144,6 +149,74 @@ class PersonalFields(_Strict):
 
     def columns(self) -> list[str]:
         return [c for c in (self.reporter_name, self.reporter_phone, self.reporter_id, *self.other) if c]
+
+
+class Geography(_Strict):
+    """Where a source's records lie when it is not the synthetic city: its own time zone, bounding box
+    and area codes. Without it the city's polygons and district alias table apply (settings)."""
+
+    class District(_Strict):
+        """The source's own area code (police district, beat, precinct, borough, zip) -> a namespaced
+        district code (`CHI-011`, `NYC-MN`) through reference/districts/<crosswalk>.csv
+        (source_value,district_code,district_name; matched trimmed and case-insensitively)."""
+
+        column: str | list[str]                 # several: tried in order, the first that maps wins
+        crosswalk: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+        extract: str | None = None              # regex; group 1 of the delivered value is the key
+        strip_decimal_zero: bool = False        # a float-formatted code ('8.0') is read as '8'
+
+        @property
+        def columns(self) -> list[str]:
+            return [self.column] if isinstance(self.column, str) else list(self.column)
+
+        @property
+        def path(self) -> Path:
+            return REPO_ROOT / "reference" / "districts" / f"{self.crosswalk}.csv"
+
+        def table(self) -> list[dict]:
+            """The crosswalk rows (validated: the three columns, no blank value, one code per value)."""
+            import csv
+
+            if not self.path.is_file():
+                raise SourceError(f"district crosswalk not found: {self.path}")
+            with self.path.open(encoding="utf-8", newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            seen: dict[str, str] = {}
+            for i, row in enumerate(rows, start=2):
+                for key in ("source_value", "district_code", "district_name"):
+                    if not (row.get(key) or "").strip():
+                        raise SourceError(f"{self.path}:{i}: {key} is empty")
+                value = row["source_value"].strip().upper()
+                if seen.setdefault(value, row["district_code"]) != row["district_code"]:
+                    raise SourceError(f"{self.path}:{i}: {row['source_value']!r} maps to two district codes")
+            return rows
+
+        def district_codes(self) -> list[str]:
+            return sorted({r["district_code"].strip() for r in self.table()})
+
+    timezone: str                               # IANA name: local time of the naive timestamps
+    bounds: tuple[float, float, float, float]   # min_lon, min_lat, max_lon, max_lat of the city
+    district: District
+    point: str | None = None                    # a '(lat, lon)' column, when lon/lat are not delivered apart
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r}") from None
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, v):
+        min_lon, min_lat, max_lon, max_lat = v
+        if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
+            raise ValueError("bounds: give [min_lon, min_lat, max_lon, max_lat] with min < max")
+        return v
 
 
 class SilverTarget(_Strict):
@@ -171,11 +244,21 @@ class SilverTarget(_Strict):
     fields: IncidentFields
     personal: PersonalFields = PersonalFields()
     links: Links | None = None
+    geography: Geography | None = None       # another city than the synthetic one (real sources)
+    # Spark datetime patterns for local (naive) times, tried before the built-in forms.
+    time_formats: list[str] = []
+    # occurred_at from several columns joined with a space (e.g. [date, hour] + 'M/d/yyyy H'); each part
+    # trimmed, a float-formatted integer ('6.0') read as '6'. Replaces fields.occurred_at.
+    occurred_at_parts: list[str] = []
 
     @model_validator(mode="after")
     def _one_way_to_classify(self):
         if (self.crosswalk is None) == (self.classifier is None):
             raise ValueError("silver: give exactly one of crosswalk (codes) or classifier (free-text categories)")
+        if bool(self.fields.occurred_at) == bool(self.occurred_at_parts):
+            raise ValueError("silver: give exactly one of fields.occurred_at or occurred_at_parts")
+        if self.classifier is not None and not self.fields.code:
+            raise ValueError("silver: a classifier needs fields.code (the free-text category column)")
         return self
 
 

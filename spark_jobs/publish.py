@@ -97,7 +97,7 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     reasons = {r["reason"]: r["count"] for r in quarantined.groupBy("reason").count().collect()}
 
     # Audit
-    outcome = quality.validate_staging(spark, settings, suite, staging, run_id, source.name)
+    outcome = quality.validate_staging(spark, settings, suite, staging, run_id, source.name, source=source)
     if not outcome["success"]:
         raise QualityGateFailed(
             f"silver {job} <- {source.name}: Great Expectations suite {outcome['suite']} failed "

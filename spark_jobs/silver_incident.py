@@ -11,6 +11,16 @@ Department habits handled here: fire/EMS dispatch-chain times (received / dispat
 field in its own time format) with a `time_order_violation` rule; the hotline's `YYYY年MM月DD日 HH:MM`
 form; free-text categories classified by reviewed rules with a confidence (`needs_review` below the
 source's threshold); free text scrubbed of phone/ID numbers and of the record's own reporter name.
+
+Other cities (real public sources): a `geography` block in the source's silver section replaces the
+synthetic city's polygons and alias table. Its time zone reads the naive timestamps, the source's own
+area code (police district, beat, borough, zip, census block prefix) goes through
+reference/districts/<crosswalk>.csv (unknown -> unknown_district), and a point inside the city's
+`bounds` keeps lon/lat and gets an H3 cell (outside -> coordinates_outside_city; no point ->
+district_only). `time_formats` (Spark patterns) are tried before the built-in forms, and
+`occurred_at_parts` joins split date/hour columns. When citysafe.code_mapping.CODE_SPECS holds the
+source, its `spark_code` is the code (composite, constant or derived codes) with the crosswalk named
+there.
 """
 
 from __future__ import annotations
@@ -21,10 +31,10 @@ import datetime as dt
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from citysafe import reference
+from citysafe import code_mapping, reference
 from citysafe.config import Settings
-from citysafe.sources import Source
-from spark_jobs import common, incident_links, tables, text_classifier
+from citysafe.sources import Geography, Source, SourceError
+from spark_jobs import common, incident_links, tables, text_classifier, udfs
 from spark_jobs.common import Places, blank_to_null
 from spark_jobs.publish import QualityGateFailed, SilverOutput, run_job  # noqa: F401 (re-exported)
 
@@ -56,48 +66,139 @@ class Reference:
     timezone: str
     classifier: text_classifier.RuleSet | None = None  # free-text categories instead of a crosswalk
     min_confidence: float = 1.0                        # below: needs_review (from the source's YAML)
+    # Another city (silver.geography): its district crosswalk instead of `places` (then None).
+    geography: Geography | None = None
+    districts: DataFrame | None = None                 # w_dkey (upper-cased source value), w_dcode
+    h3_resolution: int = 9
+    time_formats: tuple[str, ...] = ()                 # the source's own local patterns, tried first
+    code_spec: code_mapping.CodeSpec | None = None     # code from code_mapping.CODE_SPECS (real sources)
+
+
+def code_spec_of(source: Source) -> code_mapping.CodeSpec | None:
+    """The source's entry in code_mapping.CODE_SPECS (checked against its YAML), or None."""
+    spec = code_mapping.CODE_SPECS.get(source.name)
+    silver = source.silver
+    if spec is None:
+        if not silver.fields.code:
+            raise SourceError(f"{source.file}: silver.fields.code is required (no code_mapping.CODE_SPECS entry)")
+        return None
+    if silver.crosswalk != spec.crosswalk:
+        raise SourceError(f"{source.file}: silver.crosswalk {silver.crosswalk!r} differs from code_mapping's "
+                          f"{spec.crosswalk!r} for this source")
+    missing = [c for c in spec.input_columns if c not in source.columns]
+    if missing:
+        raise SourceError(f"{source.file}: code_mapping reads column(s) {missing} the schema does not declare")
+    return spec
+
+
+def check_geography_columns(source: Source) -> None:
+    """Columns the silver section names outside `fields` (the registry checks `fields` itself)."""
+    silver = source.silver
+    geo = silver.geography
+    named = {f"occurred_at_parts[{i}]": c for i, c in enumerate(silver.occurred_at_parts)}
+    if geo:
+        named.update({f"geography.district.column[{i}]": c for i, c in enumerate(geo.district.columns)})
+        if geo.point:
+            named["geography.point"] = geo.point
+    bad = {role: c for role, c in named.items() if c not in source.columns}
+    if bad:
+        raise SourceError(f"{source.file}: silver: {bad} not column(s) in schema")
 
 
 def load_reference(spark: SparkSession, settings: Settings, source: Source) -> Reference:
+    import pandas as pd
+
     tax = reference.taxonomy()
     silver = source.silver
+    check_geography_columns(source)
+    spec = code_spec_of(source) if silver.crosswalk else None
     crosswalk = None
     if silver.crosswalk:
         xw = reference.crosswalk(silver.crosswalk)
         crosswalk = spark.createDataFrame(xw.rename(columns={"source_label": "source_label_ref"}))
+    geo = silver.geography
+    districts = None
+    if geo:
+        rows = geo.district.table()
+        districts = spark.createDataFrame(pd.DataFrame({
+            "w_dkey": [r["source_value"].strip().upper() for r in rows],
+            "w_dcode": [r["district_code"].strip() for r in rows]}))
     return Reference(
         crosswalk=crosswalk,
         taxonomy=spark.createDataFrame(tax.rename(columns={"severity_default": "severity"})[
             ["subcategory_code", "category_code", "domain_code", "severity"]]),
-        places=common.load_places(spark, settings),
-        timezone=settings.timezone,
+        places=None if geo else common.load_places(spark, settings),
+        timezone=geo.timezone if geo else settings.timezone,
         classifier=text_classifier.load_rules(silver.classifier.rules) if silver.classifier else None,
         min_confidence=silver.classifier.min_confidence if silver.classifier else 1.0,
+        geography=geo, districts=districts, h3_resolution=settings.h3_resolution,
+        time_formats=tuple(silver.time_formats), code_spec=spec,
     )
 
 
-def parse_time(c, timezone: str):
+def parse_time(c, timezone: str, formats=()):
     """common.parse_timestamp plus two department habits: the hotline's `YYYY年MM月DD日 HH:MM` (read as
     `YYYY-MM-DD HH:MM`) and an epoch value of exactly 0 (a JSON 0 = 1970-01-01, which the range rule then
-    rejects as timestamp_out_of_range rather than as unreadable)."""
+    rejects as timestamp_out_of_range rather than as unreadable). `formats`: the source's own Spark
+    patterns for local wall-clock time in `timezone`, tried first."""
     s = F.trim(c)
     dashed = F.regexp_replace(F.regexp_replace(s, "[年月]", "-"), "日", "")
-    return F.coalesce(common.parse_timestamp(dashed, timezone),
+    own = [F.to_utc_timestamp(F.try_to_timestamp(s, F.lit(fmt)), timezone) for fmt in formats]
+    return F.coalesce(*own, common.parse_timestamp(dashed, timezone),
                       F.when(s == "0", F.timestamp_millis(F.lit(0).cast("bigint"))))
 
 
-def parse(bronze: DataFrame, source: Source, timezone: str) -> DataFrame:
-    """Typed working columns (prefixed w_) next to the delivered ones."""
+_DECIMAL_ZERO = r"^(-?[0-9]+)\.0+$"
+_LAT_LON = r"^\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)$"
+
+
+def _parts(columns) -> "F.Column":
+    """Split date/time columns joined with a space (each trimmed, '6.0' read as '6'); NULL when all are blank."""
+    parts = [blank_to_null(F.regexp_replace(F.trim(F.col(c)), _DECIMAL_ZERO, "$1")) for c in columns]
+    any_part = parts[0].isNotNull()
+    for p in parts[1:]:
+        any_part = any_part | p.isNotNull()
+    return F.when(any_part, F.concat_ws(" ", *parts))
+
+
+def _record_id(source: Source):
+    """The record id column, or (no record_id field) the primary key columns joined with '|'."""
     f = source.silver.fields
+    if f.record_id:
+        return blank_to_null(F.col(f.record_id))
+    key = F.concat_ws(code_mapping.SEPARATOR, *[F.coalesce(F.trim(F.col(c)), F.lit("")) for c in source.primary_key])
+    return F.when(F.length(F.regexp_replace(key, r"[|]", "")) > 0, key)
+
+
+def parse(bronze: DataFrame, source: Source, timezone: str, formats=(), code_spec=None) -> DataFrame:
+    """Typed working columns (prefixed w_) next to the delivered ones."""
+    silver = source.silver
+    f = silver.fields
+    geo = silver.geography
     opt = lambda name: blank_to_null(F.col(name)) if name else F.lit(None).cast("string")  # noqa: E731
+    if geo is None:
+        df = common.with_point(bronze, f.lon, f.lat, f.district)
+    elif geo.point and not (f.lon and f.lat):  # '(lat, lon)' in one column
+        df = (bronze.withColumn("w_point_lat_src", F.regexp_extract(F.trim(F.col(geo.point)), _LAT_LON, 1))
+              .withColumn("w_point_lon_src", F.regexp_extract(F.trim(F.col(geo.point)), _LAT_LON, 2)))
+        df = common.with_point(df, "w_point_lon_src", "w_point_lat_src", None).drop("w_point_lat_src", "w_point_lon_src")
+    else:
+        df = common.with_point(bronze, f.lon, f.lat, None)
+    if geo is not None:  # the delivered area code(s), for the detail text
+        df = df.withColumn("w_district_raw", F.concat_ws(" / ", *[blank_to_null(F.col(c)) for c in geo.district.columns]))
+    occurred = F.col(f.occurred_at) if f.occurred_at else F.col("w_occurred_raw")
     df = (
-        common.with_point(bronze, f.lon, f.lat, f.district)
-        .withColumn("w_record_id", opt(f.record_id))
-        .withColumn("w_occurred_raw", opt(f.occurred_at))
-        .withColumn("w_updated_raw", opt(f.updated_at))
-        .withColumn("w_occurred_at", parse_time(F.col(f.occurred_at), timezone))
-        .withColumn("w_updated_at", parse_time(F.col(f.updated_at), timezone))
-        .withColumn("w_code", opt(f.code))
+        df.withColumn("w_record_id", _record_id(source))
+        .withColumn("w_occurred_raw", opt(f.occurred_at) if f.occurred_at else _parts(silver.occurred_at_parts))
+        .withColumn("w_occurred_at", parse_time(occurred, timezone, formats))
+    )
+    if f.updated_at:
+        df = (df.withColumn("w_updated_raw", opt(f.updated_at))
+              .withColumn("w_updated_at", parse_time(F.col(f.updated_at), timezone, formats)))
+    else:  # no update time delivered: the occurrence stands in
+        df = df.withColumn("w_updated_raw", F.col("w_occurred_raw")).withColumn("w_updated_at", F.col("w_occurred_at"))
+    df = (
+        df.withColumn("w_code", code_mapping.spark_code(code_spec) if code_spec else opt(f.code))
         .withColumn("w_label", opt(f.label))
         .withColumn("w_address", opt(f.address))
         .withColumn("w_status", opt(f.status))
@@ -108,7 +209,7 @@ def parse(bronze: DataFrame, source: Source, timezone: str) -> DataFrame:
         raw = opt(column)
         raw = F.when(F.lower(raw) == "null", None).otherwise(raw) if column else raw
         df = df.withColumn(f"w_{role}_raw", raw).withColumn(
-            f"w_{role}", parse_time(F.col(f"w_{role}_raw"), timezone) if column else F.lit(None).cast("timestamp"))
+            f"w_{role}", parse_time(F.col(f"w_{role}_raw"), timezone, formats) if column else F.lit(None).cast("timestamp"))
     return df
 
 
@@ -167,7 +268,64 @@ def _time_order_rules() -> list[tuple]:
     ]
 
 
-def classify(df: DataFrame, now: dt.datetime) -> DataFrame:
+def _district_key(c, district: Geography.District):
+    """A delivered area code as its crosswalk key: trimmed, upper-cased, optionally extracted/de-floated."""
+    key = F.trim(c)
+    if district.extract:
+        key = F.regexp_extract(key, district.extract, 1)
+    if district.strip_decimal_zero:
+        key = F.regexp_replace(key, _DECIMAL_ZERO, "$1")
+    return blank_to_null(F.upper(key))
+
+
+def locate_geography(df: DataFrame, ref: Reference) -> DataFrame:
+    """`common.locate` for another city: district from the source's area code(s) through its district
+    crosswalk (the first column that maps wins), the point kept (with its H3 cell) when inside `bounds`.
+    Adds the same columns and flags as common.locate (w_point_district: the district of a point inside)."""
+    geo = ref.geography
+    min_lon, min_lat, max_lon, max_lat = geo.bounds
+    missing_point = (
+        (F.col("w_lon_raw").isNull() & F.col("w_lat_raw").isNull())
+        | ((F.col("w_lon") == 0) & (F.col("w_lat") == 0))  # the (0, 0) sentinel
+    )
+    point_ok = ~missing_point & F.col("w_lon").isNotNull() & F.col("w_lat").isNotNull()
+    out = df.withColumn("w_missing_point", missing_point).withColumn("w_point_ok", point_ok)
+    codes = []
+    for i, column in enumerate(geo.district.columns):
+        out = out.withColumn(f"w_dkey{i}", _district_key(F.col(column), geo.district)).join(
+            ref.districts.withColumnRenamed("w_dkey", f"w_dkey{i}").withColumnRenamed("w_dcode", f"w_dcode{i}"),
+            on=f"w_dkey{i}", how="left")
+        codes.append(F.col(f"w_dcode{i}"))
+    inside = (F.col("w_point_ok") & F.col("w_lon").between(min_lon, max_lon) & F.col("w_lat").between(min_lat, max_lat))
+    out = (out.withColumn("district_code", F.coalesce(*codes))
+           .withColumn("w_inside", F.coalesce(inside, F.lit(False)))
+           .withColumn("w_point_district", F.when(F.col("w_inside"), F.col("district_code")))
+           .withColumn("lon", F.when(F.col("w_inside"), F.col("w_lon")))
+           .withColumn("lat", F.when(F.col("w_inside"), F.col("w_lat"))))
+    return (out.withColumn("h3_cell", udfs.h3_cell_udf(ref.h3_resolution)("lon", "lat"))
+            .withColumn("location_quality", F.when(F.col("w_inside"), F.lit("point")).otherwise(F.lit("district_only")))
+            .drop(*[f"w_dkey{i}" for i in range(len(codes))], *[f"w_dcode{i}" for i in range(len(codes))]))
+
+
+def geography_rules(geo: Geography) -> list[tuple]:
+    """common.location_rules for another city (bounds instead of polygons, a district crosswalk instead of
+    the alias table)."""
+    district = geo.district
+    return [
+        ("invalid_coordinates", ~F.col("w_missing_point") & ~F.col("w_point_ok"),
+         F.concat(F.lit("lon/lat: not numbers: "), F.coalesce(F.col("w_lon_raw"), F.lit("")), F.lit(","),
+                  F.coalesce(F.col("w_lat_raw"), F.lit("")))),
+        ("coordinates_outside_city", F.col("w_point_ok") & ~F.col("w_inside"),
+         F.concat(F.lit(f"lon/lat outside the city's bounds {list(geo.bounds)}: "), F.col("w_lon_raw"), F.lit(","),
+                  F.col("w_lat_raw"))),
+        ("unknown_district", F.col("district_code").isNull(),
+         F.concat(F.lit(f"district: {'/'.join(district.columns)} "),
+                  F.coalesce(F.when(F.col("w_district_raw") != "", F.col("w_district_raw")), F.lit("(empty)")),
+                  F.lit(f" not in reference/districts/{district.crosswalk}.csv"))),
+    ]
+
+
+def classify(df: DataFrame, now: dt.datetime, location_rules=None) -> DataFrame:
     """Add `reason` (NULL = publishable) and a `detail` naming the field and the value."""
     unreadable = [
         ("invalid_timestamp", F.col(f"w_{role}_raw").isNotNull() & F.col(f"w_{role}").isNull(),
@@ -187,7 +345,7 @@ def classify(df: DataFrame, now: dt.datetime) -> DataFrame:
          F.concat(F.lit("occurred_at: impossible date "), F.col("w_occurred_raw"))),
         *_time_order_rules(),
         ("unmapped_code", F.col("subcategory_code").isNull() & ~F.col("w_needs_review"), F.col("w_unmapped_detail")),
-        *common.location_rules(),
+        *(common.location_rules() if location_rules is None else location_rules),
         ("needs_review", F.col("w_needs_review"), F.col("w_review_detail")),
     ])
 
@@ -218,9 +376,13 @@ def mask_personal(df: DataFrame, source: Source, key: bytes) -> DataFrame:
 def transform(bronze: DataFrame, source: Source, ref: Reference, pii_key: bytes, now: dt.datetime
               ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """bronze -> (publishable incidents, quarantine rows, dropped duplicates)."""
-    parsed = parse(bronze, source, ref.timezone)
+    parsed = parse(bronze, source, ref.timezone, ref.time_formats, ref.code_spec)
     kept, duplicates = dedupe_latest(parsed, source)
-    classified = classify(common.locate(attach_codes(kept, ref), ref.places), now)
+    coded = attach_codes(kept, ref)
+    if ref.geography is None:
+        classified = classify(common.locate(coded, ref.places), now)
+    else:
+        classified = classify(locate_geography(coded, ref), now, geography_rules(ref.geography))
     masked = mask_personal(classified, source, pii_key)
     return to_incident(masked.where("reason IS NULL"), source, ref.timezone), \
         to_quarantine(masked.where("reason IS NOT NULL"), source), duplicates
@@ -274,5 +436,26 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, pr
         def after_publish(_staged: DataFrame) -> dict:
             return {"incident_link": incident_links.refresh(spark, settings, registry, progress=progress)}
 
-    return run_job(spark, settings, source, run_id, job=JOB, target=tables.incident(settings.silver_dir),
-                   suite="silver_incident", transform=to_silver, progress=progress, after_publish=after_publish)
+    mapping: dict = {}
+    if ref.code_spec is not None:  # real sources: the crosswalk's coverage of the rows read (code_mapping's figure)
+        def to_silver(bronze: DataFrame) -> SilverOutput:  # noqa: F811
+            mapping.update(mapping_figure(bronze, ref))
+            return SilverOutput(*transform(bronze, source, ref, pii_key, now))
+
+    entry = run_job(spark, settings, source, run_id, job=JOB, target=tables.incident(settings.silver_dir),
+                    suite="silver_incident", transform=to_silver, progress=progress, after_publish=after_publish)
+    if mapping:
+        entry["mapping"] = mapping
+    return entry
+
+
+def mapping_figure(bronze: DataFrame, ref: Reference) -> dict:
+    """Rows, rows whose code the crosswalk maps, and the rate: code_mapping.mapping_stats' rule on
+    the same rows, computed in Spark (every bronze row read, duplicates and other quarantines included)."""
+    keys = ref.crosswalk.select(F.col("source_code").alias("w_code")).distinct()
+    coded = bronze.select(code_mapping.spark_code(ref.code_spec).alias("w_code"))
+    row = coded.join(keys.withColumn("w_hit", F.lit(1)), on="w_code", how="left").agg(
+        F.count(F.lit(1)).alias("rows"), F.count("w_hit").alias("mapped")).collect()[0]
+    rows, mapped = int(row["rows"]), int(row["mapped"] or 0)
+    return {"crosswalk": ref.code_spec.crosswalk, "rows": rows, "rows_mapped": mapped,
+            "rate": mapped / rows if rows else 1.0}
