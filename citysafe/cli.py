@@ -298,7 +298,8 @@ def reference_tables(run_id):
     """Load the taxonomy, districts, district aliases and the city's H3 cells into silver."""
     ctx = _context(run_id)
     result = do_reference(ctx)
-    click.echo(", ".join(f"{k}={v['rows']}" for k, v in result.items() if isinstance(v, dict)))
+    click.echo(", ".join(f"{k}={'unchanged' if v.get('unchanged') else v['rows']}"
+                         for k, v in result.items() if isinstance(v, dict)))
 
 
 @main.command("build-marts")

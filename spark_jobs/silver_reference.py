@@ -6,6 +6,7 @@ Extract: the versioned taxonomy file and the city's district files (config). Tra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -14,6 +15,7 @@ from pyspark.sql import SparkSession
 
 from citysafe import delta_io, reference
 from citysafe.config import Settings
+from citysafe.runs import write_json_atomic
 from spark_jobs import tables
 
 
@@ -80,9 +82,17 @@ def run(spark: SparkSession, settings: Settings, progress=print, run_id: str = "
         tables.district_alias(settings.silver_dir): reference.district_aliases(settings.district_aliases),
         tables.h3_cell(settings.silver_dir): h3_cell_frame(districts, settings.h3_resolution),
     }
-    out = {}
+    frames = {spec: frame[spec.column_names] for spec, frame in frames.items()}
+    state_path = settings.state_dir / "reference.json"
+    loaded = json.loads(state_path.read_text()) if state_path.exists() else {}
+    digests = {spec.name: hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+               for spec, frame in frames.items()}
+    # Unchanged reference data (same content, table present): nothing to validate or load again.
+    frames = {spec: frame for spec, frame in frames.items()
+              if loaded.get(spec.name) != digests[spec.name] or delta_io.version(spec) is None}
+    out = {spec_name: {"rows": None, "inserted": 0, "updated": 0, "deleted": 0, "unchanged": True}
+           for spec_name in digests if spec_name not in {s.name for s in frames}}
     for spec, frame in frames.items():
-        frame = frame[spec.column_names]
         if spec.name in SUITES:
             outcome = quality.validate_frame(spark, settings, SUITES[spec.name], frame, run_id, "reference")
             if not outcome["success"]:
@@ -90,10 +100,13 @@ def run(spark: SparkSession, settings: Settings, progress=print, run_id: str = "
                                         f"({outcome['failed']} of {outcome['evaluated']}); nothing loaded; result "
                                         f"{outcome['result_path']}", outcome["result_path"])
     for spec, frame in frames.items():
-        frame = frame[spec.column_names]
         result = delta_io.merge_sync(spark, spark.createDataFrame(frame), spec)
         progress(f"  reference {spec.name}: {len(frame)} rows ({result.operation}, version {result.version_after})")
         out[spec.name] = {"rows": len(frame), "inserted": result.rows_inserted, "updated": result.rows_updated,
                           "deleted": result.rows_deleted, "delta_version": result.version_after}
+        loaded[spec.name] = digests[spec.name]
+        write_json_atomic(state_path, loaded)
+    if not frames:
+        progress("  reference tables unchanged")
     out["seconds"] = round(time.monotonic() - started, 3)
     return out
