@@ -92,6 +92,12 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     staging = dataclasses.replace(target, name=f"staging_{target.name}_{source.name}",
                                   path=settings.staging_dir / target.name / run_id / source.name)
     staged = delta_io.append(out.published, staging)
+    # The quarantine rows are staged too: evaluated once here, not again by every later count and MERGE.
+    quarantine_spec = tables.quarantine(settings.silver_dir)
+    quarantine_staging = dataclasses.replace(quarantine_spec, name=f"staging_quarantine_{source.name}",
+                                             path=staging.path.parent / f"{source.name}__quarantine")
+    delta_io.append(quarantined, quarantine_staging)
+    quarantined = delta_io.read(spark, quarantine_staging)
     progress(f"  silver {job} <- {source.name}: {rows_read} bronze rows -> {staged.rows_written} candidates staged")
     n_duplicates = out.duplicates.count()
     reasons = {r["reason"]: r["count"] for r in quarantined.groupBy("reason").count().collect()}
@@ -108,7 +114,6 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     # Publish
     staged_df = delta_io.read(spark, staging)
     merged = delta_io.merge_upsert(spark, staged_df, target)
-    quarantine_spec = tables.quarantine(settings.silver_dir)
     q = delta_io.merge_sync(spark, quarantined, quarantine_spec, delete_missing=False)
     released = 0
     if n_retry:  # rows cleared by the reference fix (published now, or duplicates of published rows)
@@ -119,6 +124,7 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     extra = after_publish(staged_df) if after_publish else {}
     common.mark_published(settings, job, source, done, pending, fingerprint)
     shutil.rmtree(staging.path, ignore_errors=True)
+    shutil.rmtree(quarantine_staging.path, ignore_errors=True)
     with contextlib.suppress(OSError):
         staging.path.parent.rmdir()  # the run's folder, once no source of it is left
 
