@@ -4,6 +4,7 @@ kinds, revisions re-delivered in the next month's file, exact duplicate lines.""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from ._util import Clock, corruption_count
 
@@ -51,3 +52,11 @@ def pick_duplicates(rng: np.random.Generator, eligible: np.ndarray, rate: float,
     cand = np.nonzero(eligible)[0]
     k = min(len(cand), max(minimum, int(round(rate * len(cand)))))
     return np.sort(rng.choice(cand, size=k, replace=False)) if k else np.array([], dtype=np.int64)
+
+
+def in_delivery_order(*parts: pd.DataFrame) -> pd.DataFrame:
+    """All delivered rows (originals, revisions, duplicates) ordered as the department's files hold
+    them: by file (`_file`), then delivery time (`_key`), ties in the order given (stable)."""
+    rows = pd.concat(parts, ignore_index=True)
+    rows["_n"] = np.arange(len(rows))
+    return rows.sort_values(["_file", "_key", "_n"], kind="stable")

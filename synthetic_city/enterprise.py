@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import people
+from ._delivery import in_delivery_order
 from ._util import Clock, SourceCounts, corruption_count, fmt_fixed, fmt_time, rng_for, write_bytes, csv_text, write_csv
 from .geo import DISTRICTS, district_names
 
@@ -234,9 +235,7 @@ def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.D
     ex = np.sort(rng.choice(cand, n_exact, replace=False))
     exact = first.iloc[ex].copy()
     exact["_key"] = exact["_key"] + rng.integers(1, 3 * 86400, n_exact)
-    rows = pd.concat([first, second, third, exact], ignore_index=True)
-    rows["_n"] = np.arange(len(rows))
-    rows = rows.sort_values(["_file", "_key", "_n"], kind="stable")
+    rows = in_delivery_order(first, second, third, exact)
     counts = SourceCounts()
     for k in range(len(clock.months)):
         part = rows[rows._file == k]

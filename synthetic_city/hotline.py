@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import people
-from ._delivery import assign_kinds, extraction_cap, pick_duplicates, plan_revisions
+from ._delivery import assign_kinds, extraction_cap, pick_duplicates, plan_revisions, in_delivery_order
 from ._util import Clock, SourceCounts, fmt_fixed, fmt_time, rng_for, write_csv
 from .geo import DISTRICTS, district_names, lonlat_to_km
 from .police import invalid_timestamps, out_of_range_timestamps
@@ -193,9 +193,7 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, cats: pd.
     rev["_file"], rev["_key"] = month[rev_rows] + 1, rev_upd
     dup = base.iloc[dup_rows].copy()
     dup["_key"] = t[dup_rows] + rng.integers(1, 2 * 86400, len(dup_rows))
-    rows = pd.concat([base, rev, dup], ignore_index=True)
-    rows["_n"] = np.arange(len(rows))
-    rows = rows.sort_values(["_file", "_key", "_n"], kind="stable")
+    rows = in_delivery_order(base, rev, dup)
 
     counts = SourceCounts()
     for k in range(len(clock.months)):
