@@ -23,3 +23,11 @@ from pathlib import Path
 
 # Test helper modules (fixtures shared by several test files) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def built_city(tmp_path_factory):
+    """A small synthetic city run end to end by `citysafe run` (see tests/city_fixture.py)."""
+    from city_fixture import build_city
+
+    return build_city(tmp_path_factory.mktemp("city"))

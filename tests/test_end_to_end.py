@@ -4,37 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
-CLI = Path(sys.executable).parent / "citysafe"
-
-
-def _env(tmp_path: Path) -> dict:
-    syn = tmp_path / "synthetic"
-    return {
-        **os.environ,
-        "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-        "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        "CITYSAFE_WAREHOUSE_PATH": str(tmp_path / "warehouse" / "marts.duckdb"),
-        "CITYSAFE_SCALE": "0.005",
-        "CITYSAFE_CITY__DAYS": "90",
-        "CITYSAFE_PII_KEY": "e2e-test-key-0123456789",
-    }
-
-
-def _run(args, env, run_id):
-    proc = subprocess.run([str(CLI), *args, "--run-id", run_id], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return proc
+from city_fixture import run_cli as _run
 
 
 def _versions(lake: Path) -> dict:
@@ -43,18 +18,14 @@ def _versions(lake: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = _env(tmp)
-    proc = _run(["run"], env, "first")
-    summary = json.loads((tmp / "lake" / "runs" / "first" / "summary.json").read_text())
-    truth = json.loads((tmp / "synthetic" / "truth" / "expected_counts.json").read_text())
-    return tmp, env, proc, summary, truth
+def first_run(built_city):
+    c = built_city
+    return c.root, c.env, c, c.summary, c.truth
 
 
 @pytest.mark.slow
 def test_summary_reconciles_exactly_with_truth(first_run):
-    _, _, proc, summary, truth = first_run
+    _, _, city, summary, truth = first_run
     expected = truth["sources"]["police_incidents"]
     bronze = summary["tables"]["bronze.police_incidents"]
     silver = summary["tables"]["silver.incident[police_incidents]"]
@@ -66,7 +37,7 @@ def test_summary_reconciles_exactly_with_truth(first_run):
     assert silver["reconciled"] is True and silver["validation"]["success"] is True
     assert summary["tables"]["reconciliation"]["ok"] is True
     assert all(s["status"] == "ok" for s in summary["stages"].values())
-    assert "reconciliation with the generator's truth: OK" in proc.stdout
+    assert "reconciliation with the generator's truth: OK" in city.stdout
 
 
 @pytest.mark.slow

@@ -1,0 +1,73 @@
+"""One small synthetic city built end to end (`citysafe run`: generate -> bronze -> silver -> marts),
+shared by every test that needs the whole lake (session fixture `built_city` in conftest.py).
+
+Tests read it; the only test allowed to run the pipeline on it again is the idempotency test in
+test_end_to_end.py (a second run must change nothing). Scale 0.005 over 90 days: every department,
+~1 minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = Path(sys.executable).parent / "citysafe"
+SCALE = "0.005"
+DAYS = "90"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltCity:
+    root: Path                 # tmp folder holding everything below
+    env: dict                  # environment that points the CLI at this city
+    lake: Path                 # <lake_root>
+    silver: Path               # <lake_root>/silver
+    synthetic: Path            # generator output (deliveries + truth/)
+    warehouse: Path            # the served DuckDB warehouse the run built
+    summary: dict              # runs/<first>/summary.json
+    truth: dict                # truth/expected_counts.json
+    stdout: str                # the CLI's progress output
+
+    @property
+    def truth_dir(self) -> Path:
+        return self.synthetic / "truth"
+
+
+def city_env(root: Path) -> dict:
+    syn = root / "synthetic"
+    return {
+        **os.environ,
+        "CITYSAFE_LAKE_ROOT": str(root / "lake"),
+        "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
+        "CITYSAFE_WAREHOUSE_PATH": str(root / "warehouse" / "marts.duckdb"),
+        "CITYSAFE_SCALE": SCALE,
+        "CITYSAFE_CITY__DAYS": DAYS,
+        "CITYSAFE_PII_KEY": "e2e-test-key-0123456789",
+    }
+
+
+def run_cli(args: list[str], env: dict, run_id: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(CLI), *args, "--run-id", run_id], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def build_city(root: Path) -> BuiltCity:
+    env = city_env(root)
+    proc = run_cli(["run"], env, "first")
+    lake = root / "lake"
+    synthetic = root / "synthetic"
+    return BuiltCity(
+        root=root, env=env, lake=lake, silver=lake / "silver", synthetic=synthetic,
+        warehouse=root / "warehouse" / "marts.duckdb",
+        summary=json.loads((lake / "runs" / "first" / "summary.json").read_text()),
+        truth=json.loads((synthetic / "truth" / "expected_counts.json").read_text()),
+        stdout=proc.stdout,
+    )
