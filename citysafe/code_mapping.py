@@ -16,12 +16,14 @@ This dict is the interim home of the config: it moves into each source YAML's `s
 role + crosswalk) once the real sources get a silver path; `spark_code()` is the same rule as a Spark
 column, for that job and for `spark_jobs.unmapped_codes`.
 
-`REVIEWED` records the steward decision for codes deliberately left out of a crosswalk: a taxonomy
-gap (the taxonomy has no subcategory for the offence; the proposed one is named) or out of scope (not
-a safety incident). Those codes are still quarantined as `unmapped_code`; the note tells the steward
-the code was looked at. `mapping_stats()` reports, per source: rows, rows with a mapped code, the
-mapping rate, distinct codes, unmapped codes with counts, and the share of codes occurring at least
-`FREQUENT` times that the crosswalk maps (and that are mapped or reviewed).
+Codes a crosswalk deliberately leaves out carry a steward decision in
+reference/crosswalks/decisions/<crosswalk>.csv (`decisions()`): `out_of_scope` (not a safety
+incident), `unclassifiable` (a safety matter whose code does not say which subcategory) or
+`taxonomy_gap` (waiting for a subcategory). Silver quarantines the first two under their own reasons
+(`out_of_scope`, `unclassifiable_code`) and only undecided codes and gaps as `unmapped_code`, so the
+stewards' queue holds only what needs work. `mapping_stats()` reports, per source: rows, rows mapped,
+rows decided out of scope / unclassifiable, the mapping rate, unmapped codes with counts, and whether
+every code occurring at least `FREQUENT` times is mapped or decided.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fnmatch
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -125,182 +128,66 @@ NO_CODE_SYSTEM: dict[str, str] = {
     "real_weather_seattle_daily": "daily weather",
 }
 
-_THEFT_GAP = "gap: theft without a taxonomy subcategory (proposed PS0107 Other theft / 其他盗窃)"
-_SEX_GAP = "gap: sexual offence (proposed PS0305 Sexual assault / 性侵害)"
-_DAMAGE_GAP = "gap: criminal damage / vandalism / graffiti (proposed PS0505 Criminal damage / 故意损毁财物)"
-_TRESPASS_GAP = "gap: trespass (proposed PS0506 Trespass / 非法侵入)"
-_WEAPON_GAP = "gap: weapons offence (proposed PS08 Weapons / PS0801 Illegal weapons / 非法持有枪支管制器具)"
-_THREAT_GAP = "gap: threats, harassment, stalking (proposed PS0306 Threats and harassment / 威胁骚扰)"
-_FRAUD_GAP = "gap: fraud of another kind than telecom/online or contract/investment (proposed PS0403 Other fraud)"
-_ADMIN = "out of scope: registration, licensing, parole or court-order offence (not a safety incident)"
-_CHILD = "gap: offence against a child, perpetrator not stated (proposed PS0307 Child abuse and neglect)"
-_NOISE_GAP = "gap: noise of unspecified source (proposed PO0105 Other noise)"
-_CASEWORK = "out of scope: constituent casework (services, benefits, administration), not a safety incident"
-_NOT_INCIDENT = "out of scope: request, permit or service matter, not a safety incident"
-_AMBIGUOUS = "out of scope: descriptor too broad to tell the incident (several subcategories possible)"
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    pattern: str     # exact code or fnmatch pattern
+    decision: str    # reference.DECISIONS
+    note: str
 
-# Steward decisions for codes left out of a crosswalk, by crosswalk: (code or fnmatch pattern, note).
-# Listed: every unmapped code that occurs >= FREQUENT times in the full real data (2026 review), plus
-# patterns for whole out-of-scope complaint types. A crosswalk entry always wins over a note.
-REVIEWED: dict[str, tuple[tuple[str, str], ...]] = {
-    "real_houston_offense": (
-        ("theft", _THEFT_GAP),
-        ("rape", _SEX_GAP),
-    ),
-    "real_chicago_iucr": (
-        *((c, _THEFT_GAP) for c in ("810", "820", "850", "865", "890", "1220")),
-        *((c, _SEX_GAP) for c in ("261", "263", "264", "265", "266", "271", "273", "275", "281", "291",
-                                  "1562", "1563", "1565", "1566", "1570", "1581", "1585", "5004", "1544")),
-        *((c, _DAMAGE_GAP) for c in ("1305", "1310", "1320", "1340", "1345", "1370")),
-        *((c, _TRESPASS_GAP) for c in ("1330", "1335", "1350", "1360", "1365")),
-        *((c, _WEAPON_GAP) for c in ("141A", "141B", "141C", "142B", "143A", "143B", "143C", "1460", "1477",
-                                     "1478", "1479", "1480", "2900", "5007", "4860", "4740")),
-        *((c, _THREAT_GAP) for c in ("2820", "2825", "2826", "2830", "580", "583", "584", "3960", "3970")),
-        *((c, _FRAUD_GAP) for c in ("1110", "1120", "1121", "1122", "1130", "1140", "1170", "1185", "1195",
-                                    "1200", "1205", "1210", "1235", "1240", "1245", "1261")),
-        *((c, _CHILD) for c in ("1710", "1750", "1755", "1780", "1582", "1537", "1725", "1791")),
-        *((c, _ADMIN) for c in ("4650", "4651", "5110", "5111", "5112", "5120", "5122", "5130", "5131", "5132",
-                                "4625", "4386", "4389", "502P", "502R", "5011", "2210", "2220", "2250", "3710",
-                                "3730", "3731", "3760", "3800", "5114", "585", "5073")),
-        ("1020", "gap: arson - the burning object is not coded (no FE arson subcategory)"),
-        ("1025", "gap: arson - the burning object is not coded (no FE arson subcategory)"),
-        ("1090", "gap: arson - the burning object is not coded (no FE arson subcategory)"),
-        ("470", "gap: reckless conduct endangering others (no PS subcategory)"),
-        ("2850", "gap: bomb threat (proposed PS0306 Threats and harassment)"),
-        ("2851", "gap: arson threat (proposed PS0306 Threats and harassment)"),
-        ("501A", "gap: animal cruelty (no subcategory; PO0404 is stray/nuisance animals)"),
-        ("5000", "out of scope: 'other crime against person', no offence named"),
-        ("5001", "out of scope: 'other crime involving property', no offence named"),
-        ("5002", "gap: vehicle offence of unnamed kind (TR02 lists drink driving, parking, red light only)"),
-        ("502T", "gap: vehicle tampering (no subcategory)"),
-    ),
-    "real_sf_fire_call_type": (
-        ("Other", "out of scope: 'Other' names no incident"),
-        ("Industrial Accidents", "gap: industrial accident of unstated kind (PR05 subcategory unknown)"),
-        ("Smoke Investigation (Outside)", "out of scope: investigation call, the incident is unknown"),
-    ),
-    "real_nyc_restaurant_violation": (
-        *((f"15{c}", "out of scope: tobacco / smoke-free rule, not food safety") for c in "EHIJKLST"),
-        *((f"16{c}", "out of scope: nutrition, labelling or calorie-posting rule") for c in "ABCEF"),
-        *((f"20{c}", "out of scope: sign, poster or grade-card posting rule") for c in "ABDEF"),
-        *((f"18{c}", "out of scope: permit display, Department order or document rule") for c in "BCDF"),
-        ("07A", "out of scope: inspector obstructed (enforcement, not a hazard)"),
-        ("22A", "out of scope: generic nuisance condition, no hazard named"),
-        ("22F", "out of scope: no description in the code list (critical flag 'Not Applicable')"),
-        ("22G", "out of scope: no description in the code list (critical flag 'Not Applicable')"),
-        ("05B", "gap: harmful gas or vapour (CO) in a food establishment: neither a gas-supply leak nor hygiene"),
-        ("99B", "out of scope: 'Other general violation', no hazard named"),
-    ),
-    "real_nyc_complaint_category": (
-        *((f"{t}|*", _CASEWORK) for t in (
-            "Aging", "Civil Service and Labor", "COVID-19", "Cultural Affairs", "Economy/Jobs", "Education",
-            "Finance", "General Welfare", "Governmental Operations", "Human and Civil Rights", "Immigration",
-            "Land Use and Zoning", "Legal Services", "Recovery and Resiliency", "Utilities", "Veterans Affairs",
-            "Youth Services", "Consumer Affairs", "Consumer Complaints", "CIVIL AND HUMAN RIGHTS", "CONTRACTS",
-            "CRIMINAL JUSTICE", "DOCUMENTATION", "HOSPITALS", "JUSTICE SYSTEM", "MENTAL HEALTH-DISABILITY-",
-            "OVERSIGHT AND INVESTIGATI", "SMALL BUSINESS", "Please choose an issue...", "Select One",
-            "@getxlate.Udf_Code_Genera")),
-        ("*|", "out of scope: complaint type without descriptor, too broad to tell the incident"),
-        ("|*", "out of scope: no complaint type"),
-        ("FIRE AND EMERGENCY MANAGE|*", _AMBIGUOUS),
-        ("Parks|*", "out of scope: park maintenance and permits (no fallen-tree or hazard descriptor)"),
-        *((f"Environment|{d}", _NOT_INCIDENT) for d in (
-            "Water and Sewage Bills", "Rain Barrel", "RAIN BARREL", "Environmental Control Board", "WATER LIEN",
-            "Bioswales", "Green Markets", "SEWER PROJECT", "SEWER CONSTRUCTION")),
-        ("Environment|Noise Level Measuring Request", _NOISE_GAP),
-        ("Environment|NOISE POLLUTION", _NOISE_GAP),
-        ("Environment|Open Hydrants", "gap: open fire hydrant (water misuse; no UL02 subcategory)"),
-        ("Environment|SEWER MAIN BREAK", "gap: sewer pipe break (UL03 lists blockage, overflow, pump failure)"),
-        *((f"Health|{d}", _NOT_INCIDENT) for d in (
-            "Hospital Facility or Clinic", "Disability Services", "Affordable Care Act", "Mental Health",
-            "Birth Certificates", "Flu Shots", "Death Certificates", "Immunization Walk - In Clinics", "COVID-19",
-            "Child Care Center", "Asthma", "Health Bucks", "EMS Personnel", "MH", "Dog License", "HIV/Aids",
-            "AFFORDABLE HEALTH", "MEDICAL BILL", "ADDICTION / DETOX")),
-        ("Health|Animal Care/Wild Animal", _AMBIGUOUS + " (stray animal PO0404 or wildlife NH0502)"),
-        *((f"Housing and Buildings|{d}", "out of scope: housing casework (tenancy, programmes, "
-                                         "applications, building administration)") for d in (
-            "Seeking an affordable housing/apartment", "Lease Issue", "Landlord/Managing Agent Issues",
-            "NYCHA Misc.", "Section 8", "Eviction", "NYCHA New Application", "HPD Housing Lottery",
-            "Senior Housing", "NYCHA Transfers", "Rent Increases", "Rental Arrears", "Rent Stabilization",
-            "DOB Permits", "Accessibility", "Tenant Harassment", "Rent Overcharges", "Rent Control", "HPD Lottery",
-            "Mitchell-Lama", "NYCHA Eviction", "Succession Rights", "Supportive Housing", "LANDLORD/TENANT",
-            "Housing Discrimination", "Foreclosure", "Certificate of Occupancy", "NYCHA Appeals",
-            "NYCHA Annual Inspection", "SRO", "HOUSING DEVELOPMENT FUND CORPORATION COOPERATIVES (HDFC)",
-            "HOUSING MISC", "Property Lines", "ONE SHOT", "CO-OP", "ERAP", "LRAP", "CITYFHEPS", "TIL Program",
-            "APPLICATION STATUS", "ONE SHOT DEAL PROGRAM", "HOUSING STATUS",
-            "Request for Housing Related Legal Assistance", "HARASSMENT", "CONDO", "Housing", "HPD Housing List",
-            "Illegal Hotel", "Squatters", "Cell Phone Towers", "Stalled Sites", "Inspections", "Violation",
-            "Vacate Order", "Rent Reductions")),
-        *((f"Housing and Buildings|{d}", "out of scope: apartment condition or repair request (no taxonomy "
-                                         "subcategory for housing conditions)") for d in (
-            "NYCHA Building Maintenance", "Building Maintenance", "Construction General", "Repair Assistance",
-            "Maintenance", "Emergency Repairs", "Abandoned Building", "Unsanitary Condition", "Bed Bugs", "Mold",
-            "HPD-owned Building Condition", "Hoarding", "Lead Paint", "HVAC", "Window Guards", "HOUSING CONDITIONS",
-            "NYCHA REPAIRS", "Scaffolding", "NYCHA Safety and Security")),
-        ("Housing and Buildings|Gas", _AMBIGUOUS + " (gas leak UL0101 or supply interruption UL0102)"),
-        ("Housing and Buildings|Electricity", _AMBIGUOUS + " (power outage UL0401 or wiring PR0504)"),
-        *((f"Public Safety|{d}", "out of scope: police/fire administration or policy casework") for d in (
-            "Police Precinct", "Community Policing", "NYPD Personnel", "Fire/EMS Allocation of Resources",
-            "Justice System", "Police Harassment", "CCRB", "Corrections", "Crossing Guard",
-            "Fire Dept. Building Inspection", "Parade and Protest Permit", "Homeland Security/Counterterrorism",
-            "FDNY Minority and Women Recruitment and Retention", "Costs for Ambulance Services",
-            "Public Housing Policing", "Truck Enforcement", "Adult Use Establishment")),
-        ("Public Safety|Loitering", "gap: loitering (no subcategory; PO0401 is crowd gathering)"),
-        ("Public Safety|Gangs/Youth Crimes", _AMBIGUOUS),
-        ("Public Safety|Drag Racing", "gap: street racing / speeding (proposed TR0204 Speeding and racing)"),
-        ("Public Safety|Hate Crimes", _AMBIGUOUS),
-        ("Public Safety|Fireworks", "gap: illegal fireworks use (FE0403 is a fireworks accident)"),
-        ("Public Safety|Bar or Nightclub Issue", _AMBIGUOUS),
-        ("Public Safety|Drinking Outside", "gap: public drinking (no subcategory)"),
-        ("Public Safety|OFFENSIVE CONDUCT", _AMBIGUOUS),
-        ("Public Safety|HARASSMENT/BULLYING", _THREAT_GAP),
-        ("Public Safety|HARASSMENT", _THREAT_GAP),
-        ("Public Safety|CAR ACCIDENT", "gap: collision of unknown severity (TR01 is split by severity)"),
-        ("Public Safety|PROPERTY DAMAGE", _DAMAGE_GAP),
-        ("Public Safety|VANDALISM", _DAMAGE_GAP),
-        ("Public Safety|FRAUD", _FRAUD_GAP),
-        ("Quality of Life|Noise - Other", _NOISE_GAP),
-        ("Quality of Life|Graffiti", _DAMAGE_GAP),
-        ("Quality of Life|Panhandling", "gap: panhandling (no subcategory)"),
-        ("Quality of Life|Film Crews", _NOT_INCIDENT),
-        ("Quality of Life|Smoking", "out of scope: smoking complaint (tobacco control)"),
-        ("Quality of Life|Adult Establishment", _NOT_INCIDENT),
-        ("Quality of Life|QOL", _AMBIGUOUS),
-        *((f"Sanitation|{d}", _NOT_INCIDENT) for d in (
-            "Recycling", "E-Waste Pickups", "E-WASTE PICKUPS", "Litter Basket Requests", "Composting",
-            "Private Carters", "SANITATION SUMMONS/NOTICE", "SPECIAL WASTE", "E-WASTE", "Clothing Bin Removal Request",
-            "SPECIAL WASTE DISPOSAL", "CFC Recovery", "TICKETS")),
-        ("Sanitation|Snow Removal", "gap: uncleared snow (service request; NH0304 is the weather event)"),
-        ("Sanitation|Pigeons", "gap: nuisance birds (PO0404 is stray animals)"),
-        *((f"Transportation|{d}", _NOT_INCIDENT) for d in (
-            "Bicycles", "Street Signs", "Parking Restrictions", "Buses", "Speed Bump Request", "Parking Permits",
-            "Access-A-Ride", "Subways", "Stop Sign", "Parking Signs", "Bus Shelter/Stop", "Street Markings",
-            "Metrocard: Reduced Fare", "Carriage Horses", "DOT Street Construction Permit", "Citibikes", "Metrocard",
-            "Vision Zero", "Parking Meters", "Curb Cuts", "For Hire Vehicle", "Speed Camera", "General Taxi Complaint",
-            "Station Maintenance", "Street Renaming", "Road Median", "Taxi Fare Complaint", "Street Event Permits",
-            "Request from Taxi Operator", "Senior Transportation", "Red Light Cameras", "City Bench", "Ferry",
-            "Capital Projects: 7 Subway Extension", "Capital Projects: 2nd Avenue Subway", "Consumer Affairs",
-            "Bus Depots", "BIKE LANES", "DOT STREET CONSTRUCTION PERMIT", "Tree guards", "FOR HIRE VEHICLE",
-            "Token Booth", "SPEED CAMERA", "TLC", "FAIR FARES", "Capital Projects: East Side Access",
-            "Driving Instructor", "OUTDOOR DINING", "Staten Island Ferry", "E-Z PASS", "Public Infrastructure",
-            "BOLLARDS", "SELECTIVE BUS SERVICE", "Accessible Taxi Request")),
-        ("Transportation|Traffic Signals", _AMBIGUOUS + " (signal failure TR0303 or a request for a new signal)"),
-        ("Transportation|Street Lights", "gap: street lighting fault (no subcategory)"),
-        ("Transportation|Pedestrian Safety", _AMBIGUOUS),
-        ("Transportation|Traffic Enforcement", _AMBIGUOUS),
-        ("Transportation|Bridge", _AMBIGUOUS),
-    ),
-}
+    @property
+    def is_pattern(self) -> bool:
+        return any(ch in self.pattern for ch in "*?[")
+
+    def matches(self, code: str) -> bool:
+        return code == self.pattern or (self.is_pattern and fnmatch.fnmatchcase(code, self.pattern))
+
+
+@functools.cache
+def decisions(crosswalk: str) -> tuple[Decision, ...]:
+    """Steward decisions for codes left out of `crosswalk` (reference/crosswalks/decisions/<crosswalk>.csv)."""
+    df = reference.crosswalk_decisions(crosswalk)
+    return tuple(Decision(*row) for row in df[reference.DECISION_COLUMNS].itertuples(index=False))
+
+
+def decision_for(crosswalk: str, code: str | None) -> Decision | None:
+    """The first recorded decision matching an unmapped code, or None when nobody decided."""
+    if code is None:
+        return None
+    return next((d for d in decisions(crosswalk) if d.matches(code)), None)
 
 
 def review_note(crosswalk: str, code: str | None) -> str | None:
-    """The steward's recorded decision for an unmapped code, or None when nobody reviewed it."""
-    if code is None:
-        return None
-    for pattern, note in REVIEWED.get(crosswalk, ()):
-        if code == pattern or (any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(code, pattern)):
-            return note
-    return None
+    """The steward's decision for an unmapped code as one line (`<decision>: <note>`), or None."""
+    found = decision_for(crosswalk, code)
+    return f"{found.decision}: {found.note}" if found else None
+
+
+_REGEX_META = set("\\.^$|?*+()[]{}")
+
+
+def _escape(text: str) -> str:
+    # Only the metacharacters: Rust's regex (Sail) rejects escapes such as "\ " that re.escape emits.
+    return "".join("\\" + ch if ch in _REGEX_META else ch for ch in text)
+
+
+def glob_regex(pattern: str) -> str:
+    """An fnmatch pattern as an anchored regex without look-around (Sail's regex engine has none)."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[" and "]" in pattern[i + 2:]:
+            j = pattern.index("]", i + 2)
+            body = pattern[i + 1:j]
+            out.append("[^" + _escape(body[1:]) + "]" if body.startswith("!") else "[" + _escape(body) + "]")
+            i = j
+        else:
+            out.append(_escape(ch))
+        i += 1
+    return "^" + "".join(out) + "$"
 
 
 # --- the code of each row ---------------------------------------------------------------------------
@@ -399,8 +286,11 @@ class MappingStats:
     unmapped: list[tuple[str, int]]            # (code, rows), most frequent first; EMPTY = rows without a code
     frequent_codes: int                        # codes occurring >= FREQUENT times
     frequent_mapped: int
-    frequent_unreviewed: list[tuple[str, int]]  # frequent, unmapped and without a REVIEWED note
+    frequent_unreviewed: list[tuple[str, int]]  # frequent, unmapped and without a recorded decision
     by_subcategory: dict[str, int]
+    rows_by_decision: dict[str, int] = dataclasses.field(default_factory=dict)  # unmapped rows per decision
+    frequent_open: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # frequent, neither mapped
+    #                                           nor decided out_of_scope / unclassifiable (gap or undecided)
 
     @property
     def mapping_rate(self) -> float:
@@ -417,6 +307,12 @@ class MappingStats:
         return self.frequent_mapped / self.frequent_codes if self.frequent_codes else 1.0
 
     @property
+    def frequent_all_handled(self) -> bool:
+        """Every code occurring >= FREQUENT times is mapped to a subcategory or decided out of scope /
+        unclassifiable by a steward (the issue's bar for real code systems)."""
+        return not self.frequent_open
+
+    @property
     def frequent_reviewed_rate(self) -> float:
         """Share of frequent codes that are mapped or carry a steward decision."""
         if not self.frequent_codes:
@@ -426,6 +322,7 @@ class MappingStats:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out.update(mapping_rate=self.mapping_rate, coded_mapping_rate=self.coded_mapping_rate,
+                   frequent_all_handled=self.frequent_all_handled,
                    frequent_rate=self.frequent_rate, frequent_reviewed_rate=self.frequent_reviewed_rate)
         return out
 
@@ -460,6 +357,12 @@ def mapping_stats(source: str, data, crosswalk: pd.DataFrame | None = None) -> M
     by_sub: collections.Counter[str] = collections.Counter()
     for c, n in mapped.items():
         by_sub[target[c]] += n
+    decided = {c: decision_for(spec.crosswalk, c) for c in counts if c not in target}
+    by_decision: collections.Counter[str] = collections.Counter()
+    for c, n in counts.items():
+        if c not in target:
+            by_decision[decided[c].decision if decided[c] else "undecided"] += n
+    handled = ("out_of_scope", "unclassifiable")
     return MappingStats(
         source=source, crosswalk=spec.crosswalk, rows=len(frame), rows_with_code=rows_with_code,
         rows_mapped=sum(mapped.values()), distinct_codes=len(counts), distinct_mapped=len(mapped),
@@ -468,6 +371,10 @@ def mapping_stats(source: str, data, crosswalk: pd.DataFrame | None = None) -> M
                                     if c not in target and review_note(spec.crosswalk, c) is None),
                                    key=lambda x: (-x[1], x[0])),
         by_subcategory=dict(sorted(by_sub.items(), key=lambda x: (-x[1], x[0]))),
+        rows_by_decision=dict(sorted(by_decision.items())),
+        frequent_open=sorted(((c, n) for c, n in frequent.items()
+                              if c not in target and not (decided[c] and decided[c].decision in handled)),
+                             key=lambda x: (-x[1], x[0])),
     )
 
 

@@ -22,6 +22,13 @@ CROSSWALK_DIR = REFERENCE_DIR / "crosswalks"
 TAXONOMY_COLUMNS = ["domain_code", "domain_en", "domain_zh", "category_code", "category_en", "category_zh",
                     "subcategory_code", "subcategory_en", "subcategory_zh", "severity_default"]
 CROSSWALK_COLUMNS = ["source_code", "source_label", "subcategory_code"]
+DECISIONS_DIR = CROSSWALK_DIR / "decisions"
+DECISION_COLUMNS = ["source_code", "decision", "note"]
+# Steward decisions for codes a crosswalk deliberately does not map (reference/crosswalks/README.md):
+#   out_of_scope    not a safety incident (casework, permits, tobacco rules ...): quarantined as out_of_scope
+#   unclassifiable  a safety matter whose code does not say which subcategory: quarantined as unclassifiable_code
+#   taxonomy_gap    the taxonomy has no subcategory yet: stays unmapped_code, waiting in silver.unmapped_codes
+DECISIONS = ("out_of_scope", "unclassifiable", "taxonomy_gap")
 
 
 class ReferenceError(Exception):
@@ -68,6 +75,26 @@ def crosswalk(name: str, directory: Path = CROSSWALK_DIR) -> pd.DataFrame:
         if code not in known:
             raise ReferenceError(f"{path}: row {i + 2}: subcategory_code {code!r} is not in the taxonomy")
     return df[CROSSWALK_COLUMNS]
+
+
+def crosswalk_decisions(name: str, directory: Path = DECISIONS_DIR) -> pd.DataFrame:
+    """Steward decisions for codes left out of crosswalk `name` (empty when it has none).
+
+    `source_code` is an exact code or an fnmatch pattern (`*`, `?`, `[...]`), e.g. `Aging|*` for every
+    descriptor of one complaint type; the first matching row wins, and a crosswalk entry wins over any
+    decision."""
+    path = directory / f"{name}.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=DECISION_COLUMNS)
+    df = _read_csv(path, DECISION_COLUMNS)
+    df["source_code"] = df["source_code"].str.strip()
+    dup = df["source_code"][df["source_code"].duplicated()]
+    if len(dup):
+        raise ReferenceError(f"{path}: source_code {dup.iloc[0]!r} appears twice")
+    for i, decision in enumerate(df["decision"]):
+        if decision not in DECISIONS:
+            raise ReferenceError(f"{path}: row {i + 2}: decision {decision!r} is not one of {', '.join(DECISIONS)}")
+    return df[DECISION_COLUMNS]
 
 
 def normalize_name(value: str | None) -> str | None:

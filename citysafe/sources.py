@@ -237,6 +237,21 @@ class SilverTarget(_Strict):
         sources: list[str] = Field(min_length=1)
         max_distance_m: float = Field(200, gt=0, le=5000)
         max_minutes: float = Field(30, gt=0, le=24 * 60)
+        # How early a report may come before the department's record (minutes, <= 0). A report cannot
+        # precede the event it describes, so a small allowance for clock offsets is enough; without
+        # it the window is symmetric (-max_minutes).
+        min_minutes: float | None = Field(None, le=0, ge=-24 * 60)
+
+        @model_validator(mode="after")
+        def _window(self):
+            if self.min_minutes is not None and -self.min_minutes > self.max_minutes:
+                raise ValueError(f"min_minutes {self.min_minutes:g} reaches further back than max_minutes "
+                                 f"{self.max_minutes:g}: the time buckets are max_minutes wide")
+            return self
+
+        @property
+        def earliest_minutes(self) -> float:
+            return -self.max_minutes if self.min_minutes is None else self.min_minutes
 
     table: Literal["incident"]
     crosswalk: str | None = None             # reference/crosswalks/<name>.csv

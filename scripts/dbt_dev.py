@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(settings.state_dir) / "dbt_dev" / args.name
     (work / "logs").mkdir(parents=True, exist_ok=True)
     Path(settings.state_dir, "duckdb_extensions").mkdir(parents=True, exist_ok=True)
-    command, rest = args.dbt_args[0], args.dbt_args[1:]
-    cmd = [str(dbt_executable()), command, "--project-dir", str(DBT_PROJECT_DIR),
+    # `docs generate` / `source freshness` are two-word commands: the options follow both words.
+    words = 2 if args.dbt_args[0] in ("docs", "source") and len(args.dbt_args) > 1 else 1
+    command, rest = " ".join(args.dbt_args[:words]), args.dbt_args[words:]
+    cmd = [str(dbt_executable()), *args.dbt_args[:words], "--project-dir", str(DBT_PROJECT_DIR),
            "--profiles-dir", str(DBT_PROJECT_DIR), "--target", DBT_TARGET,
            "--target-path", str(work / "target"), "--log-path", str(work / "logs"),
            "--vars", json.dumps({"city_timezone": settings.timezone}), *rest]

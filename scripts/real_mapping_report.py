@@ -7,11 +7,13 @@
 
 The delivered files are parsed with citysafe.formats (as bronze does) and each row's code is computed
 by citysafe.code_mapping.CODE_SPECS. Per source: rows, rows with a mapped code and the mapping rate
-(over all rows, and over the rows that have a code), distinct codes, whether every code occurring
->= 10 times is mapped, whether every such code is at least reviewed (mapped, or a steward decision in
-code_mapping.REVIEWED), and the most frequent unmapped codes with the steward's note.
+(over all rows, and over the rows that have a code), rows a steward decided are out of scope or
+unclassifiable (reference/crosswalks/decisions/), distinct codes, and whether every code occurring
+>= 10 times is handled: mapped to a subcategory, or decided out of scope / unclassifiable. Then the most
+frequent unmapped codes with the steward's decision.
 
-Exit status 1 when a code occurring >= 10 times is neither mapped nor reviewed, or a source cannot be read.
+Exit status 1 when a code occurring >= 10 times is not handled (undecided or a taxonomy gap), or a
+source cannot be read.
 """
 
 from __future__ import annotations
@@ -53,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = args.sources or list(code_mapping.CODE_SPECS)
     print(f"Real-data code mapping report: {root}")
-    print(f"('>=10 mapped': every code occurring >= {code_mapping.FREQUENT} times is in the crosswalk; "
-          "'reviewed': mapped or a recorded steward decision)\n")
+    print(f"('out/uncl': rows decided out of scope / unclassifiable; '>=10 handled': every code occurring "
+          f">= {code_mapping.FREQUENT} times is mapped or decided out of scope / unclassifiable)\n")
     header = (f"{'source':<36} {'crosswalk':<30} {'rows':>8} {'mapped':>8} {'rate':>6} {'coded':>6} "
-              f"{'codes':>11} {'>=10 mapped':>13} {'reviewed':>9}")
+              f"{'out/uncl':>15} {'codes':>11} {'>=10 handled':>13}")
     print(header)
     print("-" * len(header))
     results, failed, details = {}, False, []
@@ -69,24 +71,25 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         results[name] = {**stats.to_dict(), "seconds": round(time.perf_counter() - started, 2)}
-        verdict = "yes" if stats.frequent_rate == 1 else "no"
-        frequent = (f"{verdict:>3} {stats.frequent_mapped:>4}/{stats.frequent_codes:<4}" if stats.frequent_codes
-                    else "  n/a (none)")
-        reviewed = "yes" if not stats.frequent_unreviewed else f"no ({len(stats.frequent_unreviewed)})"
-        failed |= bool(stats.frequent_unreviewed)
+        handled = stats.frequent_codes - len(stats.frequent_open)
+        verdict = "yes" if stats.frequent_all_handled else f"NO ({len(stats.frequent_open)})"
+        frequent = f"{verdict} {handled}/{stats.frequent_codes}" if stats.frequent_codes else "n/a (none)"
+        failed |= not stats.frequent_all_handled
+        decided = (f"{stats.rows_by_decision.get('out_of_scope', 0)}/"
+                   f"{stats.rows_by_decision.get('unclassifiable', 0)}")
         print(f"{name:<36} {stats.crosswalk:<30} {stats.rows:>8} {stats.rows_mapped:>8} "
-              f"{_pct(stats.mapping_rate):>6} {_pct(stats.coded_mapping_rate):>6} "
-              f"{stats.distinct_mapped:>5}/{stats.distinct_codes:<5} {frequent:>13} {reviewed:>9}")
+              f"{_pct(stats.mapping_rate):>6} {_pct(stats.coded_mapping_rate):>6} {decided:>15} "
+              f"{stats.distinct_mapped:>5}/{stats.distinct_codes:<5} {frequent:>13}")
         lines = []
         for code, count in stats.unmapped[: args.top]:
             note = code_mapping.review_note(stats.crosswalk, code) or (
-                "rows without a code" if code == code_mapping.EMPTY else "NOT REVIEWED")
+                "rows without a code" if code == code_mapping.EMPTY else "NO DECISION")
             lines.append(f"    {count:>7}  {_short(code, 44):<44}  {_short(note, 90)}")
         if len(stats.unmapped) > args.top:
             rest = stats.unmapped[args.top:]
             lines.append(f"    {sum(n for _, n in rest):>7}  ({len(rest)} more unmapped codes)")
-        for code, count in stats.frequent_unreviewed:
-            lines.append(f"    NOT REVIEWED, >= {code_mapping.FREQUENT} rows: {code!r} ({count})")
+        for code, count in stats.frequent_open:
+            lines.append(f"    NOT HANDLED, >= {code_mapping.FREQUENT} rows: {code!r} ({count})")
         details.append((name, stats, lines))
 
     print("\nTop unmapped codes (rows, code, steward note):")

@@ -7,9 +7,11 @@ real event. The source YAML of the reporting side declares the rule (`silver.lin
       sources: [police_incidents, fire_calls]   # the departments' own records
       max_distance_m: 200
       max_minutes: 30
+      min_minutes: -10                          # a report cannot precede the event by much
 
 A record of the reporting source is linked to a record of one of `sources` when both have a point
-(an H3 cell), are within `max_distance_m` metres (great-circle) and `max_minutes` (either order), and
+(an H3 cell), are within `max_distance_m` metres (great-circle), the report's time minus the record's
+is within [`min_minutes` (default -max_minutes), `max_minutes`], and
 share the taxonomy subcategory (rule `same_subcategory`) or at least the category (`same_category`).
 Each reporting record keeps its single best candidate (same subcategory first, then the smallest
 distance/max_distance + |minutes|/max_minutes, then the smaller incident id), so one report never
@@ -142,13 +144,14 @@ def find_links(spark: SparkSession, incidents: DataFrame, reporter: str, rule: S
               .withColumn("level", level)
               .where(F.col("level").isNotNull()
                      & (F.col("distance_m") <= F.lit(float(rule.max_distance_m)))
-                     & (F.abs(F.col("minutes_apart")) <= F.lit(float(rule.max_minutes)))))
+                     & (F.col("minutes_apart") >= F.lit(float(rule.earliest_minutes)))
+                     & (F.col("minutes_apart") <= F.lit(float(rule.max_minutes)))))
     window = Window.partitionBy("incident_id").orderBy(
         F.when(F.col("level") == "same_subcategory", 0).otherwise(1),
         F.col("distance_m") / F.lit(float(rule.max_distance_m))
         + F.abs(F.col("minutes_apart")) / F.lit(float(rule.max_minutes)),
         F.col("o_incident_id"))
-    suffix = f"<={rule.max_distance_m:g}m/{rule.max_minutes:g}min"
+    suffix = f"<={rule.max_distance_m:g}m/{rule.earliest_minutes:g}..{rule.max_minutes:g}min"
     return (scored.withColumn("rank", F.row_number().over(window)).where("rank = 1")
             .select("incident_id", F.col("o_incident_id").alias("linked_incident_id"),
                     F.col("o_incident_id").alias("event_id"), "distance_m", "minutes_apart",

@@ -41,7 +41,7 @@ class SilverOutput:
 
 # Quarantine reasons a fix to reference data (a crosswalk row, an alias, a unit, a registry entry) can
 # clear. Their rows are re-evaluated whenever that reference data changed since the job last ran.
-RETRY_REASONS = ("unmapped_code", "needs_review", "unknown_district", "unknown_device", "unknown_enterprise",
+RETRY_REASONS = ("unmapped_code", "out_of_scope", "unclassifiable_code", "needs_review", "unknown_district", "unknown_device", "unknown_enterprise",
                  "unknown_unit", "invalid_device_type")
 LINEAGE_KEY = ["_batch_id", "_source_file", "_source_row_number"]
 

@@ -46,7 +46,9 @@ REASONS = (
     "invalid_timestamp",       # occurred_at or updated_at unparseable
     "timestamp_out_of_range",  # before 2000, after the record's own last update, or in the future
     "time_order_violation",    # dispatched before received, or on scene before dispatched (fire/EMS)
-    "unmapped_code",           # code not in its crosswalk / category is a known catch-all label
+    "out_of_scope",            # a steward decided the code is not a safety incident (crosswalks/decisions)
+    "unclassifiable_code",     # a steward decided the code does not say which subcategory
+    "unmapped_code",           # code not in its crosswalk (nor decided) / category is a known catch-all label
     "invalid_coordinates",     # lon/lat present but not numbers
     "coordinates_outside_city",  # valid coordinates outside every district
     "unknown_district",        # no usable coordinates and the district name is not in the alias table
@@ -72,6 +74,10 @@ class Reference:
     h3_resolution: int = 9
     time_formats: tuple[str, ...] = ()                 # the source's own local patterns, tried first
     code_spec: code_mapping.CodeSpec | None = None     # code from code_mapping.CODE_SPECS (real sources)
+    # Steward decisions for codes the crosswalk leaves out (reference/crosswalks/decisions/<crosswalk>.csv):
+    # exact codes as a frame (w_code, w_decision, w_decision_note), patterns as (regex, decision, note).
+    decisions: DataFrame | None = None
+    decision_patterns: tuple[tuple[str, str, str], ...] = ()
 
 
 def code_spec_of(source: Source) -> code_mapping.CodeSpec | None:
@@ -112,10 +118,17 @@ def load_reference(spark: SparkSession, settings: Settings, source: Source) -> R
     silver = source.silver
     check_geography_columns(source)
     spec = code_spec_of(source) if silver.crosswalk else None
-    crosswalk = None
+    crosswalk, decisions, patterns = None, None, ()
     if silver.crosswalk:
         xw = reference.crosswalk(silver.crosswalk)
         crosswalk = spark.createDataFrame(xw.rename(columns={"source_label": "source_label_ref"}))
+        found = code_mapping.decisions(silver.crosswalk)
+        exact = [d for d in found if not d.is_pattern]
+        if exact:
+            decisions = spark.createDataFrame(pd.DataFrame({
+                "w_code": [d.pattern for d in exact], "w_decision": [d.decision for d in exact],
+                "w_decision_note": [d.note for d in exact]}))
+        patterns = tuple((code_mapping.glob_regex(d.pattern), d.decision, d.note) for d in found if d.is_pattern)
     geo = silver.geography
     districts = None
     if geo:
@@ -132,7 +145,7 @@ def load_reference(spark: SparkSession, settings: Settings, source: Source) -> R
         classifier=text_classifier.load_rules(silver.classifier.rules) if silver.classifier else None,
         min_confidence=silver.classifier.min_confidence if silver.classifier else 1.0,
         geography=geo, districts=districts, h3_resolution=settings.h3_resolution,
-        time_formats=tuple(silver.time_formats), code_spec=spec,
+        time_formats=tuple(silver.time_formats), code_spec=spec, decisions=decisions, decision_patterns=patterns,
     )
 
 
@@ -224,7 +237,9 @@ def attach_codes(df: DataFrame, ref: Reference) -> DataFrame:
     Crosswalk: a reviewed code -> confidence 1.0. Classifier: the rules' subcategory is kept only at or
     above `ref.min_confidence`; below it the row needs review (the best guess goes to the detail)."""
     if ref.classifier is None:
-        coded = (df.join(ref.crosswalk.withColumnRenamed("source_code", "w_code"), on="w_code", how="left")
+        coded = _attach_decisions(
+            df.join(ref.crosswalk.withColumnRenamed("source_code", "w_code"), on="w_code", how="left"), ref)
+        coded = (coded
                  .withColumn("w_confidence", F.lit(1.0))
                  .withColumn("w_needs_review", F.lit(False))
                  .withColumn("w_unmapped_detail", F.concat(F.lit("code: no crosswalk entry for "),
@@ -232,6 +247,7 @@ def attach_codes(df: DataFrame, ref: Reference) -> DataFrame:
                  .withColumn("w_review_detail", F.lit(None).cast("string")))
         return coded.join(ref.taxonomy, on="subcategory_code", how="left")
     text = F.coalesce(F.col("w_code"), F.lit("(empty)"))
+    df = df.withColumn("w_decision", F.lit(None).cast("string")).withColumn("w_decision_note", F.lit(None).cast("string"))
     result = text_classifier.classify_udf(ref.classifier)(F.col("w_code"))
     low = F.col("w_confidence") < F.lit(ref.min_confidence)
     classified = (
@@ -325,6 +341,26 @@ def geography_rules(geo: Geography) -> list[tuple]:
     ]
 
 
+def _attach_decisions(df: DataFrame, ref: Reference) -> DataFrame:
+    """`w_decision` / `w_decision_note`: the steward's decision for a code the crosswalk does not map
+    (exact codes by join, then the patterns in file order; NULL when mapped or undecided)."""
+    if ref.decisions is not None:
+        df = df.join(ref.decisions, on="w_code", how="left")
+    else:
+        df = df.withColumn("w_decision", F.lit(None).cast("string")).withColumn(
+            "w_decision_note", F.lit(None).cast("string"))
+    if ref.decision_patterns:
+        decision, note = F.col("w_decision"), F.col("w_decision_note")
+        for regex, kind, text in reversed(ref.decision_patterns):  # the first pattern in the file wins
+            hit = F.col("w_decision").isNull() & F.col("w_code").rlike(regex)
+            decision, note = F.when(hit, F.lit(kind)).otherwise(decision), F.when(hit, F.lit(text)).otherwise(note)
+        # the note first: both expressions test the exact-match w_decision, which must not change in between
+        df = df.withColumn("w_decision_note", note).withColumn("w_decision", decision)
+    mapped = F.col("subcategory_code").isNotNull()
+    return (df.withColumn("w_decision", F.when(~mapped, F.col("w_decision")))
+              .withColumn("w_decision_note", F.when(~mapped, F.col("w_decision_note"))))
+
+
 def classify(df: DataFrame, now: dt.datetime, location_rules=None) -> DataFrame:
     """Add `reason` (NULL = publishable) and a `detail` naming the field and the value."""
     unreadable = [
@@ -344,6 +380,12 @@ def classify(df: DataFrame, now: dt.datetime, location_rules=None) -> DataFrame:
          | (F.col("w_occurred_at") > F.col("w_updated_at") + F.expr("INTERVAL 1 HOUR")),
          F.concat(F.lit("occurred_at: impossible date "), F.col("w_occurred_raw"))),
         *_time_order_rules(),
+        ("out_of_scope", F.col("subcategory_code").isNull() & (F.col("w_decision") == "out_of_scope"),
+         F.concat(F.lit("code: "), F.coalesce(F.col("w_code"), F.lit("(empty)")),
+                  F.lit(" is out of scope by steward decision: "), F.col("w_decision_note"))),
+        ("unclassifiable_code", F.col("subcategory_code").isNull() & (F.col("w_decision") == "unclassifiable"),
+         F.concat(F.lit("code: "), F.coalesce(F.col("w_code"), F.lit("(empty)")),
+                  F.lit(" does not tell the subcategory (steward decision: "), F.col("w_decision_note"), F.lit(")"))),
         ("unmapped_code", F.col("subcategory_code").isNull() & ~F.col("w_needs_review"), F.col("w_unmapped_detail")),
         *(common.location_rules() if location_rules is None else location_rules),
         ("needs_review", F.col("w_needs_review"), F.col("w_review_detail")),

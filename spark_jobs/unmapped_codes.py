@@ -54,7 +54,7 @@ COLUMNS = (
     Column("lookup", "string", description="crosswalk (or classifier:<rules>) the code was looked up in"),
     Column("mapped_now", "string",
            description="subcategory the current crosswalk gives the code (fixed since; re-run silver), else NULL"),
-    Column("review_note", "string", description="steward decision on record (citysafe.code_mapping.REVIEWED)"),
+    Column("review_note", "string", description="steward decision on record (reference/crosswalks/decisions)"),
 )
 
 

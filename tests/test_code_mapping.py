@@ -61,13 +61,40 @@ def test_every_real_source_is_configured_once():
         assert not missing, f"{name}: {missing} not in sources/{name}.yaml"
 
 
-def test_reviewed_codes_are_not_also_mapped():
-    """A code is either in the crosswalk or carries a steward note, never both (patterns aside)."""
-    for crosswalk, notes in code_mapping.REVIEWED.items():
+def test_decided_codes_are_not_also_mapped():
+    """A code is either in the crosswalk or carries a steward decision, never both (patterns aside);
+    every decisions file belongs to a crosswalk and is valid."""
+    files = sorted(reference.DECISIONS_DIR.glob("*.csv"))
+    assert files
+    for path in files:
+        crosswalk = path.stem
         mapped = set(reference.crosswalk(crosswalk)["source_code"])
-        exact = {p for p, _ in notes if not any(ch in p for ch in "*?[")}
+        found = code_mapping.decisions(crosswalk)
+        assert found and {d.decision for d in found} <= set(reference.DECISIONS)
+        exact = {d.pattern for d in found if not d.is_pattern}
         assert not exact & mapped, f"{crosswalk}: {sorted(exact & mapped)}"
-        assert all(note.startswith(("gap:", "out of scope:")) for _, note in notes)
+        assert all(d.note.strip() for d in found)
+
+
+def test_decision_file_errors_name_file_row_and_value(tmp_path):
+    (tmp_path / "x.csv").write_text("source_code,decision,note\nA,out_of_scope,casework\nB,maybe,hmm\n")
+    with pytest.raises(reference.ReferenceError, match=r"x.csv: row 3: decision 'maybe' is not one of"):
+        reference.crosswalk_decisions("x", tmp_path)
+    (tmp_path / "y.csv").write_text("source_code,decision,note\nA*,out_of_scope,a\nA*,unclassifiable,b\n")
+    with pytest.raises(reference.ReferenceError, match=r"y.csv: source_code 'A\*' appears twice"):
+        reference.crosswalk_decisions("y", tmp_path)
+    assert reference.crosswalk_decisions("absent", tmp_path).empty
+
+
+def test_glob_patterns_match_like_fnmatch_as_regexes():
+    import fnmatch
+    import re
+
+    codes = ["Aging|Home care", "Aging|", "|Noise", "15E", "15X", "a.b|c", "Public Safety|Loitering", ""]
+    for pattern in ["Aging|*", "*|", "|*", "15[EH]", "a.b|?", "Public Safety|Loitering", "[!1]*"]:
+        rx = re.compile(code_mapping.glob_regex(pattern))
+        for code in codes:
+            assert bool(rx.match(code)) == fnmatch.fnmatchcase(code, pattern), (pattern, code)
 
 
 # --- the code of a row ------------------------------------------------------------------------------
@@ -98,9 +125,10 @@ def test_codes_composite_normalised_constant_and_rules():
 
 
 def test_review_note_patterns():
-    assert code_mapping.review_note("real_nyc_complaint_category", "Aging|Senior Centers").startswith("out of scope")
-    assert code_mapping.review_note("real_nyc_complaint_category", "Public Safety|").startswith("out of scope")
-    assert code_mapping.review_note("real_houston_offense", "theft").startswith("gap:")
+    assert code_mapping.review_note("real_nyc_complaint_category", "Aging|Senior Centers").startswith("out_of_scope: ")
+    assert code_mapping.review_note("real_nyc_complaint_category", "Public Safety|").startswith("out_of_scope: ")
+    assert code_mapping.decision_for("real_chicago_iucr", "1020").decision == "unclassifiable"
+    assert code_mapping.decision_for("real_chicago_iucr", "502T").decision == "taxonomy_gap"
     assert code_mapping.review_note("real_houston_offense", "arson") is None
     assert code_mapping.review_note("real_chicago_iucr", None) is None
 
@@ -210,10 +238,11 @@ def test_sample_rates_of_the_single_offence_and_derived_sources():
 def test_mapping_stats_accepts_arrow_and_refuses_missing_columns():
     import pyarrow as pa
 
-    table = pa.table({"offense": ["theft", "murder", "murder", None]})
+    table = pa.table({"offense": ["theft", "jaywalking", "murder", "murder", None]})
     stats = code_mapping.mapping_stats("real_houston_crime", table)
-    assert (stats.rows, stats.rows_mapped, stats.distinct_codes) == (4, 2, 2)
-    assert stats.unmapped == [("(empty)", 1), ("theft", 1)]
+    assert (stats.rows, stats.rows_mapped, stats.distinct_codes) == (5, 3, 3)
+    assert stats.unmapped == [("(empty)", 1), ("jaywalking", 1)]
+    assert stats.rows_by_decision == {"undecided": 1}
     with pytest.raises(ValueError, match="offense"):
         code_mapping.mapping_stats("real_houston_crime", pd.DataFrame({"other": ["x"]}))
 

@@ -71,3 +71,16 @@ def test_bad_source_entry_names_file_and_key(tmp_path):
     bad.write_text(text.replace("reporter_id: reporter_id_no", ""))
     with pytest.raises(SourceError, match=r"personal column\(s\) \['reporter_id_no'\] have no hashing role"):
         load_source_file(bad)
+
+
+def test_link_window_may_be_asymmetric_but_not_wider_than_the_buckets():
+    from pydantic import ValidationError
+
+    from citysafe.sources import SilverTarget
+
+    assert SilverTarget.Links(sources=["police_incidents"]).earliest_minutes == -30
+    assert SilverTarget.Links(sources=["police_incidents"], min_minutes=-10).earliest_minutes == -10
+    with pytest.raises(ValidationError, match="min_minutes -40 reaches further back than max_minutes 30"):
+        SilverTarget.Links(sources=["police_incidents"], min_minutes=-40)
+    with pytest.raises(ValidationError):
+        SilverTarget.Links(sources=["police_incidents"], min_minutes=5)   # a window must include 0

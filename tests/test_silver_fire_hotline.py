@@ -297,6 +297,7 @@ def test_links_within_distance_time_and_category(spark):
     add("hotline_tickets:H2", "hotline_tickets", "PS0502", -100, 0, -4)      # same category PS05
     add("hotline_tickets:H3", "hotline_tickets", "PS0503", 260, 0, 5)        # too far
     add("hotline_tickets:H4", "hotline_tickets", "PS0503", 50, 0, 31)        # too late
+    add("hotline_tickets:H9", "hotline_tickets", "PS0503", 40, 0, -11)       # too early (min_minutes -10)
     add("hotline_tickets:H5", "hotline_tickets", "PO0101", 10, 0, 1)         # other category
     add("hotline_tickets:H6", "hotline_tickets", "PS0503", 10, 0, 1, has_cell=False)  # no point
     add("fire_calls:F1", "fire_calls", "UL0101", 5000, 0, 0)
@@ -315,8 +316,8 @@ def test_links_within_distance_time_and_category(spark):
     h1 = got["hotline_tickets:H1"]
     assert h1["event_id"] == "police_incidents:P1" and h1["minutes_apart"] == 20.0
     assert abs(h1["distance_m"] - math.hypot(120, 60)) < 1.0
-    assert h1["link_rule"] == "same_subcategory<=200m/30min"
-    assert got["hotline_tickets:H2"]["link_rule"] == "same_category<=200m/30min"
+    assert h1["link_rule"] == "same_subcategory<=200m/-10..30min"
+    assert got["hotline_tickets:H2"]["link_rule"] == "same_category<=200m/-10..30min"
     assert got["hotline_tickets:H2"]["minutes_apart"] == -4.0
 
 

@@ -93,6 +93,33 @@ def test_mapping_rate_is_code_mappings_figure(lake, name):
 
 
 @pytest.mark.parametrize("name", SOURCES)
+def test_steward_decisions_route_codes_to_their_own_reasons(lake, name):
+    """Codes decided out of scope / unclassifiable (reference/crosswalks/decisions) are quarantined under
+    those reasons, with the decision in the detail; only undecided codes and gaps stay unmapped_code.
+    Row counts per reason equal code_mapping's (pandas) count of the same decisions on bronze."""
+    settings, results, incident, quarantine = lake
+    stats = code_mapping.mapping_stats(name, code_mapping.read_bronze(settings, get_source(name)))
+    mine = quarantine[quarantine["source"] == name]
+    crosswalk = results[name]["mapping"]["crosswalk"]
+    for reason, decision in (("out_of_scope", "out_of_scope"), ("unclassifiable_code", "unclassifiable")):
+        rows = mine[mine["reason"] == reason]
+        expected = stats.rows_by_decision.get(decision, 0)
+        # rows quarantined earlier for another reason (e.g. a bad timestamp) are not counted twice
+        assert len(rows) <= expected, (reason, len(rows), expected)
+        for detail in rows["detail"]:
+            code = detail.removeprefix("code: ").split(" is out of scope by")[0].split(" does not tell")[0]
+            found = code_mapping.decision_for(crosswalk, code)
+            assert found is not None and found.decision == decision, detail
+            assert found.note in detail
+    unmapped = mine.loc[mine["reason"] == "unmapped_code", "detail"].str.removeprefix("code: no crosswalk entry for ")
+    for code in unmapped:
+        found = code_mapping.decision_for(crosswalk, None if code == "(empty)" else code)
+        assert found is None or found.decision == "taxonomy_gap", (code, found)
+    if name == "real_nyc_constituent_complaints":  # the sample has casework: the reason is really used
+        assert (mine["reason"] == "out_of_scope").sum() > 0
+
+
+@pytest.mark.parametrize("name", SOURCES)
 def test_local_time_of_a_known_row_becomes_utc(lake, name):
     _, _, incident, _ = lake
     record_id, local, utc, district = KNOWN[name]
