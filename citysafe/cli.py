@@ -186,10 +186,15 @@ def do_silver(ctx: Context, source_names: tuple[str, ...], spark=None) -> dict:
 
 
 @stage("build-marts")
-def do_build_marts(ctx: Context) -> dict:
+def do_build_marts(ctx: Context, target: str = "dev", postgres_dsn_env: str | None = None,
+                   postgres_schema: str | None = None, docs: bool = False) -> dict:
     from citysafe import warehouse
 
-    result = warehouse.build_marts(ctx.settings, ctx.summary.run_id, progress=ctx.progress)
+    result = warehouse.build_marts(ctx.settings, ctx.summary.run_id, progress=ctx.progress, target=target,
+                                   postgres_dsn_env=postgres_dsn_env or warehouse.PROD_DSN_ENV,
+                                   postgres_schema=postgres_schema or warehouse.PROD_SCHEMA)
+    if docs:
+        result["docs"] = str(warehouse.generate_docs(ctx.settings, ctx.summary.run_id, progress=ctx.progress))
     ctx.summary.record_table("warehouse", result)
     return result
 
@@ -303,12 +308,23 @@ def reference_tables(run_id):
 
 
 @main.command("build-marts")
+@click.option("--target", type=click.Choice(["dev", "prod"]), default="dev", show_default=True,
+              help="prod: also publish the marts to PostgreSQL (one transaction) before the swap.")
+@click.option("--postgres-dsn-env", default="MARTS_POSTGRES_DSN", show_default=True,
+              help="prod: NAME of the environment variable holding the PostgreSQL DSN (never the DSN itself).")
+@click.option("--postgres-schema", default="marts", show_default=True, help="prod: PostgreSQL schema of the marts.")
+@click.option("--docs", is_flag=True, help="Also run `dbt docs generate` (offline) into runs/<run_id>/dbt_docs.")
 @run_id_option
-def build_marts(run_id):
+def build_marts(target, postgres_dsn_env, postgres_schema, docs, run_id):
     """Build the dbt marts into a new DuckDB file and swap it in atomically when tests pass."""
     ctx = _context(run_id)
-    result = do_build_marts(ctx)
+    result = do_build_marts(ctx, target=target, postgres_dsn_env=postgres_dsn_env, postgres_schema=postgres_schema,
+                            docs=docs)
     click.echo(f"warehouse {result['warehouse']}: {len(result['models'])} models")
+    if "published" in result:
+        click.echo(f"PostgreSQL schema {result['published']['schema']}: {len(result['published']['tables'])} marts")
+    if "docs" in result:
+        click.echo(f"dbt docs: {result['docs']}/index.html")
 
 
 @main.command()

@@ -11,7 +11,16 @@ dbt/ folder at the repository root shadows the dbt namespace package, see STACK_
   one filesystem: open readers keep the old data, new connections see the new);
 - on any failure leaves the served file untouched, removes only the failed build file, and raises
   `WarehouseBuildError` naming the failing dbt nodes;
-- keeps dbt's target and log folders under `<lake_root>/runs/<run_id>/` (dbt/target stays clean).
+- keeps dbt's target and log folders under `<lake_root>/runs/<run_id>/` (dbt/target stays clean);
+- with `target="prod"` also publishes the marts to PostgreSQL before the swap: the dbt target `prod`
+  attaches the database (DuckDB's postgres extension, from the duckdb-extension-postgres-scanner
+  wheel) and `dbt run-operation publish_marts` copies every mart into it in one PostgreSQL
+  transaction (a schema swap, row counts checked before COMMIT). A failed publish rolls back,
+  leaves the served DuckDB file untouched and raises `WarehouseBuildError`. The DSN is read from the
+  environment variable the caller names (default MARTS_POSTGRES_DSN); its password reaches dbt only
+  as libpq's PGPASSWORD, never in the profile or a log line;
+- `generate_docs` runs `dbt docs generate` (offline: dbt-core ships the page) against a copy of the
+  served warehouse, so the catalog describes exactly what readers see.
 
 Everything dbt needs comes through environment variables of the child process only (they are NOT set
 in this process: `citysafe.config.load_settings` refuses unknown CITYSAFE_* variables):
@@ -21,6 +30,10 @@ in this process: `citysafe.config.load_settings` refuses unknown CITYSAFE_* vari
     CITYSAFE_DUCKDB_DELTA_EXTENSION absolute path of delta.duckdb_extension from the wheel
     CITYSAFE_DUCKDB_EXTENSION_DIR   DuckDB's extension directory (under <lake_root>/_state)
     DBT_PROFILES_DIR, DBT_SEND_ANONYMOUS_USAGE_STATS=false, DO_NOT_TRACK=1
+  and for target prod only:
+    CITYSAFE_DUCKDB_POSTGRES_EXTENSION  absolute path of postgres_scanner.duckdb_extension from the wheel
+    CITYSAFE_PROD_POSTGRES_DSN          the PostgreSQL DSN without its password
+    PGPASSWORD                          the password (libpq reads it), when the DSN has one
 """
 
 from __future__ import annotations
@@ -38,10 +51,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from citysafe.config import REPO_ROOT, Settings
+from citysafe.config import REPO_ROOT, ConfigError, Settings
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
 DBT_TARGET = "dev"
+TARGETS = ("dev", "prod")
+PROD_DSN_ENV = "MARTS_POSTGRES_DSN"   # default name of the variable holding the prod PostgreSQL DSN
+PROD_SCHEMA = "marts"
+_SCHEMA_OK = re.compile(r"[a-z_][a-z0-9_]{0,46}")
 # Statuses in run_results.json that fail a build ("warn" passes; "skipped" follows a failure).
 _FAILED = {"error", "fail", "runtime error"}
 _PASSED_TESTS = {"pass"}
@@ -82,14 +99,26 @@ def delta_extension_path() -> Path:
 
     The wheel pins DuckDB exactly; the folder matching the installed DuckDB version is preferred.
     """
-    spec = importlib.util.find_spec("duckdb_extension_delta")
+    return _wheel_extension_path("duckdb_extension_delta", "delta", "DuckDB cannot read Delta")
+
+
+def postgres_extension_path() -> Path:
+    """Absolute path of postgres_scanner.duckdb_extension from the duckdb-extension-postgres-scanner wheel
+    (DuckDB's own download of the extension needs the internet; the wheel does not)."""
+    return _wheel_extension_path("duckdb_extension_postgres_scanner", "postgres_scanner",
+                                 "the prod target cannot attach PostgreSQL")
+
+
+def _wheel_extension_path(package: str, extension: str, consequence: str) -> Path:
+    wheel = package.replace("_", "-")
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise WarehouseBuildError("package duckdb-extension-delta is not installed (DuckDB cannot read Delta)")
+        raise WarehouseBuildError(f"package {wheel} is not installed ({consequence})")
     candidates: list[Path] = []
     for location in spec.submodule_search_locations:
-        candidates += sorted(Path(location).glob("extensions/*/delta.duckdb_extension"))
+        candidates += sorted(Path(location).glob(f"extensions/*/{extension}.duckdb_extension"))
     if not candidates:
-        raise WarehouseBuildError("duckdb-extension-delta ships no delta.duckdb_extension file")
+        raise WarehouseBuildError(f"{wheel} ships no {extension}.duckdb_extension file")
     try:
         duckdb_version = importlib.metadata.version("duckdb")
     except importlib.metadata.PackageNotFoundError:
@@ -99,8 +128,8 @@ def delta_extension_path() -> Path:
             return path.resolve()
     found = ", ".join(p.parent.name for p in candidates)
     raise WarehouseBuildError(
-        f"delta.duckdb_extension for DuckDB v{duckdb_version} not found (the wheel has: {found}); "
-        "install duckdb and duckdb-extension-delta of the same version"
+        f"{extension}.duckdb_extension for DuckDB v{duckdb_version} not found (the wheel has: {found}); "
+        f"install duckdb and {wheel} of the same version"
     )
 
 
@@ -117,10 +146,20 @@ def build_path_for(settings: Settings, run_id: str) -> Path:
     return served.parent / f".build-{safe}" / served.name
 
 
-def dbt_env(settings: Settings, build_path: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a dbt subprocess (a copy; this process's environment is not changed)."""
+def dbt_env(settings: Settings, build_path: Path, base: dict[str, str] | None = None,
+            postgres_dsn: str | None = None) -> dict[str, str]:
+    """Environment for a dbt subprocess (a copy; this process's environment is not changed).
+
+    `postgres_dsn` (target prod): the PostgreSQL DSN to attach; its password travels as PGPASSWORD."""
     env = dict(os.environ if base is None else base)
     env.pop(settings.pii_key_env, None)  # dbt needs no secrets
+    env.pop("PGPASSWORD", None)
+    if postgres_dsn is not None:
+        dsn, password = _split_password(postgres_dsn)
+        env["CITYSAFE_DUCKDB_POSTGRES_EXTENSION"] = str(postgres_extension_path())
+        env["CITYSAFE_PROD_POSTGRES_DSN"] = dsn
+        if password is not None:
+            env["PGPASSWORD"] = password
     env.update({
         "CITYSAFE_WAREHOUSE_BUILD_PATH": str(build_path),
         "CITYSAFE_SILVER_DIR": str(Path(settings.silver_dir)),
@@ -133,6 +172,19 @@ def dbt_env(settings: Settings, build_path: Path, base: dict[str, str] | None = 
     return env
 
 
+def _split_password(dsn: str) -> tuple[str, str | None]:
+    """(DSN without its password, the password): the password is handed to libpq as PGPASSWORD so that
+    it never appears in the profile, the ATTACH statement or a log line."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg.ProgrammingError: names the fault, not the value
+        raise WarehouseBuildError(f"the prod PostgreSQL DSN cannot be parsed: {type(exc).__name__}") from None
+    password = params.pop("password", None)
+    return make_conninfo(**params), (None if password is None else str(password))
+
+
 def _dbt_vars(settings: Settings) -> str:
     return json.dumps({"city_timezone": settings.timezone})
 
@@ -141,16 +193,17 @@ def _dbt_vars(settings: Settings) -> str:
 
 
 def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Path, log_path: Path,
-             progress: Progress, timeout_s: float, extra_args: Sequence[str] = ()) -> tuple[int, list[str]]:
+             progress: Progress, timeout_s: float, extra_args: Sequence[str] = (), *,
+             target: str = DBT_TARGET, postgres_dsn: str | None = None) -> tuple[int, list[str]]:
     """Run one dbt command, streaming a short line per finished model; return (exit code, error lines)."""
     target_path.mkdir(parents=True, exist_ok=True)
     log_path.mkdir(parents=True, exist_ok=True)
     Path(settings.state_dir, "duckdb_extensions").mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(dbt_executable()), command,
+        str(dbt_executable()), *command.split(),
         "--project-dir", str(DBT_PROJECT_DIR),
         "--profiles-dir", str(DBT_PROJECT_DIR),
-        "--target", DBT_TARGET,
+        "--target", target,
         "--target-path", str(target_path),
         "--log-path", str(log_path),
         "--vars", _dbt_vars(settings),
@@ -161,7 +214,8 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
     ]
     errors: list[str] = []
     # cwd is the run's log folder so that nothing dbt might drop in its working directory lands in the repo.
-    with subprocess.Popen(cmd, cwd=log_path, env=dbt_env(settings, build_path), stdout=subprocess.PIPE,
+    env = dbt_env(settings, build_path, postgres_dsn=postgres_dsn)
+    with subprocess.Popen(cmd, cwd=log_path, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace") as proc:
         watchdog = threading.Timer(timeout_s, proc.kill)  # also fires when dbt hangs without output
         watchdog.daemon = True
@@ -281,12 +335,29 @@ def _fsync_dir(path: Path) -> None:
 
 
 def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
-                timeout_s: float = 3600) -> dict:
+                timeout_s: float = 3600, target: str = DBT_TARGET, postgres_dsn_env: str = PROD_DSN_ENV,
+                postgres_schema: str = PROD_SCHEMA) -> dict:
     """Build the dbt marts into a new DuckDB file and swap it over the served warehouse.
 
     Returns {"warehouse": served path, "models": {model: row_count}, "tests_passed": n, "seconds": s,
     "target_path": dbt target folder}. Raises WarehouseBuildError (served file untouched) on any failure.
+
+    target="prod": the same build with the PostgreSQL database in $`postgres_dsn_env` attached; after
+    every test passed the marts are published to its schema `postgres_schema` in one transaction
+    (result key "published": {"schema", "tables"}), then the DuckDB file is swapped in. A failed
+    publish leaves PostgreSQL and the served DuckDB file as they were.
     """
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r}: use one of {', '.join(TARGETS)}")
+    postgres_dsn = None
+    if target == "prod":
+        if not _SCHEMA_OK.fullmatch(postgres_schema or ""):
+            raise ConfigError(f"postgres schema {postgres_schema!r}: use a lower-case identifier, at most 47 characters")
+        postgres_dsn = os.environ.get(postgres_dsn_env)
+        if not postgres_dsn:
+            raise WarehouseBuildError(f"target prod: set the environment variable {postgres_dsn_env} to the "
+                                      "PostgreSQL DSN the marts are published to")
+        postgres_extension_path()  # fail before building when the wheel is missing
     started = time.monotonic()
     served = Path(settings.warehouse_path)
     build_path = build_path_for(settings, run_id)
@@ -298,9 +369,11 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
     build_path.parent.mkdir(parents=True, exist_ok=True)
     (target_path / "run_results.json").unlink(missing_ok=True)
 
-    progress(f"dbt build -> {build_path} (silver: {settings.silver_dir})")
+    progress(f"dbt build --target {target} -> {build_path} (silver: {settings.silver_dir})")
+    published = None
     try:
-        rc, errors = _run_dbt("build", settings, build_path, target_path, log_path, progress, timeout_s)
+        rc, errors = _run_dbt("build", settings, build_path, target_path, log_path, progress, timeout_s,
+                              target=target, postgres_dsn=postgres_dsn)
         results = _read_run_results(target_path)
         failed_results = [r for r in results if str(r.get("status")).lower() in _FAILED]
         failed = [_node_name(r["unique_id"]) for r in failed_results]
@@ -320,6 +393,11 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
                            if r["unique_id"].split(".")[0] in ("test", "unit_test")
                            and str(r.get("status")).lower() in _PASSED_TESTS)
         counts = _count_and_close(build_path, relations)
+        if postgres_dsn is not None:
+            published = _publish_to_postgres(settings, build_path, run_dir, progress, timeout_s, postgres_dsn,
+                                             postgres_schema)
+            if Path(f"{build_path}.wal").exists():
+                raise WarehouseBuildError(f"{build_path}: publishing left a WAL file; not swapping it in")
 
         if Path(f"{served}.wal").exists():
             raise WarehouseBuildError(
@@ -333,8 +411,61 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
 
     seconds = round(time.monotonic() - started, 2)
     progress(f"warehouse {served}: {len(counts)} models, {tests_passed} tests passed in {seconds:.1f}s")
-    return {"warehouse": str(served), "models": counts, "tests_passed": tests_passed, "seconds": seconds,
-            "target_path": str(target_path)}
+    result = {"warehouse": str(served), "models": counts, "tests_passed": tests_passed, "seconds": seconds,
+              "target_path": str(target_path)}
+    if published is not None:
+        result["published"] = published
+    return result
+
+
+def _publish_to_postgres(settings: Settings, build_path: Path, run_dir: Path, progress: Progress,
+                         timeout_s: float, postgres_dsn: str, schema: str) -> dict:
+    """`dbt run-operation publish_marts` on the finished build file (dbt/macros/publish_marts.sql)."""
+    target_path, log_path = run_dir / "dbt_publish_target", run_dir / "dbt_publish_logs"
+    progress(f"publishing the marts to PostgreSQL schema {schema} (one transaction)")
+    lines: list[str] = []
+    rc, errors = _run_dbt("run-operation publish_marts", settings, build_path, target_path, log_path,
+                          progress, timeout_s, ["--args", json.dumps({"schema": schema})],
+                          target="prod", postgres_dsn=postgres_dsn)
+    if rc != 0:
+        detail = "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+        raise WarehouseBuildError(f"publishing the marts to PostgreSQL failed (exit code {rc}); nothing was "
+                                  "published" + (f": {detail}" if detail else ""), run_dir=run_dir)
+    manifest = json.loads((target_path / "manifest.json").read_text(encoding="utf-8"))
+    tables = sorted(n["alias"] for n in manifest["nodes"].values()
+                    if n["resource_type"] == "model" and n["fqn"][1:2] == ["marts"]
+                    and n["config"].get("materialized") == "table")
+    progress(f"published {len(tables)} marts to PostgreSQL schema {schema}")
+    return {"schema": schema, "tables": tables}
+
+
+def generate_docs(settings: Settings, run_id: str, progress: Progress = print, *,
+                  timeout_s: float = 900) -> Path:
+    """`dbt docs generate` for the served warehouse; returns the folder holding index.html, catalog.json
+    and manifest.json (<lake_root>/runs/<run_id>/dbt_docs). Works offline: dbt-core ships the page.
+
+    dbt opens its database read-write, so it reads a private COPY of the served file (same file name,
+    so the catalog name inside stays the same); readers of the served file are not disturbed."""
+    served = Path(settings.warehouse_path)
+    if not served.is_file():
+        raise WarehouseBuildError(f"no served warehouse at {served}: build the marts first")
+    run_dir = Path(settings.runs_dir) / _check_run_id(run_id)
+    docs_path, log_path = run_dir / "dbt_docs", run_dir / "dbt_docs_logs"
+    copy = run_dir / ".docs-warehouse" / served.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(served, copy)
+    try:
+        rc, errors = _run_dbt("docs generate", settings, copy, docs_path, log_path, progress, timeout_s)
+    finally:
+        _remove_build(copy)
+    missing = [n for n in ("index.html", "catalog.json", "manifest.json") if not (docs_path / n).is_file()]
+    if rc != 0 or missing:
+        detail = "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+        raise WarehouseBuildError(f"dbt docs generate failed (exit code {rc}"
+                                  + (f", missing {missing}" if missing else "") + ")"
+                                  + (f": {detail}" if detail else ""), run_dir=run_dir)
+    progress(f"dbt docs -> {docs_path / 'index.html'}")
+    return docs_path
 
 
 def dbt_parse(settings: Settings, target_path: Path | None = None, progress: Progress = print, *,

@@ -20,11 +20,13 @@ Runs the police-incidents feed end to end; every stage writes into the same run 
 `<lake_root>/runs/<run_id>/summary.json`, keyed by this DAG run's `run_id`.
 
 1. **generate**: the synthetic city writes its departments' deliveries (idempotent).
-2. **ingest_police**: landing (manifest, checksums) and the **bronze** Delta table.
-3. **silver_police**: bronze -> staging -> Great Expectations gate -> **silver** Delta table
+2. **reference**: taxonomy, districts, H3 cells and the source registry into silver; every silver table
+   no job has written yet is created empty, so the marts build on a police-only lake.
+3. **ingest_police**: landing (manifest, checksums) and the **bronze** Delta table.
+4. **silver_police**: bronze -> staging -> Great Expectations gate -> **silver** Delta table
    (rows that fail the gate go to quarantine).
-4. **build_marts**: dbt builds the marts into a new DuckDB file, swapped in atomically.
-5. **reconcile**: checks the run summary against the generator's truth; fails the run if it does not hold.
+5. **build_marts**: dbt builds the marts into a new DuckDB file, swapped in atomically.
+6. **reconcile**: checks the run summary against the generator's truth; fails the run if it does not hold.
 
 Each task runs `$CITYSAFE_BIN <command> --run-id <run_id>` (default CLI: `<repo>/.venv/pipeline/bin/citysafe`).
 Config: `config/citysafe.yaml`, overridden by `CITYSAFE_<KEY>` environment variables of the worker;
@@ -57,9 +59,10 @@ with DAG(
     tags=["citysafe", "police"],
 ):
     generate = citysafe_task("generate", "generate")
+    load_reference = citysafe_task("reference", "reference")
     ingest_police = citysafe_task("ingest_police", "ingest", "police_incidents")
     silver_police = citysafe_task("silver_police", "silver", "police_incidents")
     build_marts = citysafe_task("build_marts", "build-marts")
     reconcile = citysafe_task("reconcile", "reconcile", "police_incidents")
 
-    generate >> ingest_police >> silver_police >> build_marts >> reconcile
+    generate >> load_reference >> ingest_police >> silver_police >> build_marts >> reconcile

@@ -4,6 +4,11 @@ Extract: the source's connector fetches batches from the last committed watermar
 by checksum). Each batch is landed (immutable bytes + manifest), appended to bronze.<source>, and only
 then is its watermark committed: a crash in between re-reads the batch, never skips it, and a batch
 already in bronze is recognised by its id and not appended twice.
+
+Every committed batch also gets one row in silver.ingest_batch (files, rows, bytes, watermark range,
+when it was loaded): the operations marts read freshness and volumes from it. The rows are written at
+the end of `ingest` for every committed batch the table does not hold yet (so a crash before that write,
+or a lake loaded before the table existed, is filled in on the next ingest; nothing new commits nothing).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from citysafe.formats import ParsedFile
 from citysafe.landing import land_batch, landed_checksums, list_batches, parse_landed
 from citysafe.runs import write_json_atomic
 from citysafe.sources import Source
+from spark_jobs import tables
 from spark_jobs.tables import LINEAGE
 
 
@@ -98,6 +104,7 @@ class _Load:
         delta_io.ensure_table(self.spec)
         self.rows = self.appended = self.malformed = 0
         self.batches: list[str] = []
+        self.ingested_at: dict[str, dt.datetime] = {}  # batch id -> the _ingested_at it was appended with
 
     def __call__(self, manifest: dict, files: dict[str, ParsedFile]) -> None:
         batch_id = manifest["batch_id"]
@@ -105,7 +112,8 @@ class _Load:
             return
         already = delta_io.read(self.spark, self.spec).where(F.col("_batch_id") == batch_id).limit(1).count() > 0
         if not already:
-            table = to_arrow(self.source, batch_id, files, dt.datetime.now(dt.UTC))
+            self.ingested_at[batch_id] = dt.datetime.now(dt.UTC)
+            table = to_arrow(self.source, batch_id, files, self.ingested_at[batch_id])
             result = self._append(batch_id, table)
             self.rows += table.num_rows
             self.appended += result.rows_written
@@ -131,6 +139,65 @@ class _Load:
             tmp.unlink(missing_ok=True)
 
 
+# --- silver.ingest_batch: one row per committed batch ------------------------------------------------
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def ingest_batch_row(source: Source, manifest: dict, ingested_at: dt.datetime) -> dict:
+    """The ingest_batch row of a landed batch (from its manifest) loaded into bronze at `ingested_at`."""
+    files = manifest["files"]
+    return {
+        "batch_id": manifest["batch_id"], "source": source.name,
+        "connector_type": manifest.get("connector", source.connector.type),
+        "file_count": len(files), "row_count": int(manifest["rows"]),
+        "malformed_row_count": sum(int(f.get("malformed_rows", 0)) for f in files),
+        "byte_count": sum(int(f["bytes"]) for f in files),
+        "watermark_from": None if manifest.get("watermark_from") is None else str(manifest["watermark_from"]),
+        "watermark_to": None if manifest.get("watermark_to") is None else str(manifest["watermark_to"]),
+        "landed_at": dt.datetime.fromisoformat(manifest["landed_at"]), "ingested_at": ingested_at,
+    }
+
+
+def record_ingest_batches(spark: SparkSession, settings: Settings, source: Source,
+                          known_ingested_at: dict[str, dt.datetime] | None = None) -> int:
+    """Add an ingest_batch row for every committed batch of `source` that the table lacks; returns how many.
+
+    `known_ingested_at`: batch id -> _ingested_at of batches appended by this process; for the others the
+    time is read back from bronze (a batch that appended no rows falls back to its landing time).
+    """
+    committed = committed_batches(settings, source)
+    if not committed:
+        return 0
+    spec = tables.ingest_batch(settings.silver_dir)
+    have: set[str] = set()
+    if delta_io.version(spec) is not None:
+        have = {r.batch_id for r in delta_io.read(spark, spec).where(F.col("source") == source.name)
+                .select("batch_id").collect()}
+    missing = [b for b in committed if b not in have]
+    if not missing:
+        return 0
+    known = dict(known_ingested_at or {})
+    unknown = [b for b in missing if b not in known]
+    if unknown:
+        bronze = delta_io.read(spark, bronze_spec(settings, source))
+        for r in (bronze.where(F.col("_batch_id").isin(unknown)).groupBy("_batch_id")
+                  .agg(F.unix_micros(F.min("_ingested_at")).alias("us")).collect()):
+            # epoch microseconds: a collected timestamp would come back naive, in the client's zone
+            known[r["_batch_id"]] = _EPOCH + dt.timedelta(microseconds=r["us"])
+    manifests = {m["batch_id"]: m for m in list_batches(settings.landing_dir / source.name)}
+    lost = [b for b in missing if b not in manifests]
+    if lost:
+        raise RuntimeError(f"source {source.name}: committed batch(es) {lost} have no landing manifest")
+    rows = []
+    for b in missing:
+        at = known.get(b) or dt.datetime.fromisoformat(manifests[b]["landed_at"])
+        rows.append(ingest_batch_row(source, manifests[b], at))
+    frame = spark.createDataFrame(pa.Table.from_pylist(rows, schema=spec.arrow_schema()))
+    return delta_io.merge_upsert(spark, frame, spec).rows_inserted
+
+
 def ingest(spark: SparkSession, settings: Settings, source: Source, progress=print) -> dict:
     """Fetch, land and append every new batch of `source`; returns the run-summary counts."""
     started = time.monotonic()
@@ -150,6 +217,9 @@ def ingest(spark: SparkSession, settings: Settings, source: Source, progress=pri
         load(manifest, files)
     if not load.batches:
         progress(f"  nothing new for {source.name}")
+    recorded = record_ingest_batches(spark, settings, source, load.ingested_at)
+    if recorded:
+        progress(f"  ingest_batch: {recorded} batch(es) of {source.name} recorded")
     return {
         "rows_read": load.rows, "published": load.appended, "malformed_kept_with_parse_error": load.malformed,
         "quarantined": {}, "duplicates": 0, "batches": load.batches,

@@ -1,7 +1,8 @@
-"""Reference tables in silver: taxonomy, districts, district name aliases and the H3 cells of the city.
+"""Reference tables in silver: taxonomy, districts, district name aliases, the H3 cells of the city and
+the source registry (sources/*.yaml: department, schedule, expected freshness; for the ops marts).
 
-Extract: the versioned taxonomy file and the city's district files (config). Transform: pure pandas
-(small tables). Load: merge_sync, so a table equals its reference file and a re-run commits nothing.
+Extract: the versioned taxonomy file, the city's district files (config) and the source registry.
+Transform: pure pandas (small tables). Load: merge_sync, so a table equals its reference file and a re-run commits nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pyspark.sql import SparkSession
 from citysafe import delta_io, reference
 from citysafe.config import Settings
 from citysafe.runs import write_json_atomic
+from citysafe.sources import load_registry
 from spark_jobs import tables
 
 
@@ -66,6 +68,19 @@ def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
     return pd.DataFrame(rows).astype({"resolution": "int32"})
 
 
+def source_registry_frame(registry: dict) -> pd.DataFrame:
+    """One row per registered source: what the freshness and data-quality marts need from sources/*.yaml."""
+    rows = [{"source": s.name, "department": s.department, "kind": s.kind, "description": s.description or None,
+             "tags": ",".join(s.tags), "connector_type": s.connector.type, "format_type": s.format.type,
+             "schedule": s.schedule, "freshness_warn_after_hours": s.freshness.warn_after_hours,
+             "freshness_error_after_hours": s.freshness.error_after_hours,
+             "silver_table": s.silver.table if s.silver else None}
+            for s in sorted(registry.values(), key=lambda s: s.name)]
+    columns = [c.name for c in tables.SOURCE_REGISTRY_COLUMNS]
+    return pd.DataFrame(rows, columns=columns).astype(
+        {"freshness_warn_after_hours": "int32", "freshness_error_after_hours": "int32"})
+
+
 SUITES = {"taxonomy": "silver_taxonomy", "district": "silver_district", "h3_cell": "silver_h3_cell"}
 
 
@@ -81,6 +96,7 @@ def run(spark: SparkSession, settings: Settings, progress=print, run_id: str = "
         tables.district(settings.silver_dir): district_frame(districts),
         tables.district_alias(settings.silver_dir): reference.district_aliases(settings.district_aliases),
         tables.h3_cell(settings.silver_dir): h3_cell_frame(districts, settings.h3_resolution),
+        tables.source_registry(settings.silver_dir): source_registry_frame(load_registry()),
     }
     frames = {spec: frame[spec.column_names] for spec, frame in frames.items()}
     state_path = settings.state_dir / "reference.json"
@@ -108,5 +124,11 @@ def run(spark: SparkSession, settings: Settings, progress=print, run_id: str = "
         write_json_atomic(state_path, loaded)
     if not frames:
         progress("  reference tables unchanged")
+    from spark_jobs.catalog import ensure_silver_tables
+
+    created = ensure_silver_tables(settings)
+    if created:
+        progress(f"  created empty silver tables (no job has written them yet): {', '.join(created)}")
+    out["created_empty"] = created
     out["seconds"] = round(time.monotonic() - started, 3)
     return out

@@ -193,3 +193,47 @@ def device_reading(silver_dir: Path) -> TableSpec:
 def device_reading_hourly(silver_dir: Path) -> TableSpec:
     return TableSpec("device_reading_hourly", silver_dir / "device_reading_hourly", DEVICE_READING_HOURLY_COLUMNS,
                      key=("device_id", "hour_utc"))
+
+
+# --- operations: what the lake holds about its sources and batches (read by the ops marts) ---------
+
+SOURCE_REGISTRY_COLUMNS = (
+    Column("source", "string", nullable=False, description="registry name (sources/<source>.yaml)"),
+    Column("department", "string", nullable=False),
+    Column("kind", "string", nullable=False, description="records | device_log"),
+    Column("description", "string"),
+    Column("tags", "string", nullable=False, description="the registry's tags joined with ',' ('' for none)"),
+    Column("connector_type", "string", nullable=False, description="files | rest | postgres"),
+    Column("format_type", "string", nullable=False, description="csv | jsonl | json | xlsx"),
+    Column("schedule", "string", nullable=False, description="how often the department delivers (cron or @daily)"),
+    Column("freshness_warn_after_hours", "int", nullable=False,
+           description="expected freshness: newest load older than this is late"),
+    Column("freshness_error_after_hours", "int", nullable=False,
+           description="newest load older than this is an error"),
+    Column("silver_table", "string", description="silver table the source feeds; NULL: bronze only"),
+)
+
+INGEST_BATCH_COLUMNS = (
+    Column("batch_id", "string", nullable=False, description="landing batch id (<source>-<checksum prefix>)"),
+    Column("source", "string", nullable=False),
+    Column("connector_type", "string", nullable=False),
+    Column("file_count", "int", nullable=False, description="delivered files in the batch"),
+    Column("row_count", "bigint", nullable=False, description="records appended to bronze (malformed included)"),
+    Column("malformed_row_count", "bigint", nullable=False, description="records kept with a _parse_error"),
+    Column("byte_count", "bigint", nullable=False, description="delivered bytes"),
+    Column("watermark_from", "string", description="incremental pull: watermark the batch started after"),
+    Column("watermark_to", "string", description="incremental pull: newest watermark in the batch"),
+    Column("landed_at", "timestamp", nullable=False, description="when the batch folder was landed (UTC)"),
+    Column("ingested_at", "timestamp", nullable=False,
+           description="the batch's bronze _ingested_at (UTC): when it was loaded into the lake"),
+)
+
+
+def source_registry(silver_dir: Path) -> TableSpec:
+    # Rebuilt from sources/*.yaml with merge_sync (a removed source disappears), like the reference tables.
+    return TableSpec("source_registry", silver_dir / "source_registry", SOURCE_REGISTRY_COLUMNS, key=("source",))
+
+
+def ingest_batch(silver_dir: Path) -> TableSpec:
+    # One row per batch committed to bronze; immutable facts (insert-only MERGE on the batch id).
+    return TableSpec("ingest_batch", silver_dir / "ingest_batch", INGEST_BATCH_COLUMNS, key=("batch_id",))

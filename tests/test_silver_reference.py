@@ -36,9 +36,17 @@ def test_reference_tables_load_and_rerun_commits_nothing(spark, tmp_path):
                                       "CITYSAFE_DISTRICT_ALIASES": str(syn / "district_aliases.csv")})
     first = silver_reference.run(spark, settings, progress=lambda m: None)
     assert first["taxonomy"]["rows"] == 136 and first["district"]["rows"] == 2
+    # Every other declared silver table now exists, empty, so the marts can build on this lake.
+    from spark_jobs.catalog import silver_tables
+
+    catalog = silver_tables(settings)
+    assert "device" in first["created_empty"] and "taxonomy" not in first["created_empty"]
+    assert all(delta_io.version(spec) is not None for spec in catalog.values())
+    assert delta_io.read(spark, catalog["device"]).count() == 0
     versions = {n: delta_io.version(spec) for n, spec in [
         ("t", tables.taxonomy(settings.silver_dir)), ("h", tables.h3_cell(settings.silver_dir))]}
     again = silver_reference.run(spark, settings, progress=lambda m: None)
+    assert again["created_empty"] == []
     assert all(again[name]["inserted"] == again[name]["updated"] == again[name]["deleted"] == 0
                for name in ("taxonomy", "district", "district_alias", "h3_cell"))
     assert versions == {n: delta_io.version(spec) for n, spec in [

@@ -19,6 +19,7 @@ DAGS_DIR = REPO_ROOT / "dags"
 DAG_ID = "citysafe_police_path"
 STAGES = [
     ("generate", ["generate"]),
+    ("reference", ["reference"]),
     ("ingest_police", ["ingest", "police_incidents"]),
     ("silver_police", ["silver", "police_incidents"]),
     ("build_marts", ["build-marts"]),
@@ -132,6 +133,7 @@ def test_failing_stage_fails_the_run_and_stops_downstream(run_dag_test, pipeline
     assert result.dag_run_state == "failed"
     assert result.states == {
         "generate": "success",
+        "reference": "success",
         "ingest_police": "success",
         "silver_police": "failed",
         "build_marts": "upstream_failed",
@@ -140,7 +142,7 @@ def test_failing_stage_fails_the_run_and_stops_downstream(run_dag_test, pipeline
     assert result.tries["silver_police"] == 2  # retried once
 
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    expected = [["generate"], ["ingest", "police_incidents"]] + [["silver", "police_incidents"]] * 2
+    expected = [["generate"], ["reference"], ["ingest", "police_incidents"]] + [["silver", "police_incidents"]] * 2
     # Same quoted run id for every stage, so all of them write into one run summary.
     assert [c["argv"] for c in calls] == [args + ["--run-id", result.run_id] for args in expected]
     for call in calls:

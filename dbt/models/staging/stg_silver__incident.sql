@@ -26,11 +26,16 @@ renamed as (
         cast(category_code as varchar)          as category_code,
         cast(subcategory_code as varchar)       as subcategory_code,
         cast(severity as varchar)               as severity,
+        cast(classification_confidence as double) as classification_confidence,
 
         -- time
         cast(occurred_at_utc as timestamptz)    as occurred_at_utc,
         cast(occurred_at_local as timestamp)    as occurred_at_local,
         cast(occurred_date_local as date)       as occurred_date_local,
+        -- dispatch chain (fire/EMS; received also for the hotline), NULL where the department has none
+        cast(received_at_utc as timestamptz)    as received_at_utc,
+        cast(dispatched_at_utc as timestamptz)  as dispatched_at_utc,
+        cast(on_scene_at_utc as timestamptz)    as on_scene_at_utc,
 
         -- place
         cast(district_code as varchar)          as district_code,
