@@ -36,10 +36,7 @@ renamed as (
         cast(h3_cell as varchar)                as h3_cell,
 
         -- lineage
-        cast(_batch_id as varchar)              as batch_id,
-        cast(_source_file as varchar)           as source_file,
-        cast(_source_row_number as bigint)      as source_row_number,
-        cast(_ingested_at as timestamptz)       as ingested_at_utc
+        {{ silver_lineage_columns() }}
 
     from source
 

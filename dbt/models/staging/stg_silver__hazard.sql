@@ -54,10 +54,7 @@ renamed as (
         cast(updated_at_utc as timestamptz)     as updated_at_utc,
 
         -- lineage
-        cast(_batch_id as varchar)              as batch_id,
-        cast(_source_file as varchar)           as source_file,
-        cast(_source_row_number as bigint)      as source_row_number,
-        cast(_ingested_at as timestamptz)       as ingested_at_utc
+        {{ silver_lineage_columns() }}
 
     from source
 
