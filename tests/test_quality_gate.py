@@ -103,3 +103,27 @@ def test_fixing_reference_data_releases_quarantined_rows(spark, lake, monkeypatc
 
     settled = silver_incident.run(spark, lake, fx.SOURCE, "run-4", progress=lambda m: None)
     assert settled["rows_read"] == 0
+
+
+def test_reference_change_that_releases_nothing_passes_without_a_gate(spark, lake):
+    """A reference change re-evaluates the quarantined rows; when every one of them stays quarantined
+    there are no candidates: the run succeeds without running a suite (its row-count floor is for new
+    batches) and commits nothing, and the row keeps the run that first quarantined it."""
+    bronze.ingest(spark, lake, fx.SOURCE, progress=lambda m: None)
+    first = silver_incident.run(spark, lake, fx.SOURCE, "run-1", progress=lambda m: None)
+    assert first["quarantined"] == {"unmapped_code": 1}                       # JQ3: code 0000
+    q_spec, i_spec = tables.quarantine(lake.silver_dir), tables.incident(lake.silver_dir)
+    versions = (delta_io.version(q_spec), delta_io.version(i_spec))
+
+    with open(lake.district_aliases, "a") as fh:  # a reference change that does not help JQ3
+        fh.write("汉口火车站片区,420103\n")
+    lines = []
+    retry = silver_incident.run(spark, lake, fx.SOURCE, "run-2", progress=lines.append)
+    assert retry["retried_from_quarantine"] == 1 and retry["released_from_quarantine"] == 0
+    assert retry["published"] == 0 and retry["quarantined"] == {"unmapped_code": 1} and retry["reconciled"]
+    assert retry["validation"]["evaluated"] == 0 and retry["validation"]["success"]
+    assert any("suite" in line and "not run" in line for line in lines)
+    assert (delta_io.version(q_spec), delta_io.version(i_spec)) == versions
+    left = [(r.source_record_id, r.reason, r.run_id) for r in delta_io.read(spark, q_spec).collect()]
+    assert left == [("JQ3", "unmapped_code", "run-1")]
+    assert silver_incident.run(spark, lake, fx.SOURCE, "run-3", progress=lambda m: None)["rows_read"] == 0
