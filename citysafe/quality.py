@@ -70,10 +70,21 @@ def suite_variables(settings: Settings, now: dt.datetime, source=None) -> dict:
         min_lon, min_lat, max_lon, max_lat = reference.city_bounds(settings.districts_geojson)
         district_codes = sorted(d["district_code"] for d in reference.districts(settings.districts_geojson))
     units = reference.device_units()
+    # An H3 cell on the city's edge may have its centre outside the city, but never further out than
+    # one cell radius (the longest edge: 1.25x the average covers every cell of a resolution).
+    import math
+
+    import h3
+
+    radius_km = 1.25 * h3.average_hexagon_edge_length(settings.h3_resolution, unit="km")
+    margin_lat = radius_km / 111.0
+    margin_lon = radius_km / (111.0 * math.cos(math.radians(max(abs(min_lat), abs(max_lat)))))
     return {
         "subcategory_codes": sorted(reference.taxonomy()["subcategory_code"]),
         "district_codes": district_codes,
         "city_min_lon": min_lon, "city_max_lon": max_lon, "city_min_lat": min_lat, "city_max_lat": max_lat,
+        "cell_min_lon": min_lon - margin_lon, "cell_max_lon": max_lon + margin_lon,
+        "cell_min_lat": min_lat - margin_lat, "cell_max_lat": max_lat + margin_lat,
         "earliest": pd.Timestamp("2000-01-01", tz="UTC"), "now": pd.Timestamp(now).tz_convert("UTC"),
         "device_types": sorted(units["device_type"].unique()),
         "canonical_units": sorted(units["canonical_unit"].unique()),

@@ -47,18 +47,35 @@ def district_frame(districts: list[dict]) -> pd.DataFrame:
 
 
 def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
-    """Every cell whose centre lies in a district (so each cell has exactly one district)."""
+    """Every cell that overlaps the city, each with exactly one district: the one containing the cell's
+    centre, or, for a cell on the city's edge whose centre lies outside every district, the district
+    covering most of it. (Centre-only cells would leave points just inside the boundary without a cell
+    of the grid: the marts and the risk features need every incident's cell.)"""
     import h3
     import shapely
 
-    owner = {}
+    owner, shapes = {}, {}
     for d in sorted(districts, key=lambda d: d["district_code"]):
         geom = shapely.from_wkb(d["wkb"])
+        shapes[d["district_code"]] = geom
         for polygon in getattr(geom, "geoms", [geom]):
             shape = h3.LatLngPoly([(y, x) for x, y in polygon.exterior.coords],
                                   *[[(y, x) for x, y in ring.coords] for ring in polygon.interiors])
             for cell in h3.polygon_to_cells(shape, resolution):
                 owner.setdefault(cell, d["district_code"])
+    edge = set()
+    for geom in shapes.values():
+        for polygon in getattr(geom, "geoms", [geom]):
+            shape = h3.LatLngPoly([(y, x) for x, y in polygon.exterior.coords],
+                                  *[[(y, x) for x, y in ring.coords] for ring in polygon.interiors])
+            edge.update(c for c in h3.h3shape_to_cells_experimental(shape, resolution, contain="overlap")
+                        if c not in owner)
+    for cell in sorted(edge):
+        hexagon = shapely.Polygon([(lon, lat) for lat, lon in h3.cell_to_boundary(cell)])
+        overlap = {code: geom.intersection(hexagon).area for code, geom in shapes.items()}
+        best = max(sorted(overlap), key=lambda code: overlap[code])
+        if overlap[best] > 0:
+            owner[cell] = best
     rows = []
     for cell in sorted(owner):
         lat, lon = h3.cell_to_latlng(cell)

@@ -22,6 +22,20 @@ def test_h3_cells_tile_the_city_once():
     owner = [d["district_code"] for d in fx.DISTRICTS if shapely.from_wkb(d["wkb"]).contains(shapely.Point(lon, lat))]
     assert owner == [cell.district_code]
     assert set(json.loads(cell.neighbors)) <= set(frame["h3_cell"])
+    # Points just inside the city's outer boundary still have their cell in the grid (edge cells whose
+    # centre is outside every district belong to the district covering most of them).
+    cells = set(frame["h3_cell"])
+    city = shapely.union_all([shapely.from_wkb(d["wkb"]) for d in fx.DISTRICTS])
+    min_lon, min_lat, max_lon, max_lat = city.bounds
+    inside = [(x, y) for x in [min_lon + 1e-6, max_lon - 1e-6] for y in
+              [min_lat + (max_lat - min_lat) * k / 20 for k in range(1, 20)]]
+    assert all(city.contains(shapely.Point(x, y)) for x, y in inside)
+    assert all(h3.latlng_to_cell(y, x, 8) in cells for x, y in inside)
+    centre_only = {c for d in fx.DISTRICTS for c in h3.polygon_to_cells(
+        h3.LatLngPoly([(y, x) for x, y in shapely.from_wkb(d["wkb"]).exterior.coords]), 8)}
+    assert centre_only < cells
+    edge = frame[~frame["h3_cell"].isin(centre_only)]
+    assert len(edge) > 0 and set(edge["district_code"]) <= {"420102", "420103"}
     # Two 0.1 x 0.1 degree squares around 30.55N: 9.59 km x 11.06 km = 106 km2 each.
     areas = silver_reference.district_frame(fx.DISTRICTS)["area_km2"]
     assert all(abs(a - 106.0) < 0.5 for a in areas)
