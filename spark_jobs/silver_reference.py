@@ -54,22 +54,19 @@ def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
     import h3
     import shapely
 
+    def h3_shapes(geom):  # shapely (multi)polygon -> H3 polygons, (lat, lng) order
+        for polygon in getattr(geom, "geoms", [geom]):
+            yield h3.LatLngPoly([(y, x) for x, y in polygon.exterior.coords],
+                                *[[(y, x) for x, y in ring.coords] for ring in polygon.interiors])
+
     owner, shapes = {}, {}
     for d in sorted(districts, key=lambda d: d["district_code"]):
-        geom = shapely.from_wkb(d["wkb"])
-        shapes[d["district_code"]] = geom
-        for polygon in getattr(geom, "geoms", [geom]):
-            shape = h3.LatLngPoly([(y, x) for x, y in polygon.exterior.coords],
-                                  *[[(y, x) for x, y in ring.coords] for ring in polygon.interiors])
+        shapes[d["district_code"]] = shapely.from_wkb(d["wkb"])
+        for shape in h3_shapes(shapes[d["district_code"]]):
             for cell in h3.polygon_to_cells(shape, resolution):
                 owner.setdefault(cell, d["district_code"])
-    edge = set()
-    for geom in shapes.values():
-        for polygon in getattr(geom, "geoms", [geom]):
-            shape = h3.LatLngPoly([(y, x) for x, y in polygon.exterior.coords],
-                                  *[[(y, x) for x, y in ring.coords] for ring in polygon.interiors])
-            edge.update(c for c in h3.h3shape_to_cells_experimental(shape, resolution, contain="overlap")
-                        if c not in owner)
+    edge = {cell for geom in shapes.values() for shape in h3_shapes(geom)
+            for cell in h3.h3shape_to_cells_experimental(shape, resolution, contain="overlap") if cell not in owner}
     for cell in sorted(edge):
         hexagon = shapely.Polygon([(lon, lat) for lat, lon in h3.cell_to_boundary(cell)])
         overlap = {code: geom.intersection(hexagon).area for code, geom in shapes.items()}
