@@ -286,11 +286,10 @@ class MappingStats:
     unmapped: list[tuple[str, int]]            # (code, rows), most frequent first; EMPTY = rows without a code
     frequent_codes: int                        # codes occurring >= FREQUENT times
     frequent_mapped: int
-    frequent_unreviewed: list[tuple[str, int]]  # frequent, unmapped and without a recorded decision
+    # frequent codes neither mapped nor decided out_of_scope / unclassifiable (a gap or no decision)
+    frequent_open: list[tuple[str, int]]
     by_subcategory: dict[str, int]
-    rows_by_decision: dict[str, int] = dataclasses.field(default_factory=dict)  # unmapped rows per decision
-    frequent_open: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # frequent, neither mapped
-    #                                           nor decided out_of_scope / unclassifiable (gap or undecided)
+    rows_by_decision: dict[str, int]           # unmapped rows per decision ("undecided": none recorded)
 
     @property
     def mapping_rate(self) -> float:
@@ -312,18 +311,11 @@ class MappingStats:
         unclassifiable by a steward (the issue's bar for real code systems)."""
         return not self.frequent_open
 
-    @property
-    def frequent_reviewed_rate(self) -> float:
-        """Share of frequent codes that are mapped or carry a steward decision."""
-        if not self.frequent_codes:
-            return 1.0
-        return (self.frequent_codes - len(self.frequent_unreviewed)) / self.frequent_codes
-
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out.update(mapping_rate=self.mapping_rate, coded_mapping_rate=self.coded_mapping_rate,
                    frequent_all_handled=self.frequent_all_handled,
-                   frequent_rate=self.frequent_rate, frequent_reviewed_rate=self.frequent_reviewed_rate)
+                   frequent_rate=self.frequent_rate)
         return out
 
 
@@ -359,22 +351,18 @@ def mapping_stats(source: str, data, crosswalk: pd.DataFrame | None = None) -> M
         by_sub[target[c]] += n
     decided = {c: decision_for(spec.crosswalk, c) for c in counts if c not in target}
     by_decision: collections.Counter[str] = collections.Counter()
-    for c, n in counts.items():
-        if c not in target:
-            by_decision[decided[c].decision if decided[c] else "undecided"] += n
+    for c, decision in decided.items():
+        by_decision[decision.decision if decision else "undecided"] += counts[c]
     handled = ("out_of_scope", "unclassifiable")
     return MappingStats(
         source=source, crosswalk=spec.crosswalk, rows=len(frame), rows_with_code=rows_with_code,
         rows_mapped=sum(mapped.values()), distinct_codes=len(counts), distinct_mapped=len(mapped),
         unmapped=unmapped, frequent_codes=len(frequent), frequent_mapped=sum(c in target for c in frequent),
-        frequent_unreviewed=sorted(((c, n) for c, n in frequent.items()
-                                    if c not in target and review_note(spec.crosswalk, c) is None),
-                                   key=lambda x: (-x[1], x[0])),
-        by_subcategory=dict(sorted(by_sub.items(), key=lambda x: (-x[1], x[0]))),
-        rows_by_decision=dict(sorted(by_decision.items())),
         frequent_open=sorted(((c, n) for c, n in frequent.items()
                               if c not in target and not (decided[c] and decided[c].decision in handled)),
                              key=lambda x: (-x[1], x[0])),
+        by_subcategory=dict(sorted(by_sub.items(), key=lambda x: (-x[1], x[0]))),
+        rows_by_decision=dict(sorted(by_decision.items())),
     )
 
 
