@@ -192,14 +192,14 @@ def _dbt_vars(settings: Settings) -> str:
 # --- running dbt ---------------------------------------------------------------------------------------
 
 
-def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Path, log_path: Path,
-             progress: Progress, timeout_s: float, extra_args: Sequence[str] = (), *,
-             target: str = DBT_TARGET, postgres_dsn: str | None = None) -> tuple[int, list[str]]:
-    """Run one dbt command, streaming a short line per finished model; return (exit code, error lines)."""
+def dbt_command(command: str, settings: Settings, target_path: Path, log_path: Path, *,
+                target: str = DBT_TARGET) -> list[str]:
+    """The dbt CLI call for `command` ("build", "docs generate" ...) on this project and profile, with
+    dbt's target and log folders where the caller wants them (created here)."""
     target_path.mkdir(parents=True, exist_ok=True)
     log_path.mkdir(parents=True, exist_ok=True)
     Path(settings.state_dir, "duckdb_extensions").mkdir(parents=True, exist_ok=True)
-    cmd = [
+    return [
         str(dbt_executable()), *command.split(),
         "--project-dir", str(DBT_PROJECT_DIR),
         "--profiles-dir", str(DBT_PROJECT_DIR),
@@ -207,6 +207,19 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
         "--target-path", str(target_path),
         "--log-path", str(log_path),
         "--vars", _dbt_vars(settings),
+    ]
+
+
+def _error_detail(errors: Sequence[str]) -> str:
+    """dbt's error lines, each once, cut to a length that fits an exception message."""
+    return "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+
+
+def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Path, log_path: Path,
+             progress: Progress, timeout_s: float, extra_args: Sequence[str] = (), *,
+             target: str = DBT_TARGET, postgres_dsn: str | None = None) -> tuple[int, list[str]]:
+    """Run one dbt command, streaming a short line per finished model; return (exit code, error lines)."""
+    cmd = dbt_command(command, settings, target_path, log_path, target=target) + [
         "--log-format", "json",
         "--log-format-file", "text",
         "--no-use-colors",
@@ -378,7 +391,7 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
         failed_results = [r for r in results if str(r.get("status")).lower() in _FAILED]
         failed = [_node_name(r["unique_id"]) for r in failed_results]
         if rc != 0 or failed or not results:
-            detail = _failure_detail(failed_results) or "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+            detail = _failure_detail(failed_results) or _error_detail(errors)
             skipped = sum(1 for r in results if r.get("status") == "skipped")
             raise WarehouseBuildError(
                 f"dbt build failed (exit code {rc}" + (f", {skipped} nodes skipped" if skipped else "") + ")"
@@ -428,7 +441,7 @@ def _publish_to_postgres(settings: Settings, build_path: Path, run_dir: Path, pr
                           progress, timeout_s, ["--args", json.dumps({"schema": schema})],
                           target="prod", postgres_dsn=postgres_dsn)
     if rc != 0:
-        detail = "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+        detail = _error_detail(errors)
         raise WarehouseBuildError(f"publishing the marts to PostgreSQL failed (exit code {rc}); nothing was "
                                   "published" + (f": {detail}" if detail else ""), run_dir=run_dir)
     manifest = json.loads((target_path / "manifest.json").read_text(encoding="utf-8"))
@@ -460,7 +473,7 @@ def generate_docs(settings: Settings, run_id: str, progress: Progress = print, *
         _remove_build(copy)
     missing = [n for n in ("index.html", "catalog.json", "manifest.json") if not (docs_path / n).is_file()]
     if rc != 0 or missing:
-        detail = "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+        detail = _error_detail(errors)
         raise WarehouseBuildError(f"dbt docs generate failed (exit code {rc}"
                                   + (f", missing {missing}" if missing else "") + ")"
                                   + (f": {detail}" if detail else ""), run_dir=run_dir)
@@ -481,7 +494,7 @@ def dbt_parse(settings: Settings, target_path: Path | None = None, progress: Pro
     rc, errors = _run_dbt("parse", settings, placeholder, target_path, log_path, progress, timeout_s)
     manifest = target_path / "manifest.json"
     if rc != 0 or not manifest.is_file():
-        detail = "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
+        detail = _error_detail(errors)
         raise WarehouseBuildError(f"dbt parse failed (exit code {rc})" + (f": {detail}" if detail else ""))
     progress(f"dbt parse -> {manifest}")
     return manifest

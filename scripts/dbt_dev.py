@@ -14,14 +14,13 @@ The DuckDB file is <warehouse dir>/dev/<name>.duckdb; dbt's target and logs go u
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 from citysafe.config import load_settings
-from citysafe.warehouse import DBT_PROJECT_DIR, DBT_TARGET, dbt_env, dbt_executable
+from citysafe.warehouse import dbt_command, dbt_env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     build_path = Path(settings.warehouse_path).parent / "dev" / f"{args.name}.duckdb"
     build_path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(settings.state_dir) / "dbt_dev" / args.name
-    (work / "logs").mkdir(parents=True, exist_ok=True)
-    Path(settings.state_dir, "duckdb_extensions").mkdir(parents=True, exist_ok=True)
     # `docs generate` / `source freshness` are two-word commands: the options follow both words.
     words = 2 if args.dbt_args[0] in ("docs", "source") and len(args.dbt_args) > 1 else 1
-    command, rest = " ".join(args.dbt_args[:words]), args.dbt_args[words:]
-    cmd = [str(dbt_executable()), *args.dbt_args[:words], "--project-dir", str(DBT_PROJECT_DIR),
-           "--profiles-dir", str(DBT_PROJECT_DIR), "--target", DBT_TARGET,
-           "--target-path", str(work / "target"), "--log-path", str(work / "logs"),
-           "--vars", json.dumps({"city_timezone": settings.timezone}), *rest]
+    command = " ".join(args.dbt_args[:words])
+    cmd = dbt_command(command, settings, work / "target", work / "logs") + args.dbt_args[words:]
     print(f"dbt {command} -> {build_path}", file=sys.stderr)
     return subprocess.call(cmd, cwd=work, env=dbt_env(settings, build_path))
 
