@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from citysafe.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "citysafe.yaml"
@@ -27,7 +28,7 @@ _PATH_KEYS = ("lake_root", "warehouse_path", "synthetic_root", "districts_geojso
               "real_data_root")
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """Configuration is missing or invalid; the message names the key and the source."""
 
 

@@ -29,6 +29,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from citysafe.errors import InputError
 
 # Declared type (Spark DDL name) -> (arrow type for creating the table, Delta primitive type name).
 _TYPES: dict[str, tuple[pa.DataType, str]] = {
@@ -57,7 +58,7 @@ _SAFE_CASTS: dict[str, tuple[str, ...]] = {
 }
 
 
-class DeltaSchemaError(Exception):
+class DeltaSchemaError(InputError):
     """A DataFrame or an existing table does not match the table's declared schema."""
 
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 
 from pyspark.sql import SparkSession
+from citysafe.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ SESSION_CONF = {
 }
 
 
-class EngineError(Exception):
+class EngineError(ConfigurationError):
     pass
 
 

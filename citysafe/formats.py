@@ -19,9 +19,10 @@ import json
 from typing import Any
 
 from citysafe.sources import Source
+from citysafe.errors import InputError
 
 
-class FormatError(Exception):
+class FormatError(InputError):
     pass
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from citysafe.config import REPO_ROOT
+from citysafe.errors import ConfigurationError
 
 REFERENCE_DIR = REPO_ROOT / "reference"
 TAXONOMY_FILE = REFERENCE_DIR / "taxonomy" / "taxonomy.csv"
@@ -31,7 +32,7 @@ DECISION_COLUMNS = ["source_code", "decision", "note"]
 DECISIONS = ("out_of_scope", "unclassifiable", "taxonomy_gap")
 
 
-class ReferenceError(Exception):
+class ReferenceError(ConfigurationError):
     pass
 
 

@@ -13,11 +13,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from citysafe.config import REPO_ROOT, Settings
+from citysafe.errors import ConfigurationError
 
 SOURCES_DIR = REPO_ROOT / "sources"
 
 
-class SourceError(Exception):
+class SourceError(ConfigurationError):
     pass
 
 

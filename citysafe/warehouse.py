@@ -52,6 +52,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from citysafe.config import REPO_ROOT, ConfigError, Settings
+from citysafe.errors import MartsError
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
 DBT_TARGET = "dev"
@@ -67,7 +68,7 @@ _RUN_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]*")
 Progress = Callable[[str], None]
 
 
-class WarehouseBuildError(RuntimeError):
+class WarehouseBuildError(MartsError):
     """The marts could not be built; the served warehouse was left as it was."""
 
     def __init__(self, message: str, failed_nodes: Sequence[str] = (), run_dir: Path | None = None):

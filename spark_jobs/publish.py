@@ -24,9 +24,10 @@ from citysafe.delta_io import TableSpec
 from citysafe.sources import Source
 from spark_jobs import common, tables
 from spark_jobs.bronze import bronze_spec
+from citysafe.errors import QualityGateError
 
 
-class QualityGateFailed(Exception):
+class QualityGateFailed(QualityGateError):
     def __init__(self, message: str, result_path):
         super().__init__(message)
         self.result_path = result_path

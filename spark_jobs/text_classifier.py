@@ -39,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from citysafe.config import REPO_ROOT
+from citysafe.errors import ConfigurationError
 
 CLASSIFIER_DIR = REPO_ROOT / "reference" / "classifiers"
 RULE_COLUMNS = ["pattern", "language", "match", "subcategory_code", "weight", "since", "note"]
@@ -48,7 +49,7 @@ MATCHES = ("exact", "contains")
 _SEPARATORS = re.compile(r"[\s\-‐‑‒–—―_/\\|·・•,，、.。:：;；()（）\[\]【】<>《》\"'“”‘’!！?？~～+&]+")
 
 
-class RuleError(Exception):
+class RuleError(ConfigurationError):
     pass
 
 

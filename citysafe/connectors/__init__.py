@@ -13,9 +13,10 @@ from typing import Protocol
 
 from citysafe.config import Settings
 from citysafe.sources import Source
+from citysafe.errors import InputError
 
 
-class ConnectorError(Exception):
+class ConnectorError(InputError):
     """The source cannot be reached or refuses the request; the message says which and what to do."""
 
 
