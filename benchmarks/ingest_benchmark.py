@@ -157,7 +157,7 @@ def run_scale(spark, args, scale: float, pg) -> tuple[list[dict], list[dict]]:
         t0 = time.perf_counter()
         failure = None
         try:
-            result = bronze.ingest(spark, settings, source, progress=lambda m: None)
+            result = bronze.ingest(spark, settings, source)
         except Exception as exc:  # noqa: BLE001 - a failing source is a result too; the others still run
             message = " ".join(str(exc).split())
             grpc = re.search(r'details = "([^"]+)"', message)  # a gRPC error's own text, without the repr
@@ -245,7 +245,7 @@ def landed_bytes(settings, source: Source) -> int:
 def _timed_ingest(spark, settings, source: Source) -> tuple[dict, float, str | None]:
     t0 = time.perf_counter()
     try:
-        result, failure = bronze.ingest(spark, settings, source, progress=lambda m: None), None
+        result, failure = bronze.ingest(spark, settings, source), None
     except Exception as exc:  # noqa: BLE001 - a failing connector is a result too
         message = " ".join(str(exc).split())
         grpc = re.search(r'details = "([^"]+)"', message)

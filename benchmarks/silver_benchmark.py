@@ -165,7 +165,7 @@ def time_silver(spark, settings, source: Source, run_id: str) -> dict:
     probe = Probe()
     with probe.installed():
         t0 = time.perf_counter()
-        entry = silver.run(spark, settings, source, run_id, progress=lambda m: None)
+        entry = silver.run(spark, settings, source, run_id)
         t1 = time.perf_counter()
     gate_start = probe.marks.get("gate_start", t1)
     gate_end = probe.marks.get("gate_end", t1)
@@ -631,7 +631,7 @@ def run_scale(spark, args, scale: float) -> list[dict]:
     synthetic_sources = {n: s for n, s in registry.items() if "synthetic" in s.tags}
     t0 = time.perf_counter()
     for name, source in synthetic_sources.items():  # incremental: a lake that has them already adds nothing
-        bronze.ingest(spark, settings, source, progress=lambda m: None)
+        bronze.ingest(spark, settings, source)
     print(f"# scale {scale:g}: bronze ready in {time.perf_counter() - t0:.1f}s (not timed)", file=sys.stderr)
 
     silver_sources = {n: s for n, s in synthetic_sources.items() if s.silver}
@@ -640,7 +640,7 @@ def run_scale(spark, args, scale: float) -> list[dict]:
     for source in selected:
         fresh_silver(settings)
         for pre in prerequisites(source, silver_sources):
-            silver.run(spark, settings, silver_sources[pre], f"bench-pre-{pre}", progress=lambda m: None)
+            silver.run(spark, settings, silver_sources[pre], f"bench-pre-{pre}")
         run_id = f"bench-{scale:g}-{source.name}"
         row = {"scale": scale, "source": source.name, "table": source.silver.table,
                "prerequisites": prerequisites(source, silver_sources), "failed": None, "duckdb": None, "check": ""}

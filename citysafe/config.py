@@ -53,6 +53,7 @@ class Settings(BaseModel):
     timezone: str = "Asia/Shanghai"
     h3_resolution: int = Field(8, ge=0, le=15)
     pii_key_env: str = "CITYSAFE_PII_KEY"
+    lake_lock_wait_seconds: float = Field(0, ge=0, le=86400)
     city: CityConfig = CityConfig()
     config_file: Path | None = None
 

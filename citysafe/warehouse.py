@@ -38,6 +38,7 @@ in this process: `citysafe.config.load_settings` refuses unknown CITYSAFE_* vari
 
 from __future__ import annotations
 
+import logging
 import importlib.metadata
 import importlib.util
 import json
@@ -51,8 +52,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from citysafe import logs
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.errors import MartsError
+
+log = logging.getLogger(__name__)
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
 DBT_TARGET = "dev"
@@ -65,7 +69,6 @@ _FAILED = {"error", "fail", "runtime error"}
 _PASSED_TESTS = {"pass"}
 _RUN_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]*")
 
-Progress = Callable[[str], None]
 
 
 class WarehouseBuildError(MartsError):
@@ -217,7 +220,7 @@ def _error_detail(errors: Sequence[str]) -> str:
 
 
 def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Path, log_path: Path,
-             progress: Progress, timeout_s: float, extra_args: Sequence[str] = (), *,
+             timeout_s: float, extra_args: Sequence[str] = (), *,
              target: str = DBT_TARGET, postgres_dsn: str | None = None) -> tuple[int, list[str]]:
     """Run one dbt command, streaming a short line per finished model; return (exit code, error lines)."""
     cmd = dbt_command(command, settings, target_path, log_path, target=target) + [
@@ -227,6 +230,7 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
         *extra_args,
     ]
     errors: list[str] = []
+    steps = logs.StepProgress(f"dbt {command}", log)
     # cwd is the run's log folder so that nothing dbt might drop in its working directory lands in the repo.
     env = dbt_env(settings, build_path, postgres_dsn=postgres_dsn)
     with subprocess.Popen(cmd, cwd=log_path, env=env, stdout=subprocess.PIPE,
@@ -237,9 +241,10 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                _report_line(line, progress, errors)
+                _report_line(line, errors, steps)
             rc = proc.wait()
         finally:
+            steps.close()
             timed_out = not watchdog.is_alive() and proc.returncode is not None and proc.returncode < 0
             watchdog.cancel()
     if timed_out:
@@ -247,7 +252,7 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
     return rc, errors
 
 
-def _report_line(line: str, progress: Progress, errors: list[str]) -> None:
+def _report_line(line: str, errors: list[str], steps: logs.StepProgress) -> None:
     line = line.strip()
     if not line:
         return
@@ -261,12 +266,13 @@ def _report_line(line: str, progress: Progress, errors: list[str]) -> None:
     if name == "LogModelResult":
         node = data.get("node_info", {})
         status = str(data.get("status", node.get("node_status", ""))).upper()
-        progress(f"dbt [{data.get('index')}/{data.get('total')}] model {node.get('node_name')}: "
-                 f"{status} in {float(data.get('execution_time', 0)):.1f}s")
+        steps.step(f"dbt [{data.get('index')}/{data.get('total')}] model {node.get('node_name')}: "
+                   f"{status} in {float(data.get('execution_time', 0)):.1f}s",
+                   done=data.get("index"), total=data.get("total"))
     elif name in ("LogTestResult", "LogNodeResult") and str(data.get("status", "")).lower() in _FAILED:
         node = data.get("node_info", {})
-        progress(f"dbt [{data.get('index')}/{data.get('total') or data.get('num_models')}] {node.get('resource_type', 'test')} "
-                 f"{node.get('node_name')}: {str(data.get('status')).upper()}")
+        log.warning(f"dbt [{data.get('index')}/{data.get('total') or data.get('num_models')}] "
+                    f"{node.get('resource_type', 'test')} {node.get('node_name')}: {str(data.get('status')).upper()}")
     elif level == "error":
         msg = info.get("msg", "").strip()
         if msg:
@@ -348,7 +354,7 @@ def _fsync_dir(path: Path) -> None:
 # --- public API -----------------------------------------------------------------------------------------
 
 
-def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
+def build_marts(settings: Settings, run_id: str, *,
                 timeout_s: float = 3600, target: str = DBT_TARGET, postgres_dsn_env: str = PROD_DSN_ENV,
                 postgres_schema: str = PROD_SCHEMA) -> dict:
     """Build the dbt marts into a new DuckDB file and swap it over the served warehouse.
@@ -383,10 +389,10 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
     build_path.parent.mkdir(parents=True, exist_ok=True)
     (target_path / "run_results.json").unlink(missing_ok=True)
 
-    progress(f"dbt build --target {target} -> {build_path} (silver: {settings.silver_dir})")
+    log.info(f"dbt build --target {target} -> {build_path} (silver: {settings.silver_dir})")
     published = None
     try:
-        rc, errors = _run_dbt("build", settings, build_path, target_path, log_path, progress, timeout_s,
+        rc, errors = _run_dbt("build", settings, build_path, target_path, log_path, timeout_s,
                               target=target, postgres_dsn=postgres_dsn)
         results = _read_run_results(target_path)
         failed_results = [r for r in results if str(r.get("status")).lower() in _FAILED]
@@ -408,7 +414,7 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
                            and str(r.get("status")).lower() in _PASSED_TESTS)
         counts = _count_and_close(build_path, relations)
         if postgres_dsn is not None:
-            published = _publish_to_postgres(settings, build_path, run_dir, progress, timeout_s, postgres_dsn,
+            published = _publish_to_postgres(settings, build_path, run_dir, timeout_s, postgres_dsn,
                                              postgres_schema)
             if Path(f"{build_path}.wal").exists():
                 raise WarehouseBuildError(f"{build_path}: publishing left a WAL file; not swapping it in")
@@ -424,7 +430,7 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
     _remove_build(build_path)  # only the (now empty) build folder is left
 
     seconds = round(time.monotonic() - started, 2)
-    progress(f"warehouse {served}: {len(counts)} models, {tests_passed} tests passed in {seconds:.1f}s")
+    log.info(f"warehouse {served}: {len(counts)} models, {tests_passed} tests passed in {seconds:.1f}s")
     result = {"warehouse": str(served), "models": counts, "tests_passed": tests_passed, "seconds": seconds,
               "target_path": str(target_path)}
     if published is not None:
@@ -432,14 +438,14 @@ def build_marts(settings: Settings, run_id: str, progress: Progress = print, *,
     return result
 
 
-def _publish_to_postgres(settings: Settings, build_path: Path, run_dir: Path, progress: Progress,
+def _publish_to_postgres(settings: Settings, build_path: Path, run_dir: Path,
                          timeout_s: float, postgres_dsn: str, schema: str) -> dict:
     """`dbt run-operation publish_marts` on the finished build file (dbt/macros/publish_marts.sql)."""
     target_path, log_path = run_dir / "dbt_publish_target", run_dir / "dbt_publish_logs"
-    progress(f"publishing the marts to PostgreSQL schema {schema} (one transaction)")
+    log.info(f"publishing the marts to PostgreSQL schema {schema} (one transaction)")
     lines: list[str] = []
     rc, errors = _run_dbt("run-operation publish_marts", settings, build_path, target_path, log_path,
-                          progress, timeout_s, ["--args", json.dumps({"schema": schema})],
+                          timeout_s, ["--args", json.dumps({"schema": schema})],
                           target="prod", postgres_dsn=postgres_dsn)
     if rc != 0:
         detail = _error_detail(errors)
@@ -449,11 +455,11 @@ def _publish_to_postgres(settings: Settings, build_path: Path, run_dir: Path, pr
     tables = sorted(n["alias"] for n in manifest["nodes"].values()
                     if n["resource_type"] == "model" and n["fqn"][1:2] == ["marts"]
                     and n["config"].get("materialized") == "table")
-    progress(f"published {len(tables)} marts to PostgreSQL schema {schema}")
+    log.info(f"published {len(tables)} marts to PostgreSQL schema {schema}")
     return {"schema": schema, "tables": tables}
 
 
-def generate_docs(settings: Settings, run_id: str, progress: Progress = print, *,
+def generate_docs(settings: Settings, run_id: str, *,
                   timeout_s: float = 900) -> Path:
     """`dbt docs generate` for the served warehouse; returns the folder holding index.html, catalog.json
     and manifest.json (<lake_root>/runs/<run_id>/dbt_docs). Works offline: dbt-core ships the page.
@@ -469,7 +475,7 @@ def generate_docs(settings: Settings, run_id: str, progress: Progress = print, *
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(served, copy)
     try:
-        rc, errors = _run_dbt("docs generate", settings, copy, docs_path, log_path, progress, timeout_s)
+        rc, errors = _run_dbt("docs generate", settings, copy, docs_path, log_path, timeout_s)
     finally:
         _remove_build(copy)
     missing = [n for n in ("index.html", "catalog.json", "manifest.json") if not (docs_path / n).is_file()]
@@ -478,11 +484,11 @@ def generate_docs(settings: Settings, run_id: str, progress: Progress = print, *
         raise WarehouseBuildError(f"dbt docs generate failed (exit code {rc}"
                                   + (f", missing {missing}" if missing else "") + ")"
                                   + (f": {detail}" if detail else ""), run_dir=run_dir)
-    progress(f"dbt docs -> {docs_path / 'index.html'}")
+    log.info(f"dbt docs -> {docs_path / 'index.html'}")
     return docs_path
 
 
-def dbt_parse(settings: Settings, target_path: Path | None = None, progress: Progress = print, *,
+def dbt_parse(settings: Settings, target_path: Path | None = None, *,
               timeout_s: float = 600) -> Path:
     """Run `dbt parse` (no database is opened) and return the path of the manifest.json it wrote.
 
@@ -492,10 +498,10 @@ def dbt_parse(settings: Settings, target_path: Path | None = None, progress: Pro
     log_path = target_path.parent / "logs"
     # The profile needs a path to render; parse never opens it.
     placeholder = target_path / "parse-only.duckdb"
-    rc, errors = _run_dbt("parse", settings, placeholder, target_path, log_path, progress, timeout_s)
+    rc, errors = _run_dbt("parse", settings, placeholder, target_path, log_path, timeout_s)
     manifest = target_path / "manifest.json"
     if rc != 0 or not manifest.is_file():
         detail = _error_detail(errors)
         raise WarehouseBuildError(f"dbt parse failed (exit code {rc})" + (f": {detail}" if detail else ""))
-    progress(f"dbt parse -> {manifest}")
+    log.info(f"dbt parse -> {manifest}")
     return manifest

@@ -122,7 +122,7 @@ def bronze_report(spark, settings, source: Source) -> dict:
     result = {"files": len(files), "rows_in": sum(count_records(source, f) for f in files), "error": None}
     started = time.monotonic()
     try:
-        bronze.ingest(spark, settings, source, progress=lambda _msg: None)
+        bronze.ingest(spark, settings, source)
     except Exception as exc:  # noqa: BLE001 - report every source, then fail
         traceback.print_exc()
         result["error"] = re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}")[:300]

@@ -45,15 +45,14 @@ def main(argv=None) -> int:
         environ["CITYSAFE_REAL_DATA_ROOT"] = args.real_data_root or os.environ["CITYSAFE_REAL_DATA_ROOT"]
     settings = load_settings(environ=environ)
     print(f"real data: {settings.real_data_root}   lake: {lake}")
-    quiet = lambda m: None  # noqa: E731
     lines = []
     try:
         with spark_session("sail", app_name="real-silver-report") as spark:
             for name in args.sources:
                 source = get_source(name)
                 started = time.monotonic()
-                b = bronze.ingest(spark, settings, source, progress=quiet)
-                r = silver.run(spark, settings, source, "real-report", progress=quiet)
+                b = bronze.ingest(spark, settings, source)
+                r = silver.run(spark, settings, source, "real-report")
                 seconds = time.monotonic() - started
                 m = r.get("mapping", {})
                 q = r["quarantined"]

@@ -13,6 +13,7 @@ or a lake loaded before the table existed, is filled in on the next ingest; noth
 
 from __future__ import annotations
 
+import logging
 import datetime as dt
 import json
 import time
@@ -32,6 +33,8 @@ from citysafe.runs import write_json_atomic
 from citysafe.sources import Source
 from spark_jobs import tables
 from spark_jobs.tables import LINEAGE
+
+log = logging.getLogger(__name__)
 
 
 def bronze_spec(settings: Settings, source: Source) -> TableSpec:
@@ -98,8 +101,8 @@ def to_arrow(source: Source, batch_id: str, files: dict[str, ParsedFile], ingest
 
 
 class _Load:
-    def __init__(self, spark: SparkSession, settings: Settings, source: Source, progress):
-        self.spark, self.settings, self.source, self.progress = spark, settings, source, progress
+    def __init__(self, spark: SparkSession, settings: Settings, source: Source):
+        self.spark, self.settings, self.source = spark, settings, source
         self.spec = bronze_spec(settings, source)
         delta_io.ensure_table(self.spec)
         self.rows = self.appended = self.malformed = 0
@@ -118,7 +121,7 @@ class _Load:
             self.rows += table.num_rows
             self.appended += result.rows_written
             self.malformed += sum(f.malformed for f in files.values())
-            self.progress(f"  bronze {self.source.name}: batch {batch_id}: {result.rows_written} rows "
+            log.info(f"  bronze {self.source.name}: batch {batch_id}: {result.rows_written} rows "
                           f"(version {result.version_after})")
         _commit(self.settings, self.source, manifest)
         self.batches.append(batch_id)
@@ -198,11 +201,11 @@ def record_ingest_batches(spark: SparkSession, settings: Settings, source: Sourc
     return delta_io.merge_upsert(spark, frame, spec).rows_inserted
 
 
-def ingest(spark: SparkSession, settings: Settings, source: Source, progress=print) -> dict:
+def ingest(spark: SparkSession, settings: Settings, source: Source) -> dict:
     """Fetch, land and append every new batch of `source`; returns the run-summary counts."""
     started = time.monotonic()
     landing_dir = settings.landing_dir / source.name
-    load = _Load(spark, settings, source, progress)
+    load = _Load(spark, settings, source)
     # First, batches landed by an earlier run that crashed before its bronze commit.
     done = set(committed_batches(settings, source))
     for manifest in list_batches(landing_dir):
@@ -213,13 +216,13 @@ def ingest(spark: SparkSession, settings: Settings, source: Source, progress=pri
     connector = connector_for(source)
     for batch in connector.batches(source, settings, state["watermark"], landed_checksums(landing_dir)):
         manifest, files = land_batch(source, landing_dir, batch)
-        progress(f"  landed {manifest['batch_id']}: {len(manifest['files'])} file(s), {manifest['rows']} rows")
+        log.info(f"  landed {manifest['batch_id']}: {len(manifest['files'])} file(s), {manifest['rows']} rows")
         load(manifest, files)
     if not load.batches:
-        progress(f"  nothing new for {source.name}")
+        log.info(f"  nothing new for {source.name}")
     recorded = record_ingest_batches(spark, settings, source, load.ingested_at)
     if recorded:
-        progress(f"  ingest_batch: {recorded} batch(es) of {source.name} recorded")
+        log.info(f"  ingest_batch: {recorded} batch(es) of {source.name} recorded")
     return {
         "rows_read": load.rows, "published": load.appended, "malformed_kept_with_parse_error": load.malformed,
         "quarantined": {}, "duplicates": 0, "batches": load.batches,

@@ -31,6 +31,7 @@ changed, so a re-run keeps its Delta version).
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from citysafe.config import Settings
 from citysafe.delta_io import Column, TableSpec
 from citysafe.sources import SOURCES_DIR, Source, SilverTarget, load_registry
 from spark_jobs import tables
+
+log = logging.getLogger(__name__)
 
 EARTH_RADIUS_M = 6_371_008.8
 # H3 cells vary in size across the globe: the smallest edge at a resolution is about 0.8 x the average
@@ -168,7 +171,7 @@ def _empty(spark: SparkSession) -> DataFrame:
 # --- the job step --------------------------------------------------------------------------------------
 
 
-def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source], progress=print) -> dict:
+def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]) -> dict:
     """Recompute every declared link rule from silver.incident and sync silver.incident_link."""
     spec = incident_link(settings.silver_dir)
     incidents = delta_io.read(spark, tables.incident(settings.silver_dir))
@@ -179,7 +182,7 @@ def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]
         links = links.unionByName(part)
     result = delta_io.merge_sync(spark, links, spec)
     rows = delta_io.read(spark, spec).count()
-    progress(f"  silver incident_link: {rows} links ({result.rows_inserted} new, {result.rows_updated} changed, "
+    log.info(f"  silver incident_link: {rows} links ({result.rows_inserted} new, {result.rows_updated} changed, "
              f"{result.rows_deleted} removed; version {result.version_after})")
     return {"rows": rows, "inserted": result.rows_inserted, "updated": result.rows_updated,
             "deleted": result.rows_deleted, "delta_version": result.version_after}

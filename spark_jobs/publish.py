@@ -9,6 +9,7 @@ QualityGateFailed (the CLI exits 3). Every bronze row must be accounted for, or 
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import dataclasses
 import shutil
@@ -25,6 +26,8 @@ from citysafe.sources import Source
 from spark_jobs import common, tables
 from spark_jobs.bronze import bronze_spec
 from citysafe.errors import QualityGateError
+
+log = logging.getLogger(__name__)
 
 
 class QualityGateFailed(QualityGateError):
@@ -56,7 +59,7 @@ def _quarantined_for_retry(spark: SparkSession, settings: Settings, source: Sour
 
 
 def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str, *, job: str,
-            target: TableSpec, suite: str, transform: Callable[[DataFrame], SilverOutput], progress=print,
+            target: TableSpec, suite: str, transform: Callable[[DataFrame], SilverOutput],
             after_publish: Callable[[DataFrame], dict] | None = None, lookup_tables=()) -> dict:
     """Run one silver job for the bronze batches of `source` it has not published yet, plus (when the
     reference data or the `lookup_tables` changed since its last run) the rows it quarantined for a
@@ -73,14 +76,14 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     if not pending and not n_retry:
         if done:  # remember the reference data this (empty) run saw
             common.mark_published(settings, job, source, done, [], fingerprint)
-        progress(f"  silver {job} <- {source.name}: no new bronze batches")
+        log.info(f"  silver {job} <- {source.name}: no new bronze batches")
         return {"rows_read": 0, "published": 0, "quarantined": {}, "duplicates": 0, "batches": [],
                 "delta_version": delta_io.version(target), "seconds": round(time.monotonic() - started, 3)}
 
     bronze_all = delta_io.read(spark, bronze_spec(settings, source))
     bronze = bronze_all.where(F.col("_batch_id").isin(pending)) if pending else bronze_all.limit(0)
     if n_retry:
-        progress(f"  silver {job} <- {source.name}: reference data changed: re-evaluating {n_retry} quarantined rows")
+        log.info(f"  silver {job} <- {source.name}: reference data changed: re-evaluating {n_retry} quarantined rows")
         bronze = bronze.unionByName(bronze_all.join(retry.select(*LINEAGE_KEY), on=LINEAGE_KEY, how="left_semi"))
     rows_read = bronze.count()
     out = transform(bronze)
@@ -99,7 +102,7 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
                                              path=staging.path.parent / f"{source.name}__quarantine")
     delta_io.append(quarantined, quarantine_staging)
     quarantined = delta_io.read(spark, quarantine_staging)
-    progress(f"  silver {job} <- {source.name}: {rows_read} bronze rows -> {staged.rows_written} candidates staged")
+    log.info(f"  silver {job} <- {source.name}: {rows_read} bronze rows -> {staged.rows_written} candidates staged")
     n_duplicates = out.duplicates.count()
     reasons = {r["reason"]: r["count"] for r in quarantined.groupBy("reason").count().collect()}
 
@@ -107,7 +110,7 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     # is nothing to publish, so nothing to gate (the suite's row-count floor is for new batches).
     if staged.rows_written == 0 and not pending:
         outcome = {"suite": suite, "success": True, "evaluated": 0, "failed": 0, "result_path": None}
-        progress(f"  silver {job} <- {source.name}: no candidates (every re-evaluated row stays quarantined); "
+        log.info(f"  silver {job} <- {source.name}: no candidates (every re-evaluated row stays quarantined); "
                  f"suite {suite} not run")
     else:
         outcome = quality.validate_staging(spark, settings, suite, staging, run_id, source.name, source=source)
@@ -117,7 +120,7 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
             f"({outcome['failed']} of {outcome['evaluated']} expectations); nothing published; staging kept at "
             f"{staging.path}; result {outcome['result_path']}", outcome["result_path"])
     if outcome["evaluated"]:
-        progress(f"  silver {job} <- {source.name}: suite {outcome['suite']} passed ({outcome['evaluated']} expectations)")
+        log.info(f"  silver {job} <- {source.name}: suite {outcome['suite']} passed ({outcome['evaluated']} expectations)")
 
     # Publish
     staged_df = delta_io.read(spark, staging)
@@ -128,7 +131,7 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
         still = quarantined.select(*LINEAGE_KEY)
         cleared = retry.select(*LINEAGE_KEY).join(still, on=LINEAGE_KEY, how="left_anti")
         released = delta_io.delete_keys(spark, cleared, quarantine_spec)
-        progress(f"  silver {job} <- {source.name}: {released} rows released from quarantine")
+        log.info(f"  silver {job} <- {source.name}: {released} rows released from quarantine")
     extra = after_publish(staged_df) if after_publish else {}
     common.mark_published(settings, job, source, done, pending, fingerprint)
     shutil.rmtree(staging.path, ignore_errors=True)

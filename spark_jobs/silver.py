@@ -3,6 +3,7 @@ to them: devices before readings, enterprises before hazards)."""
 
 from __future__ import annotations
 
+import logging
 import importlib
 
 from pyspark.sql import SparkSession
@@ -10,7 +11,9 @@ from pyspark.sql import SparkSession
 from citysafe.config import Settings
 from citysafe.sources import Source
 
-# silver.table -> (module in spark_jobs, function run(spark, settings, source, run_id, progress=...)), in run order.
+log = logging.getLogger(__name__)
+
+# silver.table -> (module in spark_jobs, function run(spark, settings, source, run_id)), in run order.
 JOBS: dict[str, tuple[str, str]] = {
     "device": ("silver_device", "run_registry"),
     "enterprise": ("silver_enterprise", "run"),
@@ -26,7 +29,7 @@ def ordered(sources: list[Source]) -> list[Source]:
     return sorted(sources, key=lambda s: (ORDER.index(s.silver.table), s.name))
 
 
-def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
+def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     module, function = JOBS[source.silver.table]
     job = getattr(importlib.import_module(f"spark_jobs.{module}"), function)
-    return job(spark, settings, source, run_id, progress=progress)
+    return job(spark, settings, source, run_id)

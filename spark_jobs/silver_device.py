@@ -10,6 +10,7 @@ row per device and hour between its first and last reading, with gaps flagged.
 
 from __future__ import annotations
 
+import logging
 import datetime as dt
 
 from pyspark.sql import DataFrame, SparkSession
@@ -21,6 +22,8 @@ from citysafe.sources import Source
 from spark_jobs import common, tables
 from spark_jobs.common import Places, blank_to_null, parse_timestamp, raw
 from spark_jobs.publish import SilverOutput, run_job
+
+log = logging.getLogger(__name__)
 
 EARLIEST = dt.datetime(2000, 1, 1)
 SENTINELS = (-9999.0, -999.0, 9999.0)  # "no value" codes devices send instead of a reading
@@ -165,14 +168,14 @@ def hourly(readings: DataFrame) -> DataFrame:
 # --- jobs ---------------------------------------------------------------------------------------------
 
 
-def run_registry(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
+def run_registry(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     places, units, key = common.load_places(spark, settings), units_frame(spark), settings.pii_key()
     return run_job(spark, settings, source, run_id, job="device", target=tables.device(settings.silver_dir),
-                   suite="silver_device", progress=progress,
+                   suite="silver_device",
                    transform=lambda bronze: registry_transform(bronze, source, places, units, key))
 
 
-def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
+def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     device_spec = tables.device(settings.silver_dir)
     if delta_io.version(device_spec) is None:
         raise RuntimeError(f"silver device_reading <- {source.name}: silver.device is empty; run the silver job "
@@ -192,6 +195,6 @@ def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id
         return {"hourly_rows_written": result.rows_written, "hourly_delta_version": result.version_after}
 
     return run_job(spark, settings, source, run_id, job="device_reading", target=reading_spec,
-                   suite="silver_device_reading", progress=progress, after_publish=refresh_hourly,
+                   suite="silver_device_reading", after_publish=refresh_hourly,
                    lookup_tables=[device_spec.path],
                    transform=lambda bronze: reading_transform(bronze, source, devices, units, settings.timezone, now))

@@ -30,6 +30,7 @@ a name or number shared by several enterprises is left out rather than guessed.
 
 from __future__ import annotations
 
+import logging
 import datetime as dt
 import re
 
@@ -47,6 +48,8 @@ from spark_jobs import common
 from spark_jobs.common import Places, blank_to_null, parse_timestamp, raw
 from spark_jobs.publish import SilverOutput, run_job
 from spark_jobs.tables import LINEAGE
+
+log = logging.getLogger(__name__)
 
 JOB = "enterprise"
 REQUIRED_ROLES = ("credit_code", "name", "updated_at")
@@ -278,7 +281,7 @@ def identifiers(enterprises: DataFrame) -> DataFrame:
 # --- job --------------------------------------------------------------------------------------------------
 
 
-def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
+def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     places, key = common.load_places(spark, settings), settings.pii_key()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     target = enterprise(settings.silver_dir)
@@ -289,6 +292,5 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, pr
         return {"identifier_rows_written": result.rows_written, "identifier_rows_deleted": result.rows_deleted,
                 "identifier_delta_version": result.version_after}
 
-    return run_job(spark, settings, source, run_id, job=JOB, target=target, suite="silver_enterprise",
-                   progress=progress, after_publish=refresh_identifiers,
+    return run_job(spark, settings, source, run_id, job=JOB, target=target, suite="silver_enterprise", after_publish=refresh_identifiers,
                    transform=lambda bronze: transform(bronze, source, places, key, settings.timezone, now))

@@ -39,6 +39,7 @@ Quarantine reasons, in the order they are checked:
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import datetime as dt
 
@@ -56,6 +57,8 @@ from spark_jobs.publish import SilverOutput, run_job
 from spark_jobs.silver_enterprise import (check_roles, enterprise, enterprise_identifier, enterprise_name_key_udf,
                                           identifier_kind_udf, normalize_code_udf, parse_local_date, role)
 from spark_jobs.tables import LINEAGE
+
+log = logging.getLogger(__name__)
 
 JOB = "hazard"
 REQUIRED_ROLES = ("record_id", "enterprise_id", "code", "found_date", "updated_at")
@@ -314,7 +317,7 @@ def link_rate(spark: SparkSession, spec: TableSpec, enterprise_spec: TableSpec) 
     return None if not r["n"] else r["linked"] / r["n"]
 
 
-def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
+def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     ref = load_reference(spark, settings, source)
     key = settings.pii_key() if source.personal_columns else None
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -328,7 +331,6 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, pr
         out["enterprise_link_rate"] = link_rate(spark, target, enterprise(settings.silver_dir))
         return out
 
-    return run_job(spark, settings, source, run_id, job=JOB, target=target, suite="silver_hazard",
-                   progress=progress, after_publish=after_publish,
+    return run_job(spark, settings, source, run_id, job=JOB, target=target, suite="silver_hazard", after_publish=after_publish,
                    lookup_tables=[enterprise_identifier(settings.silver_dir).path],
                    transform=lambda bronze: transform(bronze, source, ref, key, previous, now))

@@ -25,6 +25,7 @@ there.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import datetime as dt
 
@@ -37,6 +38,8 @@ from citysafe.sources import Geography, Source, SourceError
 from spark_jobs import common, incident_links, tables, text_classifier, udfs
 from spark_jobs.common import Places, blank_to_null
 from spark_jobs.publish import QualityGateFailed, SilverOutput, run_job  # noqa: F401 (re-exported)
+
+log = logging.getLogger(__name__)
 
 JOB = "incident"
 # Quarantine reasons, checked in this order; the first that applies is recorded.
@@ -463,7 +466,7 @@ def to_quarantine(df: DataFrame, source: Source, run_id: str = "") -> DataFrame:
     return common.quarantine_rows(df, source, F.col("w_record_id"), run_id)
 
 
-def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
+def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     """Process bronze batches not yet published to silver; returns the reconciliation counts."""
     ref = load_reference(spark, settings, source)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -476,7 +479,7 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, pr
     after_publish = None
     if incident_links.participates(source, registry):
         def after_publish(_staged: DataFrame) -> dict:
-            return {"incident_link": incident_links.refresh(spark, settings, registry, progress=progress)}
+            return {"incident_link": incident_links.refresh(spark, settings, registry)}
 
     mapping: dict = {}
     if ref.code_spec is not None:  # real sources: the crosswalk's coverage of the rows read (code_mapping's figure)
@@ -485,7 +488,7 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, pr
             return SilverOutput(*transform(bronze, source, ref, pii_key, now))
 
     entry = run_job(spark, settings, source, run_id, job=JOB, target=tables.incident(settings.silver_dir),
-                    suite="silver_incident", transform=to_silver, progress=progress, after_publish=after_publish)
+                    suite="silver_incident", transform=to_silver, after_publish=after_publish)
     if mapping:
         entry["mapping"] = mapping
     return entry

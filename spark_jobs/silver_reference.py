@@ -7,6 +7,7 @@ Transform: pure pandas (small tables). Load: merge_sync, so a table equals its r
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import time
@@ -19,6 +20,8 @@ from citysafe.config import Settings
 from citysafe.runs import write_json_atomic
 from citysafe.sources import load_registry
 from spark_jobs import tables
+
+log = logging.getLogger(__name__)
 
 
 def area_km2(geom) -> float:
@@ -98,7 +101,7 @@ def source_registry_frame(registry: dict) -> pd.DataFrame:
 SUITES = {"taxonomy": "silver_taxonomy", "district": "silver_district", "h3_cell": "silver_h3_cell"}
 
 
-def run(spark: SparkSession, settings: Settings, progress=print, run_id: str = "reference") -> dict:
+def run(spark: SparkSession, settings: Settings, run_id: str = "reference") -> dict:
     """Validate each reference table (its suite, where it has one) and load it; a failed suite loads nothing."""
     from citysafe import quality
     from spark_jobs.publish import QualityGateFailed
@@ -131,18 +134,18 @@ def run(spark: SparkSession, settings: Settings, progress=print, run_id: str = "
                                         f"{outcome['result_path']}", outcome["result_path"])
     for spec, frame in frames.items():
         result = delta_io.merge_sync(spark, spark.createDataFrame(frame), spec)
-        progress(f"  reference {spec.name}: {len(frame)} rows ({result.operation}, version {result.version_after})")
+        log.info(f"  reference {spec.name}: {len(frame)} rows ({result.operation}, version {result.version_after})")
         out[spec.name] = {"rows": len(frame), "inserted": result.rows_inserted, "updated": result.rows_updated,
                           "deleted": result.rows_deleted, "delta_version": result.version_after}
         loaded[spec.name] = digests[spec.name]
         write_json_atomic(state_path, loaded)
     if not frames:
-        progress("  reference tables unchanged")
+        log.info("  reference tables unchanged")
     from spark_jobs.catalog import ensure_silver_tables
 
     created = ensure_silver_tables(settings)
     if created:
-        progress(f"  created empty silver tables (no job has written them yet): {', '.join(created)}")
+        log.info(f"  created empty silver tables (no job has written them yet): {', '.join(created)}")
     out["created_empty"] = created
     out["seconds"] = round(time.monotonic() - started, 3)
     return out

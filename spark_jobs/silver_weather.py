@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -12,6 +13,8 @@ from spark_jobs import common
 from spark_jobs.common import blank_to_null, raw
 from spark_jobs.publish import SilverOutput, run_job
 from spark_jobs.tables import LINEAGE
+
+log = logging.getLogger(__name__)
 
 ROLES = ("station_id", "date", "precip_mm", "tmax_c", "tmin_c", "wind_max_ms")
 # Physical plausibility for a city station; outside these a value is an instrument or typing error.
@@ -72,6 +75,6 @@ def transform(bronze: DataFrame, source: Source) -> SilverOutput:
     return SilverOutput(published, quarantined, duplicates)
 
 
-def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, progress=print) -> dict:
+def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     return run_job(spark, settings, source, run_id, job="weather_daily", target=weather_daily(settings.silver_dir),
-                   suite="silver_weather_daily", progress=progress, transform=lambda b: transform(b, source))
+                   suite="silver_weather_daily", transform=lambda b: transform(b, source))

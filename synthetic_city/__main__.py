@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from datetime import date
@@ -25,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--h3-resolution", type=int, default=8, help="H3 resolution of the oracle intensity (default 8)")
     ap.add_argument("--quiet", action="store_true", help="no progress messages")
     a = ap.parse_args(argv)
-    t0 = time.monotonic()
-    say = (lambda m: None) if a.quiet else (lambda m: print(f"[{time.monotonic() - t0:7.1f}s] {m}", file=sys.stderr))
+    if not a.quiet:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(relativeCreated)9.0fms %(message)s")
     counts = generate(a.out, scale=a.scale, seed=a.seed, start_date=a.start_date, days=a.days,
-                      timezone=a.timezone, h3_resolution=a.h3_resolution, progress=say)
+                      timezone=a.timezone, h3_resolution=a.h3_resolution)
     print(json.dumps(counts["sources"], indent=2, sort_keys=True, ensure_ascii=False))
     return 0
 

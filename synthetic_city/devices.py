@@ -5,13 +5,18 @@ produced day by day and written as they 'arrive', so memory stays flat at any sc
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from citysafe import logs
+
 from ._util import Clock, SourceCounts, corruption_count, fmt_fixed, fmt_time, rng_for, write_bytes, write_csv
 from .geo import DISTRICTS, district_names
+
+log = logging.getLogger(__name__)
 
 TYPES = ["rain_gauge", "water_level", "gas_pressure", "vibration", "smoke"]
 PREFIX = {"rain_gauge": "RG", "water_level": "WL", "gas_pressure": "GP", "vibration": "VB", "smoke": "SM"}
@@ -35,7 +40,7 @@ def _type_counts(n: int) -> dict[str, int]:
 
 
 def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFrame, hourly_rain: np.ndarray,
-             n_devices: int, progress=None):
+             n_devices: int):
     rng = rng_for(seed, "devices")
     tc = _type_counts(n_devices)
     dtype = np.array([t for t in TYPES for _ in range(tc[t])], dtype=object)
@@ -157,9 +162,7 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
         write_bytes(out / f"batch_{batch_no:05d}.jsonl", text.encode("utf-8"))
         batch_no += 1
 
-    for day in range(clock.days):
-        if progress and day % 30 == 0:
-            progress(f"devices: day {day + 1}/{clock.days}")
+    for day in logs.progress_bar(range(clock.days), desc="device readings (days)", logger=log):
         drng = rng_for(seed, f"devices:day:{day}")
         hrs = np.arange(day * 24, day * 24 + 24)
         st = state[:, hrs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from datetime import date
@@ -16,6 +17,8 @@ from . import weather as wx
 from ._util import (CODES_DIR, POLICE_CROSSWALK_CSV, TAXONOMY_CSV, Clock, fmt_time, rng_for, write_bytes,
                     write_csv, write_csv_gz, write_json)
 from .geo import DISTRICTS, City, alias_table, geojson_text
+
+log = logging.getLogger(__name__)
 
 # yearly volumes at scale 1.0
 DEPT_TOTALS = {"police": 300_000, "fire": 60_000, "hotline": 385_000}
@@ -60,7 +63,7 @@ def load_codebooks(taxonomy: pd.DataFrame) -> dict[str, events.CodeBook]:
 
 
 def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: int, timezone: str,
-             h3_resolution: int, progress: Callable[[str], None] | None = None) -> dict:
+             h3_resolution: int) -> dict:
     """Write the synthetic city under out_dir and return the expected counts (also written to
     out_dir/truth/expected_counts.json). Same arguments => byte-identical files."""
     if not (scale > 0):
@@ -69,7 +72,7 @@ def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: 
         raise ValueError("days must be >= 1")
     if int(seed) < 0:
         raise ValueError("seed must be >= 0")
-    say = progress or (lambda msg: None)
+    say = log.info
     started = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +126,7 @@ def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: 
                                                               industries, n_haz)
     say("devices: registry and readings")
     n_dev = max(MIN_DEVICES, int(round(DEVICES * scale)))
-    d_reg, d_read, d_truth, d_det = devices.generate(out_dir, clock, seed, city, wdf, rain_h, n_dev, say)
+    d_reg, d_read, d_truth, d_det = devices.generate(out_dir, clock, seed, city, wdf, rain_h, n_dev)
 
     say("truth: oracle intensity, clean records, links")
     truth = out_dir / "truth"

@@ -284,7 +284,7 @@ def test_bronze_rows_give_the_same_figures_as_the_files(spark, tmp_path):
     settings = load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
                                       "CITYSAFE_REAL_DATA_ROOT": str(SAMPLES)})
     for name in ("real_nypd_collisions", "real_nyc_vehicle_thefts"):
-        bronze.ingest(spark, settings, REAL[name], progress=lambda *a, **k: None)
+        bronze.ingest(spark, settings, REAL[name])
         from_bronze = code_mapping.mapping_stats(name, code_mapping.read_bronze(settings, REAL[name]))
         from_files = code_mapping.mapping_stats(name, code_mapping.read_delivered(REAL[name], SAMPLES))
         assert from_bronze == from_files, name

@@ -134,7 +134,7 @@ def _source(tmp_path: Path, columns=tuple(COLUMNS), primary_key="call_id", **con
 
 
 def _ingest(spark, settings, source):
-    return bronze.ingest(spark, settings, source, progress=lambda m: None)
+    return bronze.ingest(spark, settings, source)
 
 
 def _bronze_rows(settings, source) -> list[dict]:

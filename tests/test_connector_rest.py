@@ -177,7 +177,7 @@ def _settings(tmp_path):
 
 
 def _ingest(spark, settings, source):
-    return bronze.ingest(spark, settings, source, progress=lambda m: None)
+    return bronze.ingest(spark, settings, source)
 
 
 def _bronze_ids(spark, settings, source) -> list[str]:

@@ -59,9 +59,19 @@ def test_second_run_changes_nothing(first_run):
     tmp, env, _, _, _ = first_run
     before = _versions(tmp / "lake")
     assert before, "no Delta tables found"
+    warehouse = tmp / "warehouse" / "marts.duckdb"
+    served = warehouse.stat().st_mtime_ns
     _run(["run"], env, "second")
     summary = json.loads((tmp / "lake" / "runs" / "second" / "summary.json").read_text())
     assert summary["tables"]["bronze.police_incidents"]["rows_read"] == 0
+    # nothing new: the stages with a fingerprint are skipped, the marts are not rebuilt
+    assert summary["stages"]["silver"]["status"] == "skipped"
+    assert summary["stages"]["marts"]["status"] == "skipped"
+    assert summary["stages"]["reconcile"]["status"] == "ok"
+    assert warehouse.stat().st_mtime_ns == served
+    assert _versions(tmp / "lake") == before
+    # The silver jobs themselves also change nothing when they run with nothing new.
+    _run(["silver", "--tag", "synthetic"], env, "third")
+    summary = json.loads((tmp / "lake" / "runs" / "third" / "summary.json").read_text())
     assert summary["tables"]["silver.incident[police_incidents]"]["rows_read"] == 0
-    after = _versions(tmp / "lake")
-    assert after == before
+    assert _versions(tmp / "lake") == before

@@ -85,7 +85,7 @@ def test_files_land_once_immutable_with_manifest(tmp_path):
 def test_bronze_appends_each_batch_once_with_lineage(spark, tmp_path):
     settings = _settings(tmp_path)
     _deliver(tmp_path, "police_incidents_2025-03.csv", [GOOD, MULTILINE, SHORT])
-    first = bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)
+    first = bronze.ingest(spark, settings, SOURCE)
     assert first["rows_read"] == 3 and first["published"] == 3 and first["malformed_kept_with_parse_error"] == 1
     spec = bronze.bronze_spec(settings, SOURCE)
     rows = sorted(delta_io.read(spark, spec).collect(), key=lambda r: r._source_row_number)
@@ -93,16 +93,16 @@ def test_bronze_appends_each_batch_once_with_lineage(spark, tmp_path):
     assert rows[0]._source_file == "police_incidents_2025-03.csv" and rows[0]._batch_id == first["batches"][0]
     assert rows[2]._parse_error and rows[2]._raw_record == SHORT
     version = delta_io.version(spec)
-    second = bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)
+    second = bronze.ingest(spark, settings, SOURCE)
     assert second["rows_read"] == 0 and delta_io.version(spec) == version
 
 
 def test_crash_between_bronze_commit_and_watermark_is_not_a_duplicate(spark, tmp_path):
     settings = _settings(tmp_path)
     _deliver(tmp_path, "police_incidents_2025-03.csv", [GOOD])
-    bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)
+    bronze.ingest(spark, settings, SOURCE)
     # Simulate the crash: the bronze commit happened, the state (watermark) write did not.
     (settings.state_dir / "bronze" / "police_incidents.json").unlink()
-    again = bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)
+    again = bronze.ingest(spark, settings, SOURCE)
     assert again["rows_read"] == 0
     assert delta_io.read(spark, bronze.bronze_spec(settings, SOURCE)).count() == 1

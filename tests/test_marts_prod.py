@@ -22,8 +22,7 @@ def test_prod_publish_of_the_city_matches_the_duckdb_warehouse(built_city, pg_se
                                       and k != "CITYSAFE_PII_KEY"})
     served = tmp_path / "prod" / Path(settings.warehouse_path).name  # not the city's served file
     monkeypatch.setenv(DSN_ENV, pg_server.dsn())
-    result = build_marts(settings.model_copy(update={"warehouse_path": served}), "prod-city",
-                         progress=lambda _: None, target="prod", postgres_dsn_env=DSN_ENV, postgres_schema="city_marts")
+    result = build_marts(settings.model_copy(update={"warehouse_path": served}), "prod-city", target="prod", postgres_dsn_env=DSN_ENV, postgres_schema="city_marts")
     manifest = json.loads((Path(result["target_path"]) / "manifest.json").read_text())
     marts = sorted(n["name"] for n in manifest["nodes"].values()
                    if n["resource_type"] == "model" and n["fqn"][1] == "marts")

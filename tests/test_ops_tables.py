@@ -41,7 +41,7 @@ def _batches(settings) -> dict[str, dict]:
 def test_ingest_records_one_row_per_committed_batch_once(spark, tmp_path):
     settings = _settings(tmp_path)
     size = _deliver(tmp_path, "police_incidents_2025-03.csv", [GOOD, SHORT])
-    first = bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)
+    first = bronze.ingest(spark, settings, SOURCE)
     (batch_id,) = first["batches"]
     manifest = json.loads((settings.landing_dir / SOURCE.name / batch_id / "manifest.json").read_text())
     bronze_at = DeltaTable(str(bronze.bronze_spec(settings, SOURCE).path)).to_pandas()["_ingested_at"].unique()
@@ -57,10 +57,10 @@ def test_ingest_records_one_row_per_committed_batch_once(spark, tmp_path):
     # nothing new: no new Delta version; a second delivery: one more row
     spec = tables.ingest_batch(settings.silver_dir)
     version = delta_io.version(spec)
-    assert bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)["batches"] == []
+    assert bronze.ingest(spark, settings, SOURCE)["batches"] == []
     assert delta_io.version(spec) == version
     _deliver(tmp_path, "police_incidents_2025-04.csv", [GOOD])
-    second = bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)
+    second = bronze.ingest(spark, settings, SOURCE)
     assert set(_batches(settings)) == {batch_id, *second["batches"]}
     assert delta_io.version(spec) == version + 1
 
@@ -70,11 +70,11 @@ def test_a_lake_without_the_table_is_filled_in_from_bronze(spark, tmp_path):
     records the committed batches with their bronze load time, and appends nothing to bronze."""
     settings = _settings(tmp_path)
     _deliver(tmp_path, "police_incidents_2025-03.csv", [GOOD])
-    (batch_id,) = bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)["batches"]
+    (batch_id,) = bronze.ingest(spark, settings, SOURCE)["batches"]
     before = _batches(settings)
     bronze_version = delta_io.version(bronze.bronze_spec(settings, SOURCE))
     shutil.rmtree(tables.ingest_batch(settings.silver_dir).path)
-    again = bronze.ingest(spark, settings, SOURCE, progress=lambda m: None)
+    again = bronze.ingest(spark, settings, SOURCE)
     assert again["rows_read"] == 0 and delta_io.version(bronze.bronze_spec(settings, SOURCE)) == bronze_version
     assert _batches(settings) == before
 
@@ -86,7 +86,7 @@ def test_source_registry_mirrors_the_registry_and_reruns_commit_nothing(spark, t
     settings = load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
                                       "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "districts.geojson"),
                                       "CITYSAFE_DISTRICT_ALIASES": str(syn / "district_aliases.csv")})
-    first = silver_reference.run(spark, settings, progress=lambda m: None)
+    first = silver_reference.run(spark, settings)
     registry = load_registry()
     assert first["source_registry"]["rows"] == len(registry)
     spec = tables.source_registry(settings.silver_dir)
@@ -101,5 +101,5 @@ def test_source_registry_mirrors_the_registry_and_reruns_commit_nothing(spark, t
         assert row["tags"].split(",") == (source.tags or [""])
         assert row["silver_table"] == (source.silver.table if source.silver else None)
     version = delta_io.version(spec)
-    again = silver_reference.run(spark, settings, progress=lambda m: None)
+    again = silver_reference.run(spark, settings)
     assert again["source_registry"]["unchanged"] is True and delta_io.version(spec) == version

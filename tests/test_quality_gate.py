@@ -8,7 +8,7 @@ import pytest
 from deltalake import DeltaTable
 
 import silver_fixtures as fx
-from tests_support import write_city_reference
+from tests_support import captured_log, write_city_reference
 from citysafe import delta_io, quality
 from citysafe.config import load_settings
 from spark_jobs import bronze, silver_incident, tables
@@ -36,13 +36,13 @@ def lake(tmp_path, monkeypatch):
 
 
 def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypatch):
-    bronze.ingest(spark, lake, fx.SOURCE, progress=lambda m: None)
+    bronze.ingest(spark, lake, fx.SOURCE)
     real_suite = quality.load_suite("silver_incident")
     strict = {**real_suite, "expectations": [*real_suite["expectations"],
                                              {"expect_table_row_count_to_be_between": {"max_value": 1}}]}
     monkeypatch.setattr(quality, "load_suite", lambda name: strict)
     with pytest.raises(silver_incident.QualityGateFailed, match="nothing published") as failure:
-        silver_incident.run(spark, lake, fx.SOURCE, "run-a", progress=lambda m: None)
+        silver_incident.run(spark, lake, fx.SOURCE, "run-a")
     assert not (tables.incident(lake.silver_dir).path / "_delta_log").exists()
     assert DeltaTable(str(lake.staging_dir / "incident" / "run-a" / "police_incidents")).to_pyarrow_table().num_rows == 2
     result = json.loads(open(failure.value.result_path).read())
@@ -53,11 +53,11 @@ def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypat
 
     # Fixed suite: the same bronze batch now publishes; a re-run publishes nothing more.
     monkeypatch.setattr(quality, "load_suite", lambda name: real_suite)
-    entry = silver_incident.run(spark, lake, fx.SOURCE, "run-b", progress=lambda m: None)
+    entry = silver_incident.run(spark, lake, fx.SOURCE, "run-b")
     assert entry["published"] == 2 and entry["quarantined"] == {"unmapped_code": 1} and entry["reconciled"]
     assert not (lake.staging_dir / "incident" / "run-b").exists()  # published: staging copy removed
     assert (lake.staging_dir / "incident" / "run-a").exists()      # failed run's evidence kept
-    again = silver_incident.run(spark, lake, fx.SOURCE, "run-c", progress=lambda m: None)
+    again = silver_incident.run(spark, lake, fx.SOURCE, "run-c")
     assert again["rows_read"] == 0
 
 
@@ -82,18 +82,18 @@ def test_fixing_reference_data_releases_quarantined_rows(spark, lake, monkeypatc
             "2025-03-05 09:00:00")
     police = lake.synthetic_root / "police" / "police_incidents_2025-03.csv"
     police.write_text(police.read_text() + typo + "\n")
-    bronze.ingest(spark, lake, fx.SOURCE, progress=lambda m: None)
-    first = silver_incident.run(spark, lake, fx.SOURCE, "run-1", progress=lambda m: None)
+    bronze.ingest(spark, lake, fx.SOURCE)
+    first = silver_incident.run(spark, lake, fx.SOURCE, "run-1")
     assert first["quarantined"] == {"unknown_district": 1, "unmapped_code": 1}
     q_spec, i_spec = tables.quarantine(lake.silver_dir), tables.incident(lake.silver_dir)
     versions = (delta_io.version(q_spec), delta_io.version(i_spec))
 
-    again = silver_incident.run(spark, lake, fx.SOURCE, "run-2", progress=lambda m: None)  # nothing changed
+    again = silver_incident.run(spark, lake, fx.SOURCE, "run-2")  # nothing changed
     assert again["rows_read"] == 0 and (delta_io.version(q_spec), delta_io.version(i_spec)) == versions
 
     with open(lake.district_aliases, "a") as fh:  # the steward adds the typo to the alias table
         fh.write("江按区,420102\n")
-    fixed = silver_incident.run(spark, lake, fx.SOURCE, "run-3", progress=lambda m: None)
+    fixed = silver_incident.run(spark, lake, fx.SOURCE, "run-3")
     assert fixed["retried_from_quarantine"] == 2 and fixed["released_from_quarantine"] == 1
     assert fixed["published"] == 1 and fixed["quarantined"] == {"unmapped_code": 1} and fixed["reconciled"]
     published = {r.source_record_id: r for r in delta_io.read(spark, i_spec).collect()}
@@ -101,7 +101,7 @@ def test_fixing_reference_data_releases_quarantined_rows(spark, lake, monkeypatc
     left = [(r.source_record_id, r.reason, r.run_id) for r in delta_io.read(spark, q_spec).collect()]
     assert left == [("JQ3", "unmapped_code", "run-1")]  # still waiting, still dated from its first run
 
-    settled = silver_incident.run(spark, lake, fx.SOURCE, "run-4", progress=lambda m: None)
+    settled = silver_incident.run(spark, lake, fx.SOURCE, "run-4")
     assert settled["rows_read"] == 0
 
 
@@ -109,16 +109,16 @@ def test_reference_change_that_releases_nothing_passes_without_a_gate(spark, lak
     """A reference change re-evaluates the quarantined rows; when every one of them stays quarantined
     there are no candidates: the run succeeds without running a suite (its row-count floor is for new
     batches) and commits nothing, and the row keeps the run that first quarantined it."""
-    bronze.ingest(spark, lake, fx.SOURCE, progress=lambda m: None)
-    first = silver_incident.run(spark, lake, fx.SOURCE, "run-1", progress=lambda m: None)
+    bronze.ingest(spark, lake, fx.SOURCE)
+    first = silver_incident.run(spark, lake, fx.SOURCE, "run-1")
     assert first["quarantined"] == {"unmapped_code": 1}                       # JQ3: code 0000
     q_spec, i_spec = tables.quarantine(lake.silver_dir), tables.incident(lake.silver_dir)
     versions = (delta_io.version(q_spec), delta_io.version(i_spec))
 
     with open(lake.district_aliases, "a") as fh:  # a reference change that does not help JQ3
         fh.write("汉口火车站片区,420103\n")
-    lines = []
-    retry = silver_incident.run(spark, lake, fx.SOURCE, "run-2", progress=lines.append)
+    with captured_log("spark_jobs.publish") as lines:
+        retry = silver_incident.run(spark, lake, fx.SOURCE, "run-2")
     assert retry["retried_from_quarantine"] == 1 and retry["released_from_quarantine"] == 0
     assert retry["published"] == 0 and retry["quarantined"] == {"unmapped_code": 1} and retry["reconciled"]
     assert retry["validation"]["evaluated"] == 0 and retry["validation"]["success"]
@@ -126,4 +126,4 @@ def test_reference_change_that_releases_nothing_passes_without_a_gate(spark, lak
     assert (delta_io.version(q_spec), delta_io.version(i_spec)) == versions
     left = [(r.source_record_id, r.reason, r.run_id) for r in delta_io.read(spark, q_spec).collect()]
     assert left == [("JQ3", "unmapped_code", "run-1")]
-    assert silver_incident.run(spark, lake, fx.SOURCE, "run-3", progress=lambda m: None)["rows_read"] == 0
+    assert silver_incident.run(spark, lake, fx.SOURCE, "run-3")["rows_read"] == 0

@@ -90,7 +90,7 @@ def test_real_sample_ingests_completely_into_bronze(spark, settings, name):
     delivered = {p.name: _records(source, p) for p in files}
     expected_rows = sum(len(records) for _, records in delivered.values())
 
-    counts = bronze.ingest(spark, settings, source, progress=lambda _msg: None)
+    counts = bronze.ingest(spark, settings, source)
 
     table = DeltaTable(str(settings.bronze_dir / name)).to_pyarrow_table()
     assert table.num_rows == expected_rows == counts["rows_read"]

@@ -137,12 +137,11 @@ def test_redelivered_batch_changes_nothing_in_silver(spark, tmp_path, monkeypatc
         "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
         "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
     monkeypatch.setenv("CITYSAFE_PII_KEY", "device-test-key-0123456789")
-    quiet = lambda m: None  # noqa: E731
     registry, readings = get_source("device_registry"), get_source("device_readings")
     for source in (registry, readings):
-        bronze.ingest(spark, settings, source, progress=quiet)
+        bronze.ingest(spark, settings, source)
     for source in (registry, readings):
-        silver.run(spark, settings, source, "first", progress=quiet)
+        silver.run(spark, settings, source, "first")
     reading_spec, hourly_spec = tables.device_reading(settings.silver_dir), tables.device_reading_hourly(settings.silver_dir)
     versions = (delta_io.version(reading_spec), delta_io.version(hourly_spec))
     published = delta_io.read(spark, reading_spec).count()
@@ -150,9 +149,9 @@ def test_redelivered_batch_changes_nothing_in_silver(spark, tmp_path, monkeypatc
     batch = sorted((syn / "devices" / "readings").glob("batch_*.jsonl"))[3]
     resent = [json.dumps(dict(reversed(list(json.loads(line).items())))) for line in batch.read_text().splitlines()]
     (syn / "devices" / "readings" / "batch_99999.jsonl").write_text("\n".join(resent) + "\n")
-    again = bronze.ingest(spark, settings, readings, progress=quiet)
+    again = bronze.ingest(spark, settings, readings)
     assert again["rows_read"] == len(resent) > 0
-    entry = silver.run(spark, settings, readings, "second", progress=quiet)
+    entry = silver.run(spark, settings, readings, "second")
     assert entry["published"] == 0 and entry["rows_read"] == len(resent)
     assert (delta_io.version(reading_spec), delta_io.version(hourly_spec)) == versions
     assert delta_io.read(spark, reading_spec).count() == published

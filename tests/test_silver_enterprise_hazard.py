@@ -302,11 +302,10 @@ def test_synthetic_city_reconciles_with_truth(spark, tmp_path, monkeypatch):
         "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
     key = "enterprise-hazard-test-key-0123456789"
     monkeypatch.setenv("CITYSAFE_PII_KEY", key)
-    quiet = lambda m: None  # noqa: E731
     sources = (ENT_SOURCE, HAZ_SOURCE)
     for source in sources:
-        bronze.ingest(spark, settings, source, progress=quiet)
-    entries = {s.name: silver.run(spark, settings, s, "first", progress=quiet) for s in sources}
+        bronze.ingest(spark, settings, source)
+    entries = {s.name: silver.run(spark, settings, s, "first") for s in sources}
 
     truth = json.loads((syn / "truth" / "expected_counts.json").read_text(encoding="utf-8"))["sources"]
     for source in sources:
@@ -370,6 +369,6 @@ def test_synthetic_city_reconciles_with_truth(spark, tmp_path, monkeypatch):
     specs = [se.enterprise(silver_dir), se.enterprise_identifier(silver_dir), sh.hazard(silver_dir),
              tables.quarantine(silver_dir)]
     versions = [delta_io.version(s) for s in specs]
-    again = [silver.run(spark, settings, s, "second", progress=quiet) for s in sources]
+    again = [silver.run(spark, settings, s, "second") for s in sources]
     assert [e["published"] for e in again] == [0, 0]
     assert [delta_io.version(s) for s in specs] == versions

@@ -342,12 +342,11 @@ def city(spark, tmp_path_factory):
         "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
         "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
     sources = {n: source_named(n) for n in CITY_SOURCES}
-    quiet = lambda message: None  # noqa: E731
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYSAFE_PII_KEY", "fire-hotline-test-key-0123456789")
         for source in sources.values():
-            bronze.ingest(spark, settings, source, progress=quiet)
-        results = {s.name: silver.run(spark, settings, s, "first", progress=quiet)
+            bronze.ingest(spark, settings, source)
+        results = {s.name: silver.run(spark, settings, s, "first")
                    for s in silver.ordered(list(sources.values()))}
     truth = json.loads((syn / "truth" / "expected_counts.json").read_text())["sources"]
     return {"settings": settings, "syn": syn, "sources": sources, "results": results, "truth": truth,
@@ -498,7 +497,7 @@ def test_city_rerun_changes_no_delta_version(spark, city):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYSAFE_PII_KEY", "fire-hotline-test-key-0123456789")
         for source in city["sources"].values():
-            assert bronze.ingest(spark, settings, source, progress=lambda m: None)["rows_read"] == 0
-            assert silver.run(spark, settings, source, "second", progress=lambda m: None)["rows_read"] == 0
+            assert bronze.ingest(spark, settings, source)["rows_read"] == 0
+            assert silver.run(spark, settings, source, "second")["rows_read"] == 0
     assert versions() == before
     print(f"\nsynthetic city bronze + silver for {len(CITY_SOURCES)} sources: {city['seconds']:.1f} s")

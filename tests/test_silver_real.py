@@ -51,14 +51,13 @@ KNOWN = {
 def lake(spark, tmp_path_factory):
     settings = load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path_factory.mktemp("real-silver") / "lake"),
                                       "CITYSAFE_REAL_DATA_ROOT": str(SAMPLES)})
-    quiet = lambda m: None  # noqa: E731
     results = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYSAFE_PII_KEY", PII_KEY)
         for name in SOURCES:
             source = get_source(name)
-            bronze.ingest(spark, settings, source, progress=quiet)
-            results[name] = silver.run(spark, settings, source, "real-1", progress=quiet)
+            bronze.ingest(spark, settings, source)
+            results[name] = silver.run(spark, settings, source, "real-1")
     incident = DeltaTable(str(settings.silver_dir / "incident")).to_pandas()
     quarantine = DeltaTable(str(settings.silver_dir / "quarantine")).to_pandas()
     return settings, results, incident, quarantine

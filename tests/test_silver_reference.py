@@ -48,7 +48,7 @@ def test_reference_tables_load_and_rerun_commits_nothing(spark, tmp_path):
     settings = load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
                                       "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "districts.geojson"),
                                       "CITYSAFE_DISTRICT_ALIASES": str(syn / "district_aliases.csv")})
-    first = silver_reference.run(spark, settings, progress=lambda m: None)
+    first = silver_reference.run(spark, settings)
     assert first["taxonomy"]["rows"] == 136 and first["district"]["rows"] == 2
     # Every other declared silver table now exists, empty, so the marts can build on this lake.
     from spark_jobs.catalog import silver_tables
@@ -59,7 +59,7 @@ def test_reference_tables_load_and_rerun_commits_nothing(spark, tmp_path):
     assert delta_io.read(spark, catalog["device"]).count() == 0
     versions = {n: delta_io.version(spec) for n, spec in [
         ("t", tables.taxonomy(settings.silver_dir)), ("h", tables.h3_cell(settings.silver_dir))]}
-    again = silver_reference.run(spark, settings, progress=lambda m: None)
+    again = silver_reference.run(spark, settings)
     assert again["created_empty"] == []
     assert all(again[name]["inserted"] == again[name]["updated"] == again[name]["deleted"] == 0
                for name in ("taxonomy", "district", "district_alias", "h3_cell"))

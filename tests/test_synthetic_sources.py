@@ -57,7 +57,7 @@ def _versions(settings) -> dict[str, int | None]:
 @pytest.fixture(scope="module")
 def ingested(spark, city):
     _, _, settings, _ = city
-    results = {name: bronze.ingest(spark, settings, source, progress=lambda m: None)
+    results = {name: bronze.ingest(spark, settings, source)
                for name, source in SYNTHETIC.items()}
     return results, _versions(settings)
 
@@ -150,7 +150,7 @@ def test_second_ingest_adds_nothing(spark, city, ingested):
     _, _, settings, truth = city
     _, versions = ingested
     for name, source in SYNTHETIC.items():
-        again = bronze.ingest(spark, settings, source, progress=lambda m: None)
+        again = bronze.ingest(spark, settings, source)
         assert again["rows_read"] == 0 and again["batches"] == [], name
     assert _versions(settings) == versions
     for name, source in SYNTHETIC.items():
@@ -177,7 +177,7 @@ def test_redelivered_device_batches(spark, city):
     settings = _settings(root, root / "synthetic")
     source = SYNTHETIC["device_readings"]
     spec = bronze.bronze_spec(settings, source)
-    first = bronze.ingest(spark, settings, source, progress=lambda m: None)
+    first = bronze.ingest(spark, settings, source)
     assert first["rows_read"] == truth["sources"]["device_readings"]["rows_delivered"]
     before = _bronze(settings, source)
     keys_before = Counter(zip(before["device_id"].to_pylist(), before["seq"].to_pylist()))
@@ -185,7 +185,7 @@ def test_redelivered_device_batches(spark, city):
     # 1. Same bytes, new name: skipped by checksum, no new Delta version.
     shutil.copyfile(readings / "batch_00005.jsonl", readings / "batch_90005.jsonl")
     version = delta_io.version(spec)
-    same = bronze.ingest(spark, settings, source, progress=lambda m: None)
+    same = bronze.ingest(spark, settings, source)
     assert same["rows_read"] == 0 and same["batches"] == []
     assert delta_io.version(spec) == version
 
@@ -194,7 +194,7 @@ def test_redelivered_device_batches(spark, city):
     reserialised = [json.dumps(dict(reversed(json.loads(line).items())), separators=(",", ":")) for line in original]
     assert reserialised != original
     (readings / "batch_90006.jsonl").write_text("\n".join(reserialised) + "\n", encoding="utf-8")
-    resent = bronze.ingest(spark, settings, source, progress=lambda m: None)
+    resent = bronze.ingest(spark, settings, source)
     assert resent["rows_read"] == len(original) > 0 and len(resent["batches"]) == 1
     assert delta_io.version(spec) == version + 1
 

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable, write_deltalake
 from pg_server import pg_server  # noqa: F401  (session fixture)
+from tests_support import captured_log
 
 from citysafe import reference
 from citysafe.config import load_settings
@@ -185,9 +186,9 @@ def built(tmp_path_factory):
     lake = base / "lake"
     write_silver(lake)
     settings = settings_for(lake, base / "served" / "citysafe_marts.duckdb")
-    lines: list[str] = []
     before = dt.datetime.now(dt.timezone.utc)
-    result = build_marts(settings, "run-1", progress=lines.append)
+    with captured_log("citysafe.warehouse") as lines:
+        result = build_marts(settings, "run-1")
     result["built_between"] = (before, dt.datetime.now(dt.timezone.utc))
     return settings, result, lines, base
 
@@ -270,7 +271,7 @@ def test_missing_silver_table_leaves_served_file_untouched(built, tmp_path):
     before = served.read_bytes()
     broken = settings.model_copy(update={"lake_root": tmp_path / "empty_lake"})
     with pytest.raises(WarehouseBuildError) as err:
-        build_marts(broken, "run-missing", progress=lambda _: None)
+        build_marts(broken, "run-missing")
     assert "model stg_silver__quarantine" in err.value.failed_nodes
     assert "test source_unique_silver_incident_incident_id" in err.value.failed_nodes
     assert "Path does not exist" in str(err.value)
@@ -287,7 +288,7 @@ def test_failing_data_test_leaves_served_file_untouched(built, tmp_path):
     dup = pa.Table.from_pylist([incident_row(*ROWS[0], n=99)], schema=tables.incident(lake / "silver").arrow_schema())
     write_deltalake(str(lake / "silver" / "incident"), dup, mode="append")
     with pytest.raises(WarehouseBuildError) as err:
-        build_marts(settings.model_copy(update={"lake_root": lake}), "run-dup", progress=lambda _: None)
+        build_marts(settings.model_copy(update={"lake_root": lake}), "run-dup")
     # the source test fails first; everything downstream of it is skipped
     assert "test source_unique_silver_incident_incident_id" in err.value.failed_nodes
     assert served.read_bytes() == before
@@ -303,7 +304,7 @@ def test_rebuild_swaps_atomically_under_an_open_reader(built, tmp_path):
     write_silver(lake, ROWS + [("police_incidents", "P8", "2025-03-17 12:00", "D02", "TR0101")])
     reader = duckdb.connect(str(served), read_only=True)
     try:
-        result = build_marts(settings_for(lake, served), "run-2", progress=lambda _: None)
+        result = build_marts(settings_for(lake, served), "run-2")
         # the open reader keeps the old file; the swap did not wait for it
         assert reader.execute(f"select sum(incident_count) from {MART}").fetchone()[0] == len(ROWS)
     finally:
@@ -314,7 +315,7 @@ def test_rebuild_swaps_atomically_under_an_open_reader(built, tmp_path):
 
 def test_dbt_parse_writes_manifest(built, tmp_path):
     settings, _, _, _ = built
-    manifest = dbt_parse(settings, target_path=tmp_path / "target", progress=lambda _: None)
+    manifest = dbt_parse(settings, target_path=tmp_path / "target")
     nodes = json.loads(manifest.read_text())["nodes"]
     assert f"model.citysafe.{MART}" in nodes
     assert not (tmp_path / "target" / "parse-only.duckdb").exists()
@@ -343,7 +344,7 @@ def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server
     served = tmp_path / "served" / "citysafe_marts.duckdb"
     prod_settings = settings.model_copy(update={"warehouse_path": served})
     monkeypatch.setenv(DSN_ENV, pg_server.dsn())
-    result = build_marts(prod_settings, "run-prod", progress=lambda _: None, target="prod", postgres_dsn_env=DSN_ENV)
+    result = build_marts(prod_settings, "run-prod", target="prod", postgres_dsn_env=DSN_ENV)
 
     # every mart table of the project, with the row counts of the served DuckDB warehouse
     manifest = json.loads((Path(result["target_path"]) / "manifest.json").read_text())
@@ -368,7 +369,7 @@ def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server
     before_pg, before_file = _postgres_counts(pg_server, "marts"), served.read_bytes()
     monkeypatch.setenv(DSN_ENV, pg_server.dsn(user=PUBLISHER, password=PUBLISHER_PASSWORD))
     with pytest.raises(WarehouseBuildError, match="publishing the marts to PostgreSQL failed") as err:
-        build_marts(prod_settings, "run-prod-denied", progress=lambda _: None, target="prod", postgres_dsn_env=DSN_ENV)
+        build_marts(prod_settings, "run-prod-denied", target="prod", postgres_dsn_env=DSN_ENV)
     assert "must be owner" in str(err.value)
     assert _postgres_counts(pg_server, "marts") == before_pg and _schemas(pg_server) == {"marts"}
     assert served.read_bytes() == before_file
@@ -380,7 +381,7 @@ def test_prod_target_needs_the_dsn_variable(built, tmp_path, monkeypatch):
     monkeypatch.delenv(DSN_ENV, raising=False)
     served = tmp_path / "served.duckdb"
     with pytest.raises(WarehouseBuildError, match=f"set the environment variable {DSN_ENV}"):
-        build_marts(settings.model_copy(update={"warehouse_path": served}), "run-no-dsn", progress=lambda _: None,
+        build_marts(settings.model_copy(update={"warehouse_path": served}), "run-no-dsn",
                     target="prod", postgres_dsn_env=DSN_ENV)
     assert not served.exists()
 
@@ -393,7 +394,7 @@ def test_dbt_docs_generate_works_offline(built, monkeypatch):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     monkeypatch.setenv("NO_PROXY", "")
-    docs = generate_docs(settings, "run-docs", progress=lambda _: None)
+    docs = generate_docs(settings, "run-docs")
     assert docs == Path(settings.runs_dir) / "run-docs" / "dbt_docs"
     assert (docs / "index.html").stat().st_size > 100_000  # dbt's self-contained documentation page
     catalog = json.loads((docs / "catalog.json").read_text())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import shapely
@@ -20,3 +23,24 @@ def write_city_reference(tmp_path: Path) -> Path:
     (folder / "districts.geojson").write_text(json.dumps(geo))
     (folder / "district_aliases.csv").write_text("alias,district_code\n江岸区,420102\n江汉区,420103\n")
     return folder
+
+
+@contextlib.contextmanager
+def captured_log(logger_name: str, level: int = logging.INFO) -> Iterator[list[str]]:
+    """Collect the messages logged under `logger_name` inside the block (works in any fixture scope,
+    unlike pytest's function-scoped caplog)."""
+    lines: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger(logger_name)
+    handler, old_level = _Collect(level), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

@@ -1,0 +1,275 @@
+"""`citysafe` command line: one command per stage of the stage graph, `run` for the whole graph.
+
+The CLI only parses arguments, sets up logging and calls `pipeline.stages`; errors become exit codes
+in one place (`_exit_on_error`): a `CitySafeError` prints one line and exits with its code, anything
+else is a bug and prints its traceback (exit 1). The codes are in citysafe/errors.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+
+from citysafe import delta_io, lake_lock, logs
+from citysafe import data_docs as gx_docs
+from citysafe.config import ConfigError, Settings, load_settings
+from citysafe.errors import EXIT_CODES, EXIT_CONFIG, EXIT_ERROR, CitySafeError
+from citysafe.runs import new_run_id, sanitize_run_id
+from citysafe.sources import load_registry
+from pipeline import stages
+from pipeline.stages import RunContext
+
+log = logging.getLogger("pipeline.cli")
+
+
+def _fail(code: int, message: str):
+    click.echo(f"citysafe: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _exit_on_error(func):
+    """The one place where errors become exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CitySafeError as exc:
+            _fail(exc.exit_code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the last resort keeps the trace: this is a bug
+            traceback.print_exc()
+            _fail(EXIT_ERROR, f"unexpected error: {exc!r}")
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    logs.configure()
+    return load_settings()
+
+
+@contextlib.contextmanager
+def _context(run_id: str | None, sources: tuple[str, ...] | None = None, force: bool = False):
+    settings = _settings()
+    with RunContext(settings, sanitize_run_id(run_id) if run_id else new_run_id(), sources=sources,
+                    force=force) as ctx:
+        yield ctx
+
+
+def _sources(names: tuple[str, ...], all_: bool, tag: str | None = None) -> tuple[str, ...]:
+    """Named sources; with --all every registered source, with --tag those carrying the tag."""
+    if all_ or tag:
+        return tuple(n for n, s in load_registry().items() if tag is None or tag in s.tags)
+    if not names:
+        raise ConfigError("name at least one source, or use --all / --tag (see --help)")
+    return names
+
+
+run_id_option = click.option("--run-id", default=None, help="Run id shared by stages of one run (default: new).")
+sources_argument = click.argument("sources", nargs=-1)
+EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODE_HELP)
+@click.version_option(package_name="citysafe-lake")
+def main():
+    """CitySafe Lake: land departmental data, unify it in Delta, gate it, and build the marts.
+
+    Configuration: config/citysafe.yaml (or $CITYSAFE_CONFIG), overridden by CITYSAFE_<KEY> variables.
+    """
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Regenerate even if the same city is already there.")
+@run_id_option
+@_exit_on_error
+def generate(force, run_id):
+    """Write the synthetic city's departmental deliveries and its truth files (deterministic)."""
+    with _context(run_id) as ctx:
+        counts = stages.run_stage(ctx, stages.stage("generate"), force=force)
+    police = counts["sources"].get("police_incidents", {})
+    click.echo(f"synthetic city at {ctx.settings.synthetic_root}: police rows {police.get('rows_delivered')}")
+
+
+@main.command()
+@sources_argument
+@click.option("--all", "all_", is_flag=True, help="Every registered source (sources/*.yaml).")
+@click.option("--tag", default=None, help="Every source with this tag, e.g. synthetic or real.")
+@run_id_option
+@_exit_on_error
+def ingest(sources, all_, tag, run_id):
+    """Fetch new deliveries of SOURCES, land them (checksums, manifest) and append them to bronze Delta."""
+    with _context(run_id, _sources(sources, all_, tag)) as ctx:
+        stages.run_stage(ctx, stages.stage("ingest"))
+    click.echo(f"run {ctx.run_id}: summary {ctx.summary.path}")
+
+
+@main.command()
+@sources_argument
+@click.option("--all", "all_", is_flag=True, help="Every registered source with a silver path.")
+@click.option("--tag", default=None, help="Every source with this tag and a silver path.")
+@run_id_option
+@_exit_on_error
+def silver(sources, all_, tag, run_id):
+    """Clean, unify and gate new bronze batches of SOURCES, then MERGE them into silver."""
+    names = _sources(sources, all_, tag)
+    if all_ or tag:
+        registry = load_registry()
+        names = tuple(n for n in names if registry[n].silver)
+    with _context(run_id, names) as ctx:
+        stages.run_stage(ctx, stages.stage("silver"))
+    click.echo(f"run {ctx.run_id}: summary {ctx.summary.path}")
+
+
+@main.command("reference")
+@run_id_option
+@_exit_on_error
+def reference_tables(run_id):
+    """Load the taxonomy, districts, district aliases and the city's H3 cells into silver."""
+    with _context(run_id) as ctx:
+        result = stages.run_stage(ctx, stages.stage("reference"))
+    click.echo(", ".join(f"{k}={'unchanged' if v.get('unchanged') else v['rows']}"
+                         for k, v in result.items() if isinstance(v, dict)))
+
+
+@main.command("build-marts")
+@click.option("--target", type=click.Choice(["dev", "prod"]), default="dev", show_default=True,
+              help="prod: also publish the marts to PostgreSQL (one transaction) before the swap.")
+@click.option("--postgres-dsn-env", default="MARTS_POSTGRES_DSN", show_default=True,
+              help="prod: NAME of the environment variable holding the PostgreSQL DSN (never the DSN itself).")
+@click.option("--postgres-schema", default="marts", show_default=True, help="prod: PostgreSQL schema of the marts.")
+@click.option("--docs", is_flag=True, help="Also run `dbt docs generate` (offline) into runs/<run_id>/dbt_docs.")
+@run_id_option
+@_exit_on_error
+def build_marts(target, postgres_dsn_env, postgres_schema, docs, run_id):
+    """Build the dbt marts into a new DuckDB file and swap it in atomically when tests pass."""
+    with _context(run_id) as ctx:
+        result = stages.run_stage(ctx, stages.stage("marts"), target=target, postgres_dsn_env=postgres_dsn_env,
+                                  postgres_schema=postgres_schema, docs=docs)
+    click.echo(f"warehouse {result['warehouse']}: {len(result['models'])} models")
+    if "published" in result:
+        click.echo(f"PostgreSQL schema {result['published']['schema']}: {len(result['published']['tables'])} marts")
+    if "docs" in result:
+        click.echo(f"dbt docs: {result['docs']}/index.html")
+
+
+@main.command()
+@sources_argument
+@run_id_option
+@_exit_on_error
+def reconcile(sources, run_id):
+    """Check the lake against the synthetic city's expected counts (exit 4 on a mismatch)."""
+    with _context(run_id, sources or None) as ctx:
+        stages.run_stage(ctx, stages.stage("reconcile"))
+    click.echo("lake reconciles with the generator's truth")
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Run every stage, also those whose inputs did not change.")
+@run_id_option
+@_exit_on_error
+def run(force, run_id):
+    """The whole stage graph on the configured engine: generate, reference, ingest, silver, marts,
+    reconcile. Stages whose inputs and outputs did not change since their last success are skipped."""
+    with _context(run_id, force=force) as ctx:
+        s = ctx.settings
+        log.info("run %s: engine=%s scale=%s lake=%s", ctx.run_id, s.engine, s.scale, s.lake_root)
+        # One writer for the whole run: no other run can slip in between two of its stages.
+        with lake_lock.lake_lock(s.lake_root, run_id=ctx.run_id, wait_seconds=s.lake_lock_wait_seconds):
+            stages.run_all(ctx)
+    _print_summary(ctx)
+
+
+def _print_summary(ctx: RunContext) -> None:
+    data = ctx.summary.load()
+    click.echo("")
+    click.echo(f"CitySafe Lake run {ctx.run_id} finished in {time.monotonic() - ctx.started:.1f}s")
+    for name, st in data.get("stages", {}).items():
+        if st.get("status") == "skipped":
+            click.echo(f"  {name}: skipped, nothing it reads or writes changed since run {st.get('since_run')}")
+    for table, e in data["tables"].items():
+        if "rows_read" in e:
+            q = sum(e.get("quarantined", {}).values())
+            click.echo(f"  {table:34s} read {e['rows_read']:>8}  published {e['published']:>8}  "
+                       f"quarantined {q:>6}  duplicates {e.get('duplicates', 0):>6}  "
+                       f"delta v{e.get('delta_version')}  {e.get('seconds', 0):.1f}s")
+    wh = data["tables"].get("warehouse")
+    if wh:
+        click.echo(f"  warehouse {wh['warehouse']}: " + ", ".join(f"{m}={n}" for m, n in wh["models"].items()))
+    rec = data["tables"].get("reconciliation")
+    if rec:
+        click.echo(f"  reconciliation with the generator's truth: {'OK' if rec['ok'] else 'MISMATCH'}")
+    click.echo(f"  summary: {ctx.summary.path}")
+
+
+@main.command("stages")
+def show_stages():
+    """List the stages of a run in order, with what each reads and writes."""
+    for st in stages.STAGES:
+        click.echo(f"{st.name}: {st.summary}")
+        click.echo(f"    reads:  {', '.join(st.reads) or '-'}")
+        click.echo(f"    writes: {', '.join(st.writes) or '-'}")
+        click.echo(f"    skipped when unchanged: {'yes' if st.fingerprint else 'no (checks for itself)'}")
+
+
+@main.command("config")
+@_exit_on_error
+def show_config():
+    """Print the effective configuration (after environment overrides)."""
+    click.echo(json.dumps(_settings().model_dump(mode="json"), indent=2))
+
+
+@main.command("data-docs")
+@click.option("--rebuild", is_flag=True, help="Re-render every page, not only new validation results.")
+@_exit_on_error
+def data_docs(rebuild):
+    """Build the Great Expectations Data Docs (offline HTML) from every stored validation result."""
+    index = gx_docs.build_data_docs(_settings(), rebuild=rebuild)
+    click.echo(f"Data Docs: {index}")
+
+
+@main.command()
+@click.argument("table")
+@click.option("--limit", default=10, show_default=True)
+@_exit_on_error
+def history(table, limit):
+    """Commit history of a lake table, e.g. `silver/incident` or `bronze/police_incidents`."""
+    path = _settings().lake_root / table
+    if not (path / "_delta_log").is_dir():
+        _fail(EXIT_CONFIG, f"no Delta table at {path}")
+    for h in delta_io.history(Path(path), limit):
+        metrics = h.get("operationMetrics", {})
+        rows = metrics.get("numOutputRows", metrics.get("num_added_rows", ""))
+        click.echo(f"v{h['version']:<4} {h.get('operation', ''):14s} rows={rows}  ts={h.get('timestamp')}")
+
+
+@main.command()
+@click.option("--vacuum-hours", default=168, show_default=True,
+              help="Delete unreferenced files older than this (time travel stops there).")
+@click.option("--dry-run", is_flag=True, help="List what vacuum would delete, delete nothing.")
+@_exit_on_error
+def maintain(vacuum_hours, dry_run):
+    """Compact small files and vacuum old ones in every Delta table of the lake (delta-rs)."""
+    settings = _settings()
+    with lake_lock.lake_lock(settings.lake_root, run_id="maintain", wait_seconds=settings.lake_lock_wait_seconds):
+        for log_dir in sorted(settings.lake_root.glob("*/*/_delta_log")):
+            if log_dir.parent.parent.name == "staging":
+                continue
+            table = log_dir.parent
+            compacted = delta_io.compact(table)
+            removed = delta_io.vacuum(table, retention_hours=vacuum_hours, dry_run=dry_run)
+            click.echo(f"{table.relative_to(settings.lake_root)}: compacted {compacted.get('numFilesRemoved', 0)} "
+                       f"files into {compacted.get('numFilesAdded', 0)}; vacuum "
+                       f"{'would remove' if dry_run else 'removed'} {len(removed)} files")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The stage graph: every stage of a CitySafe run, its order, and what it reads and writes. Declared once.
+
+`citysafe run` walks `STAGES` in order; the single-stage commands (`citysafe ingest`, `silver`, ...)
+run one stage; the orchestration layer generates its DAGs from the same list. A stage that declares
+a fingerprint of its inputs and outputs is skipped by `run` when that fingerprint equals the one
+it left after its last success: nothing it reads changed and nothing it wrote was touched since.
+
+Import direction (checked by tests/test_architecture.py): the shared library `citysafe` knows
+nothing above it; the jobs (`spark_jobs`, `synthetic_city`, `ml`) import the library; this package
+wires the jobs into stages; the CLI (`pipeline.cli`) and the DAGs sit on top and only call this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from citysafe import fingerprint, lake_lock, logs, reconcile, warehouse
+from citysafe.config import REPO_ROOT, ConfigError, Settings
+from citysafe.engine import spark_session
+from citysafe.errors import ReconcileError
+from citysafe.runs import RunSummary, write_json_atomic
+from citysafe.sources import Source, get_source, load_registry
+from spark_jobs import bronze, silver, silver_reference, unmapped_codes
+from synthetic_city import generate as generate_city
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_TAG = "synthetic"
+
+
+class RunContext:
+    """What the stages of one run share: settings, the run summary, one engine session (started on
+    first use), the selected sources and whether unchanged stages may be skipped."""
+
+    def __init__(self, settings: Settings, run_id: str, *, sources: tuple[str, ...] | None = None,
+                 force: bool = False):
+        self.settings = settings
+        self.summary = RunSummary(settings.runs_dir, run_id)
+        self.run_id = self.summary.run_id
+        self.sources = sources
+        self.force = force
+        self.started = time.monotonic()
+        self._exit = contextlib.ExitStack()
+        self._spark = None
+
+    @property
+    def spark(self):
+        if self._spark is None:
+            log.info("starting engine: %s", self.settings.engine)
+            self._spark = self._exit.enter_context(
+                spark_session(self.settings.engine, app_name=f"citysafe-{self.run_id}"))
+        return self._spark
+
+    def close(self) -> None:
+        self._spark = None
+        self._exit.close()
+
+    def __enter__(self) -> RunContext:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def selected(self, *, silver_only: bool = False) -> list[Source]:
+        """The sources this run works on: the named ones, else every synthetic source."""
+        registry = load_registry()
+        names = self.sources if self.sources is not None else tuple(
+            n for n, s in registry.items() if SYNTHETIC_TAG in s.tags)
+        chosen = [get_source(n) for n in names]
+        if silver_only:
+            chosen = [s for s in chosen if s.silver is not None]
+        return chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    reads: tuple[str, ...]           # lake/warehouse locations and repository folders it reads
+    writes: tuple[str, ...]          # what it writes
+    run: Callable[[RunContext], dict]
+    writes_lake: bool = True         # holds the lake lock while it runs
+    fingerprint: Callable[[RunContext], dict] | None = None  # None: always runs (it checks for itself)
+
+
+# --- stage bodies ---------------------------------------------------------------------------------
+
+
+def run_generate(ctx: RunContext, force: bool = False) -> dict:
+    s = ctx.settings
+    params = {"seed": s.seed, "scale": s.scale, "start_date": str(s.city.start_date), "days": s.city.days,
+              "h3_resolution": s.h3_resolution}
+    truth = s.synthetic_root / "truth" / "expected_counts.json"
+    if truth.exists():
+        existing = json.loads(truth.read_text())["generator"]
+        same = all(str(existing.get(k)) == str(v) for k, v in params.items())
+        if same and not force:
+            log.info("synthetic city already generated at %s (%s); skipping", s.synthetic_root, params)
+            return json.loads(truth.read_text())
+        if not same and s.landing_dir.exists() and any(s.landing_dir.iterdir()):
+            raise ConfigError(
+                f"{s.synthetic_root} holds another synthetic city ({existing}) and the lake at {s.lake_root} "
+                f"was built from it; point lake_root and synthetic_root at new folders (or delete them) "
+                f"before generating {params}")
+    log.info("generating synthetic city: %s -> %s", params, s.synthetic_root)
+    return generate_city(s.synthetic_root, scale=s.scale, seed=s.seed, start_date=s.city.start_date,
+                         days=s.city.days, timezone=s.timezone, h3_resolution=s.h3_resolution)
+
+
+def run_reference(ctx: RunContext) -> dict:
+    result = silver_reference.run(ctx.spark, ctx.settings, run_id=ctx.run_id)
+    ctx.summary.record_table("silver.reference", result)
+    return result
+
+
+def run_ingest(ctx: RunContext) -> dict:
+    out = {}
+    for source in ctx.selected():
+        log.info("ingest %s", source.name)
+        out[source.name] = bronze.ingest(ctx.spark, ctx.settings, source)
+        ctx.summary.record_table(f"bronze.{source.name}", out[source.name])
+    return out
+
+
+def run_silver(ctx: RunContext) -> dict:
+    if ctx.sources is not None:
+        missing = [n for n in ctx.sources if get_source(n).silver is None]
+        if missing:
+            raise ConfigError(f"source(s) {missing} have no silver section in sources/<name>.yaml yet")
+    out = {}
+    for source in silver.ordered(ctx.selected(silver_only=True)):
+        log.info("silver %s", source.name)
+        out[source.name] = silver.run(ctx.spark, ctx.settings, source, ctx.run_id)
+        ctx.summary.record_table(f"silver.{source.silver.table}[{source.name}]", out[source.name])
+    # The stewards' review list: codes and texts that could not be mapped, from the quarantine.
+    review = unmapped_codes.refresh(ctx.spark, ctx.settings)
+    ctx.summary.record_table("silver.unmapped_codes", review)
+    log.info("unmapped codes for review: %s (%s quarantined rows)", review["codes"], review["quarantine_rows"])
+    return out
+
+
+def run_marts(ctx: RunContext, target: str = "dev", postgres_dsn_env: str | None = None,
+              postgres_schema: str | None = None, docs: bool = False) -> dict:
+    result = warehouse.build_marts(ctx.settings, ctx.run_id, target=target,
+                                   postgres_dsn_env=postgres_dsn_env or warehouse.PROD_DSN_ENV,
+                                   postgres_schema=postgres_schema or warehouse.PROD_SCHEMA)
+    if docs:
+        result["docs"] = str(warehouse.generate_docs(ctx.settings, ctx.run_id))
+    ctx.summary.record_table("warehouse", result)
+    return result
+
+
+def run_reconcile(ctx: RunContext) -> dict:
+    """Sources with a silver path reconcile end to end; the other synthetic ones at bronze."""
+    chosen = ctx.selected()
+    full = {s.name: s.silver.table for s in chosen if s.silver}
+    bronze_only = tuple(s.name for s in chosen if not s.silver)
+    report = reconcile.against_truth(ctx.settings, full, bronze_only)
+    ctx.summary.record_table("reconciliation", report)
+    for name, item in report["sources"].items():
+        log.info("reconcile %s: %s %s", name, "OK " if item["ok"] else "MISMATCH", item["actual"])
+        for problem in item["problems"]:
+            log.warning("    %s", problem)
+    if not report["ok"]:
+        raise ReconcileError("the lake does not reconcile with the generator's expected counts: "
+                             + "; ".join(p for i in report["sources"].values() for p in i["problems"]))
+    return report
+
+
+# --- fingerprints ---------------------------------------------------------------------------------
+
+
+def _silver_inputs(ctx: RunContext) -> dict:
+    s = ctx.settings
+    names = sorted(src.name for src in ctx.selected(silver_only=True))
+    return {
+        "sources": names,
+        "bronze": {n: fingerprint.delta_version(s.bronze_dir / n) for n in names},
+        "silver": fingerprint.delta_versions(s.silver_dir),
+        "declarations": fingerprint.files_digest(
+            [REPO_ROOT / "sources", REPO_ROOT / "reference", REPO_ROOT / "expectations",
+             s.districts_geojson, s.district_aliases], REPO_ROOT),
+        "settings": [s.timezone, s.h3_resolution, s.pii_key_env],
+    }
+
+
+def _marts_inputs(ctx: RunContext) -> dict:
+    s = ctx.settings
+    return {
+        "silver": fingerprint.delta_versions(s.silver_dir),
+        "dbt_project": fingerprint.files_digest([warehouse.DBT_PROJECT_DIR], REPO_ROOT),
+        "vars": warehouse._dbt_vars(s),  # noqa: SLF001 - the marts stage owns the vars it passes
+        "warehouse": [str(s.warehouse_path), fingerprint.file_state(s.warehouse_path)],
+        # Freshness is measured when the marts are built: rebuild at least once a day.
+        "day": dt.datetime.now(dt.UTC).date().isoformat(),
+    }
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("generate", "the synthetic city's deliveries and truth (skipped when the same city exists)",
+          reads=("config: seed, scale, city",), writes=("<synthetic_root>/",),
+          run=run_generate, writes_lake=False),
+    Stage("reference", "taxonomy, districts, aliases, H3 cells and the source registry into silver",
+          reads=("reference/", "sources/", "<districts_geojson>", "<district_aliases>"),
+          writes=("silver/taxonomy", "silver/district", "silver/district_alias", "silver/h3_cell",
+                  "silver/source_registry"),
+          run=run_reference),
+    Stage("ingest", "land new deliveries (manifest, checksums) and append them to bronze",
+          reads=("each source's connector: drop folder, REST API or PostgreSQL",),
+          writes=("landing/<source>/", "bronze/<source>", "silver/ingest_batch"),
+          run=run_ingest),
+    Stage("silver", "clean, unify and gate new bronze batches; MERGE into silver",
+          reads=("bronze/<source>", "silver reference tables", "sources/", "reference/crosswalks/", "expectations/"),
+          writes=("silver/<table>", "silver/quarantine", "silver/validation_result", "silver/unmapped_codes"),
+          run=run_silver, fingerprint=_silver_inputs),
+    Stage("marts", "dbt build into a new DuckDB file, swapped in when every model and test passed",
+          reads=("silver/*", "dbt/"), writes=("<warehouse_path>",),
+          run=run_marts, fingerprint=_marts_inputs),
+    Stage("reconcile", "check the lake against the generator's expected counts",
+          reads=("bronze/*", "silver/*", "<synthetic_root>/truth/"), writes=(),
+          run=run_reconcile, writes_lake=False),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def stage(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r} (stages: {', '.join(STAGE_NAMES)})")
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+def _state_path(ctx: RunContext, st: Stage) -> Path:
+    return ctx.settings.state_dir / "stages" / f"{st.name}.json"
+
+
+def _last_state(ctx: RunContext, st: Stage) -> dict:
+    path = _state_path(ctx, st)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _canonical(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def run_stage(ctx: RunContext, st: Stage, *, skip_unchanged: bool = False, **options) -> dict | None:
+    """Run one stage: log lines carry its name, it holds the lake lock if it writes the lake, its
+    outcome goes into the run summary, and with `skip_unchanged` it is skipped when its fingerprint
+    is the one it left last time. Errors propagate (the CLI maps them to exit codes)."""
+    with logs.stage_context(st.name), contextlib.ExitStack() as stack:
+        if st.writes_lake:
+            stack.enter_context(lake_lock.lake_lock(ctx.settings.lake_root, run_id=ctx.run_id,
+                                                    wait_seconds=ctx.settings.lake_lock_wait_seconds))
+        t0 = time.monotonic()
+        before = st.fingerprint(ctx) if st.fingerprint else None
+        if skip_unchanged and before is not None and not ctx.force:
+            last = _last_state(ctx, st)
+            if _canonical(last.get("fingerprint", {})) == _canonical(before):
+                log.info("skipped: nothing it reads or writes changed since run %s", last.get("run_id"))
+                ctx.summary.record_stage(st.name, "skipped", time.monotonic() - t0, since_run=last.get("run_id"))
+                return None
+        try:
+            result = st.run(ctx, **options)
+        except Exception as exc:
+            ctx.summary.record_stage(st.name, "failed", time.monotonic() - t0, error=str(exc) or repr(exc))
+            raise
+        ctx.summary.record_stage(st.name, "ok", time.monotonic() - t0)
+        if st.fingerprint is not None:
+            write_json_atomic(_state_path(ctx, st), {"run_id": ctx.run_id, "fingerprint": st.fingerprint(ctx)})
+        return result
+
+
+def run_all(ctx: RunContext, names: tuple[str, ...] = STAGE_NAMES) -> dict:
+    """Walk the stage graph in order (the stages named), skipping those whose inputs did not change."""
+    out = {}
+    for st in STAGES:
+        if st.name in names:
+            out[st.name] = run_stage(ctx, st, skip_unchanged=True)
+    return out
