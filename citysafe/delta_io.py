@@ -19,6 +19,7 @@ It enforces the guardrails from STACK_NOTES (Sail loses data silently otherwise)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from citysafe.errors import InputError
+from citysafe.errors import InputError, LakeBusyError
 
 # Declared type (Spark DDL name) -> (arrow type for creating the table, Delta primitive type name).
 _TYPES: dict[str, tuple[pa.DataType, str]] = {
@@ -207,6 +208,27 @@ def version(spec: TableSpec) -> int | None:
 
 # --- writes -----------------------------------------------------------------------------------------
 
+# What Sail (and delta-rs) say when another writer committed the version this write was based on.
+_CONFLICT_MARKERS = ("Failed to commit transaction", "CommitFailed", "ConcurrentAppend", "ConcurrentDelete",
+                     "ConcurrentTransaction", "version already exists")
+
+
+@contextlib.contextmanager
+def _committing(spec: TableSpec, operation: str):
+    """Turn a lost commit race into one line with a retry hint: nothing of this write was committed
+    (Delta commits are atomic), so running the same command again is safe."""
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc)
+        if not any(marker in text for marker in _CONFLICT_MARKERS):
+            raise
+        first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+        raise LakeBusyError(
+            f"table {spec.name} ({spec.path}): another writer committed first, so this {operation} was not "
+            f"committed ({first}); nothing is lost: run the command again (one run at a time per lake)") from None
+
+
 
 def append(df: DataFrame, spec: TableSpec, *, expected_rows: int | None = None) -> WriteResult:
     """Append rows by column name. Empty input commits nothing."""
@@ -216,7 +238,8 @@ def append(df: DataFrame, spec: TableSpec, *, expected_rows: int | None = None) 
         raise RuntimeError(f"table {spec.name}: expected {expected_rows} rows to append, the frame has {rows}")
     if rows == 0:
         return WriteResult(spec.name, "none", version_before=before, version_after=before)
-    data.write.format("delta").mode("append").save(str(spec.path))
+    with _committing(spec, "append"):
+        data.write.format("delta").mode("append").save(str(spec.path))
     after = DeltaTable(str(spec.path)).version()
     return WriteResult(spec.name, "append", rows_written=rows, rows_inserted=rows, version_before=before,
                        version_after=after)
@@ -273,10 +296,11 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
     # Without updates, leave the matched clause out: Sail's MERGE is much cheaper without it.
     update = (f"WHEN MATCHED AND s.`{spec.newer_by}` > t.`{spec.newer_by}` THEN UPDATE SET {set_clause} "
               if spec.newer_by and updated else "")
-    spark.sql(
-        f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
-        f"{update}WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
-    ).collect()
+    with _committing(spec, "MERGE"):
+        spark.sql(
+            f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
+            f"{update}WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
+        ).collect()
     spark.catalog.dropTempView(view)
     after = DeltaTable(str(spec.path)).version()
     return WriteResult(spec.name, "merge", rows_written=inserted + updated, rows_inserted=inserted,
@@ -311,13 +335,14 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
     source.createOrReplaceTempView(view)
     differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in values) or "FALSE"
     cols = spec.column_names
-    spark.sql(
-        f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
-        f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {', '.join(f't.`{c}` = s.`{c}`' for c in cols)} "
-        f"WHEN NOT MATCHED THEN INSERT ({', '.join(f'`{c}`' for c in cols)}) "
-        f"VALUES ({', '.join(f's.`{c}`' for c in cols)})"
-        + (" WHEN NOT MATCHED BY SOURCE THEN DELETE" if delete_missing else "")
-    ).collect()
+    with _committing(spec, "MERGE"):
+        spark.sql(
+            f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
+            f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {', '.join(f't.`{c}` = s.`{c}`' for c in cols)} "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(f'`{c}`' for c in cols)}) "
+            f"VALUES ({', '.join(f's.`{c}`' for c in cols)})"
+            + (" WHEN NOT MATCHED BY SOURCE THEN DELETE" if delete_missing else "")
+        ).collect()
     spark.catalog.dropTempView(view)
     after = DeltaTable(str(spec.path)).version()
     return WriteResult(spec.name, "merge", rows_written=inserted + updated, rows_inserted=inserted,
@@ -336,8 +361,9 @@ def delete_keys(spark: SparkSession, keys: DataFrame, spec: TableSpec) -> int:
     if n:
         view = f"citysafe_delete_{uuid.uuid4().hex}"
         present.createOrReplaceTempView(view)
-        spark.sql(f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s "
-                  f"ON {_key_condition(spec.key, 't', 's')} WHEN MATCHED THEN DELETE").collect()
+        with _committing(spec, "MERGE"):
+            spark.sql(f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s "
+                      f"ON {_key_condition(spec.key, 't', 's')} WHEN MATCHED THEN DELETE").collect()
         spark.catalog.dropTempView(view)
     return n
 

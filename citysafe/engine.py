@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 
 from pyspark.sql import SparkSession
@@ -28,6 +29,24 @@ class EngineError(ConfigurationError):
     pass
 
 
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _check_reachable(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    """Fail fast with one line when nothing listens at the Spark Connect URL: the client itself
+    retries an unreachable server for minutes before it gives up."""
+    hostport = url[len("sc://"):].split("/", 1)[0].split(";", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise EngineError(f"engine {url!r}: expected sc://host:port")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise EngineError(f"cannot reach the Spark Connect server at {url}: {exc.strerror or exc}; "
+                          f"start it or fix `engine` in the configuration") from None
+
+
 @contextlib.contextmanager
 def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[SparkSession]:
     """Yield a Spark Connect session for `engine`; always stop the session before the server."""
@@ -44,6 +63,7 @@ def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[
         url = f"sc://{host}:{port}"
     elif engine.startswith("sc://"):
         url = engine
+        _check_reachable(url)
     else:
         raise EngineError(f"unknown engine {engine!r}: use 'sail' or 'sc://host:port'")
     spark = None

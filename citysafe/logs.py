@@ -48,9 +48,7 @@ def configure(level: int = logging.INFO, stream=None) -> None:
     global _handler, _started
     _started = time.monotonic()
     stream = stream or sys.stderr
-    if _handler is not None:
-        for name in OWN_PACKAGES:
-            logging.getLogger(name).removeHandler(_handler)
+    reset()
     _handler = logging.StreamHandler(stream)
     _handler.addFilter(_StageFilter())
     _handler.setFormatter(_Formatter())
@@ -59,6 +57,18 @@ def configure(level: int = logging.INFO, stream=None) -> None:
         logger.setLevel(level)
         logger.addHandler(_handler)
         logger.propagate = False
+
+
+def reset() -> None:
+    """Remove the handler `configure` installed (tests that run the CLI in-process)."""
+    global _handler
+    if _handler is not None:
+        for name in OWN_PACKAGES:
+            logger = logging.getLogger(name)
+            logger.removeHandler(_handler)
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
+        _handler = None
 
 
 @contextlib.contextmanager

@@ -154,7 +154,11 @@ def load_rules(name: str, directory: Path = CLASSIFIER_DIR) -> RuleSet:
     path = directory / f"{name}.csv"
     if not path.is_file():
         raise RuleError(f"classifier rules not found: {path}")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise RuleError(f"{path}: not a readable UTF-8 rules CSV ({detail})") from None
     return build(df, str(path), set(reference.taxonomy()["subcategory_code"]))
 
 
