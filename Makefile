@@ -16,7 +16,7 @@ PII_KEY_FILE := var/secrets/pii.key
 # The PII key comes from the environment; for local runs one is made once under var/ (never committed).
 PII_KEY = $${CITYSAFE_PII_KEY:-$$(cat $(PII_KEY_FILE))}
 
-.PHONY: help setup run test test-fast lock clean
+.PHONY: help setup run test test-fast lint format lock clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -42,9 +42,17 @@ setup: $(PIPELINE)/.synced $(AIRFLOW)/.synced  ## build the venvs from the lock 
 run: setup $(PII_KEY_FILE)  ## the whole pipeline on the embedded engine (Sail), small default scale
 	CITYSAFE_PII_KEY=$(PII_KEY) $(CITYSAFE) run
 
-test: setup  ## the full test suite (pipeline venv, then Airflow venv)
-	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -p no:cacheprovider
-	$(AIRFLOW)/bin/python -m pytest tests/airflow -q -p no:cacheprovider
+test: setup lint  ## lint, then the full test suite (pipeline venv, then Airflow venv)
+	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -p no:cacheprovider --durations=15
+	$(AIRFLOW)/bin/python -m pytest tests/airflow -q -p no:cacheprovider --durations=5
+
+lint: setup  ## ruff: lint rules and formatting (configured in pyproject.toml)
+	$(PIPELINE)/bin/ruff check .
+	$(PIPELINE)/bin/ruff format --check .
+
+format: setup  ## apply ruff's fixes and formatting
+	$(PIPELINE)/bin/ruff check --fix .
+	$(PIPELINE)/bin/ruff format .
 
 test-fast: setup  ## the suite without the slow end-to-end tests
 	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -m "not slow" -p no:cacheprovider

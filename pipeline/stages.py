@@ -24,10 +24,10 @@ from pathlib import Path
 from citysafe import fingerprint, lake_lock, logs, reconcile, warehouse
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.engine import spark_session
-from citysafe.errors import ReconcileError
+from citysafe.errors import MartsError, ReconcileError
 from citysafe.runs import RunSummary, write_json_atomic
 from citysafe.sources import Source, get_source, load_registry
-from spark_jobs import bronze, silver, silver_reference, unmapped_codes
+from spark_jobs import bronze, catalog, silver, silver_reference, unmapped_codes
 from synthetic_city import generate as generate_city
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,13 @@ def run_silver(ctx: RunContext) -> dict:
 
 def run_marts(ctx: RunContext, target: str = "dev", postgres_dsn_env: str | None = None,
               postgres_schema: str | None = None, docs: bool = False) -> dict:
+    missing = sorted(name for name, spec in catalog.silver_tables(ctx.settings).items()
+                     if fingerprint.delta_version(spec.path) is None)
+    if missing:
+        # Fail in a second with the cause instead of dbt's error per model: the marts read every silver table.
+        raise MartsError(f"{len(missing)} silver table(s) missing under {ctx.settings.silver_dir} "
+                         f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): wrong lake_root, or "
+                         f"run `citysafe reference` (it creates every silver table no job has written yet)")
     result = warehouse.build_marts(ctx.settings, ctx.run_id, target=target,
                                    postgres_dsn_env=postgres_dsn_env or warehouse.PROD_DSN_ENV,
                                    postgres_schema=postgres_schema or warehouse.PROD_SCHEMA)

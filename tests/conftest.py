@@ -31,3 +31,28 @@ def built_city(tmp_path_factory):
     from city_fixture import build_city
 
     return build_city(tmp_path_factory.mktemp("city"))
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path):
+    """Invoke the `citysafe` CLI in-process (click's CliRunner) on a lake under tmp_path, with no
+    CITYSAFE_* variables from the caller's environment; returns (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from citysafe import logs
+    from pipeline.cli import main
+
+    for key in [k for k in os.environ if k.startswith("CITYSAFE_")]:
+        monkeypatch.delenv(key)
+    syn = tmp_path / "syn"
+    base = {"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+            "CITYSAFE_WAREHOUSE_PATH": str(tmp_path / "wh" / "marts.duckdb"),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")}
+
+    def invoke(*args, env=None):
+        result = CliRunner().invoke(main, list(args), env={**base, **(env or {})}, prog_name="citysafe")
+        logs.reset()
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke

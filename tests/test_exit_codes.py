@@ -15,30 +15,10 @@ import textwrap
 import time
 
 import pytest
-from click.testing import CliRunner
 
-from citysafe import errors, logs
+from citysafe import errors
 from citysafe.errors import EXIT_CODES
 from pipeline.cli import main
-
-
-@pytest.fixture
-def cli(monkeypatch, tmp_path):
-    """Invoke the CLI in-process on a lake under tmp_path; returns (exit code, stdout, stderr)."""
-    for key in [k for k in os.environ if k.startswith("CITYSAFE_")]:
-        monkeypatch.delenv(key)
-    syn = tmp_path / "syn"
-    base = {"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_WAREHOUSE_PATH": str(tmp_path / "wh" / "marts.duckdb"),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")}
-
-    def invoke(*args, env=None):
-        result = CliRunner().invoke(main, list(args), env={**base, **(env or {})})
-        logs.reset()
-        return result.exit_code, result.stdout, result.stderr
-
-    return invoke
 
 
 def _one_line_error(stderr: str) -> str:
@@ -127,7 +107,7 @@ def test_exit_5_unreadable_delivery(cli, tmp_path):
 
 def test_exit_6_marts_on_a_lake_without_silver_tables(cli, tmp_path):
     code, _, err = cli("build-marts")
-    assert code == 6 and "dbt build failed" in _one_line_error(err)
+    assert code == 6 and "silver table(s) missing under" in _one_line_error(err)
     assert not (tmp_path / "wh" / "marts.duckdb").exists()
 
 
