@@ -11,15 +11,20 @@ naming the file and what to do.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import gzip
 import io
 import json
+import logging
 from typing import Any
 
 from citysafe.sources import Source
 from citysafe.errors import InputError
+
+
+log = logging.getLogger(__name__)
 
 
 class FormatError(InputError):
@@ -105,14 +110,46 @@ def _check_header(name: str, header: list[str], source: Source) -> None:
                           f"the file has {header}")
 
 
+# A field longer than this is not a value but a broken record (typically a stray quote that swallowed
+# the lines after it): the record lands in bronze with a parse error instead of aborting the file.
+MAX_FIELD_CHARS = 131_072
+# How much of a malformed record's raw text bronze keeps.
+MAX_RAW_CHARS = 8_192
+
+
+def _raw_excerpt(raw: str) -> str:
+    if len(raw) <= MAX_RAW_CHARS:
+        return raw
+    return raw[:MAX_RAW_CHARS] + f"... [truncated: {len(raw):,} characters]"
+
+
+@contextlib.contextmanager
+def _csv_field_limit(limit: int):
+    """The csv module's field limit is process-wide: raise it for one file, then put it back."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(limit, previous))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
 def parse_csv(name: str, data: bytes, source: Source) -> ParsedFile:
     fmt = source.format
     text = decode(name, _decompress(name, data), fmt.encoding, source)
+    # Let the reader take any field the file can hold (never "field larger than field limit" half-way
+    # through a file); fields over MAX_FIELD_CHARS are then flagged per record below.
+    with _csv_field_limit(len(text) + 1):
+        return _parse_csv_text(name, text, source)
+
+
+def _parse_csv_text(name: str, text: str, source: Source) -> ParsedFile:
+    fmt = source.format
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter, quotechar=fmt.quotechar)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
-        raise FormatError(f"{name}: empty file, no header row (source {source.name})") from None
+        return _empty_delivery(name, source, "no header row")
     header = [fmt.rename.get(h, h) for h in header]
     _check_header(name, header, source)
     if fmt.strict_columns:
@@ -125,6 +162,12 @@ def parse_csv(name: str, data: bytes, source: Source) -> ParsedFile:
     width = len(header)
     for number, record in enumerate(reader, start=1):
         if not record:  # a blank line is not a record
+            continue
+        longest = max(range(len(record)), key=lambda i: len(record[i]))
+        if len(record[longest]) > MAX_FIELD_CHARS:
+            label = header[longest] if longest < width else f"#{longest + 1}"
+            build.add(number, None, f"field {label} is {len(record[longest]):,} characters, over the "
+                      f"{MAX_FIELD_CHARS:,} limit (an unbalanced quote?)", _raw_excerpt(fmt.delimiter.join(record)))
             continue
         if len(record) != width:
             build.add(number, None, f"expected {width} fields, found {len(record)}", fmt.delimiter.join(record))
@@ -207,5 +250,16 @@ def parse_xlsx(name: str, data: bytes, source: Source) -> ParsedFile:
 PARSERS = {"csv": parse_csv, "jsonl": parse_jsonl, "json": parse_json, "xlsx": parse_xlsx}
 
 
+def _empty_delivery(name: str, source: Source, why: str) -> ParsedFile:
+    """An empty delivery is a real event (a department with nothing to report, a failed export):
+    it lands with zero rows and a warning, and the other files of the batch land as usual."""
+    log.warning("%s: empty delivery (%s) from source %s: landed with zero rows", name, why, source.name)
+    return _Builder(name, source.columns).out
+
+
 def parse(name: str, data: bytes, source: Source) -> ParsedFile:
+    if not data:
+        return _empty_delivery(name, source, "0 bytes")
+    if len(data) < 4096 and not _decompress(name, data).strip():
+        return _empty_delivery(name, source, "no content")
     return PARSERS[source.format.type](name, data, source)

@@ -1,0 +1,94 @@
+"""Faults found by fault tests, each reproduced here: an oversize CSV field and an empty delivery must
+not stop a batch; the record or file is accounted for and the rest lands."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+
+from citysafe import delta_io
+from citysafe.config import load_settings
+from citysafe.formats import MAX_FIELD_CHARS, parse_csv
+from citysafe.sources import get_source
+from spark_jobs import bronze
+from tests_support import captured_log
+
+SOURCE = get_source("police_incidents")
+HEADER = ",".join(SOURCE.columns)
+GOOD = "JQ{n},2025-03-04 13:22:10,0101,盗窃,江岸区,114.25,30.55,解放大道1号,张三,13800138000,,已受理,2025-03-05 09:00:00"
+
+
+def _settings(tmp_path):
+    return load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
+                                  "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn")})
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "syn" / "police"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _bronze_rows(spark, settings):
+    rows = delta_io.read(spark, bronze.bronze_spec(settings, SOURCE)).collect()
+    return sorted(rows, key=lambda r: (r._source_file, r._source_row_number))
+
+
+def test_a_field_over_the_limit_is_one_malformed_record_and_the_rest_parses():
+    huge = "x" * (MAX_FIELD_CHARS + 10)
+    text = "\n".join([HEADER, GOOD.format(n=1), GOOD.format(n=2).replace("解放大道1号", huge), GOOD.format(n=3)])
+    parsed = parse_csv("big.csv", text.encode(), SOURCE)
+    assert parsed.rows == 3 and parsed.columns["case_no"] == ["JQ1", None, "JQ3"]
+    assert parsed.parse_errors[0] is None and parsed.parse_errors[2] is None
+    assert parsed.parse_errors[1] == (f"field address is {MAX_FIELD_CHARS + 10:,} characters, over the "
+                                      f"{MAX_FIELD_CHARS:,} limit (an unbalanced quote?)")
+    assert parsed.raw_records[1].startswith("JQ2,") and "[truncated: " in parsed.raw_records[1]
+    assert len(parsed.raw_records[1]) < 10_000
+
+
+def test_an_unbalanced_quote_swallowing_the_file_does_not_abort_it():
+    lines = [GOOD.format(n=1), GOOD.format(n=2).replace("解放大道1号", '"unclosed')]
+    lines += [GOOD.format(n=i) for i in range(3, 3 + MAX_FIELD_CHARS // 40)]  # > the limit in one field
+    parsed = parse_csv("quote.csv", "\n".join([HEADER, *lines]).encode(), SOURCE)
+    assert parsed.columns["case_no"][0] == "JQ1" and parsed.malformed == 1
+    assert "over the 131,072 limit" in parsed.parse_errors[1]
+
+
+def test_ingest_lands_an_oversize_record_in_bronze_and_the_other_files_too(spark, tmp_path):
+    settings = _settings(tmp_path)
+    folder = _folder(tmp_path)
+    huge = "y" * (MAX_FIELD_CHARS * 2)
+    (folder / "police_incidents_2025-03.csv").write_text(
+        "\n".join([HEADER, GOOD.format(n=1), GOOD.format(n=2).replace("张三", huge), GOOD.format(n=3)]) + "\n")
+    (folder / "police_incidents_2025-04.csv").write_text("\n".join([HEADER, GOOD.format(n=4)]) + "\n")
+    result = bronze.ingest(spark, settings, SOURCE)
+    assert result["rows_read"] == result["published"] == 4 and result["malformed_kept_with_parse_error"] == 1
+    rows = _bronze_rows(spark, settings)
+    assert [(r._source_file[-11:-4], r._source_row_number, r.case_no) for r in rows] == [
+        ("2025-03", 1, "JQ1"), ("2025-03", 2, None), ("2025-03", 3, "JQ3"), ("2025-04", 1, "JQ4")]
+    assert "over the 131,072 limit" in rows[1]._parse_error and rows[1]._raw_record.startswith("JQ2,")
+
+
+def test_an_empty_file_lands_as_zero_rows_with_a_warning_and_the_rest_lands(spark, tmp_path):
+    settings = _settings(tmp_path)
+    folder = _folder(tmp_path)
+    (folder / "police_incidents_2025-03.csv").write_bytes(b"")
+    (folder / "police_incidents_2025-04.csv").write_bytes(gzip.compress(b""))
+    (folder / "police_incidents_2025-05.csv").write_text(HEADER + "\n")  # header only
+    (folder / "police_incidents_2025-06.csv").write_text("\n".join([HEADER, GOOD.format(n=1)]) + "\n")
+    with captured_log("citysafe.formats", logging.WARNING) as warnings:
+        result = bronze.ingest(spark, settings, SOURCE)
+    assert result["rows_read"] == result["published"] == 1
+    assert sorted(w.split(":")[0] for w in warnings) == ["police_incidents_2025-03.csv", "police_incidents_2025-04.csv"]
+    assert all("empty delivery" in w for w in warnings)
+    (batch_id,) = result["batches"]
+    manifest = (settings.landing_dir / "police_incidents" / batch_id / "manifest.json").read_text()
+    import json
+
+    files = {f["name"]: f["rows"] for f in json.loads(manifest)["files"]}
+    assert files == {"police_incidents_2025-03.csv": 0, "police_incidents_2025-04.csv": 0,
+                     "police_incidents_2025-05.csv": 0, "police_incidents_2025-06.csv": 1}
+    assert [r.case_no for r in _bronze_rows(spark, settings)] == ["JQ1"]
+    # picked up once: the empty files are not delivered again on the next run
+    again = bronze.ingest(spark, settings, SOURCE)
+    assert again["rows_read"] == 0 and again["batches"] == []
