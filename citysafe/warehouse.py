@@ -39,6 +39,8 @@ in this process: `citysafe.config.load_settings` refuses unknown CITYSAFE_* vari
 from __future__ import annotations
 
 import logging
+import contextlib
+import fcntl
 import importlib.metadata
 import importlib.util
 import json
@@ -49,7 +51,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from citysafe import logs
@@ -308,9 +310,13 @@ def _failure_detail(failed_results: list[dict], limit: int = 3) -> str:
     return "; ".join(parts)
 
 
+BUILD_LOCK = ".building"
+STALE_UNLOCKED_BUILD_SECONDS = 3600  # a build folder without a lock file (older versions) is stale after this
+
+
 def _remove_build(build_path: Path) -> None:
-    """Remove a build file, its DuckDB WAL and its (private) folder; nothing else."""
-    for p in (build_path, Path(f"{build_path}.wal")):
+    """Remove a build file, its DuckDB WAL, its lock and its (private) folder; nothing else."""
+    for p in (build_path, Path(f"{build_path}.wal"), build_path.parent / BUILD_LOCK):
         p.unlink(missing_ok=True)
     try:
         build_path.parent.rmdir()
@@ -351,6 +357,42 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _build_lock(build_dir: Path):
+    """Held for the whole build: a folder whose lock nobody holds belongs to a build that was killed."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(build_dir / BUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def remove_stale_builds(served: Path) -> list[Path]:
+    """Delete the `.build-*` folders next to the served file that no live build holds (a killed build
+    leaves its folder behind); returns what was removed."""
+    removed = []
+    for folder in sorted(Path(served).parent.glob(".build-*")):
+        if not folder.is_dir():
+            continue
+        lock = folder / BUILD_LOCK
+        if lock.exists():
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a build is running in it
+            finally:
+                os.close(fd)
+        elif time.time() - folder.stat().st_mtime < STALE_UNLOCKED_BUILD_SECONDS:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+        log.warning("removed %s: left behind by a marts build that did not finish", folder)
+    return removed
+
+
 # --- public API -----------------------------------------------------------------------------------------
 
 
@@ -385,10 +427,17 @@ def build_marts(settings: Settings, run_id: str, *,
     target_path, log_path = run_dir / "dbt_target", run_dir / "dbt_logs"
 
     served.parent.mkdir(parents=True, exist_ok=True)
-    _remove_build(build_path)  # a leftover of an earlier try with the same run_id
-    build_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(served)  # killed builds' folders, this run_id's earlier try included
+    _remove_build(build_path)
     (target_path / "run_results.json").unlink(missing_ok=True)
+    with _build_lock(build_path.parent):
+        return _build(settings, served, build_path, run_dir, target_path, log_path, timeout_s, target,
+                      postgres_dsn, postgres_schema, started)
 
+
+def _build(settings: Settings, served: Path, build_path: Path, run_dir: Path, target_path: Path,
+           log_path: Path, timeout_s: float, target: str, postgres_dsn: str | None, postgres_schema: str,
+           started: float) -> dict:
     log.info(f"dbt build --target {target} -> {build_path} (silver: {settings.silver_dir})")
     published = None
     try:
@@ -443,7 +492,6 @@ def _publish_to_postgres(settings: Settings, build_path: Path, run_dir: Path,
     """`dbt run-operation publish_marts` on the finished build file (dbt/macros/publish_marts.sql)."""
     target_path, log_path = run_dir / "dbt_publish_target", run_dir / "dbt_publish_logs"
     log.info(f"publishing the marts to PostgreSQL schema {schema} (one transaction)")
-    lines: list[str] = []
     rc, errors = _run_dbt("run-operation publish_marts", settings, build_path, target_path, log_path,
                           timeout_s, ["--args", json.dumps({"schema": schema})],
                           target="prod", postgres_dsn=postgres_dsn)
