@@ -1,7 +1,7 @@
 """Which column(s) of each real public dataset hold its incident code, which crosswalk maps it, and
 how well the crosswalk covers the data.
 
-Declarative config (`CODE_SPECS`): per real source, the code is one of
+Declared per source in its YAML (`code:` section, read by `spec_of` / `code_specs`): the code is one of
   * one delivered column (Chicago `iucr`, Houston `offense`, SF `call_type`, FARS `harm_ev` ...);
   * several columns joined with `SEPARATOR` (NYC complaints: `complaint_type|descriptor`, because
     the type alone - "Housing and Buildings", "Public Safety" - names no incident);
@@ -12,9 +12,8 @@ Declarative config (`CODE_SPECS`): per real source, the code is one of
 Codes are trimmed; `normalize="strip_decimal_zero"` turns FARS's float-formatted codes ("12.0") into
 the codebook's ("12").
 
-This dict is the interim home of the config: it moves into each source YAML's `silver` section (code
-role + crosswalk) once the real sources get a silver path; `spark_code()` is the same rule as a Spark
-column, for that job and for `spark_jobs.unmapped_codes`.
+A new code system is one YAML section and one crosswalk file, no code. `spark_code()` is the same rule
+as a Spark column, for the silver job and for `spark_jobs.unmapped_codes`.
 
 Codes a crosswalk deliberately leaves out carry a steward decision in
 reference/crosswalks/decisions/<crosswalk>.csv (`decisions()`): `out_of_scope` (not a safety
@@ -39,6 +38,7 @@ from typing import Literal
 import pandas as pd
 
 from citysafe import reference
+from citysafe.sources import SourceError, get_source, load_registry
 
 SEPARATOR = "|"        # joins the parts of a composite code (no part of a real code contains it)
 FREQUENT = 10          # codes occurring at least this often must be mapped or reviewed
@@ -81,52 +81,37 @@ class CodeSpec:
         return cols
 
 
-_NYPD_KILLED = ("number_of_persons_killed", "number_of_pedestrians_killed", "number_of_cyclist_killed",
-                "number_of_motorist_killed")
-_NYPD_INJURED = ("number_of_persons_injured", "number_of_cyclist_injured", "number_of_motorist_injured")
+def spec_of(source) -> CodeSpec | None:
+    """The code rule a source declares in its YAML (`code:` section), or None (no code / no section)."""
+    code = getattr(source, "code", None)
+    if code is None or code.none is not None:
+        return None
+    return CodeSpec(code.crosswalk, columns=tuple(code.columns), constant=code.constant,
+                    rules=tuple(CountRule(r.code, tuple(r.columns)) for r in code.rules), default=code.default,
+                    normalize=code.normalize, label_columns=tuple(code.label_columns), note=code.note)
 
-CODE_SPECS: dict[str, CodeSpec] = {
-    "real_chicago_crimes": CodeSpec(
-        "real_chicago_iucr", columns=("iucr",), label_columns=("primary_type", "description"),
-        note="Illinois UCR code as delivered (leading zero dropped: 610, not 0610); finer than primary_type"),
-    "real_houston_crime": CodeSpec("real_houston_offense", columns=("offense",)),
-    "real_nyc_vehicle_thefts": CodeSpec(
-        "real_nyc_vehicle_theft_offense", constant="motor vehicle theft",
-        note="crimedata kept only CODE offense_group 'motor vehicle theft' and dropped the offence columns"),
-    "real_nypd_collisions": CodeSpec(
-        "real_nypd_collision_outcome",
-        rules=(CountRule("PERSONS KILLED", _NYPD_KILLED),
-               CountRule("PEDESTRIANS INJURED", ("number_of_pedestrians_injured",)),
-               CountRule("PERSONS INJURED", _NYPD_INJURED + ("number_of_pedestrians_injured",))),
-        default="NO INJURY",
-        note="outcome from the delivered counts; contributing factors (58% 'Unspecified') and vehicle "
-             "types describe cause and vehicles, not the incident"),
-    "real_sf_fire_calls": CodeSpec("real_sf_fire_call_type", columns=("call_type",)),
-    "real_fars_crashes": CodeSpec(
-        "real_fars_harmful_event", columns=("harm_ev",), normalize="strip_decimal_zero",
-        note="first harmful event; every FARS crash is fatal"),
-    "real_nyc_constituent_complaints": CodeSpec(
-        "real_nyc_complaint_category", columns=("complaint_type", "descriptor"),
-        note="complaint_type|descriptor: the type alone names no incident"),
-    "real_nyc_restaurant_violations": CodeSpec(
-        "real_nyc_restaurant_violation", columns=("violation_code",),
-        note="empty code = inspection without a violation (not an incident)"),
-    "real_nyc_restaurant_violation_codes": CodeSpec(
-        "real_nyc_restaurant_violation", columns=("violation_code",), label_columns=("violation_description",),
-        note="the code list itself: coverage of the code book"),
-}
 
-# Real sources without incident codes (measurements): nothing to map.
-NO_CODE_SYSTEM: dict[str, str] = {
-    "real_beijing_air_quality": "air-quality readings",
-    "real_macleish_orchard": "weather-station readings",
-    "real_macleish_whately": "weather-station readings",
-    "real_melbourne_pedestrians": "pedestrian counts",
-    "real_weather_chicago_daily": "daily weather and ridership",
-    "real_weather_cities_daily": "daily weather",
-    "real_weather_nyc_hourly": "hourly weather",
-    "real_weather_seattle_daily": "daily weather",
-}
+def required_spec(source) -> CodeSpec:
+    """The code rule of `source` (a Source or a registered name); a one-line SourceError if it has none."""
+    if isinstance(source, str):
+        source = get_source(source)
+    spec = spec_of(source)
+    if spec is None:
+        raise SourceError(f"{source.file}: code: no code system with a crosswalk is declared for {source.name}")
+    return spec
+
+
+def code_specs(registry: Mapping | None = None) -> dict[str, CodeSpec]:
+    """Every registered source with a code system, by name (from sources/*.yaml)."""
+    registry = load_registry() if registry is None else registry
+    return {name: spec for name, source in registry.items() if (spec := spec_of(source)) is not None}
+
+
+def no_code_system(registry: Mapping | None = None) -> dict[str, str]:
+    """Sources declared `code: {none: ...}` (measurements: nothing to map), with what they measure."""
+    registry = load_registry() if registry is None else registry
+    return {name: s.code.none for name, s in registry.items() if s.code is not None and s.code.none is not None}
+
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
@@ -330,10 +315,10 @@ def _frame(data, columns: list[str]) -> pd.DataFrame:
     raise TypeError(f"unsupported data type {type(data).__name__}: give a pandas DataFrame or pyarrow Table")
 
 
-def mapping_stats(source: str, data, crosswalk: pd.DataFrame | None = None) -> MappingStats:
+def mapping_stats(source, data, crosswalk: pd.DataFrame | None = None) -> MappingStats:
     """Coverage of `source`'s crosswalk over `data` (bronze rows or parsed files: pandas DataFrame,
     pyarrow Table, or a mapping of column name -> values)."""
-    spec = CODE_SPECS[source]
+    spec = required_spec(source)
     frame = _frame(data, spec.input_columns)
     xw = crosswalk if crosswalk is not None else reference.crosswalk(spec.crosswalk)
     target = dict(zip(xw["source_code"], xw["subcategory_code"]))
@@ -355,7 +340,8 @@ def mapping_stats(source: str, data, crosswalk: pd.DataFrame | None = None) -> M
         by_decision[decision.decision if decision else "undecided"] += counts[c]
     handled = ("out_of_scope", "unclassifiable")
     return MappingStats(
-        source=source, crosswalk=spec.crosswalk, rows=len(frame), rows_with_code=rows_with_code,
+        source=source if isinstance(source, str) else source.name, crosswalk=spec.crosswalk, rows=len(frame),
+        rows_with_code=rows_with_code,
         rows_mapped=sum(mapped.values()), distinct_codes=len(counts), distinct_mapped=len(mapped),
         unmapped=unmapped, frequent_codes=len(frequent), frequent_mapped=sum(c in target for c in frequent),
         frequent_open=sorted(((c, n) for c, n in frequent.items()
@@ -381,7 +367,7 @@ def read_delivered(source, real_data_root: Path) -> pd.DataFrame:
     parser bronze uses, so renames apply and a malformed record is a row without a code)."""
     from citysafe import formats
 
-    spec = CODE_SPECS[source.name]
+    spec = required_spec(source)
     frames = []
     for path in source_files(source, real_data_root):
         parsed = formats.parse(path.name, path.read_bytes(), source)
@@ -396,7 +382,7 @@ def read_bronze(settings, source) -> pd.DataFrame:
     """The code columns of bronze.<source> (delta-rs, no Spark)."""
     from deltalake import DeltaTable
 
-    spec = CODE_SPECS[source.name]
+    spec = required_spec(source)
     table = DeltaTable(str(settings.bronze_dir / source.name)).to_pyarrow_table(
         columns=spec.input_columns or ["_batch_id"])
     return table.to_pandas() if spec.input_columns else pd.DataFrame(index=range(table.num_rows))

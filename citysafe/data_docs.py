@@ -1,14 +1,12 @@
 """Great Expectations Data Docs for the quality gates, built into <lake_root>/data_docs/ and readable offline.
 
-Source of truth: the gate results quality.validate_staging writes to runs/<run_id>/validation/<suite>-<source>.json.
-Each is turned back into a GX ExpectationSuiteValidationResult (the expectation kwargs come from the suite's
-YAML, its $variables resolved as at validation time) and rendered by GX 1.24.1's own SiteBuilder into a
-filesystem site: index.html, validations/<suite>/<run_id>/<run_time>/<source>.html and
-expectations/<suite>.html (the declarative suite, $variables shown as parameters).
-
-A build is incremental: it renders the validation pages that do not exist yet and re-renders the suite
-pages and the index, which lists every stored result. `build_data_docs(settings, rebuild=True)` re-renders
-everything (pages of old runs then show the suite as it is now, with reference data as it is now).
+The site is a SiteBuilder site of the lake's GX project (<lake_root>/gx/, citysafe.quality.gx_context),
+rendered by GX's own context.build_data_docs from the project's stores: the suites (their parameters shown
+as $name) and every stored validation result (index.html, validations/<suite>/<run_id>/<run_time>/
+citysafe-<source>.html, expectations/<suite>.html). Each gate refreshes its own result's page, its suite's
+page and the index (refresh_data_docs); `build_data_docs(settings)` renders the results that have no page
+yet, `rebuild=True` every page anew. A page shows the expectations as GX validated them (parameters
+substituted), so nothing here needs the reference data.
 
 GX's templates load bootstrap, bootstrap-table, jquery, popper, font-awesome, vega... from CDNs and the GX
 logo from S3. Every such reference is rewritten to a relative path into static/vendor/, a copy of the
@@ -20,9 +18,7 @@ network. A build fails if any script/stylesheet/font/image URL is left that is n
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
-import json
 import logging
 import re
 import shutil
@@ -95,27 +91,45 @@ def asset_refs(html: str) -> list[str]:
     return [next(g for g in m.groups() if g) for m in ASSET_REF.finditer(html)]
 
 
-def refresh_data_docs(settings: Settings) -> Path | None:
-    """The hook at the end of quality.validate_staging: render the new result's page and the index.
+def site_config() -> dict:
+    """The GX project's one Data Docs site: <lake_root>/data_docs/ (relative to the project, <lake_root>/gx/)."""
+    return {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": "../data_docs/"},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        "site_section_builders": {"profiling": "0"},
+    }
+
+
+def refresh_data_docs(settings: Settings, result=None) -> Path | None:
+    """The hook at the end of quality.validate_frame: render the page of `result` (the stored result's
+    ValidationResultIdentifier; None: every result without a page), its suite's page and the index.
 
     Never raises: the docs report on a gate, and failing to build them must not change its outcome."""
     try:
-        return build_data_docs(settings)
-    except Exception:  # noqa: BLE001 - logged with its traceback, the gate's result stands
+        return _build(settings, results=None if result is None else [result])
+    except (DataDocsError, OSError) as exc:  # expected: one line, the gate's result stands
+        logger.warning("Data Docs not refreshed in %s: %s", docs_dir(settings), exc)
+    except Exception:  # noqa: BLE001 - a bug: logged with its traceback, the gate's result stands
         logger.warning("Data Docs not refreshed in %s", docs_dir(settings), exc_info=True)
-        return None
+    return None
 
 
 def build_data_docs(settings: Settings, *, rebuild: bool = False) -> Path:
     """Build (incrementally, or all anew with rebuild=True) <lake_root>/data_docs/; returns its index.html."""
+    return _build(settings, rebuild=rebuild)
+
+
+def _build(settings: Settings, *, results: list | None = None, rebuild: bool = False) -> Path:
     root = docs_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / ".build.lock"):
+    with file_lock(root / ".build.lock"):
         if rebuild:
             for section in ("validations", "expectations"):
                 shutil.rmtree(root / section, ignore_errors=True)
             (root / "index.html").unlink(missing_ok=True)
-        rendered = _render_site(settings, root)
+        rendered = _render_site(settings, root, results)
         _sync_assets(ASSETS_DIR, root / VENDOR_DIR)
         for i, page in enumerate(rendered):
             try:
@@ -129,8 +143,9 @@ def build_data_docs(settings: Settings, *, rebuild: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
-    """One build at a time per lake (gates of parallel tasks share the site)."""
+def file_lock(path: Path):
+    """An exclusive advisory lock on `path` (one build at a time per lake: gates of parallel tasks share
+    the site; one writer of the GX project at a time). Not re-entrant, not even within a process."""
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -141,64 +156,31 @@ def _locked(path: Path):
 
 # --- rendering -----------------------------------------------------------------------------------------
 
-def _render_site(settings: Settings, root: Path) -> list[Path]:
-    """Render with GX's SiteBuilder from the stored result JSONs; returns the pages (re)written."""
-    import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
+def _render_site(settings: Settings, root: Path, results: list | None) -> list[Path]:
+    """Render with GX's SiteBuilder from the project's stores; returns the pages (re)written.
+    `results`: the validation results to render; None: those without a page."""
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     from citysafe import quality
 
-    suites = _suites(quality.EXPECTATIONS_DIR)
-    records = _load_results(settings.runs_dir)
-    variables = _base_variables(settings) if records else None
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    # The ephemeral context's default site points at a random temporary folder: replace it with ours.
-    for name in list(context.list_data_docs_sites()):
-        context.delete_data_docs_site(name)
-    context.add_data_docs_site(SITE_NAME, {
-        "class_name": "SiteBuilder",
-        "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(root)},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        "site_section_builders": {"profiling": "0"},
-    })
-
-    to_render: list = []
-    pages: list[Path] = [root / "index.html"]
-    for name, suite in suites.items():
-        gx_suite = gx.ExpectationSuite(name=name, meta={"citysafe_table": suite.get("table")})
-        for expectation_type, kwargs in _expectations(suite):
-            config = _expectation_config(expectation_type, _parameterized(kwargs))
-            try:
-                gx_suite.add_expectation_configuration(config)
-            except Exception:  # noqa: BLE001 - a suite page without one expectation beats no site
-                logger.warning("Data Docs: suite %s: %s not shown", name, expectation_type, exc_info=True)
-        context.suites.add(gx_suite)
-        to_render.append(ExpectationSuiteIdentifier(name=name))
-        pages.append(root.joinpath("expectations", *name.split(".")).with_suffix(".html"))
-
-    for path, record in records:
-        key = ValidationResultIdentifier(
-            expectation_suite_identifier=ExpectationSuiteIdentifier(name=record["suite"]),
-            run_id=RunIdentifier(run_name=record["run_id"], run_time=_validated_at(record)),
-            batch_identifier=_batch_identifier(record))
-        page = root.joinpath("validations", *record["suite"].split("."), *key.run_id.to_tuple(),
-                             key.batch_identifier + ".html")
-        full = not page.exists()
-        result = _validation_result(record, suites.get(record["suite"]), variables, path, full=full)
-        context.validation_results_store.set(key, result)
-        if full:
-            to_render.append(key)
-            pages.append(page)
-
+    context = quality.gx_context(settings)
+    if results is None:
+        results = [key for key in context.validation_results_store.list_keys()
+                   if not _validation_page(root, key).exists()]
+        suites = sorted(suite.name for suite in context.suites.all())
+    else:
+        suites = sorted({key.expectation_suite_identifier.name for key in results})
+    to_render = [*results, *(ExpectationSuiteIdentifier(name=name) for name in suites)]
     context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=to_render or [_nothing()])
+    pages = [root / "index.html", *(_validation_page(root, key) for key in results),
+             *(root.joinpath("expectations", *name.split(".")).with_suffix(".html") for name in suites)]
     return [p for p in pages if p.exists()]
+
+
+def _validation_page(root: Path, key) -> Path:
+    """validations/<suite>/<run_name>/<run_time>/<batch_identifier>.html, as GX's SiteBuilder names it."""
+    *folders, batch_identifier = key.to_tuple()
+    return root.joinpath("validations", *folders, f"{batch_identifier}.html")
 
 
 def _nothing():
@@ -208,186 +190,9 @@ def _nothing():
     return ExpectationSuiteIdentifier(name="__citysafe_nothing__")
 
 
-def _suites(directory: Path) -> dict[str, dict]:
-    """The declarative suites by their `suite:` name."""
-    import yaml
-
-    suites = {}
-    for path in sorted(directory.glob("*.yaml")):
-        try:
-            suite = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            logger.warning("Data Docs: cannot read suite %s", path, exc_info=True)
-            continue
-        if isinstance(suite, dict) and isinstance(suite.get("expectations"), list) and suite.get("suite"):
-            suites[str(suite["suite"])] = suite
-    return suites
-
-
-def _expectations(suite: dict) -> list[tuple[str, dict]]:
-    out = []
-    for item in suite.get("expectations") or []:
-        if isinstance(item, dict) and len(item) == 1:
-            (name, kwargs), = item.items()
-            out.append((str(name), dict(kwargs or {})))
-    return out
-
-
-def _load_results(runs_dir: Path) -> list[tuple[Path, dict]]:
-    records = []
-    for path in sorted(runs_dir.glob("*/validation/*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            _validated_at(record)
-            if not all(isinstance(record.get(k), str) for k in ("suite", "run_id", "source")):
-                raise ValueError("suite, run_id and source must be strings")
-            if not isinstance(record.get("results"), list):
-                raise ValueError("no results list")
-        except (OSError, ValueError, TypeError, KeyError):
-            logger.warning("Data Docs: skipping unreadable validation result %s", path, exc_info=True)
-            continue
-        records.append((path, record))
-    return records
-
-
-def _validated_at(record: dict) -> dt.datetime:
-    when = dt.datetime.fromisoformat(record["validated_at"])
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
-def _batch_identifier(record: dict) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", record["source"]).strip("._") or "source"
-
-
-def _base_variables(settings: Settings) -> dict | None:
-    """The suite variables (reference codes, city bounds...) as quality resolves them; None if they cannot
-    be had (reference data gone): the pages then show the $variables as parameters."""
-    from citysafe import quality
-
-    try:
-        return quality.suite_variables(settings, dt.datetime.now(dt.UTC))
-    except Exception:  # noqa: BLE001
-        logger.warning("Data Docs: suite variables unavailable; showing them as parameters", exc_info=True)
-        return None
-
-
-def _jsonable(value):
-    """Resolved suite variables hold pandas Timestamps and numpy scalars: plain JSON values for GX's stores."""
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()
-    return value
-
-
-def _resolved(kwargs: dict, variables: dict | None) -> dict:
-    """Suite kwargs with their $variables resolved; one with no value (the suite pages, or reference data
-    gone) is shown by name: a list kwarg as ["$name"], any other as a GX suite parameter (see _PARAMETER)."""
-    def known(value) -> bool:
-        return variables is not None and value[1:] in variables
-
-    def one(key, value):
-        if isinstance(value, str) and value.startswith("$"):
-            if known(value):
-                return _jsonable(variables[value[1:]])
-            return [value] if key in _LIST_KWARGS else {"$PARAMETER": value[1:]}
-        if isinstance(value, list):  # elements may be variables too; an unknown one stays "$name"
-            return [_jsonable(variables[v[1:]]) if isinstance(v, str) and v.startswith("$") and known(v)
-                    else _jsonable(v) for v in value]
-        return _jsonable(value)
-
-    return {k: one(k, v) for k, v in kwargs.items()}
-
-
-_LIST_KWARGS = {"value_set", "column_list", "type_list"}
 # GX renders a suite parameter as its dict, {'$PARAMETER': 'name'}; the pages show it as $name.
 _Q = "(?:'|&#39;|&#x27;)"  # a quote, maybe HTML-escaped
 _PARAMETER = re.compile(r"\{" + _Q + r"\$PARAMETER" + _Q + r": " + _Q + r"(\w+)" + _Q + r"\}")
-
-
-def _parameterized(kwargs: dict) -> dict:
-    return _resolved(kwargs, None)
-
-
-def _expectation_config(expectation_type: str, kwargs: dict):
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
-    return ExpectationConfiguration(type=expectation_type, kwargs=kwargs)
-
-
-def _match_kwargs(rows: list[dict], suite: dict | None) -> list[dict]:
-    """The suite's kwargs for each stored result row: same expectation type and column, in suite order.
-    A row the current suite no longer has gets only its column."""
-    pool = _expectations(suite) if suite else []
-    used: set[int] = set()
-    out = []
-    for row in rows:
-        for i, (name, kwargs) in enumerate(pool):
-            column = kwargs.get("column") or kwargs.get("column_A")
-            if i not in used and name == row.get("expectation") and column == row.get("column"):
-                used.add(i)
-                out.append(kwargs)
-                break
-        else:
-            out.append({"column": row["column"]} if row.get("column") else {})
-    return out
-
-
-def _validation_result(record: dict, suite: dict | None, variables: dict | None, path: Path, *, full: bool):
-    """A GX ExpectationSuiteValidationResult from a stored gate result. Without `full` only what the index
-    shows (success, run, asset) is filled in."""
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationSuiteValidationResult,
-        ExpectationValidationResult,
-    )
-
-    validated_at = _validated_at(record)
-    rows = [r for r in record["results"] if isinstance(r, dict) and r.get("expectation")]
-    results = []
-    if full:
-        import pandas as pd
-
-        now_vars = None if variables is None else {**variables, "now": pd.Timestamp(validated_at)}
-        for row, kwargs in zip(rows, _match_kwargs(rows, suite), strict=True):
-            result = {k: row.get(k) for k in ("observed_value", "element_count", "unexpected_count")
-                      if row.get(k) is not None}
-            if row.get("partial_unexpected_list"):
-                result["partial_unexpected_list"] = row["partial_unexpected_list"]
-            if row.get("element_count") and row.get("unexpected_count") is not None:
-                result["unexpected_percent"] = min(100.0, 100.0 * row["unexpected_count"] / row["element_count"])
-            results.append(ExpectationValidationResult(
-                success=bool(row.get("success")),
-                expectation_config=_expectation_config(row["expectation"], _resolved(kwargs, now_vars)),
-                result=result,
-                exception_info={"raised_exception": False, "exception_traceback": None,
-                                "exception_message": None}))
-    successful = sum(1 for r in rows if r.get("success"))
-    table = record.get("table") or record["suite"]
-    return ExpectationSuiteValidationResult(
-        success=bool(record.get("success")),
-        results=results,
-        suite_name=record["suite"],
-        statistics={"evaluated_expectations": len(rows), "successful_expectations": successful,
-                    "unsuccessful_expectations": len(rows) - successful,
-                    "success_percent": 100.0 * successful / len(rows) if rows else None},
-        meta={
-            "great_expectations_version": _gx_version(),
-            "run_id": {"run_name": record["run_id"], "run_time": validated_at.isoformat()},
-            "validation_time": validated_at.isoformat(),
-            "batch_spec": {"data_asset_name": table, "source": record["source"], "rows": record.get("rows")},
-            "active_batch_definition": {"datasource_name": "citysafe", "data_connector_name": "fluent",
-                                        "data_asset_name": table,
-                                        "batch_identifiers": {"source": record["source"]}},
-            "citysafe_result": str(path),
-        })
-
-
-def _gx_version() -> str:
-    import great_expectations as gx
-
-    return gx.__version__
 
 
 # --- offline assets --------------------------------------------------------------------------------------

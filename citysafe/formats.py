@@ -4,9 +4,10 @@ Formats: CSV (any delimiter, quoted newlines, BOM), JSON lines, JSON (an array, 
 the array under a key), Excel .xlsx. Encodings: declared (utf-8, gbk, gb18030 ...) or `auto`
 (UTF-8, else GB18030, the superset of GBK). gzip is undone first when the name ends in .gz.
 
-A malformed record never stops a file: it is kept with `parse_error` set and its raw text. A file
-that cannot be read at all (wrong encoding, missing required column, not JSON) raises FormatError
-naming the file and what to do.
+A malformed record never stops a file: it is kept with `parse_error` set and its raw text (a CSV field
+over MAX_FIELD_CHARS is such a record, its raw text cut to MAX_RAW_CHARS). An empty delivery (0 bytes,
+blank, a header only) is zero records and a warning naming the file. A file that cannot be read at all
+(wrong encoding, missing required column, not JSON) raises FormatError naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import gzip
 import io
 import json
 import logging
+import threading
 from typing import Any
 
-from citysafe.sources import Source
 from citysafe.errors import InputError
-
+from citysafe.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,18 @@ def _raw_excerpt(raw: str) -> str:
 
 @contextlib.contextmanager
 def _csv_field_limit(limit: int):
-    """The csv module's field limit is process-wide: raise it for one file, then put it back."""
-    previous = csv.field_size_limit()
-    csv.field_size_limit(max(limit, previous))
-    try:
-        yield
-    finally:
-        csv.field_size_limit(previous)
+    """The csv module's field limit is process-wide: raise it for one file, then put it back (under a
+    lock, so a parse in another thread never sees the limit put back half-way through its file)."""
+    with _CSV_LIMIT_LOCK:
+        previous = csv.field_size_limit()
+        csv.field_size_limit(max(limit, previous))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
+_CSV_LIMIT_LOCK = threading.Lock()
 
 
 def parse_csv(name: str, data: bytes, source: Source) -> ParsedFile:
@@ -148,8 +154,8 @@ def _parse_csv_text(name: str, text: str, source: Source) -> ParsedFile:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter, quotechar=fmt.quotechar)
     try:
         header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        return _empty_delivery(name, source, "no header row")
+    except StopIteration:  # decoded to nothing (e.g. a BOM only): parse() reports the empty delivery
+        return _Builder(name, source.columns).out
     header = [fmt.rename.get(h, h) for h in header]
     _check_header(name, header, source)
     if fmt.strict_columns:
@@ -233,8 +239,9 @@ def parse_xlsx(name: str, data: bytes, source: Source) -> ParsedFile:
     rows = sheet.iter_rows(values_only=True)
     try:
         header = [source.format.rename.get(str(h).strip(), str(h).strip()) if h is not None else "" for h in next(rows)]
-    except StopIteration:
-        raise FormatError(f"{name}: empty sheet, no header row") from None
+    except StopIteration:  # an empty sheet: parse() reports the empty delivery
+        book.close()
+        return _Builder(name, source.columns).out
     _check_header(name, header, source)
     build = _Builder(name, source.columns)
     for number, row in enumerate(rows, start=1):
@@ -262,4 +269,7 @@ def parse(name: str, data: bytes, source: Source) -> ParsedFile:
         return _empty_delivery(name, source, "0 bytes")
     if len(data) < 4096 and not _decompress(name, data).strip():
         return _empty_delivery(name, source, "no content")
-    return PARSERS[source.format.type](name, data, source)
+    parsed = PARSERS[source.format.type](name, data, source)
+    if not parsed.rows:  # a header only, an empty JSON array, blank lines
+        _empty_delivery(name, source, "no records")
+    return parsed

@@ -16,6 +16,7 @@ from citysafe.config import REPO_ROOT, Settings
 from citysafe.errors import ConfigurationError
 
 SOURCES_DIR = REPO_ROOT / "sources"
+CROSSWALK_DIR = REPO_ROOT / "reference" / "crosswalks"   # = citysafe.reference.CROSSWALK_DIR (no pandas import here)
 
 
 class SourceError(ConfigurationError):
@@ -120,7 +121,7 @@ class IncidentFields(_Strict):
 
     Real sources may leave out: `record_id` (then the source's primary_key columns joined with '|'),
     `updated_at` (no update time delivered: the occurrence time stands in), `occurred_at` (when the
-    silver section gives `occurred_at_parts`) and `code` (when citysafe.code_mapping.CODE_SPECS holds
+    silver section gives `occurred_at_parts`) and `code` (when its `code:` section holds
     the source: composite, constant or derived codes)."""
 
     record_id: str | None = None
@@ -326,6 +327,61 @@ class TableTarget(_Strict):
     personal: PersonalFields = PersonalFields()
 
 
+class CountRule(_Strict):
+    """Derived code: `code` when any of `columns` holds a number > 0."""
+
+    code: str
+    columns: list[str] = Field(min_length=1)
+
+
+class CodeSystem(_Strict):
+    """Where a dataset's incident code is and which crosswalk maps it (reference/crosswalks/<crosswalk>.csv).
+
+    The code is exactly one of: one delivered column, several joined with "|" (`columns`); a `constant`
+    (the publisher filtered the data on one code and dropped the column); or the first matching count
+    `rule` (plus `default` when every count is a number and none is positive). A measurement dataset
+    has no code system: `none: <what it measures>` and nothing else.
+    """
+
+    none: str | None = None
+    crosswalk: str | None = None
+    columns: list[str] = []
+    constant: str | None = None
+    rules: list[CountRule] = []
+    default: str | None = None
+    normalize: Literal["none", "strip_decimal_zero"] = "none"
+    label_columns: list[str] = []               # the dataset's own label of the code (documentation)
+    note: str = ""
+
+    @field_validator("crosswalk")
+    @classmethod
+    def _crosswalk_file(cls, v: str | None) -> str | None:
+        if v is not None and not (CROSSWALK_DIR / f"{v}.csv").is_file():
+            raise ValueError(f"{v!r} has no file reference/crosswalks/{v}.csv")
+        return v
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if self.none is not None:
+            if self.crosswalk or self.columns or self.constant is not None or self.rules or self.default:
+                raise ValueError("none: a dataset without a code system has no crosswalk, columns, constant or rules")
+            return self
+        if not self.crosswalk:
+            raise ValueError("crosswalk: required (or `none: <what the dataset measures>`)")
+        if sum([bool(self.columns), self.constant is not None, bool(self.rules)]) != 1:
+            raise ValueError("give exactly one of columns, constant or rules")
+        if self.default is not None and not self.rules:
+            raise ValueError("default: only applies to rules")
+        return self
+
+    @property
+    def input_columns(self) -> list[str]:
+        cols = list(self.columns)
+        for rule in self.rules:
+            cols += [c for c in rule.columns if c not in cols]
+        return cols
+
+
 class Source(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     department: str
@@ -340,6 +396,7 @@ class Source(_Strict):
     schedule: str
     freshness: Freshness
     silver: SilverTarget | DeviceTarget | DeviceReadingTarget | TableTarget | None = Field(None, discriminator="table")
+    code: CodeSystem | None = None             # real datasets: where the incident code is (citysafe.code_mapping)
     file: Path | None = None
 
     @model_validator(mode="after")
@@ -350,6 +407,19 @@ class Source(_Strict):
         for key in [*self.primary_key, *([self.watermark] if self.watermark else [])]:
             if key not in names:
                 raise ValueError(f"primary_key/watermark: {key!r} is not a column in schema")
+        if self.code is not None:
+            code = self.code
+            named = {**{f"code.columns[{i}]": c for i, c in enumerate(code.columns)},
+                     **{f"code.label_columns[{i}]": c for i, c in enumerate(code.label_columns)},
+                     **{f"code.rules[{i}].columns[{j}]": c
+                        for i, rule in enumerate(code.rules) for j, c in enumerate(rule.columns)}}
+            for key, column in named.items():
+                if column not in names:
+                    raise ValueError(f"{key}: {column!r} is not a column in schema")
+            silver_crosswalk = getattr(self.silver, "crosswalk", None)
+            if code.crosswalk and silver_crosswalk is not None and silver_crosswalk != code.crosswalk:
+                raise ValueError(f"silver.crosswalk: {silver_crosswalk!r} differs from code.crosswalk "
+                                 f"{code.crosswalk!r} (one crosswalk maps the source's codes)")
         if self.silver:
             fields = self.silver.fields if isinstance(self.silver.fields, dict) else self.silver.fields.model_dump()
             personal = self.silver.personal
@@ -388,9 +458,9 @@ def load_source_file(path: Path) -> Source:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]).replace("schema_", "schema") or "(top level)"
+            loc = ".".join(str(p) for p in err["loc"]).replace("schema_", "schema")
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}")
+            problems.append(f"{loc}: {msg}" if loc else msg)   # whole-entry checks name their key in msg
         raise SourceError(f"{path}: invalid source entry: " + "; ".join(problems)) from None
     if source.name != path.stem:
         raise SourceError(f"{path}: name {source.name!r} must match the file name {path.stem!r}")

@@ -11,7 +11,16 @@ dbt/ folder at the repository root shadows the dbt namespace package, see STACK_
   one filesystem: open readers keep the old data, new connections see the new);
 - on any failure leaves the served file untouched, removes only the failed build file, and raises
   `WarehouseBuildError` naming the failing dbt nodes;
-- keeps dbt's target and log folders under `<lake_root>/runs/<run_id>/` (dbt/target stays clean);
+- keeps dbt's target and log folders under `<lake_root>/runs/<run_id>/` (dbt/target stays clean), and
+  dbt's partial-parse state (partial_parse.msgpack, one per dbt target) under
+  `<lake_root>/_state/dbt_partial_parse/<target>/`: it is copied into the run's target folder before
+  dbt starts and moved back when dbt wrote a new one, so a build re-parses only what changed (dbt
+  itself checks the project files, vars, profile and env vars and parses in full when any differ).
+  The profile sees the build file by a RELATIVE path (its file name; dbt runs in the build folder), so
+  the per-run build folder does not change the profile and void the saved state;
+- `select` (dbt's --select syntax) builds and tests only the selected nodes: the build file then starts
+  as a copy of the served warehouse, so the models outside the selection keep their served rows, and
+  the swap rule is the same (every selected model and test passed);
 - with `target="prod"` also publishes the marts to PostgreSQL before the swap: the dbt target `prod`
   attaches the database (DuckDB's postgres extension, from the duckdb-extension-postgres-scanner
   wheel) and `dbt run-operation publish_marts` copies every mart into it in one PostgreSQL
@@ -25,7 +34,7 @@ dbt/ folder at the repository root shadows the dbt namespace package, see STACK_
 Everything dbt needs comes through environment variables of the child process only (they are NOT set
 in this process: `citysafe.config.load_settings` refuses unknown CITYSAFE_* variables):
 
-    CITYSAFE_WAREHOUSE_BUILD_PATH   the new DuckDB file dbt writes
+    CITYSAFE_WAREHOUSE_BUILD_PATH   the new DuckDB file dbt writes (its name, relative to dbt's working folder)
     CITYSAFE_SILVER_DIR             <lake_root>/silver (the sources read it with delta_scan)
     CITYSAFE_DUCKDB_DELTA_EXTENSION absolute path of delta.duckdb_extension from the wheel
     CITYSAFE_DUCKDB_EXTENSION_DIR   DuckDB's extension directory (under <lake_root>/_state)
@@ -57,6 +66,7 @@ from pathlib import Path
 from citysafe import logs
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.errors import MartsError
+from citysafe.sources import load_registry
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +201,19 @@ def _split_password(dsn: str) -> tuple[str, str | None]:
     return make_conninfo(**params), (None if password is None else str(password))
 
 
+def dbt_vars(settings: Settings, registry: dict | None = None) -> dict:
+    """The dbt vars the pipeline passes: the city's time zone from the config, and from the source
+    registry (sources/*.yaml) the sources feeding silver `incident` (one count column each in the
+    marts) and those among them that map dispatched / on-scene times (mart_response_times)."""
+    registry = load_registry() if registry is None else registry
+    incident = sorted(n for n, s in registry.items() if s.silver is not None and s.silver.table == "incident")
+    timed = sorted(n for n in incident
+                   if registry[n].silver.fields.dispatched_at or registry[n].silver.fields.on_scene_at)
+    return {"city_timezone": settings.timezone, "incident_sources": incident, "response_time_sources": timed}
+
+
 def _dbt_vars(settings: Settings) -> str:
-    return json.dumps({"city_timezone": settings.timezone})
+    return json.dumps(dbt_vars(settings), sort_keys=True)
 
 
 # --- running dbt ---------------------------------------------------------------------------------------
@@ -221,10 +242,43 @@ def _error_detail(errors: Sequence[str]) -> str:
     return "; ".join(dict.fromkeys(e for e in errors if e))[:4000]
 
 
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+
+
+def partial_parse_state(settings: Settings, target: str = DBT_TARGET) -> Path:
+    """Where dbt's partial-parse state for `target` is kept between runs (the vars hash dbt checks
+    includes the target, so each target keeps its own)."""
+    return Path(settings.state_dir) / "dbt_partial_parse" / target / PARTIAL_PARSE_FILE
+
+
+def _restore_parse_state(state: Path, target_path: Path) -> None:
+    if state.is_file():
+        shutil.copyfile(state, target_path / PARTIAL_PARSE_FILE)
+
+
+def _save_parse_state(state: Path, target_path: Path) -> None:
+    """Move the state dbt wrote into the stable folder (atomically: a concurrent reader sees the old or
+    the new file; a broken file only makes dbt parse in full)."""
+    written = target_path / PARTIAL_PARSE_FILE
+    if not written.is_file():
+        return
+    state.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state.with_name(f".{state.name}.{os.getpid()}.tmp")
+    try:
+        shutil.move(str(written), tmp)
+        os.replace(tmp, state)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("dbt partial-parse state not kept (%s): the next run parses in full", exc)
+
+
 def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Path, log_path: Path,
              timeout_s: float, extra_args: Sequence[str] = (), *,
              target: str = DBT_TARGET, postgres_dsn: str | None = None) -> tuple[int, list[str]]:
-    """Run one dbt command, streaming a short line per finished model; return (exit code, error lines)."""
+    """Run one dbt command, streaming a short line per finished model; return (exit code, error lines).
+
+    dbt runs in `build_path`'s folder and the profile gets the file NAME only: the profile (part of what
+    dbt's partial-parse check hashes) is then the same for every run, whatever its build folder."""
     cmd = dbt_command(command, settings, target_path, log_path, target=target) + [
         "--log-format", "json",
         "--log-format-file", "text",
@@ -233,9 +287,12 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
     ]
     errors: list[str] = []
     steps = logs.StepProgress(f"dbt {command}", log)
-    # cwd is the run's log folder so that nothing dbt might drop in its working directory lands in the repo.
-    env = dbt_env(settings, build_path, postgres_dsn=postgres_dsn)
-    with subprocess.Popen(cmd, cwd=log_path, env=env, stdout=subprocess.PIPE,
+    workdir = build_path.parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = dbt_env(settings, Path(build_path.name), postgres_dsn=postgres_dsn)
+    state = partial_parse_state(settings, target)
+    _restore_parse_state(state, target_path)
+    with subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace") as proc:
         watchdog = threading.Timer(timeout_s, proc.kill)  # also fires when dbt hangs without output
         watchdog.daemon = True
@@ -249,6 +306,7 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
             steps.close()
             timed_out = not watchdog.is_alive() and proc.returncode is not None and proc.returncode < 0
             watchdog.cancel()
+    _save_parse_state(state, target_path)
     if timed_out:
         errors.insert(0, f"dbt {command} ran past {timeout_s:.0f} s and was stopped")
     return rc, errors
@@ -398,7 +456,7 @@ def remove_stale_builds(served: Path) -> list[Path]:
 
 def build_marts(settings: Settings, run_id: str, *,
                 timeout_s: float = 3600, target: str = DBT_TARGET, postgres_dsn_env: str = PROD_DSN_ENV,
-                postgres_schema: str = PROD_SCHEMA) -> dict:
+                postgres_schema: str = PROD_SCHEMA, select: Sequence[str] = ()) -> dict:
     """Build the dbt marts into a new DuckDB file and swap it over the served warehouse.
 
     Returns {"warehouse": served path, "models": {model: row_count}, "tests_passed": n, "seconds": s,
@@ -408,9 +466,17 @@ def build_marts(settings: Settings, run_id: str, *,
     every test passed the marts are published to its schema `postgres_schema` in one transaction
     (result key "published": {"schema", "tables"}), then the DuckDB file is swapped in. A failed
     publish leaves PostgreSQL and the served DuckDB file as they were.
+
+    select: dbt node selectors (e.g. ["+mart_incident_district_week"]): only those nodes are built and
+    tested, into a copy of the served warehouse (every other model keeps its served rows); "models" then
+    counts the selected models only. Same swap rule: every selected model and test must pass.
     """
     if target not in TARGETS:
         raise ValueError(f"target {target!r}: use one of {', '.join(TARGETS)}")
+    select = [select] if isinstance(select, str) else list(select)
+    bad = [s for s in select if not isinstance(s, str) or not s.strip() or s.startswith("-")]
+    if bad:
+        raise ValueError(f"select {bad!r}: give dbt node selectors, not options")
     postgres_dsn = None
     if target == "prod":
         if not _SCHEMA_OK.fullmatch(postgres_schema or ""):
@@ -432,16 +498,23 @@ def build_marts(settings: Settings, run_id: str, *,
     (target_path / "run_results.json").unlink(missing_ok=True)
     with _build_lock(build_path.parent):
         return _build(settings, served, build_path, run_dir, target_path, log_path, timeout_s, target,
-                      postgres_dsn, postgres_schema, started)
+                      postgres_dsn, postgres_schema, started, select)
 
 
 def _build(settings: Settings, served: Path, build_path: Path, run_dir: Path, target_path: Path,
            log_path: Path, timeout_s: float, target: str, postgres_dsn: str | None, postgres_schema: str,
-           started: float) -> dict:
-    log.info(f"dbt build --target {target} -> {build_path} (silver: {settings.silver_dir})")
+           started: float, select: list[str]) -> dict:
+    log.info(f"dbt build --target {target}" + (f" --select {' '.join(select)}" if select else "")
+             + f" -> {build_path} (silver: {settings.silver_dir})")
     published = None
     try:
+        if select and served.is_file():
+            if Path(f"{served}.wal").exists():
+                raise WarehouseBuildError(f"{served}.wal exists: something is writing to the served warehouse; "
+                                          "not copying it")
+            shutil.copyfile(served, build_path)  # the models outside the selection keep their served rows
         rc, errors = _run_dbt("build", settings, build_path, target_path, log_path, timeout_s,
+                              ["--select", *select] if select else (),
                               target=target, postgres_dsn=postgres_dsn)
         results = _read_run_results(target_path)
         failed_results = [r for r in results if str(r.get("status")).lower() in _FAILED]
@@ -544,8 +617,9 @@ def dbt_parse(settings: Settings, target_path: Path | None = None, *,
     """
     target_path = Path(target_path) if target_path else Path(settings.state_dir) / "dbt_parse" / "target"
     log_path = target_path.parent / "logs"
-    # The profile needs a path to render; parse never opens it.
-    placeholder = target_path / "parse-only.duckdb"
+    # The profile needs a path to render; parse never opens it. The served file's name: the same profile
+    # as the builds', so parse and build share dbt's partial-parse state.
+    placeholder = target_path / Path(settings.warehouse_path).name
     rc, errors = _run_dbt("parse", settings, placeholder, target_path, log_path, timeout_s)
     manifest = target_path / "manifest.json"
     if rc != 0 or not manifest.is_file():

@@ -203,7 +203,7 @@ def _marts_inputs(ctx: RunContext) -> dict:
     return {
         "silver": fingerprint.delta_versions(s.silver_dir),
         "dbt_project": fingerprint.files_digest([warehouse.DBT_PROJECT_DIR], REPO_ROOT),
-        "vars": warehouse._dbt_vars(s),  # noqa: SLF001 - the marts stage owns the vars it passes
+        "vars": warehouse.dbt_vars(s),
         "warehouse": [str(s.warehouse_path), fingerprint.file_state(s.warehouse_path)],
         # Freshness is measured when the marts are built: rebuild at least once a day.
         "day": dt.datetime.now(dt.UTC).date().isoformat(),

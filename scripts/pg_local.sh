@@ -6,4 +6,4 @@
 # As root the server runs as `nobody` (initdb refuses root); it listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/pipeline/bin/python}" tests/pg_server.py "$@"
+exec "${PYTHON:-.venv/pipeline/bin/python}" -m citysafe.pg_local "$@"

@@ -6,7 +6,7 @@
     .venv/pipeline/bin/python scripts/real_mapping_report.py --json var/real_mapping_report.json
 
 The delivered files are parsed with citysafe.formats (as bronze does) and each row's code is computed
-by citysafe.code_mapping.CODE_SPECS. Per source: rows, rows with a mapped code and the mapping rate
+by the `code:` section of each source's YAML. Per source: rows, rows with a mapped code and the mapping rate
 (over all rows, and over the rows that have a code), rows a steward decided are out of scope or
 unclassifiable (reference/crosswalks/decisions/), distinct codes, and whether every code occurring
 >= 10 times is handled: mapped to a subcategory, or decided out of scope / unclassifiable. Then the most
@@ -48,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
 
     root = (args.data_root or load_settings().real_data_root).resolve()
     registry = load_registry()
-    unknown = sorted(set(args.sources) - set(code_mapping.CODE_SPECS))
+    specs = code_mapping.code_specs(registry)
+    unknown = sorted(set(args.sources) - set(specs))
     if unknown:
         print(f"no code system configured for: {', '.join(unknown)} "
-              f"(known: {', '.join(code_mapping.CODE_SPECS)})", file=sys.stderr)
+              f"(known: {', '.join(specs)})", file=sys.stderr)
         return 2
-    names = args.sources or list(code_mapping.CODE_SPECS)
+    names = args.sources or list(specs)
     print(f"Real-data code mapping report: {root}")
     print(f"('out/uncl': rows decided out of scope / unclassifiable; '>=10 handled': every code occurring "
           f">= {code_mapping.FREQUENT} times is mapped or decided out of scope / unclassifiable)\n")
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name} -> {stats.crosswalk}: {stats.rows - stats.rows_mapped} unmapped rows in "
               f"{len(stats.unmapped)} codes")
         print("\n".join(lines) if lines else "    (none)")
-    no_codes = {n: why for n, why in code_mapping.NO_CODE_SYSTEM.items() if not args.sources}
+    no_codes = {n: why for n, why in code_mapping.no_code_system(registry).items() if not args.sources}
     if no_codes:
         print("\nReal sources without incident codes (nothing to map): "
               + ", ".join(f"{n} ({why})" for n, why in no_codes.items()))

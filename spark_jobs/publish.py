@@ -115,10 +115,12 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     else:
         outcome = quality.validate_staging(spark, settings, suite, staging, run_id, source.name, source=source)
     if not outcome["success"]:
+        failing = ", ".join(f["expectation"] + (f"({f['column']})" if f.get("column") else "")
+                            for f in outcome["failures"])
         raise QualityGateFailed(
             f"silver {job} <- {source.name}: Great Expectations suite {outcome['suite']} failed "
-            f"({outcome['failed']} of {outcome['evaluated']} expectations); nothing published; staging kept at "
-            f"{staging.path}; result {outcome['result_path']}", outcome["result_path"])
+            f"({outcome['failed']} of {outcome['evaluated']} expectations: {failing}); nothing published; "
+            f"staging kept at {staging.path}; GX result {outcome['result_path']}", outcome["result_path"])
     if outcome["evaluated"]:
         log.info(f"  silver {job} <- {source.name}: suite {outcome['suite']} passed ({outcome['evaluated']} expectations)")
 

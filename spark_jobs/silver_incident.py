@@ -18,7 +18,7 @@ area code (police district, beat, borough, zip, census block prefix) goes throug
 reference/districts/<crosswalk>.csv (unknown -> unknown_district), and a point inside the city's
 `bounds` keeps lon/lat and gets an H3 cell (outside -> coordinates_outside_city; no point ->
 district_only). `time_formats` (Spark patterns) are tried before the built-in forms, and
-`occurred_at_parts` joins split date/hour columns. When citysafe.code_mapping.CODE_SPECS holds the
+`occurred_at_parts` joins split date/hour columns. When the source's YAML has a `code:` section holding the
 source, its `spark_code` is the code (composite, constant or derived codes) with the crosswalk named
 there.
 """
@@ -76,7 +76,7 @@ class Reference:
     districts: DataFrame | None = None                 # w_dkey (upper-cased source value), w_dcode
     h3_resolution: int = 9
     time_formats: tuple[str, ...] = ()                 # the source's own local patterns, tried first
-    code_spec: code_mapping.CodeSpec | None = None     # code from code_mapping.CODE_SPECS (real sources)
+    code_spec: code_mapping.CodeSpec | None = None     # the source's `code:` section (real sources)
     # Steward decisions for codes the crosswalk leaves out (reference/crosswalks/decisions/<crosswalk>.csv):
     # exact codes as a frame (w_code, w_decision, w_decision_note), patterns as (regex, decision, note).
     decisions: DataFrame | None = None
@@ -84,19 +84,11 @@ class Reference:
 
 
 def code_spec_of(source: Source) -> code_mapping.CodeSpec | None:
-    """The source's entry in code_mapping.CODE_SPECS (checked against its YAML), or None."""
-    spec = code_mapping.CODE_SPECS.get(source.name)
-    silver = source.silver
-    if spec is None:
-        if not silver.fields.code:
-            raise SourceError(f"{source.file}: silver.fields.code is required (no code_mapping.CODE_SPECS entry)")
-        return None
-    if silver.crosswalk != spec.crosswalk:
-        raise SourceError(f"{source.file}: silver.crosswalk {silver.crosswalk!r} differs from code_mapping's "
-                          f"{spec.crosswalk!r} for this source")
-    missing = [c for c in spec.input_columns if c not in source.columns]
-    if missing:
-        raise SourceError(f"{source.file}: code_mapping reads column(s) {missing} the schema does not declare")
+    """The code rule the source declares in its YAML `code:` section (the registry checks its crosswalk
+    is silver.crosswalk), or None when the code is a delivered column named by silver.fields.code."""
+    spec = code_mapping.spec_of(source)
+    if spec is None and not source.silver.fields.code:
+        raise SourceError(f"{source.file}: silver.fields.code is required (or a `code:` section)")
     return spec
 
 

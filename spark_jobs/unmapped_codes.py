@@ -9,7 +9,7 @@ row by lineage, so the choice never changes between runs).
 The code is taken from the quarantine `detail` the job wrote ("... no crosswalk entry for X",
 "category: X has no taxonomy counterpart (...)", "category: X: classifier confidence ..."); when the
 detail names none, from the delivered record (`record_json`) by the source's code rule: the `code` role
-of its silver section, or `citysafe.code_mapping.CODE_SPECS` for the real public datasets.
+of its silver section, or its `code:` section for the real public datasets.
 
 `refresh(spark, settings)` recomputes the whole table from quarantine and writes it with
 `delta_io.merge_sync`: the table becomes exactly the current groups, and a refresh that changes nothing
@@ -67,8 +67,8 @@ def spec(silver_dir: Path) -> TableSpec:
 
 def _code_rule(source: Source) -> tuple[str | None, code_mapping.CodeSpec | str | None]:
     """(lookup name, code rule): a CodeSpec for the real datasets, else the column of the `code` role."""
-    if source.name in code_mapping.CODE_SPECS:
-        cs = code_mapping.CODE_SPECS[source.name]
+    cs = code_mapping.spec_of(source)
+    if cs is not None:
         return cs.crosswalk, cs
     silver = source.silver
     if silver is None:

@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 from citysafe import code_mapping, reference
-from citysafe.code_mapping import CODE_SPECS, NO_CODE_SYSTEM
 from citysafe.config import load_settings
 from citysafe.sources import load_registry
 
@@ -25,6 +24,9 @@ SAMPLES = Path(__file__).resolve().parent / "data" / "real"
 CROSSWALK_DIR = reference.CROSSWALK_DIR
 REAL = {name: s for name, s in load_registry().items() if name.startswith("real_")}
 REAL_CROSSWALKS = sorted(p.stem for p in CROSSWALK_DIR.glob("real_*.csv"))
+# Derived from the sources' YAML `code:` sections: the configuration is data, not Python.
+CODE_SPECS = code_mapping.code_specs()
+NO_CODE_SYSTEM = code_mapping.no_code_system()
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -54,6 +56,7 @@ def test_real_crosswalk_validates(name):
 
 
 def test_every_real_source_is_configured_once():
+    assert len(CODE_SPECS) == 9 and len(NO_CODE_SYSTEM) == 8
     assert set(CODE_SPECS) | set(NO_CODE_SYSTEM) == set(REAL)
     assert not set(CODE_SPECS) & set(NO_CODE_SYSTEM)
     for name, spec in CODE_SPECS.items():
@@ -288,3 +291,52 @@ def test_bronze_rows_give_the_same_figures_as_the_files(spark, tmp_path):
         from_bronze = code_mapping.mapping_stats(name, code_mapping.read_bronze(settings, REAL[name]))
         from_files = code_mapping.mapping_stats(name, code_mapping.read_delivered(REAL[name], SAMPLES))
         assert from_bronze == from_files, name
+
+
+# --- the `code:` section of a source YAML ---------------------------------------------------------
+
+
+def _with_code(tmp_path, code_yaml: str):
+    """sources/real_houston_crime.yaml with its `code:` section replaced."""
+    from citysafe.sources import SOURCES_DIR, load_source_file
+
+    text = (SOURCES_DIR / "real_houston_crime.yaml").read_text(encoding="utf-8")
+    start = text.index("\ncode:")
+    end = text.index("\nsilver:", start)
+    path = tmp_path / "real_houston_crime.yaml"
+    path.write_text(text[:start] + "\n" + code_yaml.strip("\n") + text[end:], encoding="utf-8")
+    return path, load_source_file
+
+
+@pytest.mark.parametrize("code_yaml, message", [
+    ("code:\n  crosswalk: real_houston_ofense\n  columns: [offense]",
+     "code.crosswalk: 'real_houston_ofense' has no file reference/crosswalks/real_houston_ofense.csv"),
+    ("code:\n  crosswalk: real_houston_offense\n  columns: [offence]",
+     "code.columns[0]: 'offence' is not a column in schema"),
+    ("code:\n  crosswalk: real_houston_offense\n  rules: [{code: X, columns: [beat, victims]}]",
+     "code.rules[0].columns[1]: 'victims' is not a column in schema"),
+    ("code:\n  crosswalk: real_houston_offense\n  columns: [offense]\n  constant: x",
+     "code: give exactly one of columns, constant or rules"),
+    ("code:\n  columns: [offense]", "code: crosswalk: required"),
+    ("code:\n  crosswalk: real_houston_offense\n  colums: [offense]", "code.colums: unknown key"),
+    ("code:\n  crosswalk: real_chicago_iucr\n  columns: [offense]",
+     "silver.crosswalk: 'real_houston_offense' differs from code.crosswalk 'real_chicago_iucr'"),
+])
+def test_a_malformed_code_section_names_the_file_and_the_key(tmp_path, code_yaml, message):
+    from citysafe.sources import SourceError
+
+    path, load = _with_code(tmp_path, code_yaml)
+    with pytest.raises(SourceError) as info:
+        load(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: invalid source entry: {message}"), text
+    assert "\n" not in text and "Value error" not in text
+    assert info.value.exit_code == 2
+
+
+def test_a_new_code_system_is_one_yaml_section(tmp_path):
+    """A composite code from two delivered columns, declared only in YAML, is picked up by code_mapping."""
+    path, load = _with_code(tmp_path, "code:\n  crosswalk: real_houston_offense\n  columns: [offense, beat]")
+    spec = code_mapping.spec_of(load(path))
+    frame = pd.DataFrame({"offense": ["Theft", " ", None], "beat": ["1A10", "2B", None]})
+    assert code_mapping.codes(frame, spec).tolist() == ["Theft|1A10", "|2B", None]

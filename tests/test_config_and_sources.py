@@ -84,3 +84,28 @@ def test_link_window_may_be_asymmetric_but_not_wider_than_the_buckets():
         SilverTarget.Links(sources=["police_incidents"], min_minutes=-40)
     with pytest.raises(ValidationError):
         SilverTarget.Links(sources=["police_incidents"], min_minutes=5)   # a window must include 0
+
+
+def test_dbt_vars_are_derived_from_the_registry(tmp_path):
+    """incident_sources / response_time_sources come from sources/*.yaml, not a second list in dbt."""
+    import yaml
+
+    from citysafe.warehouse import DBT_PROJECT_DIR, dbt_vars
+
+    settings = load_settings(environ={})
+    derived = dbt_vars(settings)
+    assert derived["city_timezone"] == settings.timezone
+    assert derived["incident_sources"] == [
+        "fire_calls", "hotline_tickets", "police_incidents", "real_chicago_crimes", "real_houston_crime",
+        "real_nyc_constituent_complaints", "real_nyc_vehicle_thefts", "real_nypd_collisions", "real_sf_fire_calls"]
+    assert derived["response_time_sources"] == ["fire_calls", "real_sf_fire_calls"]
+    project_vars = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
+    assert project_vars["incident_sources"] == [] and project_vars["response_time_sources"] == []
+
+    # a new department with dispatch times is one YAML file: it joins both lists, no dbt edit
+    folder = tmp_path / "sources"
+    shutil.copytree(SOURCES_DIR, folder)
+    text = (folder / "fire_calls.yaml").read_text(encoding="utf-8").replace("name: fire_calls", "name: ems_calls", 1)
+    (folder / "ems_calls.yaml").write_text(text, encoding="utf-8")
+    again = dbt_vars(settings, load_registry(folder))
+    assert "ems_calls" in again["incident_sources"] and "ems_calls" in again["response_time_sources"]

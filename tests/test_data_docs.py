@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.parse
 from pathlib import Path
@@ -82,7 +83,8 @@ def test_gates_build_offline_data_docs(spark, lake):
     index = root / "index.html"
     assert index.is_file()
     html_pages = sorted(root.rglob("*.html"))
-    pages = {run: list((root / "validations" / "silver_device" / run).glob("*/registry.html"))
+    # GX's own page names: validations/<suite>/<run_id>/<run_time>/<datasource>-<asset (the source)>.html
+    pages = {run: list((root / "validations" / "silver_device" / run).glob("*/citysafe-registry.html"))
              for run in ("run-a", "run-b")}
     assert all(len(found) == 1 for found in pages.values()), pages
     index_html = index.read_text(encoding="utf-8")
@@ -94,6 +96,10 @@ def test_gates_build_offline_data_docs(spark, lake):
     (failing,) = pages["run-a"]
     text = re.sub(r"<[^>]+>", " ", failing.read_text(encoding="utf-8"))
     assert "420102" in text and "420103" in text and "999999" in text and "Failed" in text
+    # The suite page shows GX's suite parameters by name (a list-valued one in its expectation's note).
+    suite_text = re.sub(r"<[^>]+>", " ", (root / "expectations" / "silver_device.html").read_text(encoding="utf-8"))
+    assert "$city_min_lon" in suite_text and "suite parameter  $district_codes" in suite_text
+    assert "PARAMETER'" not in suite_text and "420102" not in suite_text
 
     # Offline: no script, stylesheet, font or image from the network, in any page; every local one exists.
     for page in html_pages:
@@ -138,3 +144,26 @@ def test_every_cdn_asset_in_the_gx_templates_is_vendored():
     assert data_docs.localize_html(page, "../../../../") == (
         '<script src="../../../../static/vendor/jquery/jquery.min.js"></script>'
         '<img src="../../../../static/images/logo-long.png"><link href="../../../../static/images/favicon.ico">')
+
+
+@pytest.mark.parametrize("polygons", ["missing file", "empty FeatureCollection"])
+def test_data_docs_of_a_city_without_district_polygons(spark, lake, polygons, caplog, capfd):
+    """The pages show what GX validated: building them needs no reference data, so a city whose
+    districts_geojson is missing or empty gets its docs with no warning and no traceback."""
+    bad = devices(district_code=["420102", "999999", "420102"])
+    assert not quality.validate_staging(spark, lake, "silver_device", stage(lake, "run-a", bad), "run-a",
+                                        "registry")["success"]
+    geojson = lake.lake_root / "no_districts.geojson"
+    if polygons == "empty FeatureCollection":
+        geojson.write_text('{"type": "FeatureCollection", "features": []}')
+    no_polygons = lake.model_copy(update={"districts_geojson": geojson})
+    capfd.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        index = data_docs.build_data_docs(no_polygons, rebuild=True)
+    assert not [r for r in caplog.records if r.exc_info or (r.levelno >= logging.WARNING and
+                                                             r.name.startswith("citysafe"))]
+    assert "Traceback" not in "".join(capfd.readouterr())
+    (page,) = (index.parent / "validations" / "silver_device" / "run-a").glob("*/citysafe-registry.html")
+    text = re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8"))
+    assert "999999" in text and "420103" in text and "Failed" in text

@@ -3,19 +3,24 @@ not stop a batch; the record or file is accounted for and the rest lands."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
 import logging
 
 from citysafe import delta_io
 from citysafe.config import load_settings
-from citysafe.formats import MAX_FIELD_CHARS, parse_csv
+from citysafe.formats import MAX_FIELD_CHARS, parse, parse_csv
+from citysafe.landing import list_batches
 from citysafe.sources import get_source
-from spark_jobs import bronze
+from spark_jobs import bronze, tables
+
 from tests_support import captured_log
 
 SOURCE = get_source("police_incidents")
 HEADER = ",".join(SOURCE.columns)
-GOOD = "JQ{n},2025-03-04 13:22:10,0101,盗窃,江岸区,114.25,30.55,解放大道1号,张三,13800138000,,已受理,2025-03-05 09:00:00"
+GOOD = ("JQ{n},2025-03-04 13:22:10,0101,盗窃,江岸区,114.25,30.55,解放大道1号,张三,13800138000,,已受理,"
+        "2025-03-05 09:00:00")
 
 
 def _settings(tmp_path):
@@ -44,6 +49,7 @@ def test_a_field_over_the_limit_is_one_malformed_record_and_the_rest_parses():
                                       f"{MAX_FIELD_CHARS:,} limit (an unbalanced quote?)")
     assert parsed.raw_records[1].startswith("JQ2,") and "[truncated: " in parsed.raw_records[1]
     assert len(parsed.raw_records[1]) < 10_000
+    assert csv.field_size_limit() == 131_072  # the process-wide limit is put back after the file
 
 
 def test_an_unbalanced_quote_swallowing_the_file_does_not_abort_it():
@@ -79,16 +85,53 @@ def test_an_empty_file_lands_as_zero_rows_with_a_warning_and_the_rest_lands(spar
     with captured_log("citysafe.formats", logging.WARNING) as warnings:
         result = bronze.ingest(spark, settings, SOURCE)
     assert result["rows_read"] == result["published"] == 1
-    assert sorted(w.split(":")[0] for w in warnings) == ["police_incidents_2025-03.csv", "police_incidents_2025-04.csv"]
-    assert all("empty delivery" in w for w in warnings)
+    assert sorted(w.split(":")[0] for w in warnings) == [
+        "police_incidents_2025-03.csv", "police_incidents_2025-04.csv", "police_incidents_2025-05.csv"]
+    assert all("empty delivery" in w and "landed with zero rows" in w for w in warnings)
     (batch_id,) = result["batches"]
-    manifest = (settings.landing_dir / "police_incidents" / batch_id / "manifest.json").read_text()
-    import json
-
-    files = {f["name"]: f["rows"] for f in json.loads(manifest)["files"]}
+    manifest = json.loads((settings.landing_dir / "police_incidents" / batch_id / "manifest.json").read_text())
+    assert manifest["rows"] == 1
+    files = {f["name"]: f["rows"] for f in manifest["files"]}
     assert files == {"police_incidents_2025-03.csv": 0, "police_incidents_2025-04.csv": 0,
                      "police_incidents_2025-05.csv": 0, "police_incidents_2025-06.csv": 1}
     assert [r.case_no for r in _bronze_rows(spark, settings)] == ["JQ1"]
     # picked up once: the empty files are not delivered again on the next run
     again = bronze.ingest(spark, settings, SOURCE)
     assert again["rows_read"] == 0 and again["batches"] == []
+
+
+def test_a_batch_of_only_an_empty_file_commits_zero_rows_once(spark, tmp_path):
+    settings = _settings(tmp_path)
+    folder = _folder(tmp_path)
+    (folder / "police_incidents_2025-03.csv").write_bytes(b"")
+    first = bronze.ingest(spark, settings, SOURCE)
+    assert first["rows_read"] == first["published"] == 0 and len(first["batches"]) == 1
+    assert bronze.committed_batches(settings, SOURCE) == first["batches"]
+    recorded = delta_io.read(spark, tables.ingest_batch(settings.silver_dir)).collect()
+    assert [(r.batch_id, r.file_count, r.row_count, r.byte_count) for r in recorded] == [
+        (first["batches"][0], 1, 0, 0)]
+    assert bronze.ingest(spark, settings, SOURCE)["batches"] == []  # not landed again
+    (folder / "police_incidents_2025-04.csv").write_text("\n".join([HEADER, GOOD.format(n=7)]) + "\n")
+    later = bronze.ingest(spark, settings, SOURCE)
+    assert later["rows_read"] == later["published"] == 1
+    landed = sum(m["rows"] for m in list_batches(settings.landing_dir / "police_incidents"))
+    assert landed == delta_io.read(spark, bronze.bronze_spec(settings, SOURCE)).count() == 1
+
+
+def test_empty_excel_sheets_and_json_arrays_are_empty_deliveries_too(tmp_path):
+    import io
+
+    import openpyxl
+    from test_formats import _source
+
+    book, buffer = openpyxl.Workbook(), io.BytesIO()
+    book.save(buffer)  # one sheet, no header row
+    with captured_log("citysafe.formats", logging.WARNING) as warnings:
+        sheet = parse("empty.xlsx", buffer.getvalue(), _source(tmp_path, type="xlsx"))
+        array = parse("empty.json", b"[]", _source(tmp_path, type="json"))
+        blank = parse("blank.jsonl", b"\n  \n", _source(tmp_path, type="jsonl"))
+    assert (sheet.rows, array.rows, blank.rows) == (0, 0, 0)
+    assert [w.split(": ")[:2] for w in warnings] == [
+        ["empty.xlsx", "empty delivery (no records) from source dept_records"],
+        ["empty.json", "empty delivery (no records) from source dept_records"],
+        ["blank.jsonl", "empty delivery (no content) from source dept_records"]]

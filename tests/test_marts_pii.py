@@ -111,11 +111,15 @@ def scan(warehouse: Path, values: dict[str, set[str]]) -> list[tuple]:
             order by 1, 2, c.ordinal_position""").fetchall()
         assert columns, f"{warehouse}: no relation to scan"
         findings = []
+        loaded = None
         for schema, table, column in columns:
             relation = f'"{schema}"."{table}"'
+            if loaded != relation:  # read each relation once (a staging view re-reads its Delta table)
+                con.execute(f"create or replace temp table rel as select * from {relation}")
+                loaded = relation
             con.execute(f"""
                 create or replace temp table cell as
-                select distinct cast("{column}" as varchar) as v from {relation} where "{column}" is not null""")
+                select distinct cast("{column}" as varchar) as v from rel where "{column}" is not null""")
             hits = con.execute(r"""
                 with runs as (
                     select v, upper(unnest(regexp_extract_all(v, ?, 2))) as run from cell

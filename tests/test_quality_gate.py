@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
@@ -11,6 +12,7 @@ import silver_fixtures as fx
 from tests_support import captured_log, write_city_reference
 from citysafe import delta_io, quality
 from citysafe.config import load_settings
+from citysafe.errors import ConfigurationError
 from spark_jobs import bronze, silver_incident, tables
 
 HEADER = ",".join(fx.SOURCE.columns)
@@ -41,13 +43,29 @@ def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypat
     strict = {**real_suite, "expectations": [*real_suite["expectations"],
                                              {"expect_table_row_count_to_be_between": {"max_value": 1}}]}
     monkeypatch.setattr(quality, "load_suite", lambda name: strict)
-    with pytest.raises(silver_incident.QualityGateFailed, match="nothing published") as failure:
+    with pytest.raises(silver_incident.QualityGateFailed,
+                       match=r"expectations: expect_table_row_count_to_be_between\); nothing published") as failure:
         silver_incident.run(spark, lake, fx.SOURCE, "run-a")
     assert not (tables.incident(lake.silver_dir).path / "_delta_log").exists()
     assert DeltaTable(str(lake.staging_dir / "incident" / "run-a" / "police_incidents")).to_pyarrow_table().num_rows == 2
-    result = json.loads(open(failure.value.result_path).read())
-    assert result["success"] is False
-    assert [r["expectation"] for r in result["results"] if not r["success"]] == ["expect_table_row_count_to_be_between"]
+    # The result is GX's, in the lake's GX project: uncommitted/validations/<suite>/<run>/<time>/<batch>.json
+    project = quality.gx_project_dir(lake)
+    result_path = Path(failure.value.result_path)
+    assert str(result_path) in str(failure.value)
+    assert result_path.relative_to(project / "uncommitted" / "validations").parts[:2] == ("silver_incident", "run-a")
+    assert result_path.name == "citysafe-police_incidents.json"
+    result = json.loads(result_path.read_text())
+    assert result["success"] is False and result["meta"]["run_id"]["run_name"] == "run-a"
+    assert [r["expectation_config"]["type"] for r in result["results"] if not r["success"]] == [
+        "expect_table_row_count_to_be_between"]
+    # The suite parameters are GX's: stored as {"$PARAMETER": name}, substituted by GX in the result.
+    stored = json.loads((project / "expectations" / "silver_incident.json").read_text())
+    in_set = {"column": "subcategory_code", "value_set": {"$PARAMETER": "subcategory_codes"}}
+    assert in_set in [e["kwargs"] for e in stored["expectations"]]
+    (validated,) = [r["expectation_config"]["kwargs"] for r in result["results"]
+                    if r["expectation_config"]["kwargs"].get("column") == "subcategory_code"
+                    and r["expectation_config"]["type"] == "expect_column_values_to_be_in_set"]
+    assert "PS0101" in validated["value_set"] and len(validated["value_set"]) > 100
     recorded = DeltaTable(str(quality.validation_result_spec(lake).path)).to_pyarrow_table().to_pylist()
     assert any(not r["success"] for r in recorded)
 
@@ -72,6 +90,8 @@ def test_suite_catches_bad_rows():
     assert success is False
     assert {r["expectation"]: r["unexpected_count"] for r in rows} == {
         "expect_column_values_to_be_unique": 2, "expect_column_values_to_be_in_set": 1}
+    with pytest.raises(ConfigurationError, match=r"suite t: parameter\(s\) \$codes not defined"):
+        quality.run_suite(df, suite, {"other": 1})
 
 
 def test_fixing_reference_data_releases_quarantined_rows(spark, lake, monkeypatch):

@@ -4,10 +4,11 @@ Every table the dbt project declares as a source (dbt/models/staging/_*__sources
 TableSpec: a few hand-written incidents (with the reference rows they point at: the real taxonomy, two
 districts, one H3 cell, the registry entries and their batches) and every other table empty.
 
-One successful build (module fixture) plus more dbt runs: a failing build on a missing silver table, a
-failing build on a duplicate incident key (both must leave the served file byte-identical), a rebuild
-while a reader holds the old file open, and the `prod` target against a real PostgreSQL server on
-127.0.0.1 (a publish that fails must leave PostgreSQL and the served file as they were).
+One full build (module fixture) and one full `prod` build against a real PostgreSQL server on 127.0.0.1;
+the other dbt runs build only the nodes they are about (build_marts(select=...): dbt's --select into a
+copy of the served file, the same swap rule): a failing build on a missing silver table, a failing build
+on a duplicate incident key (both must leave the served file byte-identical), a rebuild while a reader
+holds the old file open, and a prod publish that fails (PostgreSQL and the served file stay as they were).
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from citysafe import reference
 from citysafe.config import load_settings
 from citysafe.delta_io import TableSpec
 from citysafe.sources import load_registry
-from citysafe.warehouse import DBT_PROJECT_DIR, WarehouseBuildError, build_marts, dbt_parse, generate_docs
+from citysafe.warehouse import (
+    DBT_PROJECT_DIR,
+    WarehouseBuildError,
+    build_marts,
+    dbt_parse,
+    generate_docs,
+    partial_parse_state,
+)
 from spark_jobs import silver_reference, tables
 from spark_jobs.catalog import silver_tables
 
@@ -55,14 +63,15 @@ ROWS = [
     ("fire_calls", "F1", "2025-03-10 09:00", "D01", "PS0101"),        # a second department
 ]
 
-# (district, week_start, domain) -> (incident_count, source_count, police_incidents_count, other_source_count)
+# (district, week_start, domain) -> (incident_count, source_count, police_incidents_count, fire_calls_count,
+# other_source_count): every registered incident source has its own column (vars derived from the registry)
 EXPECTED = {
-    ("D01", dt.date(2025, 3, 3), "PS"): (2, 1, 2, 0),
-    ("D01", dt.date(2025, 3, 10), "PS"): (2, 2, 1, 1),
-    ("D01", dt.date(2025, 3, 10), "TR"): (1, 1, 1, 0),
-    ("D02", dt.date(2025, 3, 10), "PS"): (1, 1, 1, 0),
-    ("D02", dt.date(2025, 3, 10), "TR"): (1, 1, 1, 0),
-    ("D02", dt.date(2025, 3, 17), "TR"): (1, 1, 1, 0),
+    ("D01", dt.date(2025, 3, 3), "PS"): (2, 1, 2, 0, 0),
+    ("D01", dt.date(2025, 3, 10), "PS"): (2, 2, 1, 1, 0),
+    ("D01", dt.date(2025, 3, 10), "TR"): (1, 1, 1, 0, 0),
+    ("D02", dt.date(2025, 3, 10), "PS"): (1, 1, 1, 0, 0),
+    ("D02", dt.date(2025, 3, 10), "TR"): (1, 1, 1, 0, 0),
+    ("D02", dt.date(2025, 3, 17), "TR"): (1, 1, 1, 0, 0),
 }
 
 
@@ -174,7 +183,7 @@ def mart_rows(path: Path) -> dict:
     con = duckdb.connect(str(path), read_only=True)
     try:
         rows = con.execute(f"select district_code, week_start, domain_code, incident_count, source_count, "
-                           f"police_incidents_count, other_source_count from {MART}").fetchall()
+                           f"police_incidents_count, fire_calls_count, other_source_count from {MART}").fetchall()
     finally:
         con.close()
     return {r[:3]: tuple(r[3:]) for r in rows}
@@ -225,6 +234,8 @@ def test_build_marts_counts_per_district_week_domain(built):
     unit = [s for uid, s in statuses.items() if uid.startswith("unit_test.")]
     assert len(unit) >= 3 and set(unit) == {"pass"}
     assert sorted(p.name for p in served.parent.iterdir()) == [served.name]
+    # dbt's partial-parse state is kept for the next run, not in the run's own target folder
+    assert partial_parse_state(settings).is_file() and not (target / "partial_parse.msgpack").exists()
 
 
 def test_ops_marts_measure_freshness_at_build_time_and_account_for_rows(built):
@@ -271,7 +282,7 @@ def test_missing_silver_table_leaves_served_file_untouched(built, tmp_path):
     before = served.read_bytes()
     broken = settings.model_copy(update={"lake_root": tmp_path / "empty_lake"})
     with pytest.raises(WarehouseBuildError) as err:
-        build_marts(broken, "run-missing")
+        build_marts(broken, "run-missing", select=["stg_silver__quarantine", "source:silver.incident"])
     assert "model stg_silver__quarantine" in err.value.failed_nodes
     assert "test source_unique_silver_incident_incident_id" in err.value.failed_nodes
     assert "Path does not exist" in str(err.value)
@@ -288,9 +299,12 @@ def test_failing_data_test_leaves_served_file_untouched(built, tmp_path):
     dup = pa.Table.from_pylist([incident_row(*ROWS[0], n=99)], schema=tables.incident(lake / "silver").arrow_schema())
     write_deltalake(str(lake / "silver" / "incident"), dup, mode="append")
     with pytest.raises(WarehouseBuildError) as err:
-        build_marts(settings.model_copy(update={"lake_root": lake}), "run-dup")
+        build_marts(settings.model_copy(update={"lake_root": lake}), "run-dup",
+                    select=["source:silver.incident", "stg_silver__incident"])
     # the source test fails first; everything downstream of it is skipped
     assert "test source_unique_silver_incident_incident_id" in err.value.failed_nodes
+    results = json.loads((err.value.run_dir / "dbt_target" / "run_results.json").read_text())["results"]
+    assert {r["unique_id"]: r["status"] for r in results}["model.citysafe.stg_silver__incident"] == "skipped"
     assert served.read_bytes() == before
     assert sorted(p.name for p in served.parent.iterdir()) == [served.name]
 
@@ -304,13 +318,13 @@ def test_rebuild_swaps_atomically_under_an_open_reader(built, tmp_path):
     write_silver(lake, ROWS + [("police_incidents", "P8", "2025-03-17 12:00", "D02", "TR0101")])
     reader = duckdb.connect(str(served), read_only=True)
     try:
-        result = build_marts(settings_for(lake, served), "run-2")
+        result = build_marts(settings_for(lake, served), "run-2", select=[f"+{MART}"])
         # the open reader keeps the old file; the swap did not wait for it
         assert reader.execute(f"select sum(incident_count) from {MART}").fetchone()[0] == len(ROWS)
     finally:
         reader.close()
     assert result["models"]["stg_silver__incident"] == len(ROWS) + 1
-    assert mart_rows(served)[("D02", dt.date(2025, 3, 17), "TR")] == (2, 1, 2, 0)
+    assert mart_rows(served)[("D02", dt.date(2025, 3, 17), "TR")] == (2, 1, 2, 0, 0)
 
 
 def test_dbt_parse_writes_manifest(built, tmp_path):
@@ -319,6 +333,10 @@ def test_dbt_parse_writes_manifest(built, tmp_path):
     nodes = json.loads(manifest.read_text())["nodes"]
     assert f"model.citysafe.{MART}" in nodes
     assert not (tmp_path / "target" / "parse-only.duckdb").exists()
+    assert not list(tmp_path.rglob("*.duckdb"))  # the profile's path is never opened
+    # the state the build of the same lake left is reused: dbt did not parse the project in full
+    dbt_log = (tmp_path / "logs" / "dbt.log").read_text()
+    assert "Partial parsing enabled" in dbt_log and "Unable to do partial parsing" not in dbt_log
 
 
 # --- the prod target: the marts published to PostgreSQL ------------------------------------------------
@@ -369,7 +387,7 @@ def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server
     before_pg, before_file = _postgres_counts(pg_server, "marts"), served.read_bytes()
     monkeypatch.setenv(DSN_ENV, pg_server.dsn(user=PUBLISHER, password=PUBLISHER_PASSWORD))
     with pytest.raises(WarehouseBuildError, match="publishing the marts to PostgreSQL failed") as err:
-        build_marts(prod_settings, "run-prod-denied", target="prod", postgres_dsn_env=DSN_ENV)
+        build_marts(prod_settings, "run-prod-denied", target="prod", postgres_dsn_env=DSN_ENV, select=[MART])
     assert "must be owner" in str(err.value)
     assert _postgres_counts(pg_server, "marts") == before_pg and _schemas(pg_server) == {"marts"}
     assert served.read_bytes() == before_file

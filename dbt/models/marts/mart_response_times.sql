@@ -5,7 +5,7 @@
 -- pair's statistics and counted in its missing_* column, never dropped silently:
 --   call_count = <pair>_call_count + missing_<pair>_count for every pair.
 
-{%- set response_sources = var('response_time_sources', ['fire_calls']) %}
+{%- set response_sources = var('response_time_sources', []) %}
 
 with
 
