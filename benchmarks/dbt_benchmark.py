@@ -24,11 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ingest_benchmark import generate, settings_for  # noqa: E402
+# The packages come from the venv (editable install); the benchmark's own folder is on sys.path as the
+# script's folder, so its sibling ingest_benchmark imports as is. Never put the repository root on
+# sys.path: dbt/ would shadow the dbt package.
+from ingest_benchmark import REPO_ROOT, generate, settings_for
 
 CLI = Path(sys.executable).parent / "citysafe"
 # Used only when the environment has no key: the data is synthetic, the key is not a secret here.

@@ -32,13 +32,13 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the packages come from the venv (editable install)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("RUST_LOG", "error")
 
 import duckdb  # noqa: E402
 import yaml  # noqa: E402
+from loopback_servers import SocrataServer, keyset_skips, start_postgres  # noqa: E402  (sibling script)
 
 import synthetic_city  # noqa: E402
 from citysafe.config import load_settings  # noqa: E402
@@ -46,9 +46,6 @@ from citysafe.connectors import files as files_connector  # noqa: E402
 from citysafe.engine import spark_session  # noqa: E402
 from citysafe.sources import Source, load_registry, load_source_file  # noqa: E402
 from spark_jobs import bronze  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback_servers import SocrataServer, keyset_skips, start_postgres  # noqa: E402
 
 CONNECTORS = ("files", "rest", "postgres")
 PROBE = "police_incidents"      # the source whose rows every connector ingests

@@ -9,7 +9,7 @@ Both listen on 127.0.0.1 only and hold fixed data, so a benchmark run pulls a kn
   a page is a bisect plus a byte join, so the server's own cost stays small next to the connector's.
   Values compare as text (code point order), like PostgreSQL text columns in the C locale.
   A request budget (pages needed + 10) answers 400 beyond it, so a paging bug cannot loop forever.
-- `start_postgres`: tests/pg_server.py's throw-away server (initdb in a temporary folder, 127.0.0.1,
+- `start_postgres`: citysafe/pg_local.py's throw-away server (initdb in a temporary folder, 127.0.0.1,
   fsync off; as root it runs as `nobody`). Imported, not copied.
 """
 
@@ -18,13 +18,10 @@ from __future__ import annotations
 import bisect
 import json
 import re
-import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _LIT = r"'((?:[^']|'')*)'"
 _GT = re.compile(rf"^(\w+) > {_LIT}$")
@@ -169,13 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def start_postgres(base: Path):
-    """A throw-away PostgreSQL server (tests/pg_server.py) under `base`; raises RuntimeError when no
+    """A throw-away PostgreSQL server (citysafe/pg_local.py) under `base`; raises RuntimeError when no
     server binaries are installed. The caller stops it (`.stop()`; also registered with atexit)."""
-    tests = str(REPO_ROOT / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-    import pg_server  # tests/pg_server.py (imports pytest, which the pipeline venv has)
+    from citysafe import pg_local
 
-    if pg_server.find_bin_dir() is None:
+    if pg_local.find_bin_dir() is None:
         raise RuntimeError("PostgreSQL server binaries not found (Debian's `postgresql` package, or PG_BIN_DIR)")
-    return pg_server.start_server(base)
+    return pg_local.start_server(base)

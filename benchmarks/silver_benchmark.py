@@ -32,8 +32,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the packages come from the venv (editable install)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("RUST_LOG", "error")
 
@@ -68,9 +67,9 @@ from ingest_benchmark import generate, settings_for  # noqa: E402
 
 
 def fresh_silver(settings) -> None:
-    """A lake with bronze only: no silver tables, staging, published-batch state, run folders or docs."""
+    """A lake with bronze only: no silver tables, staging, published-batch state, run folders, GX results or docs."""
     for path in (settings.silver_dir, settings.staging_dir, settings.state_dir / "silver", settings.runs_dir,
-                 settings.lake_root / "data_docs"):
+                 settings.lake_root / "data_docs", settings.lake_root / "gx"):
         shutil.rmtree(path, ignore_errors=True)
 
 
