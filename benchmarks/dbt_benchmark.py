@@ -37,19 +37,21 @@ BENCH_PII_KEY = "citysafe-dbt-benchmark-key-not-a-secret"
 def city_env(root: Path, synthetic: Path, scale: float, days: int, seed: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSAFE_")}
     settings = settings_for(root, synthetic, "sail")
-    env.update({
-        "CITYSAFE_LAKE_ROOT": str(settings.lake_root),
-        "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(settings.districts_geojson),
-        "CITYSAFE_DISTRICT_ALIASES": str(settings.district_aliases),
-        "CITYSAFE_WAREHOUSE_PATH": str(root / "warehouse" / "citysafe_marts.duckdb"),
-        "CITYSAFE_SCALE": f"{scale:g}",
-        "CITYSAFE_CITY__DAYS": str(days),
-        "CITYSAFE_SEED": str(seed),
-        "CITYSAFE_PII_KEY": os.environ.get("CITYSAFE_PII_KEY", BENCH_PII_KEY),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "RUST_LOG": "error",
-    })
+    env.update(
+        {
+            "CITYSAFE_LAKE_ROOT": str(settings.lake_root),
+            "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(settings.districts_geojson),
+            "CITYSAFE_DISTRICT_ALIASES": str(settings.district_aliases),
+            "CITYSAFE_WAREHOUSE_PATH": str(root / "warehouse" / "citysafe_marts.duckdb"),
+            "CITYSAFE_SCALE": f"{scale:g}",
+            "CITYSAFE_CITY__DAYS": str(days),
+            "CITYSAFE_SEED": str(seed),
+            "CITYSAFE_PII_KEY": os.environ.get("CITYSAFE_PII_KEY", BENCH_PII_KEY),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "RUST_LOG": "error",
+        }
+    )
     return env
 
 
@@ -83,40 +85,60 @@ def run_scale(args, scale: float) -> dict:
         print(f"  build-marts #{i + 1}: {walls[-1]:.1f}s", file=sys.stderr)
     results = run_results(Path(env["CITYSAFE_LAKE_ROOT"]), run_id)
     nodes = results["results"]
-    models = sorted((r for r in nodes if r["unique_id"].startswith("model.")),
-                    key=lambda r: r["execution_time"], reverse=True)
+    models = sorted(
+        (r for r in nodes if r["unique_id"].startswith("model.")), key=lambda r: r["execution_time"], reverse=True
+    )
     summary = json.loads((Path(env["CITYSAFE_LAKE_ROOT"]) / "runs" / run_id / "summary.json").read_text())
     rows = summary["tables"]["warehouse"]["models"]
     kinds = {}
     for r in nodes:
         kinds[r["unique_id"].split(".")[0]] = kinds.get(r["unique_id"].split(".")[0], 0) + 1
     return {
-        "scale": scale, "days": args.days,
-        "incidents_delivered": sum(s["rows_delivered"] for n, s in truth["sources"].items()
-                                   if n in ("police_incidents", "fire_calls", "hotline_tickets")),
+        "scale": scale,
+        "days": args.days,
+        "incidents_delivered": sum(
+            s["rows_delivered"]
+            for n, s in truth["sources"].items()
+            if n in ("police_incidents", "fire_calls", "hotline_tickets")
+        ),
         "device_readings_delivered": truth["sources"]["device_readings"]["rows_delivered"],
-        "wall_seconds": walls, "dbt_elapsed_seconds": round(results["elapsed_time"], 2),
-        "nodes": kinds, "largest_models": sorted(rows.items(), key=lambda kv: kv[1], reverse=True)[:3],
-        "slowest_models": [(m["unique_id"].split(".")[-1], round(m["execution_time"], 2), rows.get(
-            m["unique_id"].split(".")[-1])) for m in models[:args.top]],
+        "wall_seconds": walls,
+        "dbt_elapsed_seconds": round(results["elapsed_time"], 2),
+        "nodes": kinds,
+        "largest_models": sorted(rows.items(), key=lambda kv: kv[1], reverse=True)[:3],
+        "slowest_models": [
+            (m["unique_id"].split(".")[-1], round(m["execution_time"], 2), rows.get(m["unique_id"].split(".")[-1]))
+            for m in models[: args.top]
+        ],
     }
 
 
 def report(results: list[dict]) -> str:
-    lines = ["| scale | days | incidents delivered | device readings | nodes (models / tests / unit tests / seeds) "
-             "| `citysafe build-marts` wall s | dbt elapsed s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scale | days | incidents delivered | device readings | nodes (models / tests / unit tests / seeds) "
+        "| `citysafe build-marts` wall s | dbt elapsed s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         n = r["nodes"]
         walls = ", ".join(f"{w:.1f}" for w in r["wall_seconds"])
-        lines.append(f"| {r['scale']:g} | {r['days']} | {r['incidents_delivered']:,} | {r['device_readings_delivered']:,} "
-                     f"| {n.get('model', 0)} / {n.get('test', 0)} / {n.get('unit_test', 0)} / {n.get('seed', 0)} "
-                     f"| {walls} | {r['dbt_elapsed_seconds']:.1f} |")
+        lines.append(
+            f"| {r['scale']:g} | {r['days']} | {r['incidents_delivered']:,} | {r['device_readings_delivered']:,} "
+            f"| {n.get('model', 0)} / {n.get('test', 0)} / {n.get('unit_test', 0)} / {n.get('seed', 0)} "
+            f"| {walls} | {r['dbt_elapsed_seconds']:.1f} |"
+        )
     for r in results:
-        lines += ["", f"Slowest models at scale {r['scale']:g} (execution time, rows):", "",
-                  "| model | seconds | rows |", "|---|---|---|"]
-        lines += [f"| {name} | {sec:.2f} | {rows:,} |" if rows is not None else f"| {name} | {sec:.2f} | - |"
-                  for name, sec, rows in r["slowest_models"]]
+        lines += [
+            "",
+            f"Slowest models at scale {r['scale']:g} (execution time, rows):",
+            "",
+            "| model | seconds | rows |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {sec:.2f} | {rows:,} |" if rows is not None else f"| {name} | {sec:.2f} | - |"
+            for name, sec, rows in r["slowest_models"]
+        ]
     return "\n".join(lines)
 
 

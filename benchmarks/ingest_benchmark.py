@@ -48,38 +48,52 @@ from citysafe.sources import Source, load_registry, load_source_file  # noqa: E4
 from spark_jobs import bronze  # noqa: E402
 
 CONNECTORS = ("files", "rest", "postgres")
-PROBE = "police_incidents"      # the source whose rows every connector ingests
-TIE_BREAKER = "case_no"         # unique per (updated_at, case_no) except exact duplicate rows
-PG_DSN_ENV = "BENCH_PG_DSN"     # the temporary postgres source's connector.dsn_env
+PROBE = "police_incidents"  # the source whose rows every connector ingests
+TIE_BREAKER = "case_no"  # unique per (updated_at, case_no) except exact duplicate rows
+PG_DSN_ENV = "BENCH_PG_DSN"  # the temporary postgres source's connector.dsn_env
 PG_TABLE = "police_incidents"
 
 # Encodings DuckDB's CSV reader handles without the (downloadable) `encodings` extension.
-DUCKDB_NATIVE = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "latin-1": "latin-1",
-                 "utf-16": "utf-16"}
+DUCKDB_NATIVE = {"utf-8": "utf-8", "utf8": "utf-8", "utf-8-sig": "utf-8", "latin-1": "latin-1", "utf-16": "utf-16"}
 
 
 def settings_for(root: Path, synthetic: Path, engine: str):
-    return load_settings(environ={
-        "CITYSAFE_LAKE_ROOT": str(root / "lake"),
-        "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(synthetic / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(synthetic / "reference" / "district_aliases.csv"),
-        "CITYSAFE_ENGINE": engine,
-    })
+    return load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(root / "lake"),
+            "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(synthetic / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(synthetic / "reference" / "district_aliases.csv"),
+            "CITYSAFE_ENGINE": engine,
+        }
+    )
 
 
 def generate(synthetic: Path, scale: float, days: int, seed: int) -> tuple[dict, float | None]:
     """The city at `synthetic`; reuse it when the truth file says it is the same city."""
-    params = {"scale": scale, "seed": seed, "start_date": "2025-01-01", "days": days,
-              "timezone": "Asia/Shanghai", "h3_resolution": 8}
+    params = {
+        "scale": scale,
+        "seed": seed,
+        "start_date": "2025-01-01",
+        "days": days,
+        "timezone": "Asia/Shanghai",
+        "h3_resolution": 8,
+    }
     truth_file = synthetic / "truth" / "expected_counts.json"
     if truth_file.exists():
         truth = json.loads(truth_file.read_text(encoding="utf-8"))
         if all(str(truth["generator"].get(k)) == str(v) for k, v in params.items()):
             return truth, None
     t0 = time.perf_counter()
-    truth = synthetic_city.generate(synthetic, scale=scale, seed=seed, start_date=dt.date(2025, 1, 1), days=days,
-                                    timezone="Asia/Shanghai", h3_resolution=8)
+    truth = synthetic_city.generate(
+        synthetic,
+        scale=scale,
+        seed=seed,
+        start_date=dt.date(2025, 1, 1),
+        days=days,
+        timezone="Asia/Shanghai",
+        h3_resolution=8,
+    )
     return truth, time.perf_counter() - t0
 
 
@@ -115,15 +129,18 @@ def duckdb_read(source: Source, files: list[Path], scratch: Path) -> tuple[float
     else:
         encoding = DUCKDB_NATIVE[encoding]
     if fmt.type == "csv":
-        sql = ("CREATE TEMP TABLE t AS SELECT * FROM read_csv(?, all_varchar=true, header=true, delim=?, quote=?, "
-               f"escape=?, encoding='{encoding}')")
+        sql = (
+            "CREATE TEMP TABLE t AS SELECT * FROM read_csv(?, all_varchar=true, header=true, delim=?, quote=?, "
+            f"escape=?, encoding='{encoding}')"
+        )
         con.execute(sql, [paths, fmt.delimiter, fmt.quotechar, fmt.quotechar])
     elif fmt.type == "jsonl":
         # All declared columns as VARCHAR: the same "everything as text" contract as bronze (and no
         # type inference across mixed int/string fields such as fire_calls.received).
         columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in source.columns) + "}"
-        con.execute(f"CREATE TEMP TABLE t AS SELECT * FROM read_json(?, format='newline_delimited', "
-                    f"columns={columns})", [paths])
+        con.execute(
+            f"CREATE TEMP TABLE t AS SELECT * FROM read_json(?, format='newline_delimited', columns={columns})", [paths]
+        )
     else:
         raise ValueError(f"no DuckDB comparison for format {fmt.type}")
     rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
@@ -161,10 +178,22 @@ def run_scale(spark, args, scale: float, pg) -> tuple[list[dict], list[dict]]:
             result = {"rows_read": 0}
             failure = f"{type(exc).__name__}: {grpc.group(1) if grpc else message[:160]}".replace("|", "/")
         seconds = time.perf_counter() - t0
-        row = {"scale": scale, "source": name, "connector": source.connector.type, "format": source.format.type,
-               "encoding": source.format.encoding, "files": len(files), "rows": result["rows_read"],
-               "bytes": size, "seconds": seconds, "expected_rows": truth["sources"].get(name, {}).get("rows_delivered"),
-               "duckdb_seconds": None, "duckdb_rows": None, "note": "", "failed": failure}
+        row = {
+            "scale": scale,
+            "source": name,
+            "connector": source.connector.type,
+            "format": source.format.type,
+            "encoding": source.format.encoding,
+            "files": len(files),
+            "rows": result["rows_read"],
+            "bytes": size,
+            "seconds": seconds,
+            "expected_rows": truth["sources"].get(name, {}).get("rows_delivered"),
+            "duckdb_seconds": None,
+            "duckdb_rows": None,
+            "note": "",
+            "failed": failure,
+        }
         if failure:
             row["note"] = f"FAILED after {seconds:.1f}s: {failure}"
         elif row["expected_rows"] is not None and row["rows"] != row["expected_rows"]:
@@ -179,8 +208,16 @@ def run_scale(spark, args, scale: float, pg) -> tuple[list[dict], list[dict]]:
         rows_out.append(row)
     connector_rows = []
     if PROBE in registry:
-        connector_rows = run_connectors(spark, args, scale, settings, registry[PROBE], root / "scratch", pg,
-                                        next(r for r in rows_out if r["source"] == PROBE))
+        connector_rows = run_connectors(
+            spark,
+            args,
+            scale,
+            settings,
+            registry[PROBE],
+            root / "scratch",
+            pg,
+            next(r for r in rows_out if r["source"] == PROBE),
+        )
     shutil.rmtree(root / "scratch", ignore_errors=True)
     return rows_out, connector_rows
 
@@ -205,8 +242,13 @@ def read_delivered_rows(source: Source, files: list[Path]) -> list[dict]:
 def temp_source(base: Source, name: str, folder: Path, connector: dict, fmt: dict) -> Source:
     """`base` with another connector and format, written as <folder>/<name>.yaml and loaded like any entry."""
     entry = base.model_dump(mode="json", by_alias=True, exclude={"file"}, exclude_none=True)
-    entry.update(name=name, tags=["benchmark"], connector=connector, format=fmt,
-                 description=f"{base.name} rows through the {connector['type']} connector (ingest benchmark)")
+    entry.update(
+        name=name,
+        tags=["benchmark"],
+        connector=connector,
+        format=fmt,
+        description=f"{base.name} rows through the {connector['type']} connector (ingest benchmark)",
+    )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(entry, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -226,8 +268,9 @@ def bronze_check(settings, source: Source, expected: list[dict]) -> str:
     problems = []
     if got != want:
         missing, extra = sum((want - got).values()), sum((got - want).values())
-        problems.append(f"bronze {table.num_rows:,} rows vs {len(expected):,} delivered: {missing:,} missing, "
-                        f"{extra:,} extra")
+        problems.append(
+            f"bronze {table.num_rows:,} rows vs {len(expected):,} delivered: {missing:,} missing, {extra:,} extra"
+        )
     if malformed:
         problems.append(f"{malformed:,} malformed")
     return "; ".join(problems)
@@ -252,9 +295,22 @@ def _timed_ingest(spark, settings, source: Source) -> tuple[dict, float, str | N
 
 
 def _connector_row(scale, connector, source_name, source_rows, **kw) -> dict:
-    row = {"scale": scale, "connector": connector, "source": source_name, "source_rows": source_rows, "rows": 0,
-           "landed_bytes": 0, "seconds": None, "yardstick": "", "yardstick_seconds": None, "yardstick_rows": None,
-           "check": "", "note": "", "failed": None, "skipped": None}
+    row = {
+        "scale": scale,
+        "connector": connector,
+        "source": source_name,
+        "source_rows": source_rows,
+        "rows": 0,
+        "landed_bytes": 0,
+        "seconds": None,
+        "yardstick": "",
+        "yardstick_seconds": None,
+        "yardstick_rows": None,
+        "check": "",
+        "note": "",
+        "failed": None,
+        "skipped": None,
+    }
     row.update(kw)
     return row
 
@@ -268,11 +324,23 @@ def run_connectors(spark, args, scale, settings, base: Source, scratch: Path, pg
 
     # files: the run above; its yardstick is DuckDB's read_csv of the same files
     check = "" if files_row["failed"] else bronze_check(settings, base, rows)
-    out.append(_connector_row(scale, "files", base.name, n, rows=files_row["rows"], seconds=files_row["seconds"],
-                              landed_bytes=landed_bytes(settings, base), yardstick="DuckDB read_csv (files)",
-                              yardstick_seconds=files_row["duckdb_seconds"], yardstick_rows=files_row["duckdb_rows"],
-                              check=check, failed=files_row["failed"],
-                              note="" if "files" in args.connectors else "baseline for the other connectors"))
+    out.append(
+        _connector_row(
+            scale,
+            "files",
+            base.name,
+            n,
+            rows=files_row["rows"],
+            seconds=files_row["seconds"],
+            landed_bytes=landed_bytes(settings, base),
+            yardstick="DuckDB read_csv (files)",
+            yardstick_seconds=files_row["duckdb_seconds"],
+            yardstick_rows=files_row["duckdb_rows"],
+            check=check,
+            failed=files_row["failed"],
+            note="" if "files" in args.connectors else "baseline for the other connectors",
+        )
+    )
 
     if "rest" in args.connectors:
         out.append(run_rest(spark, args, scale, settings, base, rows, scratch))
@@ -285,21 +353,41 @@ def run_rest(spark, args, scale, settings, base: Source, rows: list[dict], scrat
     """Serve `rows` from a loopback Socrata-style API; ingest through a temporary `rest` source."""
     server = SocrataServer(rows, base.watermark, TIE_BREAKER, dataset=base.name).start(args.rest_page_size)
     try:
-        source = temp_source(base, f"{base.name}_rest", scratch / "sources",
-                             {"type": "rest", "url": server.url, "page_size": args.rest_page_size,
-                              "tie_breaker": TIE_BREAKER, "timeout_seconds": 60, "max_retries": 2,
-                              "backoff_seconds": 0.2},
-                             {"type": "json"})
+        source = temp_source(
+            base,
+            f"{base.name}_rest",
+            scratch / "sources",
+            {
+                "type": "rest",
+                "url": server.url,
+                "page_size": args.rest_page_size,
+                "tie_breaker": TIE_BREAKER,
+                "timeout_seconds": 60,
+                "max_retries": 2,
+                "backoff_seconds": 0.2,
+            },
+            {"type": "json"},
+        )
         result, seconds, failure = _timed_ingest(spark, settings, source)
     finally:
         server.stop()
     skips = server.keyset_skips(args.rest_page_size)
     notes = [f"{server.requests} requests, {server.bytes_sent / 1e6:,.2f} MB served"]
     if skips:
-        notes.append(f"{skips} exact-duplicate (updated_at, {TIE_BREAKER}) row(s) across a page boundary: "
-                     "keyset paging skips them")
-    row = _connector_row(scale, "rest", source.name, len(rows), rows=result["rows_read"], seconds=seconds,
-                         failed=failure, yardstick="DuckDB read_json (landed pages)")
+        notes.append(
+            f"{skips} exact-duplicate (updated_at, {TIE_BREAKER}) row(s) across a page boundary: "
+            "keyset paging skips them"
+        )
+    row = _connector_row(
+        scale,
+        "rest",
+        source.name,
+        len(rows),
+        rows=result["rows_read"],
+        seconds=seconds,
+        failed=failure,
+        yardstick="DuckDB read_json (landed pages)",
+    )
     if failure:
         row["note"] = f"FAILED after {seconds:.1f}s: {failure}"
         return row
@@ -310,8 +398,10 @@ def run_rest(spark, args, scale, settings, base: Source, rows: list[dict], scrat
     con.execute("SELECT 1").fetchall()
     columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in source.columns) + "}"
     t0 = time.perf_counter()
-    con.execute(f"CREATE TEMP TABLE t AS SELECT * FROM read_json(?, format='array', columns={columns})",
-                [[str(p) for p in pages]])
+    con.execute(
+        f"CREATE TEMP TABLE t AS SELECT * FROM read_json(?, format='array', columns={columns})",
+        [[str(p) for p in pages]],
+    )
     row["yardstick_rows"] = con.execute("SELECT count(*) FROM t").fetchone()[0]
     row["yardstick_seconds"] = time.perf_counter() - t0
     con.close()
@@ -320,8 +410,9 @@ def run_rest(spark, args, scale, settings, base: Source, rows: list[dict], scrat
     return row
 
 
-def run_postgres(spark, args, scale, settings, base: Source, files: list[Path], rows: list[dict], scratch: Path,
-                 pg) -> dict:
+def run_postgres(
+    spark, args, scale, settings, base: Source, files: list[Path], rows: list[dict], scratch: Path, pg
+) -> dict:
     """COPY the delivered CSVs into a table of a local PostgreSQL; ingest through a temporary `postgres`
     source; the yardstick is psycopg's COPY TO STDOUT of that table (the raw extract)."""
     import psycopg
@@ -341,8 +432,10 @@ def run_postgres(spark, args, scale, settings, base: Source, files: list[Path], 
         conn.execute("SET client_encoding TO 'UTF8'")
         # Every column as text: the same strings the CSV delivers (empty stays '', not NULL).
         conn.execute(f"CREATE TABLE {PG_TABLE} ({', '.join(f'{c} text' for c in base.columns)})")
-        copy_in = (f"COPY {PG_TABLE} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER "
-                   f"'{fmt.delimiter}', QUOTE '{fmt.quotechar}', FORCE_NOT_NULL ({cols}))")
+        copy_in = (
+            f"COPY {PG_TABLE} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER "
+            f"'{fmt.delimiter}', QUOTE '{fmt.quotechar}', FORCE_NOT_NULL ({cols}))"
+        )
         with conn.cursor() as cur:
             for path in files:
                 with cur.copy(copy_in) as copy:
@@ -353,20 +446,39 @@ def run_postgres(spark, args, scale, settings, base: Source, files: list[Path], 
         table_mb = conn.execute(f"SELECT pg_total_relation_size('{PG_TABLE}')").fetchone()[0] / 1e6
     load_seconds = time.perf_counter() - t0
     os.environ[PG_DSN_ENV] = server.dsn(db)
-    source = temp_source(base, name, scratch / "sources",
-                         {"type": "postgres", "dsn_env": PG_DSN_ENV, "table": PG_TABLE,
-                          "batch_size": args.pg_batch_size, "tie_breaker": TIE_BREAKER},
-                         {"type": "jsonl"})
+    source = temp_source(
+        base,
+        name,
+        scratch / "sources",
+        {
+            "type": "postgres",
+            "dsn_env": PG_DSN_ENV,
+            "table": PG_TABLE,
+            "batch_size": args.pg_batch_size,
+            "tie_breaker": TIE_BREAKER,
+        },
+        {"type": "jsonl"},
+    )
     result, seconds, failure = _timed_ingest(spark, settings, source)
     notes = [f"table {loaded:,} rows, {table_mb:,.1f} MB with index, loaded by COPY in {load_seconds:.2f}s (not timed)"]
     if loaded != len(rows):
         notes.insert(0, f"MISMATCH: COPY loaded {loaded:,} rows")
     skips = keyset_skips(sorted((r[base.watermark], r[TIE_BREAKER]) for r in rows), args.pg_batch_size)
     if skips:
-        notes.append(f"{skips} exact-duplicate (updated_at, {TIE_BREAKER}) row(s) across a chunk boundary: "
-                     "keyset paging skips them")
-    row = _connector_row(scale, "postgres", name, len(rows), rows=result["rows_read"], seconds=seconds,
-                         failed=failure, yardstick="psycopg COPY TO STDOUT (table)")
+        notes.append(
+            f"{skips} exact-duplicate (updated_at, {TIE_BREAKER}) row(s) across a chunk boundary: "
+            "keyset paging skips them"
+        )
+    row = _connector_row(
+        scale,
+        "postgres",
+        name,
+        len(rows),
+        rows=result["rows_read"],
+        seconds=seconds,
+        failed=failure,
+        yardstick="psycopg COPY TO STDOUT (table)",
+    )
     if failure:
         row["note"] = f"FAILED after {seconds:.1f}s: {failure}"
         return row
@@ -397,19 +509,39 @@ def _rate(rows, seconds):
 def _fmt_row(label_scale, source, cf, files, rows, size, seconds, d_seconds, note="", failed=False):
     ratio = f"{seconds / d_seconds:.1f}x" if d_seconds and not failed else "-"
     d = f"{d_seconds:.3f}" if d_seconds is not None else "-"
-    return (f"| {label_scale} | {source} | {cf} | {files:,} | {rows:,} | {size / 1e6:,.2f} | {seconds:.3f} | "
-            f"{_rate(rows, seconds)} | {d} | {ratio} | {note} |")
+    return (
+        f"| {label_scale} | {source} | {cf} | {files:,} | {rows:,} | {size / 1e6:,.2f} | {seconds:.3f} | "
+        f"{_rate(rows, seconds)} | {d} | {ratio} | {note} |"
+    )
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| scale | source | connector/format | files | rows | MB | seconds | rows/s | DuckDB s | ours/DuckDB | note |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| scale | source | connector/format | files | rows | MB | seconds | rows/s | DuckDB s | ours/DuckDB | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
-        lines.append(_fmt_row(f"{r['scale']:g}", r["source"], f"{r['connector']}/{r['format']}", r["files"], r["rows"],
-                              r["bytes"], r["seconds"], r["duckdb_seconds"], r["note"], bool(r["failed"])))
-    lines += ["", "Per connector/format (DuckDB and ratio over the sources DuckDB read):", "",
-              "| scale | connector/format | sources | files | rows | MB | seconds | rows/s | DuckDB s | ours/DuckDB (same sources) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            _fmt_row(
+                f"{r['scale']:g}",
+                r["source"],
+                f"{r['connector']}/{r['format']}",
+                r["files"],
+                r["rows"],
+                r["bytes"],
+                r["seconds"],
+                r["duckdb_seconds"],
+                r["note"],
+                bool(r["failed"]),
+            )
+        )
+    lines += [
+        "",
+        "Per connector/format (DuckDB and ratio over the sources DuckDB read):",
+        "",
+        "| scale | connector/format | sources | files | rows | MB | seconds | rows/s | DuckDB s | ours/DuckDB (same sources) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     groups = defaultdict(list)
     for r in results:
         groups[(r["scale"], f"{r['connector']}/{r['format']}")].append(r)
@@ -422,18 +554,23 @@ def table(results: list[dict]) -> str:
         d = sum(r["duckdb_seconds"] for r in compared) if compared else None
         ours_cmp = sum(r["seconds"] for r in compared)
         ratio = f"{ours_cmp / d:.1f}x" if d else "-"
-        lines.append(f"| {scale:g} | {cf} | {len(rs)} | {sum(r['files'] for r in rs):,} | {sum(r['rows'] for r in rs):,} | "
-                     f"{sum(r['bytes'] for r in rs) / 1e6:,.2f} | {secs:.3f} | {_rate(sum(r['rows'] for r in rs), secs)} | "
-                     f"{f'{d:.3f}' if d is not None else '-'} | {ratio}{f' ({failed} failed source(s) left out)' if failed else ''} |")
+        lines.append(
+            f"| {scale:g} | {cf} | {len(rs)} | {sum(r['files'] for r in rs):,} | {sum(r['rows'] for r in rs):,} | "
+            f"{sum(r['bytes'] for r in rs) / 1e6:,.2f} | {secs:.3f} | {_rate(sum(r['rows'] for r in rs), secs)} | "
+            f"{f'{d:.3f}' if d is not None else '-'} | {ratio}{f' ({failed} failed source(s) left out)' if failed else ''} |"
+        )
     return "\n".join(lines)
 
 
 def connector_table(rows: list[dict]) -> str:
-    lines = [f"Per connector, the same rows ({PROBE} as delivered; rest: loopback Socrata-style API, postgres: "
-             "local PostgreSQL table):", "",
-             "| scale | connector | rows | bronze = delivered | landed MB | seconds | rows/s | time vs files | "
-             "yardstick | yardstick s | ours/yardstick | note |",
-             "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    lines = [
+        f"Per connector, the same rows ({PROBE} as delivered; rest: loopback Socrata-style API, postgres: "
+        "local PostgreSQL table):",
+        "",
+        "| scale | connector | rows | bronze = delivered | landed MB | seconds | rows/s | time vs files | "
+        "yardstick | yardstick s | ours/yardstick | note |",
+        "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
     files_seconds = {r["scale"]: r["seconds"] for r in rows if r["connector"] == "files" and not r["failed"]}
     for r in rows:
         ok = not (r["failed"] or r["skipped"])
@@ -444,39 +581,58 @@ def connector_table(rows: list[dict]) -> str:
         else:
             check = f"yes ({r['source_rows']:,})"
         base = files_seconds.get(r["scale"])
-        vs_files = f"{r['seconds'] / base:.2f}x" if ok and base and r["connector"] != "files" else (
-            "1.00x" if ok and r["connector"] == "files" else "-")
+        vs_files = (
+            f"{r['seconds'] / base:.2f}x"
+            if ok and base and r["connector"] != "files"
+            else ("1.00x" if ok and r["connector"] == "files" else "-")
+        )
         y = r["yardstick_seconds"]
         ratio = f"{r['seconds'] / y:.1f}x" if ok and y else "-"
         note = r["note"]
         secs = f"{r['seconds']:.3f}" if r["seconds"] is not None else "-"
         if ok and r["yardstick_rows"] is not None and r["yardstick_rows"] != r["source_rows"]:
             note = (note + "; " if note else "") + f"yardstick read {r['yardstick_rows']:,} rows"
-        lines.append(f"| {r['scale']:g} | {r['connector']} | {r['rows']:,} | {check} | {r['landed_bytes'] / 1e6:,.2f} | "
-                     f"{secs} | "
-                     f"{_rate(r['rows'], r['seconds']) if ok else '-'} | {vs_files} | {r['yardstick'] or '-'} | "
-                     f"{f'{y:.3f}' if y is not None else '-'} | {ratio} | {note} |")
+        lines.append(
+            f"| {r['scale']:g} | {r['connector']} | {r['rows']:,} | {check} | {r['landed_bytes'] / 1e6:,.2f} | "
+            f"{secs} | "
+            f"{_rate(r['rows'], r['seconds']) if ok else '-'} | {vs_files} | {r['yardstick'] or '-'} | "
+            f"{f'{y:.3f}' if y is not None else '-'} | {ratio} | {note} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scales", type=float, nargs="+", default=[0.05, 0.25], help="city scales (default 0.05 0.25)")
     parser.add_argument("--days", type=int, default=365, help="days of deliveries (default 365)")
     parser.add_argument("--seed", type=int, default=20260101)
-    parser.add_argument("--out", default=str(REPO_ROOT / "var" / "benchmark"),
-                        help="work folder: cities, lakes, results (default var/benchmark)")
+    parser.add_argument(
+        "--out",
+        default=str(REPO_ROOT / "var" / "benchmark"),
+        help="work folder: cities, lakes, results (default var/benchmark)",
+    )
     parser.add_argument("--engine", default="sail", help="'sail' (in process) or sc://host:port")
-    parser.add_argument("--max-batch-mb", type=int, default=None,
-                        help="override the files connector's batch cap (citysafe.connectors.files.MAX_BATCH_BYTES, "
-                             f"default {files_connector.MAX_BATCH_BYTES >> 20} MB) for this run only")
-    parser.add_argument("--connectors", nargs="+", choices=CONNECTORS, default=list(CONNECTORS),
-                        help="connectors to time (default: all). files: every synthetic source; rest / postgres: "
-                             f"the {PROBE} rows (the files connector still ingests {PROBE} as their baseline)")
+    parser.add_argument(
+        "--max-batch-mb",
+        type=int,
+        default=None,
+        help="override the files connector's batch cap (citysafe.connectors.files.MAX_BATCH_BYTES, "
+        f"default {files_connector.MAX_BATCH_BYTES >> 20} MB) for this run only",
+    )
+    parser.add_argument(
+        "--connectors",
+        nargs="+",
+        choices=CONNECTORS,
+        default=list(CONNECTORS),
+        help="connectors to time (default: all). files: every synthetic source; rest / postgres: "
+        f"the {PROBE} rows (the files connector still ingests {PROBE} as their baseline)",
+    )
     parser.add_argument("--rest-page-size", type=int, default=5000, help="rest connector page_size (default 5000)")
-    parser.add_argument("--pg-batch-size", type=int, default=20000,
-                        help="postgres connector batch_size (default 20000)")
+    parser.add_argument(
+        "--pg-batch-size", type=int, default=20000, help="postgres connector batch_size (default 20000)"
+    )
     args = parser.parse_args(argv)
     if args.max_batch_mb:
         files_connector.MAX_BATCH_BYTES = args.max_batch_mb << 20
@@ -492,8 +648,11 @@ def main(argv=None) -> int:
                 pg["server"] = start_postgres(pg["base"])
                 with pg["server"].connect() as conn:
                     pg["version"] = conn.execute("SHOW server_version").fetchone()[0]
-                print(f"# PostgreSQL {pg['version']} on 127.0.0.1:{pg['server'].port} started in "
-                      f"{pg['server'].start_seconds:.1f}s", file=sys.stderr)
+                print(
+                    f"# PostgreSQL {pg['version']} on 127.0.0.1:{pg['server'].port} started in "
+                    f"{pg['server'].start_seconds:.1f}s",
+                    file=sys.stderr,
+                )
             except Exception as exc:  # noqa: BLE001 - no server here: the postgres lines say so
                 pg["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:200].replace("|", "/")
                 print(f"# postgres connector skipped: {pg['error']}", file=sys.stderr)
@@ -511,23 +670,30 @@ def main(argv=None) -> int:
         if pg["base"] is not None:
             shutil.rmtree(pg["base"], ignore_errors=True)
 
-    header = (f"CitySafe ingest benchmark: {dt.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
-              f"engine {args.engine} (session start {started:.1f}s, not in the table), days={args.days}, "
-              f"seed={args.seed}, files batch cap {files_connector.MAX_BATCH_BYTES >> 20} MB"
-              f"{' (--max-batch-mb override)' if args.max_batch_mb else ''}, connectors {' '.join(args.connectors)}"
-              + (f", rest page_size {args.rest_page_size}" if "rest" in args.connectors else "")
-              + (f", postgres batch_size {args.pg_batch_size} (PostgreSQL {pg['version'] or 'not available'})"
-                 if "postgres" in args.connectors else ""))
+    header = (
+        f"CitySafe ingest benchmark: {dt.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
+        f"engine {args.engine} (session start {started:.1f}s, not in the table), days={args.days}, "
+        f"seed={args.seed}, files batch cap {files_connector.MAX_BATCH_BYTES >> 20} MB"
+        f"{' (--max-batch-mb override)' if args.max_batch_mb else ''}, connectors {' '.join(args.connectors)}"
+        + (f", rest page_size {args.rest_page_size}" if "rest" in args.connectors else "")
+        + (
+            f", postgres batch_size {args.pg_batch_size} (PostgreSQL {pg['version'] or 'not available'})"
+            if "postgres" in args.connectors
+            else ""
+        )
+    )
     text = header + "\n\n" + table(results)
     if connector_results:
         text += "\n\n" + connector_table(connector_results)
     print(text)
     (out / "results.md").write_text(text + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps({"header": header, "results": results,
-                                                  "connectors": connector_results}, indent=2), encoding="utf-8")
+    (out / "results.json").write_text(
+        json.dumps({"header": header, "results": results, "connectors": connector_results}, indent=2), encoding="utf-8"
+    )
     bad = any(r["failed"] or "MISMATCH" in r["note"] for r in results) or any(
-        r["failed"] or r["check"] or "MISMATCH" in r["note"] for r in connector_results)
+        r["failed"] or r["check"] or "MISMATCH" in r["note"] for r in connector_results
+    )
     return 1 if bad else 0
 
 

@@ -54,8 +54,9 @@ class SocrataServer:
         self.watermark, self.tie_breaker = watermark, tie_breaker
         self.keys = [(records[i][watermark], records[i][tie_breaker]) for i in order]
         self.w_values = [k[0] for k in self.keys]
-        self.encoded = [json.dumps(records[i], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-                        for i in order]
+        self.encoded = [
+            json.dumps(records[i], ensure_ascii=False, separators=(",", ":")).encode("utf-8") for i in order
+        ]
         self.path = f"/resource/{dataset}.json"
         self.requests = 0
         self.bytes_sent = 0
@@ -86,11 +87,13 @@ class SocrataServer:
     def page(self, params: dict[str, str]) -> bytes:
         order = [c.strip() for c in params.get("$order", "").split(",") if c.strip()]
         if order not in ([self.watermark, self.tie_breaker], [self.watermark]):
-            raise ValueError(f"unsupported $order {params.get('$order')!r}: this dataset is sorted by "
-                             f"{self.watermark},{self.tie_breaker}")
+            raise ValueError(
+                f"unsupported $order {params.get('$order')!r}: this dataset is sorted by "
+                f"{self.watermark},{self.tie_breaker}"
+            )
         limit = min(int(params.get("$limit", 1000)), MAX_LIMIT)
         start = self._start(params.get("$where")) + int(params.get("$offset", 0))
-        return b"[" + b",".join(self.encoded[start:start + limit]) + b"]"
+        return b"[" + b",".join(self.encoded[start : start + limit]) + b"]"
 
     # --- serving ----------------------------------------------------------------------------------
 
@@ -107,8 +110,9 @@ class SocrataServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.socrata = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="socrata-loopback", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="socrata-loopback", daemon=True
+        )
         self._thread.start()
         return self
 

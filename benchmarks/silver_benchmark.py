@@ -40,23 +40,25 @@ import duckdb  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-import synthetic_city  # noqa: E402
 from citysafe import data_docs, delta_io, quality, reference  # noqa: E402
-from citysafe.config import load_settings  # noqa: E402
 from citysafe.engine import spark_session  # noqa: E402
 from citysafe.sources import Source, load_registry  # noqa: E402
 from citysafe.warehouse import delta_extension_path  # noqa: E402
 from spark_jobs import bronze, silver, udfs  # noqa: E402
 
-DUCKDB_SOURCES = ("police_incidents", "device_readings")   # the sources with an equivalent SQL here
+DUCKDB_SOURCES = ("police_incidents", "device_readings")  # the sources with an equivalent SQL here
 # Used only when the environment has no key: the data is synthetic, the key is not a secret here.
 BENCH_PII_KEY = "citysafe-silver-benchmark-key-not-a-secret"
-SPARK_INCLUDES = ("load reference, bronze read + count, transform, staging Delta write, duplicate and "
-                  "quarantine-reason counts; GX gate (suite on the staged table, result JSON, validation_result "
-                  "append, Data Docs refresh); publish (MERGE into silver, MERGE quarantine, "
-                  "incident_link / hourly refresh, state)")
-DUCKDB_INCLUDES = ("the cleaning query only: delta_scan of bronze, parse, dedupe, joins, UDFs, quarantine "
-                   "reasons, Parquet files of published and quarantined rows, duplicate count")
+SPARK_INCLUDES = (
+    "load reference, bronze read + count, transform, staging Delta write, duplicate and "
+    "quarantine-reason counts; GX gate (suite on the staged table, result JSON, validation_result "
+    "append, Data Docs refresh); publish (MERGE into silver, MERGE quarantine, "
+    "incident_link / hourly refresh, state)"
+)
+DUCKDB_INCLUDES = (
+    "the cleaning query only: delta_scan of bronze, parse, dedupe, joins, UDFs, quarantine "
+    "reasons, Parquet files of published and quarantined rows, duplicate count"
+)
 
 
 # --- city, settings, bronze ------------------------------------------------------------------------
@@ -68,8 +70,14 @@ from ingest_benchmark import generate, settings_for  # noqa: E402
 
 def fresh_silver(settings) -> None:
     """A lake with bronze only: no silver tables, staging, published-batch state, run folders, GX results or docs."""
-    for path in (settings.silver_dir, settings.staging_dir, settings.state_dir / "silver", settings.runs_dir,
-                 settings.lake_root / "data_docs", settings.lake_root / "gx"):
+    for path in (
+        settings.silver_dir,
+        settings.staging_dir,
+        settings.state_dir / "silver",
+        settings.runs_dir,
+        settings.lake_root / "data_docs",
+        settings.lake_root / "gx",
+    ):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -109,6 +117,7 @@ class Probe:
                 if counted:
                     self.spent[key] += time.perf_counter() - t0
                 self.in_hook -= hook
+
         return wrapper
 
     @contextlib.contextmanager
@@ -169,11 +178,16 @@ def time_silver(spark, settings, source: Source, run_id: str) -> dict:
     gate_start = probe.marks.get("gate_start", t1)
     gate_end = probe.marks.get("gate_end", t1)
     return {
-        "entry": entry, "seconds": t1 - t0,
-        "stage_s": gate_start - t0, "gate_s": gate_end - gate_start, "publish_s": t1 - gate_end,
-        "staging_write_s": probe.spent["staging_write"], "docs_s": probe.spent["docs"],
+        "entry": entry,
+        "seconds": t1 - t0,
+        "stage_s": gate_start - t0,
+        "gate_s": gate_end - gate_start,
+        "publish_s": t1 - gate_end,
+        "staging_write_s": probe.spent["staging_write"],
+        "docs_s": probe.spent["docs"],
         "merge_silver_s": probe.spent["merge_silver"],
-        "merge_quarantine_s": probe.spent["merge_quarantine"], "after_publish_s": probe.spent["after_publish"],
+        "merge_quarantine_s": probe.spent["merge_quarantine"],
+        "after_publish_s": probe.spent["after_publish"],
     }
 
 
@@ -215,13 +229,21 @@ def duckdb_connect(settings, spark_udfs: dict) -> duckdb.DuckDBPyConnection:
     def arrow_udf(fn, arity):  # DuckDB reads the arity from the signature: no *args
         def out(series):
             return pa.array(series.tolist(), type=pa.string())
+
         if arity == 1:
             return lambda a: out(fn(a.to_pandas()))
         return lambda a, b: out(fn(a.to_pandas(), b.to_pandas()))
 
     for name, (fn, params) in spark_udfs.items():
-        con.create_function(name, arrow_udf(fn, len(params)), params, "VARCHAR", type="arrow", null_handling="special",
-                            side_effects=False)
+        con.create_function(
+            name,
+            arrow_udf(fn, len(params)),
+            params,
+            "VARCHAR",
+            type="arrow",
+            null_handling="special",
+            side_effects=False,
+        )
     return con
 
 
@@ -463,15 +485,55 @@ COPY (
 """
 
 # Row-level comparison with what the Spark job put into silver: (DuckDB output, silver table, filter, columns).
-POLICE_COMPARE = ("incident", "source = 'police_incidents'",
-                  ["incident_id", "source_code", "source_label", "subcategory_code", "severity", "occurred_at_utc",
-                   "occurred_at_local", "occurred_date_local", "district_code", "lon", "lat", "h3_cell",
-                   "location_quality", "status", "address_scrubbed", "reporter_name_hash", "reporter_phone_hash",
-                   "reporter_id_hash", "updated_at_utc", "_source_file", "_source_row_number"])
-READINGS_COMPARE = ("device_reading", "source = 'device_readings'",
-                    ["device_id", "seq", "device_type", "reading_ts_device", "reading_ts_utc", "reading_hour_utc",
-                     "clock_corrected", "value", "unit", "value_reported", "unit_reported", "received_at_utc",
-                     "district_code", "h3_cell", "_source_file", "_source_row_number"])
+POLICE_COMPARE = (
+    "incident",
+    "source = 'police_incidents'",
+    [
+        "incident_id",
+        "source_code",
+        "source_label",
+        "subcategory_code",
+        "severity",
+        "occurred_at_utc",
+        "occurred_at_local",
+        "occurred_date_local",
+        "district_code",
+        "lon",
+        "lat",
+        "h3_cell",
+        "location_quality",
+        "status",
+        "address_scrubbed",
+        "reporter_name_hash",
+        "reporter_phone_hash",
+        "reporter_id_hash",
+        "updated_at_utc",
+        "_source_file",
+        "_source_row_number",
+    ],
+)
+READINGS_COMPARE = (
+    "device_reading",
+    "source = 'device_readings'",
+    [
+        "device_id",
+        "seq",
+        "device_type",
+        "reading_ts_device",
+        "reading_ts_utc",
+        "reading_hour_utc",
+        "clock_corrected",
+        "value",
+        "unit",
+        "value_reported",
+        "unit_reported",
+        "received_at_utc",
+        "district_code",
+        "h3_cell",
+        "_source_file",
+        "_source_row_number",
+    ],
+)
 QUARANTINE_COMPARE_COLUMNS = ["source_record_id", "reason", "detail", "_source_file", "_source_row_number"]
 
 
@@ -480,8 +542,11 @@ def _scrub_sql(column: str) -> str:
     from spark_jobs import common
 
     out = column
-    for pattern, token in ((common._ID_PATTERN, "[id]"), (common._MOBILE_PATTERN, "[phone]"),
-                           (common._LANDLINE_PATTERN, "[phone]")):
+    for pattern, token in (
+        (common._ID_PATTERN, "[id]"),
+        (common._MOBILE_PATTERN, "[phone]"),
+        (common._LANDLINE_PATTERN, "[phone]"),
+    ):
         out = f"regexp_replace({out}, {_sql_str(pattern)}, {_sql_str(chr(92) + '1' + token + chr(92) + '2')}, 'g')"
     return out
 
@@ -494,10 +559,12 @@ def register_reference(con, settings, source: Source) -> None:
     """Reference data through the project's own loaders (as the Spark job reads it), before the timing."""
     crosswalk = getattr(source.silver, "crosswalk", None)
     frames = {
-        "crosswalk": reference.crosswalk(crosswalk).rename(columns={"source_label": "source_label_ref"}) if crosswalk
+        "crosswalk": reference.crosswalk(crosswalk).rename(columns={"source_label": "source_label_ref"})
+        if crosswalk
         else pd.DataFrame({"source_code": [], "source_label_ref": [], "subcategory_code": []}, dtype=str),
         "taxonomy": reference.taxonomy().rename(columns={"severity_default": "severity"})[
-            ["subcategory_code", "category_code", "domain_code", "severity"]],
+            ["subcategory_code", "category_code", "domain_code", "severity"]
+        ],
         "aliases": reference.district_aliases(settings.district_aliases),
         "units": reference.device_units(),
     }
@@ -516,10 +583,13 @@ def duckdb_job(con, settings, source: Source, work: Path, now: dt.datetime) -> d
     quarantine_file = work / f"{source.name}_quarantine.parquet"
     common_params = {
         "bronze": _sql_str(settings.bronze_dir / source.name),
-        "source": _sql_str(source.name), "source_prefix": _sql_str(source.name + ":"),
+        "source": _sql_str(source.name),
+        "source_prefix": _sql_str(source.name + ":"),
         "now": f"TIMESTAMP {_sql_str(now.isoformat(sep=' '))}",
-        "published_file": _sql_str(published_file), "quarantine_file": _sql_str(quarantine_file),
-        "run_id": _sql_str("duckdb"), "tz": _sql_str(settings.timezone),
+        "published_file": _sql_str(published_file),
+        "quarantine_file": _sql_str(quarantine_file),
+        "run_id": _sql_str("duckdb"),
+        "tz": _sql_str(settings.timezone),
         "record_struct": ", ".join(f"{_sql_str(c)}: {_quote(c)}" for c in source.columns),
     }
     if source.name == "police_incidents":
@@ -529,8 +599,11 @@ def duckdb_job(con, settings, source: Source, work: Path, now: dt.datetime) -> d
     elif source.name == "device_readings":
         sql, prefix = READINGS_SQL, "readings"
         hash_cols = [c for c in source.columns if c != source.silver.fields.received_at]
-        params = {**common_params, "devices": _sql_str(settings.silver_dir / "device"),
-                  "sentinels": ", ".join(f"{v!r}" for v in silver_device.SENTINELS)}
+        params = {
+            **common_params,
+            "devices": _sql_str(settings.silver_dir / "device"),
+            "sentinels": ", ".join(f"{v!r}" for v in silver_device.SENTINELS),
+        }
     else:
         raise ValueError(f"no DuckDB SQL for {source.name}")
     params["hash_columns"] = ", ".join(f"coalesce({_quote(c)}, chr(0))" for c in hash_cols)
@@ -541,10 +614,20 @@ def duckdb_job(con, settings, source: Source, work: Path, now: dt.datetime) -> d
     seconds = time.perf_counter() - t0
     rows = con.execute(f"SELECT count(*) FROM {prefix}_ranked").fetchone()[0]
     published = con.execute(f"SELECT count(*) FROM read_parquet({_sql_str(published_file)})").fetchone()[0]
-    reasons = dict(con.execute(f"SELECT reason, count(*) FROM read_parquet({_sql_str(quarantine_file)}) "
-                               "GROUP BY reason ORDER BY reason").fetchall())
-    return {"seconds": seconds, "rows": rows, "published": published, "quarantined": reasons,
-            "duplicates": duplicates, "published_file": published_file, "quarantine_file": quarantine_file}
+    reasons = dict(
+        con.execute(
+            f"SELECT reason, count(*) FROM read_parquet({_sql_str(quarantine_file)}) GROUP BY reason ORDER BY reason"
+        ).fetchall()
+    )
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "published": published,
+        "quarantined": reasons,
+        "duplicates": duplicates,
+        "published_file": published_file,
+        "quarantine_file": quarantine_file,
+    }
 
 
 def compare_rows(con, settings, source: Source, result: dict) -> str:
@@ -552,17 +635,31 @@ def compare_rows(con, settings, source: Source, result: dict) -> str:
     table, where, columns = POLICE_COMPARE if source.name == "police_incidents" else READINGS_COMPARE
     notes = []
     for label, ours_sql, file, cols in (
-            (table, f"SELECT * FROM delta_scan({_sql_str(settings.silver_dir / table)}) WHERE {where}",
-             result["published_file"], columns),
-            ("quarantine", f"SELECT * FROM delta_scan({_sql_str(settings.silver_dir / 'quarantine')}) "
-                           f"WHERE source = {_sql_str(source.name)}", result["quarantine_file"],
-             QUARANTINE_COMPARE_COLUMNS)):
+        (
+            table,
+            f"SELECT * FROM delta_scan({_sql_str(settings.silver_dir / table)}) WHERE {where}",
+            result["published_file"],
+            columns,
+        ),
+        (
+            "quarantine",
+            f"SELECT * FROM delta_scan({_sql_str(settings.silver_dir / 'quarantine')}) "
+            f"WHERE source = {_sql_str(source.name)}",
+            result["quarantine_file"],
+            QUARANTINE_COMPARE_COLUMNS,
+        ),
+    ):
         # Timestamps as naive UTC on both sides (silver's are TIMESTAMPTZ through delta_scan), then text.
-        def norm(rel):
+        def norm(rel, cols=cols):
             types = dict((r[0], r[1]) for r in con.execute(f"DESCRIBE {rel}").fetchall())
-            cast = [f"CAST(CAST({_quote(c)} AS TIMESTAMP) AS VARCHAR)" if "TIME ZONE" in types[c]
-                    else f"CAST({_quote(c)} AS VARCHAR)" for c in cols]
+            cast = [
+                f"CAST(CAST({_quote(c)} AS TIMESTAMP) AS VARCHAR)"
+                if "TIME ZONE" in types[c]
+                else f"CAST({_quote(c)} AS VARCHAR)"
+                for c in cols
+            ]
             return f"SELECT {', '.join(f'{e} AS {_quote(c)}' for e, c in zip(cast, cols))} FROM ({rel})"
+
         duck = f"SELECT * FROM read_parquet({_sql_str(file)})"
         only_duck = con.execute(f"SELECT count(*) FROM ({norm(duck)} EXCEPT ALL {norm(ours_sql)})").fetchone()[0]
         only_spark = con.execute(f"SELECT count(*) FROM ({norm(ours_sql)} EXCEPT ALL {norm(duck)})").fetchone()[0]
@@ -587,8 +684,12 @@ def counts_mismatch(spark_entry: dict, duck: dict) -> str:
 def duckdb_in_subprocess(root: Path, engine: str, source_name: str) -> dict:
     """The DuckDB side in a fresh Python process (nothing of the Spark session's threads, memory or GIL in
     it): set-up untimed, then the timed cleaning SQL, then the comparison with silver. Returns its JSON."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--duckdb-worker",
-           json.dumps({"root": str(root), "engine": engine, "source": source_name})]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--duckdb-worker",
+        json.dumps({"root": str(root), "engine": engine, "source": source_name}),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode or not lines:
@@ -629,7 +730,7 @@ def run_scale(spark, args, scale: float) -> list[dict]:
     registry = load_registry()
     synthetic_sources = {n: s for n, s in registry.items() if "synthetic" in s.tags}
     t0 = time.perf_counter()
-    for name, source in synthetic_sources.items():  # incremental: a lake that has them already adds nothing
+    for source in synthetic_sources.values():  # incremental: a lake that has them already adds nothing
         bronze.ingest(spark, settings, source)
     print(f"# scale {scale:g}: bronze ready in {time.perf_counter() - t0:.1f}s (not timed)", file=sys.stderr)
 
@@ -641,8 +742,15 @@ def run_scale(spark, args, scale: float) -> list[dict]:
         for pre in prerequisites(source, silver_sources):
             silver.run(spark, settings, silver_sources[pre], f"bench-pre-{pre}")
         run_id = f"bench-{scale:g}-{source.name}"
-        row = {"scale": scale, "source": source.name, "table": source.silver.table,
-               "prerequisites": prerequisites(source, silver_sources), "failed": None, "duckdb": None, "check": ""}
+        row = {
+            "scale": scale,
+            "source": source.name,
+            "table": source.silver.table,
+            "prerequisites": prerequisites(source, silver_sources),
+            "failed": None,
+            "duckdb": None,
+            "check": "",
+        }
         try:
             timing = time_silver(spark, settings, source, run_id)
         except Exception as exc:  # noqa: BLE001 - a failing source is a result too; the others still run
@@ -651,9 +759,14 @@ def run_scale(spark, args, scale: float) -> list[dict]:
             results.append(row)
             continue
         entry = timing.pop("entry")
-        row.update(timing, rows=entry["rows_read"], published=entry["published"],
-                   quarantined=entry["quarantined"], duplicates=entry["duplicates"],
-                   reconciled=entry.get("reconciled"))
+        row.update(
+            timing,
+            rows=entry["rows_read"],
+            published=entry["published"],
+            quarantined=entry["quarantined"],
+            duplicates=entry["duplicates"],
+            reconciled=entry.get("reconciled"),
+        )
         print(f"  {source.name}: {row['rows']:,} rows in {row['seconds']:.2f}s", file=sys.stderr)
         if source.name in args.duckdb_sources and source.name in DUCKDB_SOURCES:
             duck = duckdb_in_subprocess(root, args.engine, source.name)
@@ -681,13 +794,17 @@ def _rate(rows, seconds):
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| scale | source | rows | silver s | transform+stage s | GX gate s | publish s | rows/s | DuckDB s | "
-             "DuckDB rows/s | ours/DuckDB | stage/DuckDB | published | quarantined | duplicates | check |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| scale | source | rows | silver s | transform+stage s | GX gate s | publish s | rows/s | DuckDB s | "
+        "DuckDB rows/s | ours/DuckDB | stage/DuckDB | published | quarantined | duplicates | check |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         if r["failed"]:
-            lines.append(f"| {r['scale']:g} | {r['source']} | - | - | - | - | - | - | - | - | - | - | - | - | - | "
-                         f"FAILED: {r['failed']} |")
+            lines.append(
+                f"| {r['scale']:g} | {r['source']} | - | - | - | - | - | - | - | - | - | - | - | - | - | "
+                f"FAILED: {r['failed']} |"
+            )
             continue
         d = r["duckdb"]
         d_s = f"{d['seconds']:.3f}" if d else "-"
@@ -698,29 +815,35 @@ def table(results: list[dict]) -> str:
             f"| {r['scale']:g} | {r['source']} | {r['rows']:,} | {r['seconds']:.2f} | {r['stage_s']:.2f} | "
             f"{r['gate_s']:.2f} | {r['publish_s']:.2f} | {_rate(r['rows'], r['seconds'])} | {d_s} | "
             f"{_rate(d['rows'], d['seconds']) if d else '-'} | {ratio} | {stage_ratio} | {r['published']:,} | {q:,} | "
-            f"{r['duplicates']:,} | {r['check'] or '-'} |")
+            f"{r['duplicates']:,} | {r['check'] or '-'} |"
+        )
     return "\n".join(lines)
 
 
 def detail_table(results: list[dict]) -> str:
-    lines = ["Inside the split (seconds). transform+stage = load reference + bronze count + the staging Delta writes "
-             "of the candidates and of the quarantine rows (each a full run of the transform) + the duplicate count "
-             "(re-runs the lazy transform). publish = MERGE of the staged rows into the silver table + MERGE "
-             "(merge_sync) of the staged quarantine rows + the after-publish hook (incident_link "
-             "recompute for linked incident sources, hourly aggregates for device readings, identifier lookup for "
-             "enterprises, lifecycle for hazards) + state. Prerequisites ran untimed on the fresh silver first.", "",
-             "| scale | source | transform+stage s | of which staging write s | GX gate s | of which Data Docs s | "
-             "publish s | MERGE silver s | MERGE quarantine s | after-publish s | prerequisites (untimed) | "
-             "quarantined by reason |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = [
+        "Inside the split (seconds). transform+stage = load reference + bronze count + the staging Delta writes "
+        "of the candidates and of the quarantine rows (each a full run of the transform) + the duplicate count "
+        "(re-runs the lazy transform). publish = MERGE of the staged rows into the silver table + MERGE "
+        "(merge_sync) of the staged quarantine rows + the after-publish hook (incident_link "
+        "recompute for linked incident sources, hourly aggregates for device readings, identifier lookup for "
+        "enterprises, lifecycle for hazards) + state. Prerequisites ran untimed on the fresh silver first.",
+        "",
+        "| scale | source | transform+stage s | of which staging write s | GX gate s | of which Data Docs s | "
+        "publish s | MERGE silver s | MERGE quarantine s | after-publish s | prerequisites (untimed) | "
+        "quarantined by reason |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
     for r in results:
         if r["failed"]:
             continue
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r["quarantined"].items())) or "-"
-        lines.append(f"| {r['scale']:g} | {r['source']} | {r['stage_s']:.2f} | {r['staging_write_s']:.2f} | "
-                     f"{r['gate_s']:.2f} | {r['docs_s']:.2f} | {r['publish_s']:.2f} | {r['merge_silver_s']:.2f} | "
-                     f"{r['merge_quarantine_s']:.2f} | {r['after_publish_s']:.2f} | "
-                     f"{', '.join(r['prerequisites']) or '-'} | {reasons} |")
+        lines.append(
+            f"| {r['scale']:g} | {r['source']} | {r['stage_s']:.2f} | {r['staging_write_s']:.2f} | "
+            f"{r['gate_s']:.2f} | {r['docs_s']:.2f} | {r['publish_s']:.2f} | {r['merge_silver_s']:.2f} | "
+            f"{r['merge_quarantine_s']:.2f} | {r['after_publish_s']:.2f} | "
+            f"{', '.join(r['prerequisites']) or '-'} | {reasons} |"
+        )
     return "\n".join(lines)
 
 
@@ -729,20 +852,35 @@ def main(argv=None) -> int:
     if argv[:1] == ["--duckdb-worker"]:
         print(json.dumps(duckdb_worker(json.loads(argv[1]))))
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scales", type=float, nargs="+", default=[0.05, 0.25], help="city scales (default 0.05 0.25)")
     parser.add_argument("--days", type=int, default=365, help="days of deliveries (default 365)")
     parser.add_argument("--seed", type=int, default=20260101)
-    parser.add_argument("--out", default=str(REPO_ROOT / "var" / "benchmark_silver"),
-                        help="work folder: cities, lakes, DuckDB outputs, results (default var/benchmark_silver)")
+    parser.add_argument(
+        "--out",
+        default=str(REPO_ROOT / "var" / "benchmark_silver"),
+        help="work folder: cities, lakes, DuckDB outputs, results (default var/benchmark_silver)",
+    )
     parser.add_argument("--engine", default="sail", help="'sail' (in process) or sc://host:port")
-    all_silver = [s.name for s in silver.ordered([s for s in load_registry().values()
-                                                  if s.silver and "synthetic" in s.tags])]
-    parser.add_argument("--sources", nargs="+", choices=all_silver, default=all_silver,
-                        help="silver sources to time (default: every synthetic source with a silver path)")
-    parser.add_argument("--duckdb-sources", nargs="*", choices=DUCKDB_SOURCES, default=list(DUCKDB_SOURCES),
-                        help="sources DuckDB also cleans, as yardstick and equivalence check (default: both)")
+    all_silver = [
+        s.name for s in silver.ordered([s for s in load_registry().values() if s.silver and "synthetic" in s.tags])
+    ]
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        choices=all_silver,
+        default=all_silver,
+        help="silver sources to time (default: every synthetic source with a silver path)",
+    )
+    parser.add_argument(
+        "--duckdb-sources",
+        nargs="*",
+        choices=DUCKDB_SOURCES,
+        default=list(DUCKDB_SOURCES),
+        help="sources DuckDB also cleans, as yardstick and equivalence check (default: both)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -756,6 +894,7 @@ def main(argv=None) -> int:
     import great_expectations  # noqa: F401 - a one-off import cost of the process, kept out of the first timing
     import h3  # noqa: F401
     import shapely  # noqa: F401
+
     warm = time.perf_counter() - t0
     results = []
     t0 = time.perf_counter()
@@ -765,27 +904,34 @@ def main(argv=None) -> int:
         for scale in args.scales:
             results += run_scale(spark, args, scale)
 
-    header = (f"CitySafe silver benchmark: {dt.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
-              f"engine {args.engine} (session start {started:.1f}s; GX/h3/shapely imports {warm:.1f}s; both not in "
-              f"the table), days={args.days}, seed={args.seed}, {key_note}, load average (1/5/15 min) "
-              f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, "
-              f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} at end")
-    notes = (f"ours = `spark_jobs.silver.run` on a fresh silver: {SPARK_INCLUDES}.\n"
-             f"DuckDB = {DUCKDB_INCLUDES}; Python UDFs (the same functions as the Spark job's pandas UDFs) for "
-             "HMAC, district-name normalisation, point-in-polygon (shapely; DuckDB spatial is not installed) and H3; "
-             "DuckDB runs in a fresh Python process of its own; connection, extension load, UDF registration and "
-             "reference tables come before its timing.\n"
-             "check: published / quarantined-by-reason / duplicate counts of DuckDB = the Spark job's, then the rows "
-             "of its Parquet output = silver's (published: key + cleaned columns; quarantine: record id, reason, "
-             "detail, lineage).")
+    header = (
+        f"CitySafe silver benchmark: {dt.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
+        f"engine {args.engine} (session start {started:.1f}s; GX/h3/shapely imports {warm:.1f}s; both not in "
+        f"the table), days={args.days}, seed={args.seed}, {key_note}, load average (1/5/15 min) "
+        f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, "
+        f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} at end"
+    )
+    notes = (
+        f"ours = `spark_jobs.silver.run` on a fresh silver: {SPARK_INCLUDES}.\n"
+        f"DuckDB = {DUCKDB_INCLUDES}; Python UDFs (the same functions as the Spark job's pandas UDFs) for "
+        "HMAC, district-name normalisation, point-in-polygon (shapely; DuckDB spatial is not installed) and H3; "
+        "DuckDB runs in a fresh Python process of its own; connection, extension load, UDF registration and "
+        "reference tables come before its timing.\n"
+        "check: published / quarantined-by-reason / duplicate counts of DuckDB = the Spark job's, then the rows "
+        "of its Parquet output = silver's (published: key + cleaned columns; quarantine: record id, reason, "
+        "detail, lineage)."
+    )
     text = "\n\n".join([header, table(results), detail_table(results), notes])
     print(text)
     (out / "results.md").write_text(text + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps({"header": header, "results": results}, indent=2, default=str),
-                                      encoding="utf-8")
-    failed = any(r["failed"] or r["check"].startswith("MISMATCH") or "differ" in r["check"]
-                 or r.get("reconciled") is False for r in results)
+    (out / "results.json").write_text(
+        json.dumps({"header": header, "results": results}, indent=2, default=str), encoding="utf-8"
+    )
+    failed = any(
+        r["failed"] or r["check"].startswith("MISMATCH") or "differ" in r["check"] or r.get("reconciled") is False
+        for r in results
+    )
     return 1 if failed else 0
 
 

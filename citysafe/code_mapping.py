@@ -40,10 +40,10 @@ import pandas as pd
 from citysafe import reference
 from citysafe.sources import SourceError, get_source, load_registry
 
-SEPARATOR = "|"        # joins the parts of a composite code (no part of a real code contains it)
-FREQUENT = 10          # codes occurring at least this often must be mapped or reviewed
-EMPTY = "(empty)"      # how a row without a code is shown (the silver jobs' detail uses the same text)
-NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"   # a count rule reads only plain decimals (else: unknown)
+SEPARATOR = "|"  # joins the parts of a composite code (no part of a real code contains it)
+FREQUENT = 10  # codes occurring at least this often must be mapped or reviewed
+EMPTY = "(empty)"  # how a row without a code is shown (the silver jobs' detail uses the same text)
+NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"  # a count rule reads only plain decimals (else: unknown)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +56,13 @@ class CountRule:
 
 @dataclasses.dataclass(frozen=True)
 class CodeSpec:
-    crosswalk: str                                   # reference/crosswalks/<crosswalk>.csv
-    columns: tuple[str, ...] = ()                    # delivered column(s) holding the code
-    constant: str | None = None                      # the whole dataset is this one code
-    rules: tuple[CountRule, ...] = ()                # derived code, first match wins
-    default: str | None = None                       # rules: no rule matched and every count is a number
+    crosswalk: str  # reference/crosswalks/<crosswalk>.csv
+    columns: tuple[str, ...] = ()  # delivered column(s) holding the code
+    constant: str | None = None  # the whole dataset is this one code
+    rules: tuple[CountRule, ...] = ()  # derived code, first match wins
+    default: str | None = None  # rules: no rule matched and every count is a number
     normalize: Literal["none", "strip_decimal_zero"] = "none"
-    label_columns: tuple[str, ...] = ()              # the dataset's own label of the code (documentation)
+    label_columns: tuple[str, ...] = ()  # the dataset's own label of the code (documentation)
     note: str = ""
 
     def __post_init__(self):
@@ -86,9 +86,16 @@ def spec_of(source) -> CodeSpec | None:
     code = getattr(source, "code", None)
     if code is None or code.none is not None:
         return None
-    return CodeSpec(code.crosswalk, columns=tuple(code.columns), constant=code.constant,
-                    rules=tuple(CountRule(r.code, tuple(r.columns)) for r in code.rules), default=code.default,
-                    normalize=code.normalize, label_columns=tuple(code.label_columns), note=code.note)
+    return CodeSpec(
+        code.crosswalk,
+        columns=tuple(code.columns),
+        constant=code.constant,
+        rules=tuple(CountRule(r.code, tuple(r.columns)) for r in code.rules),
+        default=code.default,
+        normalize=code.normalize,
+        label_columns=tuple(code.label_columns),
+        note=code.note,
+    )
 
 
 def required_spec(source) -> CodeSpec:
@@ -115,8 +122,8 @@ def no_code_system(registry: Mapping | None = None) -> dict[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    pattern: str     # exact code or fnmatch pattern
-    decision: str    # reference.DECISIONS
+    pattern: str  # exact code or fnmatch pattern
+    decision: str  # reference.DECISIONS
     note: str
 
     @property
@@ -164,9 +171,9 @@ def glob_regex(pattern: str) -> str:
             out.append(".*")
         elif ch == "?":
             out.append(".")
-        elif ch == "[" and "]" in pattern[i + 2:]:
+        elif ch == "[" and "]" in pattern[i + 2 :]:
             j = pattern.index("]", i + 2)
-            body = pattern[i + 1:j]
+            body = pattern[i + 1 : j]
             out.append("[^" + _escape(body[1:]) + "]" if body.startswith("!") else "[" + _escape(body) + "]")
             i = j
         else:
@@ -268,13 +275,13 @@ class MappingStats:
     rows_mapped: int
     distinct_codes: int
     distinct_mapped: int
-    unmapped: list[tuple[str, int]]            # (code, rows), most frequent first; EMPTY = rows without a code
-    frequent_codes: int                        # codes occurring >= FREQUENT times
+    unmapped: list[tuple[str, int]]  # (code, rows), most frequent first; EMPTY = rows without a code
+    frequent_codes: int  # codes occurring >= FREQUENT times
     frequent_mapped: int
     # frequent codes neither mapped nor decided out_of_scope / unclassifiable (a gap or no decision)
     frequent_open: list[tuple[str, int]]
     by_subcategory: dict[str, int]
-    rows_by_decision: dict[str, int]           # unmapped rows per decision ("undecided": none recorded)
+    rows_by_decision: dict[str, int]  # unmapped rows per decision ("undecided": none recorded)
 
     @property
     def mapping_rate(self) -> float:
@@ -298,9 +305,12 @@ class MappingStats:
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
-        out.update(mapping_rate=self.mapping_rate, coded_mapping_rate=self.coded_mapping_rate,
-                   frequent_all_handled=self.frequent_all_handled,
-                   frequent_rate=self.frequent_rate)
+        out.update(
+            mapping_rate=self.mapping_rate,
+            coded_mapping_rate=self.coded_mapping_rate,
+            frequent_all_handled=self.frequent_all_handled,
+            frequent_rate=self.frequent_rate,
+        )
         return out
 
 
@@ -340,13 +350,24 @@ def mapping_stats(source, data, crosswalk: pd.DataFrame | None = None) -> Mappin
         by_decision[decision.decision if decision else "undecided"] += counts[c]
     handled = ("out_of_scope", "unclassifiable")
     return MappingStats(
-        source=source if isinstance(source, str) else source.name, crosswalk=spec.crosswalk, rows=len(frame),
+        source=source if isinstance(source, str) else source.name,
+        crosswalk=spec.crosswalk,
+        rows=len(frame),
         rows_with_code=rows_with_code,
-        rows_mapped=sum(mapped.values()), distinct_codes=len(counts), distinct_mapped=len(mapped),
-        unmapped=unmapped, frequent_codes=len(frequent), frequent_mapped=sum(c in target for c in frequent),
-        frequent_open=sorted(((c, n) for c, n in frequent.items()
-                              if c not in target and not (decided[c] and decided[c].decision in handled)),
-                             key=lambda x: (-x[1], x[0])),
+        rows_mapped=sum(mapped.values()),
+        distinct_codes=len(counts),
+        distinct_mapped=len(mapped),
+        unmapped=unmapped,
+        frequent_codes=len(frequent),
+        frequent_mapped=sum(c in target for c in frequent),
+        frequent_open=sorted(
+            (
+                (c, n)
+                for c, n in frequent.items()
+                if c not in target and not (decided[c] and decided[c].decision in handled)
+            ),
+            key=lambda x: (-x[1], x[0]),
+        ),
         by_subcategory=dict(sorted(by_sub.items(), key=lambda x: (-x[1], x[0]))),
         rows_by_decision=dict(sorted(by_decision.items())),
     )
@@ -373,8 +394,10 @@ def read_delivered(source, real_data_root: Path) -> pd.DataFrame:
         parsed = formats.parse(path.name, path.read_bytes(), source)
         frames.append(pd.DataFrame({c: parsed.columns[c] for c in spec.input_columns}, index=range(parsed.rows)))
     if not frames:
-        raise FileNotFoundError(f"{source.name}: no files matching {source.connector.pattern} under "
-                                f"{source.connector.path.format(real_data_root=real_data_root)}")
+        raise FileNotFoundError(
+            f"{source.name}: no files matching {source.connector.pattern} under "
+            f"{source.connector.path.format(real_data_root=real_data_root)}"
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -384,5 +407,6 @@ def read_bronze(settings, source) -> pd.DataFrame:
 
     spec = required_spec(source)
     table = DeltaTable(str(settings.bronze_dir / source.name)).to_pyarrow_table(
-        columns=spec.input_columns or ["_batch_id"])
+        columns=spec.input_columns or ["_batch_id"]
+    )
     return table.to_pandas() if spec.input_columns else pd.DataFrame(index=range(table.num_rows))

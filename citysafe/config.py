@@ -14,18 +14,30 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from citysafe.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "citysafe.yaml"
 ENV_PREFIX = "CITYSAFE_"
 # Variables with the prefix that are not configuration keys.
-_NON_KEY_ENV = {"CITYSAFE_CONFIG", "CITYSAFE_BIN",
-                # set by citysafe.warehouse for dbt's own process
-                "CITYSAFE_WAREHOUSE_BUILD_PATH", "CITYSAFE_SILVER_DIR", "CITYSAFE_DUCKDB_DELTA_EXTENSION",
-                "CITYSAFE_DUCKDB_EXTENSION_DIR"}
-_PATH_KEYS = ("lake_root", "warehouse_path", "synthetic_root", "districts_geojson", "district_aliases",
-              "real_data_root")
+_NON_KEY_ENV = {
+    "CITYSAFE_CONFIG",
+    "CITYSAFE_BIN",
+    # set by citysafe.warehouse for dbt's own process
+    "CITYSAFE_WAREHOUSE_BUILD_PATH",
+    "CITYSAFE_SILVER_DIR",
+    "CITYSAFE_DUCKDB_DELTA_EXTENSION",
+    "CITYSAFE_DUCKDB_EXTENSION_DIR",
+}
+_PATH_KEYS = (
+    "lake_root",
+    "warehouse_path",
+    "synthetic_root",
+    "districts_geojson",
+    "district_aliases",
+    "real_data_root",
+)
 
 
 class ConfigError(ConfigurationError):
@@ -133,7 +145,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, tuple[list[str], str]]:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _NON_KEY_ENV:
             continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
         out[name] = (keys, value)
     return out
 
@@ -159,8 +171,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
             continue
         if keys[0] not in known:
             raise ConfigError(
-                f"environment variable {env_name}: unknown config key '{keys[0]}' "
-                f"(known: {', '.join(sorted(known))})"
+                f"environment variable {env_name}: unknown config key '{keys[0]}' (known: {', '.join(sorted(known))})"
             )
         _set_nested(data, keys, value)
 
@@ -181,5 +192,4 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
                 msg = "unknown key"
             problems.append(f"{loc}: {msg}")
         raise ConfigError(f"{path}: invalid configuration: " + "; ".join(problems)) from None
-    return settings.model_copy(update={k: Path(getattr(settings, k)).resolve()
-                                       for k in _PATH_KEYS})
+    return settings.model_copy(update={k: Path(getattr(settings, k)).resolve() for k in _PATH_KEYS})

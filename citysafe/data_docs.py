@@ -39,18 +39,12 @@ CDN_ASSETS = {
     "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap/bootstrap.min.js",
     "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": "bootstrap-table/bootstrap-table.min.css",
     "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": "bootstrap-table/bootstrap-table.min.js",
-    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js":
-        "bootstrap-table/bootstrap-table-filter-control.min.js",
-    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css":
-        "bootstrap-table/1.19.0/bootstrap-table-filter-control.min.css",
-    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css":
-        "bootstrap-table/1.19.0/bootstrap-table-filter-control.min.css",
-    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css":
-        "bootstrap-datepicker/bootstrap-datepicker.min.css",
-    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js":
-        "bootstrap-datepicker/bootstrap-datepicker.min.js",
-    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css":
-        "bootstrap-dark/bootstrap-prefers-dark.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js": "bootstrap-table/bootstrap-table-filter-control.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css": "bootstrap-table/1.19.0/bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css": "bootstrap-table/1.19.0/bootstrap-table-filter-control.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css": "bootstrap-datepicker/bootstrap-datepicker.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js": "bootstrap-datepicker/bootstrap-datepicker.min.js",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css": "bootstrap-dark/bootstrap-prefers-dark.min.css",
     "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "fontawesome/css/all.min.css",
     "https://code.jquery.com/jquery-3.7.1.min.js": "jquery/jquery.min.js",
     "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper.js/popper.min.js",
@@ -61,8 +55,7 @@ CDN_ASSETS = {
 # top_navbar.j2 and data_docs_default_styles.css take the GX logo from S3; the site's own static/images/
 # (copied from the GX package by the SiteBuilder) has the light logo, used for the dark theme too.
 GX_WEB_ASSETS = "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/"
-GX_WEB_IMAGES = {"logo-long.png": "static/images/logo-long.png",
-                 "full_logo_dark.png": "static/images/logo-long.png"}
+GX_WEB_IMAGES = {"logo-long.png": "static/images/logo-long.png", "full_logo_dark.png": "static/images/logo-long.png"}
 
 # What loads a resource: <script src>, <link href> (stylesheets, icons), <img src>, CSS url(...) / @import.
 ASSET_REF = re.compile(
@@ -71,7 +64,8 @@ ASSET_REF = re.compile(
     r"""|<img\b[^>]*?\bsrc\s*=\s*["']([^"']+)["']"""
     r"""|url\(\s*["']?([^"')\s]+)["']?\s*\)"""
     r"""|@import\s+["']([^"']+)["']""",
-    re.IGNORECASE | re.DOTALL)
+    re.IGNORECASE | re.DOTALL,
+)
 _GX_WEB_REF = re.compile(re.escape(GX_WEB_ASSETS) + r"""([\w.-]+)(\?[^"')\s]*)?""")
 # GX's relative links to the site's static/ folder (favicon.j2 is one level short on validation pages).
 _STATIC_REF = re.compile(r"""\b(href|src)=(["'])(?:\./|(?:\.\./)+)static/""")
@@ -156,6 +150,7 @@ def file_lock(path: Path):
 
 # --- rendering -----------------------------------------------------------------------------------------
 
+
 def _render_site(settings: Settings, root: Path, results: list | None) -> list[Path]:
     """Render with GX's SiteBuilder from the project's stores; returns the pages (re)written.
     `results`: the validation results to render; None: those without a page."""
@@ -165,15 +160,19 @@ def _render_site(settings: Settings, root: Path, results: list | None) -> list[P
 
     context = quality.gx_context(settings)
     if results is None:
-        results = [key for key in context.validation_results_store.list_keys()
-                   if not _validation_page(root, key).exists()]
+        results = [
+            key for key in context.validation_results_store.list_keys() if not _validation_page(root, key).exists()
+        ]
         suites = sorted(suite.name for suite in context.suites.all())
     else:
         suites = sorted({key.expectation_suite_identifier.name for key in results})
     to_render = [*results, *(ExpectationSuiteIdentifier(name=name) for name in suites)]
     context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=to_render or [_nothing()])
-    pages = [root / "index.html", *(_validation_page(root, key) for key in results),
-             *(root.joinpath("expectations", *name.split(".")).with_suffix(".html") for name in suites)]
+    pages = [
+        root / "index.html",
+        *(_validation_page(root, key) for key in results),
+        *(root.joinpath("expectations", *name.split(".")).with_suffix(".html") for name in suites),
+    ]
     return [p for p in pages if p.exists()]
 
 
@@ -197,14 +196,18 @@ _PARAMETER = re.compile(r"\{" + _Q + r"\$PARAMETER" + _Q + r": " + _Q + r"(\w+)"
 
 # --- offline assets --------------------------------------------------------------------------------------
 
+
 def _sync_assets(source: Path, target: Path) -> None:
     """Copy the vendored assets (with their licences) into the site; unchanged files are left alone."""
     for path in source.rglob("*"):
         if not path.is_file() or path.suffix == ".sh":
             continue
         dest = target / path.relative_to(source)
-        if dest.exists() and dest.stat().st_size == path.stat().st_size \
-                and dest.stat().st_mtime >= path.stat().st_mtime:
+        if (
+            dest.exists()
+            and dest.stat().st_size == path.stat().st_size
+            and dest.stat().st_mtime >= path.stat().st_mtime
+        ):
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dest)
@@ -216,8 +219,10 @@ def _localize_file(root: Path, page: Path) -> None:
     localized = localize_html(html, prefix)
     missing = [ref for ref in asset_refs(localized) if _is_external(ref)]
     if missing:
-        raise DataDocsError(f"{page}: external assets with no vendored copy (add them to citysafe.data_docs."
-                            f"CDN_ASSETS and expectations/data_docs_assets/): {sorted(set(missing))}")
+        raise DataDocsError(
+            f"{page}: external assets with no vendored copy (add them to citysafe.data_docs."
+            f"CDN_ASSETS and expectations/data_docs_assets/): {sorted(set(missing))}"
+        )
     if localized != html:
         page.write_text(localized, encoding="utf-8")
 

@@ -30,6 +30,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
 from citysafe.errors import InputError, LakeBusyError
 
 # Declared type (Spark DDL name) -> (arrow type for creating the table, Delta primitive type name).
@@ -119,7 +120,7 @@ class WriteResult:
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_unchanged: int = 0  # source rows that were not newer than the table's
-    rows_deleted: int = 0    # merge_sync only: keys no longer in the source
+    rows_deleted: int = 0  # merge_sync only: keys no longer in the source
     version_before: int | None = None
     version_after: int | None = None
 
@@ -158,7 +159,8 @@ def check_not_null(data: DataFrame, spec: TableSpec) -> tuple[DataFrame, int]:
     One aggregate pass counts the rows and the NULLs of every NOT NULL column."""
     required = [c for c in spec.columns if not c.nullable]
     aggregates = [F.count(F.lit(1)).alias("__rows")] + [
-        F.sum(F.when(F.col(c.name).isNull(), 1).otherwise(0)).alias(c.name) for c in required]
+        F.sum(F.when(F.col(c.name).isNull(), 1).otherwise(0)).alias(c.name) for c in required
+    ]
     stats = data.agg(*aggregates).collect()[0].asDict()
     nulls = {c.name: stats[c.name] for c in required if stats[c.name]}
     if nulls:
@@ -209,8 +211,14 @@ def version(spec: TableSpec) -> int | None:
 # --- writes -----------------------------------------------------------------------------------------
 
 # What Sail (and delta-rs) say when another writer committed the version this write was based on.
-_CONFLICT_MARKERS = ("Failed to commit transaction", "CommitFailed", "ConcurrentAppend", "ConcurrentDelete",
-                     "ConcurrentTransaction", "version already exists")
+_CONFLICT_MARKERS = (
+    "Failed to commit transaction",
+    "CommitFailed",
+    "ConcurrentAppend",
+    "ConcurrentDelete",
+    "ConcurrentTransaction",
+    "version already exists",
+)
 
 
 @contextlib.contextmanager
@@ -226,8 +234,8 @@ def _committing(spec: TableSpec, operation: str):
         first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
         raise LakeBusyError(
             f"table {spec.name} ({spec.path}): another writer committed first, so this {operation} was not "
-            f"committed ({first}); nothing is lost: run the command again (one run at a time per lake)") from None
-
+            f"committed ({first}); nothing is lost: run the command again (one run at a time per lake)"
+        ) from None
 
 
 def append(df: DataFrame, spec: TableSpec, *, expected_rows: int | None = None) -> WriteResult:
@@ -241,8 +249,9 @@ def append(df: DataFrame, spec: TableSpec, *, expected_rows: int | None = None) 
     with _committing(spec, "append"):
         data.write.format("delta").mode("append").save(str(spec.path))
     after = DeltaTable(str(spec.path)).version()
-    return WriteResult(spec.name, "append", rows_written=rows, rows_inserted=rows, version_before=before,
-                       version_after=after)
+    return WriteResult(
+        spec.name, "append", rows_written=rows, rows_inserted=rows, version_before=before, version_after=after
+    )
 
 
 def _key_condition(key: Sequence[str], left: str, right: str) -> str:
@@ -271,13 +280,17 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
         raise ValueError(f"table {spec.name}: MERGE source has several rows for key {dup_keys[0].asDict()}")
 
     newer = F.col(spec.newer_by) if spec.newer_by else F.lit(None)
-    target = spark.read.format("delta").load(str(spec.path)).select(
-        *[F.col(k) for k in spec.key], newer.alias("__target_newer"), F.lit(True).alias("__in_target"))
+    target = (
+        spark.read.format("delta")
+        .load(str(spec.path))
+        .select(*[F.col(k) for k in spec.key], newer.alias("__target_newer"), F.lit(True).alias("__in_target"))
+    )
     joined = source.alias("s").join(target.alias("t"), on=list(spec.key), how="left")
     is_newer = (F.col(f"s.{spec.newer_by}") > F.col("__target_newer")) if spec.newer_by else F.lit(False)
     classified = joined.withColumn(
         "__action",
-        F.when(F.col("__in_target").isNull(), F.lit("insert")).when(is_newer, F.lit("update"))
+        F.when(F.col("__in_target").isNull(), F.lit("insert"))
+        .when(is_newer, F.lit("update"))
         .otherwise(F.lit("unchanged")),
     )
     counts = {r["__action"]: r["count"] for r in classified.groupBy("__action").count().collect()}
@@ -294,8 +307,11 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
     insert_cols = ", ".join(f"`{c}`" for c in cols)
     insert_vals = ", ".join(f"s.`{c}`" for c in cols)
     # Without updates, leave the matched clause out: Sail's MERGE is much cheaper without it.
-    update = (f"WHEN MATCHED AND s.`{spec.newer_by}` > t.`{spec.newer_by}` THEN UPDATE SET {set_clause} "
-              if spec.newer_by and updated else "")
+    update = (
+        f"WHEN MATCHED AND s.`{spec.newer_by}` > t.`{spec.newer_by}` THEN UPDATE SET {set_clause} "
+        if spec.newer_by and updated
+        else ""
+    )
     with _committing(spec, "MERGE"):
         spark.sql(
             f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
@@ -303,8 +319,16 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
         ).collect()
     spark.catalog.dropTempView(view)
     after = DeltaTable(str(spec.path)).version()
-    return WriteResult(spec.name, "merge", rows_written=inserted + updated, rows_inserted=inserted,
-                       rows_updated=updated, rows_unchanged=unchanged, version_before=before, version_after=after)
+    return WriteResult(
+        spec.name,
+        "merge",
+        rows_written=inserted + updated,
+        rows_inserted=inserted,
+        rows_updated=updated,
+        rows_unchanged=unchanged,
+        version_before=before,
+        version_after=after,
+    )
 
 
 def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_missing: bool = True) -> WriteResult:
@@ -324,13 +348,18 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
     src = source.select(*spec.key, row_hash.alias("__s"))
     tgt = spark.read.format("delta").load(str(spec.path)).select(*spec.key, row_hash.alias("__t"))
     joined = src.join(tgt, on=list(spec.key), how="full_outer" if delete_missing else "left")
-    action = (F.when(F.col("__t").isNull(), "insert").when(F.col("__s").isNull(), "delete")
-              .when(F.col("__s") != F.col("__t"), "update").otherwise("unchanged"))
+    action = (
+        F.when(F.col("__t").isNull(), "insert")
+        .when(F.col("__s").isNull(), "delete")
+        .when(F.col("__s") != F.col("__t"), "update")
+        .otherwise("unchanged")
+    )
     counts = {r["a"]: r["count"] for r in joined.select(action.alias("a")).groupBy("a").count().collect()}
     inserted, updated, deleted = counts.get("insert", 0), counts.get("update", 0), counts.get("delete", 0)
     if inserted + updated + deleted == 0:
-        return WriteResult(spec.name, "none", rows_unchanged=counts.get("unchanged", 0),
-                           version_before=before, version_after=before)
+        return WriteResult(
+            spec.name, "none", rows_unchanged=counts.get("unchanged", 0), version_before=before, version_after=before
+        )
     view = f"citysafe_sync_{uuid.uuid4().hex}"
     source.createOrReplaceTempView(view)
     differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in values) or "FALSE"
@@ -345,9 +374,17 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
         ).collect()
     spark.catalog.dropTempView(view)
     after = DeltaTable(str(spec.path)).version()
-    return WriteResult(spec.name, "merge", rows_written=inserted + updated, rows_inserted=inserted,
-                       rows_updated=updated, rows_unchanged=counts.get("unchanged", 0), rows_deleted=deleted,
-                       version_before=before, version_after=after)
+    return WriteResult(
+        spec.name,
+        "merge",
+        rows_written=inserted + updated,
+        rows_inserted=inserted,
+        rows_updated=updated,
+        rows_unchanged=counts.get("unchanged", 0),
+        rows_deleted=deleted,
+        version_before=before,
+        version_after=after,
+    )
 
 
 def delete_keys(spark: SparkSession, keys: DataFrame, spec: TableSpec) -> int:
@@ -355,15 +392,21 @@ def delete_keys(spark: SparkSession, keys: DataFrame, spec: TableSpec) -> int:
     table = _table_or_none(spec.path)
     if table is None:
         return 0
-    present = spark.read.format("delta").load(str(spec.path)).select(*spec.key).join(
-        keys.select(*spec.key).distinct(), on=list(spec.key), how="inner")
+    present = (
+        spark.read.format("delta")
+        .load(str(spec.path))
+        .select(*spec.key)
+        .join(keys.select(*spec.key).distinct(), on=list(spec.key), how="inner")
+    )
     n = present.count()
     if n:
         view = f"citysafe_delete_{uuid.uuid4().hex}"
         present.createOrReplaceTempView(view)
         with _committing(spec, "MERGE"):
-            spark.sql(f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s "
-                      f"ON {_key_condition(spec.key, 't', 's')} WHEN MATCHED THEN DELETE").collect()
+            spark.sql(
+                f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s "
+                f"ON {_key_condition(spec.key, 't', 's')} WHEN MATCHED THEN DELETE"
+            ).collect()
         spark.catalog.dropTempView(view)
     return n
 
@@ -391,5 +434,6 @@ def compact(path: Path) -> dict:
 
 def vacuum(path: Path, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
     """Remove files no longer referenced and older than the retention (delta-rs VACUUM)."""
-    return DeltaTable(str(path)).vacuum(retention_hours=retention_hours, dry_run=dry_run,
-                                        enforce_retention_duration=retention_hours >= 168)
+    return DeltaTable(str(path)).vacuum(
+        retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=retention_hours >= 168
+    )

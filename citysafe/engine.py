@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterator
 
 from pyspark.sql import SparkSession
+
 from citysafe.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 def _check_reachable(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
     """Fail fast with one line when nothing listens at the Spark Connect URL: the client itself
     retries an unreachable server for minutes before it gives up."""
-    hostport = url[len("sc://"):].split("/", 1)[0].split(";", 1)[0]
+    hostport = url[len("sc://") :].split("/", 1)[0].split(";", 1)[0]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
         raise EngineError(f"engine {url!r}: expected sc://host:port")
@@ -43,8 +44,10 @@ def _check_reachable(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise EngineError(f"cannot reach the Spark Connect server at {url}: {exc.strerror or exc}; "
-                          f"start it or fix `engine` in the configuration") from None
+        raise EngineError(
+            f"cannot reach the Spark Connect server at {url}: {exc.strerror or exc}; "
+            f"start it or fix `engine` in the configuration"
+        ) from None
 
 
 @contextlib.contextmanager

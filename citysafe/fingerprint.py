@@ -37,8 +37,13 @@ def files_digest(paths: Iterable[Path], root: Path | None = None) -> str:
     digest = hashlib.sha256()
     for base in paths:
         base = Path(base)
-        files = [base] if base.is_file() else sorted(
-            p for p in base.rglob("*") if p.is_file() and not IGNORED_PARTS & set(p.relative_to(base).parts))
+        files = (
+            [base]
+            if base.is_file()
+            else sorted(
+                p for p in base.rglob("*") if p.is_file() and not IGNORED_PARTS & set(p.relative_to(base).parts)
+            )
+        )
         if not base.exists():
             digest.update(f"missing:{base}\n".encode())
         for path in files:

@@ -57,8 +57,14 @@ class _Builder:
         self.name, self.names, self.rename = name, columns, rename or {}
         self.out = ParsedFile(name, {c: [] for c in columns}, [], [], [], [])
 
-    def add(self, number: int, values: dict[str, Any] | None, error: str | None = None, raw: str | None = None,
-            extra: dict | None = None) -> None:
+    def add(
+        self,
+        number: int,
+        values: dict[str, Any] | None,
+        error: str | None = None,
+        raw: str | None = None,
+        extra: dict | None = None,
+    ) -> None:
         self.out.row_numbers.append(number)
         self.out.parse_errors.append(error)
         self.out.raw_records.append(raw)
@@ -107,8 +113,9 @@ def decode(name: str, data: bytes, encoding: str, source: Source) -> str:
 def _check_header(name: str, header: list[str], source: Source) -> None:
     missing = [c for c in source.required_columns if c not in header]
     if missing:
-        raise FormatError(f"{name}: missing required column(s) {missing} declared in {source.file}; "
-                          f"the file has {header}")
+        raise FormatError(
+            f"{name}: missing required column(s) {missing} declared in {source.file}; the file has {header}"
+        )
 
 
 # A field longer than this is not a value but a broken record (typically a stray quote that swallowed
@@ -162,8 +169,10 @@ def _parse_csv_text(name: str, text: str, source: Source) -> ParsedFile:
         missing = [c for c in source.columns if c not in header]
         unexpected = [h for h in header if h not in source.columns]
         if missing or unexpected:
-            raise FormatError(f"{name}: columns differ from {source.file}: missing {missing}, unexpected "
-                              f"{unexpected}; update the schema (or ask the department) before ingesting")
+            raise FormatError(
+                f"{name}: columns differ from {source.file}: missing {missing}, unexpected "
+                f"{unexpected}; update the schema (or ask the department) before ingesting"
+            )
     build = _Builder(name, source.columns)
     width = len(header)
     for number, record in enumerate(reader, start=1):
@@ -172,8 +181,13 @@ def _parse_csv_text(name: str, text: str, source: Source) -> ParsedFile:
         longest = max(range(len(record)), key=lambda i: len(record[i]))
         if len(record[longest]) > MAX_FIELD_CHARS:
             label = header[longest] if longest < width else f"#{longest + 1}"
-            build.add(number, None, f"field {label} is {len(record[longest]):,} characters, over the "
-                      f"{MAX_FIELD_CHARS:,} limit (an unbalanced quote?)", _raw_excerpt(fmt.delimiter.join(record)))
+            build.add(
+                number,
+                None,
+                f"field {label} is {len(record[longest]):,} characters, over the "
+                f"{MAX_FIELD_CHARS:,} limit (an unbalanced quote?)",
+                _raw_excerpt(fmt.delimiter.join(record)),
+            )
             continue
         if len(record) != width:
             build.add(number, None, f"expected {width} fields, found {len(record)}", fmt.delimiter.join(record))

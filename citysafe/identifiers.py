@@ -53,10 +53,35 @@ def resident_id_is_valid(number: str | None) -> bool:
 
 
 # Longest first, so "股份有限公司" is removed whole rather than leaving "股份".
-_SUFFIXES = sorted([
-    "股份有限公司", "有限责任公司", "有限公司", "集团公司", "分公司", "总公司", "公司", "个体工商户", "厂", "店",
-    "corporation", "company", "limited", "co.,ltd.", "co.,ltd", "co.ltd", "co.", " co", "ltd.", "ltd", "inc.", "inc", "corp.",
-], key=len, reverse=True)
+_SUFFIXES = sorted(
+    [
+        "股份有限公司",
+        "有限责任公司",
+        "有限公司",
+        "集团公司",
+        "分公司",
+        "总公司",
+        "公司",
+        "个体工商户",
+        "厂",
+        "店",
+        "corporation",
+        "company",
+        "limited",
+        "co.,ltd.",
+        "co.,ltd",
+        "co.ltd",
+        "co.",
+        " co",
+        "ltd.",
+        "ltd",
+        "inc.",
+        "inc",
+        "corp.",
+    ],
+    key=len,
+    reverse=True,
+)
 _PUNCT = re.compile(r"[\s\-_.,，。·・'\"“”‘’()（）\[\]【】<>《》/&、]")
 
 

@@ -47,8 +47,10 @@ def holder(lake_root: Path) -> dict | None:
 def _describe(info: dict | None) -> str:
     if not info:
         return "another process"
-    return (f"run {info.get('run_id') or '?'} (`{info.get('command', '?')}`, pid {info.get('pid')} on "
-            f"{info.get('host')}, since {info.get('since')})")
+    return (
+        f"run {info.get('run_id') or '?'} (`{info.get('command', '?')}`, pid {info.get('pid')} on "
+        f"{info.get('host')}, since {info.get('since')})"
+    )
 
 
 @contextlib.contextmanager
@@ -79,14 +81,19 @@ def lake_lock(lake_root: Path, *, run_id: str = "", wait_seconds: float = 0.0) -
                     waited = f" after waiting {wait_seconds:g}s" if wait_seconds else ""
                     raise LakeBusyError(
                         f"the lake at {lake_root} is locked by {_describe(info)}{waited}; retry when it has "
-                        f"finished (or set lake_lock_wait_seconds to wait)") from None
+                        f"finished (or set lake_lock_wait_seconds to wait)"
+                    ) from None
                 if not announced:
                     log.warning("waiting up to %gs for the lake lock held by %s", wait_seconds, _describe(info))
                     announced = True
                 time.sleep(_POLL_SECONDS)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
-                "command": " ".join(["citysafe", *sys.argv[1:2]]) if sys.argv else "citysafe",
-                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "run_id": run_id,
+            "command": " ".join(["citysafe", *sys.argv[1:2]]) if sys.argv else "citysafe",
+            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         _held[path] = (fd, 1)

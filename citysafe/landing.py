@@ -59,14 +59,27 @@ def land_batch(source: Source, landing_dir: Path, batch: FetchBatch) -> tuple[di
         target = tmp / item.name
         target.write_bytes(item.content)
         os.chmod(target, 0o444)
-        files.append({"name": item.name, "sha256": digests[item.name], "bytes": len(item.content),
-                      "rows": parsed[item.name].rows, "malformed_rows": parsed[item.name].malformed,
-                      **item.meta})
+        files.append(
+            {
+                "name": item.name,
+                "sha256": digests[item.name],
+                "bytes": len(item.content),
+                "rows": parsed[item.name].rows,
+                "malformed_rows": parsed[item.name].malformed,
+                **item.meta,
+            }
+        )
     manifest = {
-        "source": source.name, "batch_id": batch_id, "department": source.department,
-        "connector": source.connector.type, "landed_at": dt.datetime.now(dt.UTC).isoformat(),
-        "watermark_from": batch.watermark_from, "watermark_to": batch.watermark_to,
-        "files": files, "rows": sum(f["rows"] for f in files), "format": source.format.model_dump(),
+        "source": source.name,
+        "batch_id": batch_id,
+        "department": source.department,
+        "connector": source.connector.type,
+        "landed_at": dt.datetime.now(dt.UTC).isoformat(),
+        "watermark_from": batch.watermark_from,
+        "watermark_to": batch.watermark_to,
+        "files": files,
+        "rows": sum(f["rows"] for f in files),
+        "format": source.format.model_dump(),
     }
     write_json_atomic(tmp / MANIFEST, manifest)
     os.replace(tmp, final)

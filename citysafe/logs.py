@@ -85,8 +85,9 @@ def _interactive() -> bool:
     return _handler is not None and getattr(getattr(_handler, "stream", None), "isatty", lambda: False)()
 
 
-def progress_bar(items: Iterable[T], *, total: int | None = None, desc: str, logger: logging.Logger,
-                 every_percent: int = 25) -> Iterator[T]:
+def progress_bar(
+    items: Iterable[T], *, total: int | None = None, desc: str, logger: logging.Logger, every_percent: int = 25
+) -> Iterator[T]:
     """Iterate `items`; on a terminal with a tqdm bar, elsewhere with a log line every `every_percent`%."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]

@@ -44,8 +44,10 @@ class PgServerError(RuntimeError):
 def find_bin_dir() -> Path | None:
     if os.environ.get("PG_BIN_DIR"):
         return Path(os.environ["PG_BIN_DIR"])
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-                        if Path(p).parent.name.isdigit() else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+    )
     for candidate in reversed(candidates):
         if (Path(candidate) / "initdb").is_file():
             return Path(candidate)
@@ -70,8 +72,11 @@ def _drop_privileges_prefix() -> tuple[list[str], int | None, int | None]:
     if shutil.which("runuser"):
         return ["runuser", "-u", RUN_AS, "--"], user.pw_uid, user.pw_gid
     if shutil.which("setpriv"):
-        return (["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"],
-                user.pw_uid, user.pw_gid)
+        return (
+            ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"],
+            user.pw_uid,
+            user.pw_gid,
+        )
     raise PgServerError("running as root and neither runuser nor setpriv is available to drop privileges")
 
 
@@ -130,12 +135,19 @@ class PgServer:
     def log_file(self) -> Path:
         return self.root / "server.log"
 
-    def dsn(self, dbname: str = "postgres", user: str | None = None, password: str | None = None,
-            port: int | None = None) -> str:
+    def dsn(
+        self, dbname: str = "postgres", user: str | None = None, password: str | None = None, port: int | None = None
+    ) -> str:
         from psycopg.conninfo import make_conninfo
 
-        return make_conninfo(host=self.host, port=port or self.port, dbname=dbname, user=user or self.superuser,
-                             password=self.password if password is None else password, connect_timeout=5)
+        return make_conninfo(
+            host=self.host,
+            port=port or self.port,
+            dbname=dbname,
+            user=user or self.superuser,
+            password=self.password if password is None else password,
+            connect_timeout=5,
+        )
 
     def connect(self, dbname: str = "postgres"):
         import psycopg
@@ -144,12 +156,14 @@ class PgServer:
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
-        result = subprocess.run([*self.prefix, *args], cwd=self.root, env=env, capture_output=True, text=True,
-                                timeout=timeout)
+        result = subprocess.run(
+            [*self.prefix, *args], cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout
+        )
         if result.returncode != 0:
             log = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
-            raise PgServerError(f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stdout}\n"
-                                f"{result.stderr}\n{log}")
+            raise PgServerError(
+                f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n{log}"
+            )
         return result
 
     def start(self) -> None:
@@ -159,16 +173,31 @@ class PgServer:
         pwfile.write_text(self.password + "\n")
         self._chown(pwfile)
         try:
-            self._run(str(self.bin_dir / "initdb"), "-D", "data", "-U", self.superuser, "--pwfile=pwfile",
-                      "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
-                      "--no-sync", "--no-instructions")
+            self._run(
+                str(self.bin_dir / "initdb"),
+                "-D",
+                "data",
+                "-U",
+                self.superuser,
+                "--pwfile=pwfile",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            )
         finally:
             pwfile.unlink()
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=30 "
-                   "-c shared_buffers=16MB -c log_min_messages=warning")
-        self._run(str(self.bin_dir / "pg_ctl"), "start", "-D", "data", "-w", "-t", "30", "-l", "server.log",
-                  "-o", options)
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=30 "
+            "-c shared_buffers=16MB -c log_min_messages=warning"
+        )
+        self._run(
+            str(self.bin_dir / "pg_ctl"), "start", "-D", "data", "-w", "-t", "30", "-l", "server.log", "-o", options
+        )
         self.start_seconds = round(time.monotonic() - started, 3)
 
     def stop(self) -> None:
@@ -200,8 +229,9 @@ class PgServer:
             os.chown(path, user.pw_uid, user.pw_gid)
 
 
-def start_server(base: Path, bin_dir: Path | None = None, allow_chmod: Path | None = None,
-                 attempts: int = 3) -> PgServer:
+def start_server(
+    base: Path, bin_dir: Path | None = None, allow_chmod: Path | None = None, attempts: int = 3
+) -> PgServer:
     """initdb + start a server in a new folder under `base` (up to `attempts` tries: port taken ...).
 
     As root, folders from `allow_chmod` (default: base) down may get o+x so that `nobody` can reach
@@ -209,8 +239,10 @@ def start_server(base: Path, bin_dir: Path | None = None, allow_chmod: Path | No
     """
     bin_dir = bin_dir or find_bin_dir()
     if bin_dir is None:
-        raise PgServerError("PostgreSQL server binaries not found (install Debian's `postgresql` package, "
-                            "or set PG_BIN_DIR to the folder holding initdb and pg_ctl)")
+        raise PgServerError(
+            "PostgreSQL server binaries not found (install Debian's `postgresql` package, "
+            "or set PG_BIN_DIR to the folder holding initdb and pg_ctl)"
+        )
     prefix, uid, gid = _drop_privileges_prefix()
     if uid is not None and not _make_reachable(base, uid, gid, allow_chmod or base):
         base = Path(tempfile.mkdtemp(prefix="citysafe-pg-"))  # e.g. --basetemp under /root: use /tmp

@@ -23,9 +23,9 @@ from citysafe.delta_io import Column, TableSpec
 from citysafe.errors import ConfigurationError
 
 EXPECTATIONS_DIR = REPO_ROOT / "expectations"
-GX_PROJECT_DIR = "gx"       # <lake_root>/gx/: the GX project (suites, checkpoints, validation results)
-DATASOURCE = "citysafe"     # its one pandas data source: one dataframe asset per source gated
-RESULT_FORMAT = "SUMMARY"   # counts and up to 20 unexpected values per expectation
+GX_PROJECT_DIR = "gx"  # <lake_root>/gx/: the GX project (suites, checkpoints, validation results)
+DATASOURCE = "citysafe"  # its one pandas data source: one dataframe asset per source gated
+RESULT_FORMAT = "SUMMARY"  # counts and up to 20 unexpected values per expectation
 
 VALIDATION_RESULT_COLUMNS = (
     Column("run_id", "string", nullable=False),
@@ -75,28 +75,36 @@ def gx_suite(suite: dict):
     for name, kwargs in _expectations(suite):
         for key, value in kwargs.items():
             if isinstance(value, list) and any(_is_parameter(v) for v in value):
-                raise ConfigurationError(f"suite {suite['suite']}: {name}: {key}: a $parameter must be the whole "
-                                         f"value, not a list element")
+                raise ConfigurationError(
+                    f"suite {suite['suite']}: {name}: {key}: a $parameter must be the whole value, not a list element"
+                )
         cls = getattr(gx.expectations, "".join(part.title() for part in name.split("_")), None)
         if cls is None:
             raise ConfigurationError(f"suite {suite['suite']}: unknown expectation {name}")
         parameters = {k: v[1:] for k, v in kwargs.items() if _is_parameter(v)}
         # GX's pages render a list-valued parameter (value_set) as "$PARAMETER", without its name: a note names it.
         notes = [f"`{k}`: suite parameter `${p}` (citysafe.quality.suite_variables)" for k, p in parameters.items()]
-        expectations.append(cls(**{k: {"$PARAMETER": parameters[k]} if k in parameters else v
-                                   for k, v in kwargs.items()}, notes=notes or None))
+        expectations.append(
+            cls(
+                **{k: {"$PARAMETER": parameters[k]} if k in parameters else v for k, v in kwargs.items()},
+                notes=notes or None,
+            )
+        )
     # Expectations given to the constructor: add_expectation() on a suite named like a stored one writes
     # each expectation into that stored suite.
-    return gx.ExpectationSuite(name=suite["suite"], expectations=expectations,
-                               meta={"citysafe_table": suite.get("table")})
+    return gx.ExpectationSuite(
+        name=suite["suite"], expectations=expectations, meta={"citysafe_table": suite.get("table")}
+    )
 
 
 def expectation_parameters(suite: dict, variables: dict) -> dict:
     """The suite parameters' values for one run, from suite_variables."""
     missing = sorted(suite_parameters(suite) - set(variables))
     if missing:
-        raise ConfigurationError(f"suite {suite['suite']}: parameter(s) {', '.join('$' + m for m in missing)} "
-                                 f"not defined (known: {', '.join(sorted(variables))})")
+        raise ConfigurationError(
+            f"suite {suite['suite']}: parameter(s) {', '.join('$' + m for m in missing)} "
+            f"not defined (known: {', '.join(sorted(variables))})"
+        )
     return {name: variables[name] for name in sorted(suite_parameters(suite))}
 
 
@@ -127,13 +135,20 @@ def suite_variables(settings: Settings, now: dt.datetime, source=None) -> dict:
     return {
         "subcategory_codes": sorted(reference.taxonomy()["subcategory_code"]),
         "district_codes": district_codes,
-        "city_min_lon": min_lon, "city_max_lon": max_lon, "city_min_lat": min_lat, "city_max_lat": max_lat,
-        "cell_min_lon": min_lon - margin_lon, "cell_max_lon": max_lon + margin_lon,
-        "cell_min_lat": min_lat - margin_lat, "cell_max_lat": max_lat + margin_lat,
-        "earliest": pd.Timestamp("2000-01-01", tz="UTC"), "now": pd.Timestamp(now).tz_convert("UTC"),
+        "city_min_lon": min_lon,
+        "city_max_lon": max_lon,
+        "city_min_lat": min_lat,
+        "city_max_lat": max_lat,
+        "cell_min_lon": min_lon - margin_lon,
+        "cell_max_lon": max_lon + margin_lon,
+        "cell_min_lat": min_lat - margin_lat,
+        "cell_max_lat": max_lat + margin_lat,
+        "earliest": pd.Timestamp("2000-01-01", tz="UTC"),
+        "now": pd.Timestamp(now).tz_convert("UTC"),
         "device_types": sorted(units["device_type"].unique()),
         "canonical_units": sorted(units["canonical_unit"].unique()),
-        "device_value_min": float(units["min_valid"].min()), "device_value_max": float(units["max_valid"].max()),
+        "device_value_min": float(units["min_valid"].min()),
+        "device_value_max": float(units["max_valid"].max()),
     }
 
 
@@ -212,18 +227,27 @@ def _checkpoint(context, suite: dict, asset_name: str):
         batch = asset.add_batch_definition_whole_dataframe("whole")
 
     gx_suite_ = stored(context.suites, wanted.name)
-    if gx_suite_ is None or _configs(gx_suite_) != _configs(wanted) or gx_suite_.meta.get("citysafe_table") \
-            != wanted.meta.get("citysafe_table"):
+    if (
+        gx_suite_ is None
+        or _configs(gx_suite_) != _configs(wanted)
+        or gx_suite_.meta.get("citysafe_table") != wanted.meta.get("citysafe_table")
+    ):
         gx_suite_ = context.suites.add_or_update(wanted)
     validation = stored(context.validation_definitions, name)
     if validation is None or validation.suite.id != gx_suite_.id or validation.batch_definition.id != batch.id:
         validation = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=name, data=batch, suite=gx_suite_))
+            gx.ValidationDefinition(name=name, data=batch, suite=gx_suite_)
+        )
     checkpoint = stored(context.checkpoints, name)
-    if checkpoint is None or [v.id for v in checkpoint.validation_definitions] != [validation.id] \
-            or checkpoint.result_format != RESULT_FORMAT or checkpoint.actions:
-        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-            name=name, validation_definitions=[validation], result_format=RESULT_FORMAT))
+    if (
+        checkpoint is None
+        or [v.id for v in checkpoint.validation_definitions] != [validation.id]
+        or checkpoint.result_format != RESULT_FORMAT
+        or checkpoint.actions
+    ):
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(name=name, validation_definitions=[validation], result_format=RESULT_FORMAT)
+        )
     return checkpoint
 
 
@@ -235,10 +259,12 @@ def _run_checkpoint(checkpoint, df, suite: dict, variables: dict, run_name: str 
     """Run the checkpoint on `df` with the suite's parameters; returns (result identifier, suite result)."""
     from great_expectations.core.run_identifier import RunIdentifier
 
-    result = checkpoint.run(batch_parameters={"dataframe": df},
-                            expectation_parameters=expectation_parameters(suite, variables),
-                            run_id=RunIdentifier(run_name=run_name, run_time=run_time))
-    (key, validation), = result.run_results.items()
+    result = checkpoint.run(
+        batch_parameters={"dataframe": df},
+        expectation_parameters=expectation_parameters(suite, variables),
+        run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+    )
+    ((key, validation),) = result.run_results.items()
     return key, validation
 
 
@@ -247,12 +273,17 @@ def _rows(validation) -> list[dict]:
     for r in validation.results:
         cfg = r.expectation_config
         res = r.result or {}
-        rows.append({
-            "expectation": cfg.type, "column": cfg.kwargs.get("column") or cfg.kwargs.get("column_A"),
-            "success": bool(r.success), "unexpected_count": res.get("unexpected_count"),
-            "element_count": res.get("element_count"), "observed_value": res.get("observed_value"),
-            "partial_unexpected_list": [str(v) for v in (res.get("partial_unexpected_list") or [])[:5]],
-        })
+        rows.append(
+            {
+                "expectation": cfg.type,
+                "column": cfg.kwargs.get("column") or cfg.kwargs.get("column_A"),
+                "success": bool(r.success),
+                "unexpected_count": res.get("unexpected_count"),
+                "element_count": res.get("element_count"),
+                "observed_value": res.get("observed_value"),
+                "partial_unexpected_list": [str(v) for v in (res.get("partial_unexpected_list") or [])[:5]],
+            }
+        )
     return rows
 
 
@@ -263,25 +294,27 @@ def run_suite(df, suite: dict, variables: dict) -> tuple[bool, list[dict]]:
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-    _, validation = _run_checkpoint(_checkpoint(context, suite, "staged"), df, suite, variables, None,
-                                    dt.datetime.now(dt.UTC))
+    _, validation = _run_checkpoint(
+        _checkpoint(context, suite, "staged"), df, suite, variables, None, dt.datetime.now(dt.UTC)
+    )
     return bool(validation.success), _rows(validation)
 
 
-def validate_staging(spark, settings: Settings, suite_name: str, staging: TableSpec, run_id: str,
-                     source_name: str, source=None) -> dict:
+def validate_staging(
+    spark, settings: Settings, suite_name: str, staging: TableSpec, run_id: str, source_name: str, source=None
+) -> dict:
     """Gate staged candidates with expectations/<suite_name>.yaml. GX stores the result in the lake's GX
     project (result_path: its JSON); appends the validation_result rows and refreshes the Data Docs;
     returns {suite, success, evaluated, failed, failures, result_path}.
     `source`: the Source staged, for its own geography (see suite_variables)."""
     from deltalake import DeltaTable
 
-    return validate_frame(spark, settings, suite_name, DeltaTable(str(staging.path)).to_pandas(), run_id,
-                          source_name, source=source)
+    return validate_frame(
+        spark, settings, suite_name, DeltaTable(str(staging.path)).to_pandas(), run_id, source_name, source=source
+    )
 
 
-def validate_frame(spark, settings: Settings, suite_name: str, df, run_id: str, source_name: str,
-                   source=None) -> dict:
+def validate_frame(spark, settings: Settings, suite_name: str, df, run_id: str, source_name: str, source=None) -> dict:
     """Gate a pandas DataFrame (e.g. a small reference table before it is loaded); see validate_staging."""
     suite = load_suite(suite_name)
     now = dt.datetime.now(dt.UTC)
@@ -296,18 +329,29 @@ def validate_frame(spark, settings: Settings, suite_name: str, df, run_id: str, 
     result_path = result_path.removeprefix("file://")
     import pyarrow as pa
 
-    record = pa.table({
-        "run_id": [run_id] * len(rows), "suite": [suite["suite"]] * len(rows),
-        "table_name": [suite["table"]] * len(rows), "source": [source_name] * len(rows),
-        "expectation": [r["expectation"] for r in rows], "column_name": [r["column"] for r in rows],
-        "success": [r["success"] for r in rows],
-        "unexpected_count": pa.array([r["unexpected_count"] for r in rows], pa.int64()),
-        "element_count": pa.array([r["element_count"] for r in rows], pa.int64()),
-        "validated_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
-    })
+    record = pa.table(
+        {
+            "run_id": [run_id] * len(rows),
+            "suite": [suite["suite"]] * len(rows),
+            "table_name": [suite["table"]] * len(rows),
+            "source": [source_name] * len(rows),
+            "expectation": [r["expectation"] for r in rows],
+            "column_name": [r["column"] for r in rows],
+            "success": [r["success"] for r in rows],
+            "unexpected_count": pa.array([r["unexpected_count"] for r in rows], pa.int64()),
+            "element_count": pa.array([r["element_count"] for r in rows], pa.int64()),
+            "validated_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
+        }
+    )
     delta_io.append(spark.createDataFrame(record), validation_result_spec(settings), expected_rows=len(rows))
     from citysafe import data_docs
 
     data_docs.refresh_data_docs(settings, key)  # <lake_root>/data_docs: this result's page + the index; never raises
-    return {"suite": suite["suite"], "success": success, "evaluated": len(rows), "failed": len(failed),
-            "failures": failed, "result_path": str(result_path)}
+    return {
+        "suite": suite["suite"],
+        "success": success,
+        "evaluated": len(rows),
+        "failed": len(failed),
+        "failures": failed,
+        "result_path": str(result_path),
+    }

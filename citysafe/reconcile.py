@@ -53,8 +53,12 @@ def against_truth(settings: Settings, sources: dict[str, str], bronze_only=()) -
         expected = truth[source]["rows_delivered"]
         actual = bronze_rows(settings, source)
         problems = [] if actual == expected else [f"{source}.rows_delivered: bronze {actual} != truth {expected}"]
-        report["sources"][source] = {"ok": not problems, "actual": {"rows_delivered": actual},
-                                     "expected": {"rows_delivered": expected}, "problems": problems}
+        report["sources"][source] = {
+            "ok": not problems,
+            "actual": {"rows_delivered": actual},
+            "expected": {"rows_delivered": expected},
+            "problems": problems,
+        }
     for source, silver_table in sources.items():
         expected = truth[source]
         actual = lake_counts(settings, source, silver_table)
@@ -65,7 +69,6 @@ def against_truth(settings: Settings, sources: dict[str, str], bronze_only=()) -
         want_q = {k: v for k, v in expected.get("quarantined", {}).items() if v}
         if want_q != actual["quarantined"]:
             problems.append(f"{source}.quarantined: lake {actual['quarantined']} != truth {want_q}")
-        report["sources"][source] = {"ok": not problems, "actual": actual, "expected": expected,
-                                     "problems": problems}
+        report["sources"][source] = {"ok": not problems, "actual": actual, "expected": expected, "problems": problems}
     report["ok"] = all(item["ok"] for item in report["sources"].values())
     return report

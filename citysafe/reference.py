@@ -20,8 +20,18 @@ REFERENCE_DIR = REPO_ROOT / "reference"
 TAXONOMY_FILE = REFERENCE_DIR / "taxonomy" / "taxonomy.csv"
 CROSSWALK_DIR = REFERENCE_DIR / "crosswalks"
 
-TAXONOMY_COLUMNS = ["domain_code", "domain_en", "domain_zh", "category_code", "category_en", "category_zh",
-                    "subcategory_code", "subcategory_en", "subcategory_zh", "severity_default"]
+TAXONOMY_COLUMNS = [
+    "domain_code",
+    "domain_en",
+    "domain_zh",
+    "category_code",
+    "category_en",
+    "category_zh",
+    "subcategory_code",
+    "subcategory_en",
+    "subcategory_zh",
+    "severity_default",
+]
 CROSSWALK_COLUMNS = ["source_code", "source_label", "subcategory_code"]
 DECISIONS_DIR = CROSSWALK_DIR / "decisions"
 DECISION_COLUMNS = ["source_code", "decision", "note"]
@@ -58,8 +68,9 @@ def taxonomy(path: Path = TAXONOMY_FILE) -> pd.DataFrame:
         raise ReferenceError(f"{path}: duplicate subcategory_code {dup.iloc[0]}")
     for _, row in df.iterrows():
         if not (row.subcategory_code.startswith(row.category_code) and row.category_code.startswith(row.domain_code)):
-            raise ReferenceError(f"{path}: subcategory {row.subcategory_code} is not under {row.category_code} / "
-                                 f"{row.domain_code}")
+            raise ReferenceError(
+                f"{path}: subcategory {row.subcategory_code} is not under {row.category_code} / {row.domain_code}"
+            )
     return df[TAXONOMY_COLUMNS]
 
 
@@ -133,8 +144,14 @@ def districts(path: Path) -> list[dict]:
         geom = shapely.geometry.shape(feature["geometry"])
         if not geom.is_valid:
             raise ReferenceError(f"{path}: feature {i} ({props['district_code']}): invalid polygon")
-        out.append({"district_code": str(props["district_code"]), "name_zh": props.get("name_zh"),
-                    "name_en": props.get("name_en"), "wkb": shapely.to_wkb(geom)})
+        out.append(
+            {
+                "district_code": str(props["district_code"]),
+                "name_zh": props.get("name_zh"),
+                "name_en": props.get("name_en"),
+                "wkb": shapely.to_wkb(geom),
+            }
+        )
     if not out:
         raise ReferenceError(f"{path}: no district features")
     return out

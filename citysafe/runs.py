@@ -46,8 +46,7 @@ class RunSummary:
     def load(self) -> dict:
         if self.path.exists():
             return json.loads(self.path.read_text(encoding="utf-8"))
-        return {"run_id": self.run_id, "started_at": dt.datetime.now(dt.UTC).isoformat(), "tables": {},
-                "stages": {}}
+        return {"run_id": self.run_id, "started_at": dt.datetime.now(dt.UTC).isoformat(), "tables": {}, "stages": {}}
 
     def record_table(self, table: str, entry: dict) -> None:
         data = self.load()

@@ -16,7 +16,7 @@ from citysafe.config import REPO_ROOT, Settings
 from citysafe.errors import ConfigurationError
 
 SOURCES_DIR = REPO_ROOT / "sources"
-CROSSWALK_DIR = REPO_ROOT / "reference" / "crosswalks"   # = citysafe.reference.CROSSWALK_DIR (no pandas import here)
+CROSSWALK_DIR = REPO_ROOT / "reference" / "crosswalks"  # = citysafe.reference.CROSSWALK_DIR (no pandas import here)
 
 
 class SourceError(ConfigurationError):
@@ -36,22 +36,27 @@ class FileConnector(_Strict):
     recursive: bool = False
 
     def folder(self, settings: Settings) -> Path:
-        return Path(self.path.format(synthetic_root=settings.synthetic_root, lake_root=settings.lake_root,
-                                     real_data_root=settings.real_data_root))
+        return Path(
+            self.path.format(
+                synthetic_root=settings.synthetic_root,
+                lake_root=settings.lake_root,
+                real_data_root=settings.real_data_root,
+            )
+        )
 
 
 class RestConnector(_Strict):
     """A paged JSON API with an incremental watermark, Socrata style ($where / $order / $limit / $offset)."""
 
     type: Literal["rest"]
-    url: str                                   # may hold {env:NAME} placeholders for hosts/tokens
+    url: str  # may hold {env:NAME} placeholders for hosts/tokens
     page_size: int = Field(1000, gt=0, le=50000)
     timeout_seconds: float = Field(30, gt=0)
     max_retries: int = Field(5, ge=0, le=20)
     backoff_seconds: float = Field(1.0, ge=0)
-    token_env: str | None = None               # name of the env var holding an app token, never the token
-    tie_breaker: str | None = None             # unique column ordering rows that share a watermark value
-    start_watermark: str | None = None         # first run pulls rows after this value (None: everything)
+    token_env: str | None = None  # name of the env var holding an app token, never the token
+    tie_breaker: str | None = None  # unique column ordering rows that share a watermark value
+    start_watermark: str | None = None  # first run pulls rows after this value (None: everything)
 
 
 class PostgresConnector(_Strict):
@@ -67,28 +72,30 @@ class PostgresConnector(_Strict):
     table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
     batch_size: int = Field(10000, gt=0)
     tie_breaker: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    start_watermark: str | None = None         # first run pulls rows after this value (None: everything)
+    start_watermark: str | None = None  # first run pulls rows after this value (None: everything)
     connect_timeout_seconds: int = Field(10, ge=2, le=300)
 
     @field_validator("dsn_env")
     @classmethod
     def _not_a_config_key(cls, v: str) -> str:
         if v.upper().startswith("CITYSAFE_"):
-            raise ValueError(f"{v!r}: CITYSAFE_* variables are configuration keys; name the DSN variable "
-                             "after the department instead (e.g. FIRE_DB_DSN)")
+            raise ValueError(
+                f"{v!r}: CITYSAFE_* variables are configuration keys; name the DSN variable "
+                "after the department instead (e.g. FIRE_DB_DSN)"
+            )
         return v
 
 
 class DataFormat(_Strict):
     type: Literal["csv", "jsonl", "json", "xlsx"]
-    encoding: str = "utf-8"                    # or "auto": UTF-8, else GB18030 (GBK)
+    encoding: str = "utf-8"  # or "auto": UTF-8, else GB18030 (GBK)
     delimiter: str = ","
     quotechar: str = '"'
     header: bool = True
-    rename: dict[str, str] = {}                # delivered column name -> declared name
-    records_key: str | None = None             # json: the key holding the array of records
-    sheet: str | None = None                   # xlsx: sheet name (default: the first)
-    strict_columns: bool = False               # csv: refuse files whose header differs from the schema
+    rename: dict[str, str] = {}  # delivered column name -> declared name
+    records_key: str | None = None  # json: the key holding the array of records
+    sheet: str | None = None  # xlsx: sheet name (default: the first)
+    strict_columns: bool = False  # csv: refuse files whose header differs from the schema
 
     @field_validator("encoding")
     @classmethod
@@ -134,7 +141,7 @@ class IncidentFields(_Strict):
     lat: str | None = None
     address: str | None = None
     status: str | None = None
-    description: str | None = None   # free text about the event (scrubbed in silver; not published)
+    description: str | None = None  # free text about the event (scrubbed in silver; not published)
     # Dispatch-chain times (fire/EMS, hotline); occurred_at is usually one of them (e.g. received).
     received_at: str | None = None
     dispatched_at: str | None = None
@@ -147,7 +154,7 @@ class PersonalFields(_Strict):
     reporter_name: str | None = None
     reporter_phone: str | None = None
     reporter_id: str | None = None
-    other: list[str] = []                    # further personal columns: hashed in place, never published
+    other: list[str] = []  # further personal columns: hashed in place, never published
 
     def columns(self) -> list[str]:
         return [c for c in (self.reporter_name, self.reporter_phone, self.reporter_id, *self.other) if c]
@@ -162,10 +169,10 @@ class Geography(_Strict):
         district code (`CHI-011`, `NYC-MN`) through reference/districts/<crosswalk>.csv
         (source_value,district_code,district_name; matched trimmed and case-insensitively)."""
 
-        column: str | list[str]                 # several: tried in order, the first that maps wins
+        column: str | list[str]  # several: tried in order, the first that maps wins
         crosswalk: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-        extract: str | None = None              # regex; group 1 of the delivered value is the key
-        strip_decimal_zero: bool = False        # a float-formatted code ('8.0') is read as '8'
+        extract: str | None = None  # regex; group 1 of the delivered value is the key
+        strip_decimal_zero: bool = False  # a float-formatted code ('8.0') is read as '8'
 
         @property
         def columns(self) -> list[str]:
@@ -196,10 +203,10 @@ class Geography(_Strict):
         def district_codes(self) -> list[str]:
             return sorted({r["district_code"].strip() for r in self.table()})
 
-    timezone: str                               # IANA name: local time of the naive timestamps
-    bounds: tuple[float, float, float, float]   # min_lon, min_lat, max_lon, max_lat of the city
+    timezone: str  # IANA name: local time of the naive timestamps
+    bounds: tuple[float, float, float, float]  # min_lon, min_lat, max_lon, max_lat of the city
     district: District
-    point: str | None = None                    # a '(lat, lon)' column, when lon/lat are not delivered apart
+    point: str | None = None  # a '(lat, lon)' column, when lon/lat are not delivered apart
 
     @field_validator("timezone")
     @classmethod
@@ -228,7 +235,7 @@ class SilverTarget(_Strict):
     class Classifier(_Strict):
         """Rule/keyword classifier for a free-text category (the `code` role's column)."""
 
-        rules: str                              # reference/classifiers/<rules>.csv
+        rules: str  # reference/classifiers/<rules>.csv
         min_confidence: float = Field(gt=0, le=1)  # below: not guessed, quarantined as needs_review
 
     class Links(_Strict):
@@ -247,8 +254,10 @@ class SilverTarget(_Strict):
         @model_validator(mode="after")
         def _window(self):
             if self.min_minutes is not None and -self.min_minutes > self.max_minutes:
-                raise ValueError(f"min_minutes {self.min_minutes:g} reaches further back than max_minutes "
-                                 f"{self.max_minutes:g}: the time buckets are max_minutes wide")
+                raise ValueError(
+                    f"min_minutes {self.min_minutes:g} reaches further back than max_minutes "
+                    f"{self.max_minutes:g}: the time buckets are max_minutes wide"
+                )
             return self
 
         @property
@@ -256,12 +265,12 @@ class SilverTarget(_Strict):
             return -self.max_minutes if self.min_minutes is None else self.min_minutes
 
     table: Literal["incident"]
-    crosswalk: str | None = None             # reference/crosswalks/<name>.csv
+    crosswalk: str | None = None  # reference/crosswalks/<name>.csv
     classifier: Classifier | None = None
     fields: IncidentFields
     personal: PersonalFields = PersonalFields()
     links: Links | None = None
-    geography: Geography | None = None       # another city than the synthetic one (real sources)
+    geography: Geography | None = None  # another city than the synthetic one (real sources)
     # Spark datetime patterns for local (naive) times, tried before the built-in forms.
     time_formats: list[str] = []
     # occurred_at from several columns joined with a space (e.g. [date, hour] + 'M/d/yyyy H'); each part
@@ -287,7 +296,7 @@ class DeviceFields(_Strict):
     lon: str | None = None
     lat: str | None = None
     installed_date: str | None = None
-    clock_skew_seconds: str | None = None   # device clock minus true time, when known
+    clock_skew_seconds: str | None = None  # device clock minus true time, when known
     model: str | None = None
     owner: str | None = None
 
@@ -302,18 +311,18 @@ class DeviceTarget(_Strict):
 
 class ReadingFields(_Strict):
     device_id: str
-    reading_ts: str                          # the device's own clock
-    seq: str                                 # per-device counter: the reading's identity
+    reading_ts: str  # the device's own clock
+    seq: str  # per-device counter: the reading's identity
     value: str
     unit: str
-    received_at: str | None = None           # server arrival time
+    received_at: str | None = None  # server arrival time
 
 
 class DeviceReadingTarget(_Strict):
     """A device log -> silver.device_reading (raw, cleaned) and silver.device_reading_hourly."""
 
     table: Literal["device_reading"]
-    registry: str                            # the source whose silver.device rows these devices are in
+    registry: str  # the source whose silver.device rows these devices are in
     fields: ReadingFields
     personal: PersonalFields = PersonalFields()
 
@@ -323,7 +332,7 @@ class TableTarget(_Strict):
 
     table: Literal["enterprise", "hazard", "weather_daily"]
     fields: dict[str, str]
-    crosswalk: str | None = None             # reference/crosswalks/<name>.csv for the source's codes
+    crosswalk: str | None = None  # reference/crosswalks/<name>.csv for the source's codes
     personal: PersonalFields = PersonalFields()
 
 
@@ -350,7 +359,7 @@ class CodeSystem(_Strict):
     rules: list[CountRule] = []
     default: str | None = None
     normalize: Literal["none", "strip_decimal_zero"] = "none"
-    label_columns: list[str] = []               # the dataset's own label of the code (documentation)
+    label_columns: list[str] = []  # the dataset's own label of the code (documentation)
     note: str = ""
 
     @field_validator("crosswalk")
@@ -387,7 +396,7 @@ class Source(_Strict):
     department: str
     kind: Literal["records", "device_log"]
     description: str = ""
-    tags: list[str] = []                       # e.g. synthetic (the embedded default city), real (public data)
+    tags: list[str] = []  # e.g. synthetic (the embedded default city), real (public data)
     connector: FileConnector | RestConnector | PostgresConnector = Field(discriminator="type")
     format: DataFormat
     schema_: list[SchemaColumn] = Field(alias="schema", min_length=1)
@@ -396,7 +405,7 @@ class Source(_Strict):
     schedule: str
     freshness: Freshness
     silver: SilverTarget | DeviceTarget | DeviceReadingTarget | TableTarget | None = Field(None, discriminator="table")
-    code: CodeSystem | None = None             # real datasets: where the incident code is (citysafe.code_mapping)
+    code: CodeSystem | None = None  # real datasets: where the incident code is (citysafe.code_mapping)
     file: Path | None = None
 
     @model_validator(mode="after")
@@ -409,17 +418,24 @@ class Source(_Strict):
                 raise ValueError(f"primary_key/watermark: {key!r} is not a column in schema")
         if self.code is not None:
             code = self.code
-            named = {**{f"code.columns[{i}]": c for i, c in enumerate(code.columns)},
-                     **{f"code.label_columns[{i}]": c for i, c in enumerate(code.label_columns)},
-                     **{f"code.rules[{i}].columns[{j}]": c
-                        for i, rule in enumerate(code.rules) for j, c in enumerate(rule.columns)}}
+            named = {
+                **{f"code.columns[{i}]": c for i, c in enumerate(code.columns)},
+                **{f"code.label_columns[{i}]": c for i, c in enumerate(code.label_columns)},
+                **{
+                    f"code.rules[{i}].columns[{j}]": c
+                    for i, rule in enumerate(code.rules)
+                    for j, c in enumerate(rule.columns)
+                },
+            }
             for key, column in named.items():
                 if column not in names:
                     raise ValueError(f"{key}: {column!r} is not a column in schema")
             silver_crosswalk = getattr(self.silver, "crosswalk", None)
             if code.crosswalk and silver_crosswalk is not None and silver_crosswalk != code.crosswalk:
-                raise ValueError(f"silver.crosswalk: {silver_crosswalk!r} differs from code.crosswalk "
-                                 f"{code.crosswalk!r} (one crosswalk maps the source's codes)")
+                raise ValueError(
+                    f"silver.crosswalk: {silver_crosswalk!r} differs from code.crosswalk "
+                    f"{code.crosswalk!r} (one crosswalk maps the source's codes)"
+                )
         if self.silver:
             fields = self.silver.fields if isinstance(self.silver.fields, dict) else self.silver.fields.model_dump()
             personal = self.silver.personal
@@ -460,7 +476,7 @@ def load_source_file(path: Path) -> Source:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]).replace("schema_", "schema")
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}" if loc else msg)   # whole-entry checks name their key in msg
+            problems.append(f"{loc}: {msg}" if loc else msg)  # whole-entry checks name their key in msg
         raise SourceError(f"{path}: invalid source entry: " + "; ".join(problems)) from None
     if source.name != path.stem:
         raise SourceError(f"{path}: name {source.name!r} must match the file name {path.stem!r}")
@@ -474,6 +490,8 @@ def load_registry(folder: Path = SOURCES_DIR) -> dict[str, Source]:
 def get_source(name: str, folder: Path = SOURCES_DIR) -> Source:
     registry = load_registry(folder)
     if name not in registry:
-        raise SourceError(f"unknown source {name!r}; known sources: {', '.join(sorted(registry)) or '(none)'} "
-                          f"(add sources/{name}.yaml to register it)")
+        raise SourceError(
+            f"unknown source {name!r}; known sources: {', '.join(sorted(registry)) or '(none)'} "
+            f"(add sources/{name}.yaml to register it)"
+        )
     return registry[name]

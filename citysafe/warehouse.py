@@ -47,12 +47,12 @@ in this process: `citysafe.config.load_settings` refuses unknown CITYSAFE_* vari
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import fcntl
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -73,14 +73,13 @@ log = logging.getLogger(__name__)
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
 DBT_TARGET = "dev"
 TARGETS = ("dev", "prod")
-PROD_DSN_ENV = "MARTS_POSTGRES_DSN"   # default name of the variable holding the prod PostgreSQL DSN
+PROD_DSN_ENV = "MARTS_POSTGRES_DSN"  # default name of the variable holding the prod PostgreSQL DSN
 PROD_SCHEMA = "marts"
 _SCHEMA_OK = re.compile(r"[a-z_][a-z0-9_]{0,46}")
 # Statuses in run_results.json that fail a build ("warn" passes; "skipped" follows a failure).
 _FAILED = {"error", "fail", "runtime error"}
 _PASSED_TESTS = {"pass"}
 _RUN_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]*")
-
 
 
 class WarehouseBuildError(MartsError):
@@ -121,8 +120,9 @@ def delta_extension_path() -> Path:
 def postgres_extension_path() -> Path:
     """Absolute path of postgres_scanner.duckdb_extension from the duckdb-extension-postgres-scanner wheel
     (DuckDB's own download of the extension needs the internet; the wheel does not)."""
-    return _wheel_extension_path("duckdb_extension_postgres_scanner", "postgres_scanner",
-                                 "the prod target cannot attach PostgreSQL")
+    return _wheel_extension_path(
+        "duckdb_extension_postgres_scanner", "postgres_scanner", "the prod target cannot attach PostgreSQL"
+    )
 
 
 def _wheel_extension_path(package: str, extension: str, consequence: str) -> Path:
@@ -162,8 +162,9 @@ def build_path_for(settings: Settings, run_id: str) -> Path:
     return served.parent / f".build-{safe}" / served.name
 
 
-def dbt_env(settings: Settings, build_path: Path, base: dict[str, str] | None = None,
-            postgres_dsn: str | None = None) -> dict[str, str]:
+def dbt_env(
+    settings: Settings, build_path: Path, base: dict[str, str] | None = None, postgres_dsn: str | None = None
+) -> dict[str, str]:
     """Environment for a dbt subprocess (a copy; this process's environment is not changed).
 
     `postgres_dsn` (target prod): the PostgreSQL DSN to attach; its password travels as PGPASSWORD."""
@@ -176,15 +177,17 @@ def dbt_env(settings: Settings, build_path: Path, base: dict[str, str] | None = 
         env["CITYSAFE_PROD_POSTGRES_DSN"] = dsn
         if password is not None:
             env["PGPASSWORD"] = password
-    env.update({
-        "CITYSAFE_WAREHOUSE_BUILD_PATH": str(build_path),
-        "CITYSAFE_SILVER_DIR": str(Path(settings.silver_dir)),
-        "CITYSAFE_DUCKDB_DELTA_EXTENSION": str(delta_extension_path()),
-        "CITYSAFE_DUCKDB_EXTENSION_DIR": str(Path(settings.state_dir) / "duckdb_extensions"),
-        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "DO_NOT_TRACK": "1",
-    })
+    env.update(
+        {
+            "CITYSAFE_WAREHOUSE_BUILD_PATH": str(build_path),
+            "CITYSAFE_SILVER_DIR": str(Path(settings.silver_dir)),
+            "CITYSAFE_DUCKDB_DELTA_EXTENSION": str(delta_extension_path()),
+            "CITYSAFE_DUCKDB_EXTENSION_DIR": str(Path(settings.state_dir) / "duckdb_extensions"),
+            "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "DO_NOT_TRACK": "1",
+        }
+    )
     return env
 
 
@@ -195,7 +198,7 @@ def _split_password(dsn: str) -> tuple[str, str | None]:
 
     try:
         params = conninfo_to_dict(dsn)
-    except Exception as exc:  # psycopg.ProgrammingError: names the fault, not the value
+    except Exception as exc:  # noqa: BLE001 - psycopg raises several kinds; the message names the fault, never the value
         raise WarehouseBuildError(f"the prod PostgreSQL DSN cannot be parsed: {type(exc).__name__}") from None
     password = params.pop("password", None)
     return make_conninfo(**params), (None if password is None else str(password))
@@ -207,8 +210,9 @@ def dbt_vars(settings: Settings, registry: dict | None = None) -> dict:
     marts) and those among them that map dispatched / on-scene times (mart_response_times)."""
     registry = load_registry() if registry is None else registry
     incident = sorted(n for n, s in registry.items() if s.silver is not None and s.silver.table == "incident")
-    timed = sorted(n for n in incident
-                   if registry[n].silver.fields.dispatched_at or registry[n].silver.fields.on_scene_at)
+    timed = sorted(
+        n for n in incident if registry[n].silver.fields.dispatched_at or registry[n].silver.fields.on_scene_at
+    )
     return {"city_timezone": settings.timezone, "incident_sources": incident, "response_time_sources": timed}
 
 
@@ -219,21 +223,29 @@ def _dbt_vars(settings: Settings) -> str:
 # --- running dbt ---------------------------------------------------------------------------------------
 
 
-def dbt_command(command: str, settings: Settings, target_path: Path, log_path: Path, *,
-                target: str = DBT_TARGET) -> list[str]:
+def dbt_command(
+    command: str, settings: Settings, target_path: Path, log_path: Path, *, target: str = DBT_TARGET
+) -> list[str]:
     """The dbt CLI call for `command` ("build", "docs generate" ...) on this project and profile, with
     dbt's target and log folders where the caller wants them (created here)."""
     target_path.mkdir(parents=True, exist_ok=True)
     log_path.mkdir(parents=True, exist_ok=True)
     Path(settings.state_dir, "duckdb_extensions").mkdir(parents=True, exist_ok=True)
     return [
-        str(dbt_executable()), *command.split(),
-        "--project-dir", str(DBT_PROJECT_DIR),
-        "--profiles-dir", str(DBT_PROJECT_DIR),
-        "--target", target,
-        "--target-path", str(target_path),
-        "--log-path", str(log_path),
-        "--vars", _dbt_vars(settings),
+        str(dbt_executable()),
+        *command.split(),
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target",
+        target,
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(log_path),
+        "--vars",
+        _dbt_vars(settings),
     ]
 
 
@@ -272,16 +284,27 @@ def _save_parse_state(state: Path, target_path: Path) -> None:
         log.warning("dbt partial-parse state not kept (%s): the next run parses in full", exc)
 
 
-def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Path, log_path: Path,
-             timeout_s: float, extra_args: Sequence[str] = (), *,
-             target: str = DBT_TARGET, postgres_dsn: str | None = None) -> tuple[int, list[str]]:
+def _run_dbt(
+    command: str,
+    settings: Settings,
+    build_path: Path,
+    target_path: Path,
+    log_path: Path,
+    timeout_s: float,
+    extra_args: Sequence[str] = (),
+    *,
+    target: str = DBT_TARGET,
+    postgres_dsn: str | None = None,
+) -> tuple[int, list[str]]:
     """Run one dbt command, streaming a short line per finished model; return (exit code, error lines).
 
     dbt runs in `build_path`'s folder and the profile gets the file NAME only: the profile (part of what
     dbt's partial-parse check hashes) is then the same for every run, whatever its build folder."""
     cmd = dbt_command(command, settings, target_path, log_path, target=target) + [
-        "--log-format", "json",
-        "--log-format-file", "text",
+        "--log-format",
+        "json",
+        "--log-format-file",
+        "text",
         "--no-use-colors",
         *extra_args,
     ]
@@ -292,8 +315,16 @@ def _run_dbt(command: str, settings: Settings, build_path: Path, target_path: Pa
     env = dbt_env(settings, Path(build_path.name), postgres_dsn=postgres_dsn)
     state = partial_parse_state(settings, target)
     _restore_parse_state(state, target_path)
-    with subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace") as proc:
+    with subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    ) as proc:
         watchdog = threading.Timer(timeout_s, proc.kill)  # also fires when dbt hangs without output
         watchdog.daemon = True
         watchdog.start()
@@ -326,13 +357,18 @@ def _report_line(line: str, errors: list[str], steps: logs.StepProgress) -> None
     if name == "LogModelResult":
         node = data.get("node_info", {})
         status = str(data.get("status", node.get("node_status", ""))).upper()
-        steps.step(f"dbt [{data.get('index')}/{data.get('total')}] model {node.get('node_name')}: "
-                   f"{status} in {float(data.get('execution_time', 0)):.1f}s",
-                   done=data.get("index"), total=data.get("total"))
+        steps.step(
+            f"dbt [{data.get('index')}/{data.get('total')}] model {node.get('node_name')}: "
+            f"{status} in {float(data.get('execution_time', 0)):.1f}s",
+            done=data.get("index"),
+            total=data.get("total"),
+        )
     elif name in ("LogTestResult", "LogNodeResult") and str(data.get("status", "")).lower() in _FAILED:
         node = data.get("node_info", {})
-        log.warning(f"dbt [{data.get('index')}/{data.get('total') or data.get('num_models')}] "
-                    f"{node.get('resource_type', 'test')} {node.get('node_name')}: {str(data.get('status')).upper()}")
+        log.warning(
+            f"dbt [{data.get('index')}/{data.get('total') or data.get('num_models')}] "
+            f"{node.get('resource_type', 'test')} {node.get('node_name')}: {str(data.get('status')).upper()}"
+        )
     elif level == "error":
         msg = info.get("msg", "").strip()
         if msg:
@@ -387,8 +423,9 @@ def _count_and_close(build_path: Path, model_relations: dict[str, str]) -> dict[
     import duckdb
 
     counts: dict[str, int] = {}
-    con = duckdb.connect(str(build_path), config={"autoinstall_known_extensions": False,
-                                                  "autoload_known_extensions": False})
+    con = duckdb.connect(
+        str(build_path), config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"LOAD '{str(delta_extension_path()).replace(chr(39), chr(39) * 2)}'")  # staging views read Delta
@@ -454,9 +491,16 @@ def remove_stale_builds(served: Path) -> list[Path]:
 # --- public API -----------------------------------------------------------------------------------------
 
 
-def build_marts(settings: Settings, run_id: str, *,
-                timeout_s: float = 3600, target: str = DBT_TARGET, postgres_dsn_env: str = PROD_DSN_ENV,
-                postgres_schema: str = PROD_SCHEMA, select: Sequence[str] = ()) -> dict:
+def build_marts(
+    settings: Settings,
+    run_id: str,
+    *,
+    timeout_s: float = 3600,
+    target: str = DBT_TARGET,
+    postgres_dsn_env: str = PROD_DSN_ENV,
+    postgres_schema: str = PROD_SCHEMA,
+    select: Sequence[str] = (),
+) -> dict:
     """Build the dbt marts into a new DuckDB file and swap it over the served warehouse.
 
     Returns {"warehouse": served path, "models": {model: row_count}, "tests_passed": n, "seconds": s,
@@ -480,11 +524,15 @@ def build_marts(settings: Settings, run_id: str, *,
     postgres_dsn = None
     if target == "prod":
         if not _SCHEMA_OK.fullmatch(postgres_schema or ""):
-            raise ConfigError(f"postgres schema {postgres_schema!r}: use a lower-case identifier, at most 47 characters")
+            raise ConfigError(
+                f"postgres schema {postgres_schema!r}: use a lower-case identifier, at most 47 characters"
+            )
         postgres_dsn = os.environ.get(postgres_dsn_env)
         if not postgres_dsn:
-            raise WarehouseBuildError(f"target prod: set the environment variable {postgres_dsn_env} to the "
-                                      "PostgreSQL DSN the marts are published to")
+            raise WarehouseBuildError(
+                f"target prod: set the environment variable {postgres_dsn_env} to the "
+                "PostgreSQL DSN the marts are published to"
+            )
         postgres_extension_path()  # fail before building when the wheel is missing
     started = time.monotonic()
     served = Path(settings.warehouse_path)
@@ -497,25 +545,60 @@ def build_marts(settings: Settings, run_id: str, *,
     _remove_build(build_path)
     (target_path / "run_results.json").unlink(missing_ok=True)
     with _build_lock(build_path.parent):
-        return _build(settings, served, build_path, run_dir, target_path, log_path, timeout_s, target,
-                      postgres_dsn, postgres_schema, started, select)
+        return _build(
+            settings,
+            served,
+            build_path,
+            run_dir,
+            target_path,
+            log_path,
+            timeout_s,
+            target,
+            postgres_dsn,
+            postgres_schema,
+            started,
+            select,
+        )
 
 
-def _build(settings: Settings, served: Path, build_path: Path, run_dir: Path, target_path: Path,
-           log_path: Path, timeout_s: float, target: str, postgres_dsn: str | None, postgres_schema: str,
-           started: float, select: list[str]) -> dict:
-    log.info(f"dbt build --target {target}" + (f" --select {' '.join(select)}" if select else "")
-             + f" -> {build_path} (silver: {settings.silver_dir})")
+def _build(
+    settings: Settings,
+    served: Path,
+    build_path: Path,
+    run_dir: Path,
+    target_path: Path,
+    log_path: Path,
+    timeout_s: float,
+    target: str,
+    postgres_dsn: str | None,
+    postgres_schema: str,
+    started: float,
+    select: list[str],
+) -> dict:
+    log.info(
+        f"dbt build --target {target}"
+        + (f" --select {' '.join(select)}" if select else "")
+        + f" -> {build_path} (silver: {settings.silver_dir})"
+    )
     published = None
     try:
         if select and served.is_file():
             if Path(f"{served}.wal").exists():
-                raise WarehouseBuildError(f"{served}.wal exists: something is writing to the served warehouse; "
-                                          "not copying it")
+                raise WarehouseBuildError(
+                    f"{served}.wal exists: something is writing to the served warehouse; not copying it"
+                )
             shutil.copyfile(served, build_path)  # the models outside the selection keep their served rows
-        rc, errors = _run_dbt("build", settings, build_path, target_path, log_path, timeout_s,
-                              ["--select", *select] if select else (),
-                              target=target, postgres_dsn=postgres_dsn)
+        rc, errors = _run_dbt(
+            "build",
+            settings,
+            build_path,
+            target_path,
+            log_path,
+            timeout_s,
+            ["--select", *select] if select else (),
+            target=target,
+            postgres_dsn=postgres_dsn,
+        )
         results = _read_run_results(target_path)
         failed_results = [r for r in results if str(r.get("status")).lower() in _FAILED]
         failed = [_node_name(r["unique_id"]) for r in failed_results]
@@ -523,27 +606,37 @@ def _build(settings: Settings, served: Path, build_path: Path, run_dir: Path, ta
             detail = _failure_detail(failed_results) or _error_detail(errors)
             skipped = sum(1 for r in results if r.get("status") == "skipped")
             raise WarehouseBuildError(
-                f"dbt build failed (exit code {rc}" + (f", {skipped} nodes skipped" if skipped else "") + ")"
-                + (f": {detail}" if detail else ""), failed, run_dir)
+                f"dbt build failed (exit code {rc}"
+                + (f", {skipped} nodes skipped" if skipped else "")
+                + ")"
+                + (f": {detail}" if detail else ""),
+                failed,
+                run_dir,
+            )
 
-        relations = {r["unique_id"].split(".")[-1]: r.get("relation_name")
-                     for r in results if r["unique_id"].startswith("model.")}
+        relations = {
+            r["unique_id"].split(".")[-1]: r.get("relation_name")
+            for r in results
+            if r["unique_id"].startswith("model.")
+        }
         missing = [m for m, rel in relations.items() if not rel]
         if missing:
             raise WarehouseBuildError("dbt reported models without a relation", missing, run_dir)
-        tests_passed = sum(1 for r in results
-                           if r["unique_id"].split(".")[0] in ("test", "unit_test")
-                           and str(r.get("status")).lower() in _PASSED_TESTS)
+        tests_passed = sum(
+            1
+            for r in results
+            if r["unique_id"].split(".")[0] in ("test", "unit_test") and str(r.get("status")).lower() in _PASSED_TESTS
+        )
         counts = _count_and_close(build_path, relations)
         if postgres_dsn is not None:
-            published = _publish_to_postgres(settings, build_path, run_dir, timeout_s, postgres_dsn,
-                                             postgres_schema)
+            published = _publish_to_postgres(settings, build_path, run_dir, timeout_s, postgres_dsn, postgres_schema)
             if Path(f"{build_path}.wal").exists():
                 raise WarehouseBuildError(f"{build_path}: publishing left a WAL file; not swapping it in")
 
         if Path(f"{served}.wal").exists():
             raise WarehouseBuildError(
-                f"{served}.wal exists: something is writing to the served warehouse; not replacing it")
+                f"{served}.wal exists: something is writing to the served warehouse; not replacing it"
+            )
         os.replace(build_path, served)
         _fsync_dir(served.parent)
     except BaseException:
@@ -553,35 +646,53 @@ def _build(settings: Settings, served: Path, build_path: Path, run_dir: Path, ta
 
     seconds = round(time.monotonic() - started, 2)
     log.info(f"warehouse {served}: {len(counts)} models, {tests_passed} tests passed in {seconds:.1f}s")
-    result = {"warehouse": str(served), "models": counts, "tests_passed": tests_passed, "seconds": seconds,
-              "target_path": str(target_path)}
+    result = {
+        "warehouse": str(served),
+        "models": counts,
+        "tests_passed": tests_passed,
+        "seconds": seconds,
+        "target_path": str(target_path),
+    }
     if published is not None:
         result["published"] = published
     return result
 
 
-def _publish_to_postgres(settings: Settings, build_path: Path, run_dir: Path,
-                         timeout_s: float, postgres_dsn: str, schema: str) -> dict:
+def _publish_to_postgres(
+    settings: Settings, build_path: Path, run_dir: Path, timeout_s: float, postgres_dsn: str, schema: str
+) -> dict:
     """`dbt run-operation publish_marts` on the finished build file (dbt/macros/publish_marts.sql)."""
     target_path, log_path = run_dir / "dbt_publish_target", run_dir / "dbt_publish_logs"
     log.info(f"publishing the marts to PostgreSQL schema {schema} (one transaction)")
-    rc, errors = _run_dbt("run-operation publish_marts", settings, build_path, target_path, log_path,
-                          timeout_s, ["--args", json.dumps({"schema": schema})],
-                          target="prod", postgres_dsn=postgres_dsn)
+    rc, errors = _run_dbt(
+        "run-operation publish_marts",
+        settings,
+        build_path,
+        target_path,
+        log_path,
+        timeout_s,
+        ["--args", json.dumps({"schema": schema})],
+        target="prod",
+        postgres_dsn=postgres_dsn,
+    )
     if rc != 0:
         detail = _error_detail(errors)
-        raise WarehouseBuildError(f"publishing the marts to PostgreSQL failed (exit code {rc}); nothing was "
-                                  "published" + (f": {detail}" if detail else ""), run_dir=run_dir)
+        raise WarehouseBuildError(
+            f"publishing the marts to PostgreSQL failed (exit code {rc}); nothing was "
+            "published" + (f": {detail}" if detail else ""),
+            run_dir=run_dir,
+        )
     manifest = json.loads((target_path / "manifest.json").read_text(encoding="utf-8"))
-    tables = sorted(n["alias"] for n in manifest["nodes"].values()
-                    if n["resource_type"] == "model" and n["fqn"][1:2] == ["marts"]
-                    and n["config"].get("materialized") == "table")
+    tables = sorted(
+        n["alias"]
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "model" and n["fqn"][1:2] == ["marts"] and n["config"].get("materialized") == "table"
+    )
     log.info(f"published {len(tables)} marts to PostgreSQL schema {schema}")
     return {"schema": schema, "tables": tables}
 
 
-def generate_docs(settings: Settings, run_id: str, *,
-                  timeout_s: float = 900) -> Path:
+def generate_docs(settings: Settings, run_id: str, *, timeout_s: float = 900) -> Path:
     """`dbt docs generate` for the served warehouse; returns the folder holding index.html, catalog.json
     and manifest.json (<lake_root>/runs/<run_id>/dbt_docs). Works offline: dbt-core ships the page.
 
@@ -602,15 +713,18 @@ def generate_docs(settings: Settings, run_id: str, *,
     missing = [n for n in ("index.html", "catalog.json", "manifest.json") if not (docs_path / n).is_file()]
     if rc != 0 or missing:
         detail = _error_detail(errors)
-        raise WarehouseBuildError(f"dbt docs generate failed (exit code {rc}"
-                                  + (f", missing {missing}" if missing else "") + ")"
-                                  + (f": {detail}" if detail else ""), run_dir=run_dir)
+        raise WarehouseBuildError(
+            f"dbt docs generate failed (exit code {rc}"
+            + (f", missing {missing}" if missing else "")
+            + ")"
+            + (f": {detail}" if detail else ""),
+            run_dir=run_dir,
+        )
     log.info(f"dbt docs -> {docs_path / 'index.html'}")
     return docs_path
 
 
-def dbt_parse(settings: Settings, target_path: Path | None = None, *,
-              timeout_s: float = 600) -> Path:
+def dbt_parse(settings: Settings, target_path: Path | None = None, *, timeout_s: float = 600) -> Path:
     """Run `dbt parse` (no database is opened) and return the path of the manifest.json it wrote.
 
     Default target: <lake_root>/_state/dbt_parse/target (for Airflow / cosmos, which read the manifest).

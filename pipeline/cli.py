@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 
-from citysafe import delta_io, lake_lock, logs
 from citysafe import data_docs as gx_docs
+from citysafe import delta_io, lake_lock, logs
 from citysafe.config import ConfigError, Settings, load_settings
 from citysafe.errors import EXIT_CODES, EXIT_CONFIG, EXIT_ERROR, CitySafeError
 from citysafe.runs import new_run_id, sanitize_run_id
@@ -59,8 +59,7 @@ def _settings() -> Settings:
 @contextlib.contextmanager
 def _context(run_id: str | None, sources: tuple[str, ...] | None = None, force: bool = False):
     settings = _settings()
-    with RunContext(settings, sanitize_run_id(run_id) if run_id else new_run_id(), sources=sources,
-                    force=force) as ctx:
+    with RunContext(settings, sanitize_run_id(run_id) if run_id else new_run_id(), sources=sources, force=force) as ctx:
         yield ctx
 
 
@@ -136,15 +135,27 @@ def reference_tables(run_id):
     """Load the taxonomy, districts, district aliases and the city's H3 cells into silver."""
     with _context(run_id) as ctx:
         result = stages.run_stage(ctx, stages.stage("reference"))
-    click.echo(", ".join(f"{k}={'unchanged' if v.get('unchanged') else v['rows']}"
-                         for k, v in result.items() if isinstance(v, dict)))
+    click.echo(
+        ", ".join(
+            f"{k}={'unchanged' if v.get('unchanged') else v['rows']}" for k, v in result.items() if isinstance(v, dict)
+        )
+    )
 
 
 @main.command("build-marts")
-@click.option("--target", type=click.Choice(["dev", "prod"]), default="dev", show_default=True,
-              help="prod: also publish the marts to PostgreSQL (one transaction) before the swap.")
-@click.option("--postgres-dsn-env", default="MARTS_POSTGRES_DSN", show_default=True,
-              help="prod: NAME of the environment variable holding the PostgreSQL DSN (never the DSN itself).")
+@click.option(
+    "--target",
+    type=click.Choice(["dev", "prod"]),
+    default="dev",
+    show_default=True,
+    help="prod: also publish the marts to PostgreSQL (one transaction) before the swap.",
+)
+@click.option(
+    "--postgres-dsn-env",
+    default="MARTS_POSTGRES_DSN",
+    show_default=True,
+    help="prod: NAME of the environment variable holding the PostgreSQL DSN (never the DSN itself).",
+)
 @click.option("--postgres-schema", default="marts", show_default=True, help="prod: PostgreSQL schema of the marts.")
 @click.option("--docs", is_flag=True, help="Also run `dbt docs generate` (offline) into runs/<run_id>/dbt_docs.")
 @run_id_option
@@ -152,8 +163,14 @@ def reference_tables(run_id):
 def build_marts(target, postgres_dsn_env, postgres_schema, docs, run_id):
     """Build the dbt marts into a new DuckDB file and swap it in atomically when tests pass."""
     with _context(run_id) as ctx:
-        result = stages.run_stage(ctx, stages.stage("marts"), target=target, postgres_dsn_env=postgres_dsn_env,
-                                  postgres_schema=postgres_schema, docs=docs)
+        result = stages.run_stage(
+            ctx,
+            stages.stage("marts"),
+            target=target,
+            postgres_dsn_env=postgres_dsn_env,
+            postgres_schema=postgres_schema,
+            docs=docs,
+        )
     click.echo(f"warehouse {result['warehouse']}: {len(result['models'])} models")
     if "published" in result:
         click.echo(f"PostgreSQL schema {result['published']['schema']}: {len(result['published']['tables'])} marts")
@@ -198,9 +215,11 @@ def _print_summary(ctx: RunContext) -> None:
     for table, e in data["tables"].items():
         if "rows_read" in e:
             q = sum(e.get("quarantined", {}).values())
-            click.echo(f"  {table:34s} read {e['rows_read']:>8}  published {e['published']:>8}  "
-                       f"quarantined {q:>6}  duplicates {e.get('duplicates', 0):>6}  "
-                       f"delta v{e.get('delta_version')}  {e.get('seconds', 0):.1f}s")
+            click.echo(
+                f"  {table:34s} read {e['rows_read']:>8}  published {e['published']:>8}  "
+                f"quarantined {q:>6}  duplicates {e.get('duplicates', 0):>6}  "
+                f"delta v{e.get('delta_version')}  {e.get('seconds', 0):.1f}s"
+            )
     wh = data["tables"].get("warehouse")
     if wh:
         click.echo(f"  warehouse {wh['warehouse']}: " + ", ".join(f"{m}={n}" for m, n in wh["models"].items()))
@@ -252,8 +271,12 @@ def history(table, limit):
 
 
 @main.command()
-@click.option("--vacuum-hours", default=168, show_default=True,
-              help="Delete unreferenced files older than this (time travel stops there).")
+@click.option(
+    "--vacuum-hours",
+    default=168,
+    show_default=True,
+    help="Delete unreferenced files older than this (time travel stops there).",
+)
 @click.option("--dry-run", is_flag=True, help="List what vacuum would delete, delete nothing.")
 @_exit_on_error
 def maintain(vacuum_hours, dry_run):
@@ -266,9 +289,11 @@ def maintain(vacuum_hours, dry_run):
             table = log_dir.parent
             compacted = delta_io.compact(table)
             removed = delta_io.vacuum(table, retention_hours=vacuum_hours, dry_run=dry_run)
-            click.echo(f"{table.relative_to(settings.lake_root)}: compacted {compacted.get('numFilesRemoved', 0)} "
-                       f"files into {compacted.get('numFilesAdded', 0)}; vacuum "
-                       f"{'would remove' if dry_run else 'removed'} {len(removed)} files")
+            click.echo(
+                f"{table.relative_to(settings.lake_root)}: compacted {compacted.get('numFilesRemoved', 0)} "
+                f"files into {compacted.get('numFilesAdded', 0)}; vacuum "
+                f"{'would remove' if dry_run else 'removed'} {len(removed)} files"
+            )
 
 
 if __name__ == "__main__":

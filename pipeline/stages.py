@@ -39,8 +39,7 @@ class RunContext:
     """What the stages of one run share: settings, the run summary, one engine session (started on
     first use), the selected sources and whether unchanged stages may be skipped."""
 
-    def __init__(self, settings: Settings, run_id: str, *, sources: tuple[str, ...] | None = None,
-                 force: bool = False):
+    def __init__(self, settings: Settings, run_id: str, *, sources: tuple[str, ...] | None = None, force: bool = False):
         self.settings = settings
         self.summary = RunSummary(settings.runs_dir, run_id)
         self.run_id = self.summary.run_id
@@ -55,7 +54,8 @@ class RunContext:
         if self._spark is None:
             log.info("starting engine: %s", self.settings.engine)
             self._spark = self._exit.enter_context(
-                spark_session(self.settings.engine, app_name=f"citysafe-{self.run_id}"))
+                spark_session(self.settings.engine, app_name=f"citysafe-{self.run_id}")
+            )
         return self._spark
 
     def close(self) -> None:
@@ -71,8 +71,11 @@ class RunContext:
     def selected(self, *, silver_only: bool = False) -> list[Source]:
         """The sources this run works on: the named ones, else every synthetic source."""
         registry = load_registry()
-        names = self.sources if self.sources is not None else tuple(
-            n for n, s in registry.items() if SYNTHETIC_TAG in s.tags)
+        names = (
+            self.sources
+            if self.sources is not None
+            else tuple(n for n, s in registry.items() if SYNTHETIC_TAG in s.tags)
+        )
         chosen = [get_source(n) for n in names]
         if silver_only:
             chosen = [s for s in chosen if s.silver is not None]
@@ -83,10 +86,10 @@ class RunContext:
 class Stage:
     name: str
     summary: str
-    reads: tuple[str, ...]           # lake/warehouse locations and repository folders it reads
-    writes: tuple[str, ...]          # what it writes
+    reads: tuple[str, ...]  # lake/warehouse locations and repository folders it reads
+    writes: tuple[str, ...]  # what it writes
     run: Callable[[RunContext], dict]
-    writes_lake: bool = True         # holds the lake lock while it runs
+    writes_lake: bool = True  # holds the lake lock while it runs
     fingerprint: Callable[[RunContext], dict] | None = None  # None: always runs (it checks for itself)
 
 
@@ -95,8 +98,13 @@ class Stage:
 
 def run_generate(ctx: RunContext, force: bool = False) -> dict:
     s = ctx.settings
-    params = {"seed": s.seed, "scale": s.scale, "start_date": str(s.city.start_date), "days": s.city.days,
-              "h3_resolution": s.h3_resolution}
+    params = {
+        "seed": s.seed,
+        "scale": s.scale,
+        "start_date": str(s.city.start_date),
+        "days": s.city.days,
+        "h3_resolution": s.h3_resolution,
+    }
     truth = s.synthetic_root / "truth" / "expected_counts.json"
     if truth.exists():
         existing = json.loads(truth.read_text())["generator"]
@@ -108,10 +116,18 @@ def run_generate(ctx: RunContext, force: bool = False) -> dict:
             raise ConfigError(
                 f"{s.synthetic_root} holds another synthetic city ({existing}) and the lake at {s.lake_root} "
                 f"was built from it; point lake_root and synthetic_root at new folders (or delete them) "
-                f"before generating {params}")
+                f"before generating {params}"
+            )
     log.info("generating synthetic city: %s -> %s", params, s.synthetic_root)
-    return generate_city(s.synthetic_root, scale=s.scale, seed=s.seed, start_date=s.city.start_date,
-                         days=s.city.days, timezone=s.timezone, h3_resolution=s.h3_resolution)
+    return generate_city(
+        s.synthetic_root,
+        scale=s.scale,
+        seed=s.seed,
+        start_date=s.city.start_date,
+        days=s.city.days,
+        timezone=s.timezone,
+        h3_resolution=s.h3_resolution,
+    )
 
 
 def run_reference(ctx: RunContext) -> dict:
@@ -146,18 +162,32 @@ def run_silver(ctx: RunContext) -> dict:
     return out
 
 
-def run_marts(ctx: RunContext, target: str = "dev", postgres_dsn_env: str | None = None,
-              postgres_schema: str | None = None, docs: bool = False) -> dict:
-    missing = sorted(name for name, spec in catalog.silver_tables(ctx.settings).items()
-                     if fingerprint.delta_version(spec.path) is None)
+def run_marts(
+    ctx: RunContext,
+    target: str = "dev",
+    postgres_dsn_env: str | None = None,
+    postgres_schema: str | None = None,
+    docs: bool = False,
+) -> dict:
+    missing = sorted(
+        name
+        for name, spec in catalog.silver_tables(ctx.settings).items()
+        if fingerprint.delta_version(spec.path) is None
+    )
     if missing:
         # Fail in a second with the cause instead of dbt's error per model: the marts read every silver table.
-        raise MartsError(f"{len(missing)} silver table(s) missing under {ctx.settings.silver_dir} "
-                         f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): wrong lake_root, or "
-                         f"run `citysafe reference` (it creates every silver table no job has written yet)")
-    result = warehouse.build_marts(ctx.settings, ctx.run_id, target=target,
-                                   postgres_dsn_env=postgres_dsn_env or warehouse.PROD_DSN_ENV,
-                                   postgres_schema=postgres_schema or warehouse.PROD_SCHEMA)
+        raise MartsError(
+            f"{len(missing)} silver table(s) missing under {ctx.settings.silver_dir} "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): wrong lake_root, or "
+            f"run `citysafe reference` (it creates every silver table no job has written yet)"
+        )
+    result = warehouse.build_marts(
+        ctx.settings,
+        ctx.run_id,
+        target=target,
+        postgres_dsn_env=postgres_dsn_env or warehouse.PROD_DSN_ENV,
+        postgres_schema=postgres_schema or warehouse.PROD_SCHEMA,
+    )
     if docs:
         result["docs"] = str(warehouse.generate_docs(ctx.settings, ctx.run_id))
     ctx.summary.record_table("warehouse", result)
@@ -176,8 +206,10 @@ def run_reconcile(ctx: RunContext) -> dict:
         for problem in item["problems"]:
             log.warning("    %s", problem)
     if not report["ok"]:
-        raise ReconcileError("the lake does not reconcile with the generator's expected counts: "
-                             + "; ".join(p for i in report["sources"].values() for p in i["problems"]))
+        raise ReconcileError(
+            "the lake does not reconcile with the generator's expected counts: "
+            + "; ".join(p for i in report["sources"].values() for p in i["problems"])
+        )
     return report
 
 
@@ -192,8 +224,15 @@ def _silver_inputs(ctx: RunContext) -> dict:
         "bronze": {n: fingerprint.delta_version(s.bronze_dir / n) for n in names},
         "silver": fingerprint.delta_versions(s.silver_dir),
         "declarations": fingerprint.files_digest(
-            [REPO_ROOT / "sources", REPO_ROOT / "reference", REPO_ROOT / "expectations",
-             s.districts_geojson, s.district_aliases], REPO_ROOT),
+            [
+                REPO_ROOT / "sources",
+                REPO_ROOT / "reference",
+                REPO_ROOT / "expectations",
+                s.districts_geojson,
+                s.district_aliases,
+            ],
+            REPO_ROOT,
+        ),
         "settings": [s.timezone, s.h3_resolution, s.pii_key_env],
     }
 
@@ -211,28 +250,58 @@ def _marts_inputs(ctx: RunContext) -> dict:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("generate", "the synthetic city's deliveries and truth (skipped when the same city exists)",
-          reads=("config: seed, scale, city",), writes=("<synthetic_root>/",),
-          run=run_generate, writes_lake=False),
-    Stage("reference", "taxonomy, districts, aliases, H3 cells and the source registry into silver",
-          reads=("reference/", "sources/", "<districts_geojson>", "<district_aliases>"),
-          writes=("silver/taxonomy", "silver/district", "silver/district_alias", "silver/h3_cell",
-                  "silver/source_registry"),
-          run=run_reference),
-    Stage("ingest", "land new deliveries (manifest, checksums) and append them to bronze",
-          reads=("each source's connector: drop folder, REST API or PostgreSQL",),
-          writes=("landing/<source>/", "bronze/<source>", "silver/ingest_batch"),
-          run=run_ingest),
-    Stage("silver", "clean, unify and gate new bronze batches; MERGE into silver",
-          reads=("bronze/<source>", "silver reference tables", "sources/", "reference/crosswalks/", "expectations/"),
-          writes=("silver/<table>", "silver/quarantine", "silver/validation_result", "silver/unmapped_codes"),
-          run=run_silver, fingerprint=_silver_inputs),
-    Stage("marts", "dbt build into a new DuckDB file, swapped in when every model and test passed",
-          reads=("silver/*", "dbt/"), writes=("<warehouse_path>",),
-          run=run_marts, fingerprint=_marts_inputs),
-    Stage("reconcile", "check the lake against the generator's expected counts",
-          reads=("bronze/*", "silver/*", "<synthetic_root>/truth/"), writes=(),
-          run=run_reconcile, writes_lake=False),
+    Stage(
+        "generate",
+        "the synthetic city's deliveries and truth (skipped when the same city exists)",
+        reads=("config: seed, scale, city",),
+        writes=("<synthetic_root>/",),
+        run=run_generate,
+        writes_lake=False,
+    ),
+    Stage(
+        "reference",
+        "taxonomy, districts, aliases, H3 cells and the source registry into silver",
+        reads=("reference/", "sources/", "<districts_geojson>", "<district_aliases>"),
+        writes=(
+            "silver/taxonomy",
+            "silver/district",
+            "silver/district_alias",
+            "silver/h3_cell",
+            "silver/source_registry",
+        ),
+        run=run_reference,
+    ),
+    Stage(
+        "ingest",
+        "land new deliveries (manifest, checksums) and append them to bronze",
+        reads=("each source's connector: drop folder, REST API or PostgreSQL",),
+        writes=("landing/<source>/", "bronze/<source>", "silver/ingest_batch"),
+        run=run_ingest,
+    ),
+    Stage(
+        "silver",
+        "clean, unify and gate new bronze batches; MERGE into silver",
+        reads=("bronze/<source>", "silver reference tables", "sources/", "reference/crosswalks/", "expectations/"),
+        writes=("silver/<table>", "silver/quarantine", "silver/validation_result", "silver/unmapped_codes"),
+        run=run_silver,
+        fingerprint=_silver_inputs,
+    ),
+    Stage(
+        "marts",
+        "dbt build into a new DuckDB file, swapped in when every model and test passed",
+        reads=("silver/*", "dbt/"),
+        writes=("<warehouse_path>",),
+        run=run_marts,
+        fingerprint=_marts_inputs,
+    ),
+    Stage(
+        "reconcile",
+        "check the lake against the generator's expected counts",
+        reads=("bronze/*", "silver/*", "<synthetic_root>/truth/"),
+        writes=(),
+        run=run_reconcile,
+        writes_lake=False,
+    ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -269,8 +338,11 @@ def run_stage(ctx: RunContext, st: Stage, *, skip_unchanged: bool = False, **opt
     is the one it left last time. Errors propagate (the CLI maps them to exit codes)."""
     with logs.stage_context(st.name), contextlib.ExitStack() as stack:
         if st.writes_lake:
-            stack.enter_context(lake_lock.lake_lock(ctx.settings.lake_root, run_id=ctx.run_id,
-                                                    wait_seconds=ctx.settings.lake_lock_wait_seconds))
+            stack.enter_context(
+                lake_lock.lake_lock(
+                    ctx.settings.lake_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
+                )
+            )
         t0 = time.monotonic()
         before = st.fingerprint(ctx) if st.fingerprint else None
         if skip_unchanged and before is not None and not ctx.force:

@@ -67,8 +67,7 @@ def _text(source: Source, path: Path, keep_bom: bool = False) -> str:
 def count_records(source: Source, path: Path) -> int:
     """Data records in a delivered CSV file: csv-module records after the header, blank lines skipped."""
     fmt = source.format
-    reader = csv.reader(io.StringIO(_text(source, path), newline=""), delimiter=fmt.delimiter,
-                        quotechar=fmt.quotechar)
+    reader = csv.reader(io.StringIO(_text(source, path), newline=""), delimiter=fmt.delimiter, quotechar=fmt.quotechar)
     if fmt.header:
         next(reader, None)
     return sum(1 for record in reader if record)
@@ -129,7 +128,8 @@ def bronze_report(spark, settings, source: Source) -> dict:
     result["seconds"] = time.monotonic() - started
     try:
         table = DeltaTable(str(settings.bronze_dir / source.name)).to_pyarrow_table(
-            columns=["_parse_error", "_extra_fields"])
+            columns=["_parse_error", "_extra_fields"]
+        )
     except TableNotFoundError:
         result.update(rows_bronze=0, malformed=collections.Counter(), extra=0)
         return result
@@ -140,15 +140,32 @@ def bronze_report(spark, settings, source: Source) -> dict:
 
 
 def print_table(results: dict[str, dict]) -> None:
-    head = ("source", "files", "rows in files", "rows in bronze", "complete", "malformed", "extra-field rows",
-            "seconds", "rows/s")
+    head = (
+        "source",
+        "files",
+        "rows in files",
+        "rows in bronze",
+        "complete",
+        "malformed",
+        "extra-field rows",
+        "seconds",
+        "rows/s",
+    )
 
     def line(name, rs):
         rows, secs = sum(r["rows_bronze"] for r in rs), sum(r["seconds"] for r in rs)
         complete = all(r["rows_in"] == r["rows_bronze"] and not r["error"] for r in rs)
-        return (name, str(sum(r["files"] for r in rs)), f"{sum(r['rows_in'] for r in rs):,}", f"{rows:,}",
-                "yes" if complete else "NO", f"{sum(sum(r['malformed'].values()) for r in rs):,}",
-                f"{sum(r['extra'] for r in rs):,}", f"{secs:.1f}", f"{rows / secs:,.0f}" if secs and rows else "-")
+        return (
+            name,
+            str(sum(r["files"] for r in rs)),
+            f"{sum(r['rows_in'] for r in rs):,}",
+            f"{rows:,}",
+            "yes" if complete else "NO",
+            f"{sum(sum(r['malformed'].values()) for r in rs):,}",
+            f"{sum(r['extra'] for r in rs):,}",
+            f"{secs:.1f}",
+            f"{rows / secs:,.0f}" if secs and rows else "-",
+        )
 
     lines = [line(name, [r]) for name, r in results.items()] + [line("total", list(results.values()))]
     widths = [max(len(h), *(len(ln[i]) for ln in lines)) for i, h in enumerate(head)]
@@ -167,8 +184,9 @@ def print_table(results: dict[str, dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("sources", nargs="*", help="real_* sources (default: all of them)")
     parser.add_argument("--data-root", type=Path, help="folder with the datasets (default: real_data_root)")
     parser.add_argument("--lake", type=Path, help="lake folder to ingest into (default: a temporary one, removed)")

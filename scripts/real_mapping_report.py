@@ -51,15 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     specs = code_mapping.code_specs(registry)
     unknown = sorted(set(args.sources) - set(specs))
     if unknown:
-        print(f"no code system configured for: {', '.join(unknown)} "
-              f"(known: {', '.join(specs)})", file=sys.stderr)
+        print(f"no code system configured for: {', '.join(unknown)} (known: {', '.join(specs)})", file=sys.stderr)
         return 2
     names = args.sources or list(specs)
     print(f"Real-data code mapping report: {root}")
-    print(f"('out/uncl': rows decided out of scope / unclassifiable; '>=10 handled': every code occurring "
-          f">= {code_mapping.FREQUENT} times is mapped or decided out of scope / unclassifiable)\n")
-    header = (f"{'source':<36} {'crosswalk':<30} {'rows':>8} {'mapped':>8} {'rate':>6} {'coded':>6} "
-              f"{'out/uncl':>15} {'codes':>11} {'>=10 handled':>13}")
+    print(
+        f"('out/uncl': rows decided out of scope / unclassifiable; '>=10 handled': every code occurring "
+        f">= {code_mapping.FREQUENT} times is mapped or decided out of scope / unclassifiable)\n"
+    )
+    header = (
+        f"{'source':<36} {'crosswalk':<30} {'rows':>8} {'mapped':>8} {'rate':>6} {'coded':>6} "
+        f"{'out/uncl':>15} {'codes':>11} {'>=10 handled':>13}"
+    )
     print(header)
     print("-" * len(header))
     results, failed, details = {}, False, []
@@ -76,18 +79,20 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "yes" if stats.frequent_all_handled else f"NO ({len(stats.frequent_open)})"
         frequent = f"{verdict} {handled}/{stats.frequent_codes}" if stats.frequent_codes else "n/a (none)"
         failed |= not stats.frequent_all_handled
-        decided = (f"{stats.rows_by_decision.get('out_of_scope', 0)}/"
-                   f"{stats.rows_by_decision.get('unclassifiable', 0)}")
-        print(f"{name:<36} {stats.crosswalk:<30} {stats.rows:>8} {stats.rows_mapped:>8} "
-              f"{_pct(stats.mapping_rate):>6} {_pct(stats.coded_mapping_rate):>6} {decided:>15} "
-              f"{stats.distinct_mapped:>5}/{stats.distinct_codes:<5} {frequent:>13}")
+        decided = f"{stats.rows_by_decision.get('out_of_scope', 0)}/{stats.rows_by_decision.get('unclassifiable', 0)}"
+        print(
+            f"{name:<36} {stats.crosswalk:<30} {stats.rows:>8} {stats.rows_mapped:>8} "
+            f"{_pct(stats.mapping_rate):>6} {_pct(stats.coded_mapping_rate):>6} {decided:>15} "
+            f"{stats.distinct_mapped:>5}/{stats.distinct_codes:<5} {frequent:>13}"
+        )
         lines = []
         for code, count in stats.unmapped[: args.top]:
             note = code_mapping.review_note(stats.crosswalk, code) or (
-                "rows without a code" if code == code_mapping.EMPTY else "NO DECISION")
+                "rows without a code" if code == code_mapping.EMPTY else "NO DECISION"
+            )
             lines.append(f"    {count:>7}  {_short(code, 44):<44}  {_short(note, 90)}")
         if len(stats.unmapped) > args.top:
-            rest = stats.unmapped[args.top:]
+            rest = stats.unmapped[args.top :]
             lines.append(f"    {sum(n for _, n in rest):>7}  ({len(rest)} more unmapped codes)")
         for code, count in stats.frequent_open:
             lines.append(f"    NOT HANDLED, >= {code_mapping.FREQUENT} rows: {code!r} ({count})")
@@ -95,13 +100,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nTop unmapped codes (rows, code, steward note):")
     for name, stats, lines in details:
-        print(f"  {name} -> {stats.crosswalk}: {stats.rows - stats.rows_mapped} unmapped rows in "
-              f"{len(stats.unmapped)} codes")
+        print(
+            f"  {name} -> {stats.crosswalk}: {stats.rows - stats.rows_mapped} unmapped rows in "
+            f"{len(stats.unmapped)} codes"
+        )
         print("\n".join(lines) if lines else "    (none)")
     no_codes = {n: why for n, why in code_mapping.no_code_system(registry).items() if not args.sources}
     if no_codes:
-        print("\nReal sources without incident codes (nothing to map): "
-              + ", ".join(f"{n} ({why})" for n, why in no_codes.items()))
+        print(
+            "\nReal sources without incident codes (nothing to map): "
+            + ", ".join(f"{n} ({why})" for n, why in no_codes.items())
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"data_root": str(root), "sources": results}, indent=2, ensure_ascii=False))

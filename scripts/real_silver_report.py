@@ -19,8 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_SOURCES = ["real_chicago_crimes", "real_houston_crime", "real_nyc_vehicle_thefts", "real_nypd_collisions",
-                   "real_sf_fire_calls", "real_nyc_constituent_complaints"]
+DEFAULT_SOURCES = [
+    "real_chicago_crimes",
+    "real_houston_crime",
+    "real_nyc_vehicle_thefts",
+    "real_nypd_collisions",
+    "real_sf_fire_calls",
+    "real_nyc_constituent_complaints",
+]
 
 
 def main(argv=None) -> int:
@@ -63,7 +69,8 @@ def main(argv=None) -> int:
                     f"  mapping rate {m.get('rate', float('nan')):.4f} ({m.get('rows_mapped', 0):,}/{m.get('rows', 0):,}"
                     f" via {m.get('crosswalk', '-')})\n"
                     f"  quarantined by reason: " + (", ".join(f"{k} {v:,}" for k, v in q.items()) or "none") + "\n"
-                    f"  seconds {seconds:.1f} (silver {r['seconds']:.1f})")
+                    f"  seconds {seconds:.1f} (silver {r['seconds']:.1f})"
+                )
                 print(lines[-1], flush=True)
     finally:
         if not args.keep:

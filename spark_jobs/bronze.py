@@ -13,9 +13,9 @@ or a lake loaded before the table existed, is filled in on the next ingest; noth
 
 from __future__ import annotations
 
-import logging
 import datetime as dt
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -86,16 +86,18 @@ def to_arrow(source: Source, batch_id: str, files: dict[str, ParsedFile], ingest
         f = files[name]
         n = f.rows
         data = {c: pa.array(f.columns[c], pa.string()) for c in source.columns}
-        data.update({
-            "_source": pa.array([source.name] * n, pa.string()),
-            "_parse_error": pa.array(f.parse_errors, pa.string()),
-            "_raw_record": pa.array(f.raw_records, pa.string()),
-            "_extra_fields": pa.array(f.extra_fields, pa.string()),
-            "_batch_id": pa.array([batch_id] * n, pa.string()),
-            "_source_file": pa.array([name] * n, pa.string()),
-            "_source_row_number": pa.array(f.row_numbers, pa.int64()),
-            "_ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
-        })
+        data.update(
+            {
+                "_source": pa.array([source.name] * n, pa.string()),
+                "_parse_error": pa.array(f.parse_errors, pa.string()),
+                "_raw_record": pa.array(f.raw_records, pa.string()),
+                "_extra_fields": pa.array(f.extra_fields, pa.string()),
+                "_batch_id": pa.array([batch_id] * n, pa.string()),
+                "_source_file": pa.array([name] * n, pa.string()),
+                "_source_row_number": pa.array(f.row_numbers, pa.int64()),
+                "_ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
+            }
+        )
         parts.append(pa.table(data))
     return pa.concat_tables(parts)
 
@@ -121,11 +123,12 @@ class _Load:
             self.rows += table.num_rows
             self.appended += result.rows_written
             self.malformed += sum(f.malformed for f in files.values())
-            log.info(f"  bronze {self.source.name}: batch {batch_id}: {result.rows_written} rows "
-                          f"(version {result.version_after})")
+            log.info(
+                f"  bronze {self.source.name}: batch {batch_id}: {result.rows_written} rows "
+                f"(version {result.version_after})"
+            )
         _commit(self.settings, self.source, manifest)
         self.batches.append(batch_id)
-
 
     def _append(self, batch_id: str, table: pa.Table):
         """Append one batch in one commit. The rows travel as a Parquet file the engine reads, not as a
@@ -152,19 +155,23 @@ def ingest_batch_row(source: Source, manifest: dict, ingested_at: dt.datetime) -
     """The ingest_batch row of a landed batch (from its manifest) loaded into bronze at `ingested_at`."""
     files = manifest["files"]
     return {
-        "batch_id": manifest["batch_id"], "source": source.name,
+        "batch_id": manifest["batch_id"],
+        "source": source.name,
         "connector_type": manifest.get("connector", source.connector.type),
-        "file_count": len(files), "row_count": int(manifest["rows"]),
+        "file_count": len(files),
+        "row_count": int(manifest["rows"]),
         "malformed_row_count": sum(int(f.get("malformed_rows", 0)) for f in files),
         "byte_count": sum(int(f["bytes"]) for f in files),
         "watermark_from": None if manifest.get("watermark_from") is None else str(manifest["watermark_from"]),
         "watermark_to": None if manifest.get("watermark_to") is None else str(manifest["watermark_to"]),
-        "landed_at": dt.datetime.fromisoformat(manifest["landed_at"]), "ingested_at": ingested_at,
+        "landed_at": dt.datetime.fromisoformat(manifest["landed_at"]),
+        "ingested_at": ingested_at,
     }
 
 
-def record_ingest_batches(spark: SparkSession, settings: Settings, source: Source,
-                          known_ingested_at: dict[str, dt.datetime] | None = None) -> int:
+def record_ingest_batches(
+    spark: SparkSession, settings: Settings, source: Source, known_ingested_at: dict[str, dt.datetime] | None = None
+) -> int:
     """Add an ingest_batch row for every committed batch of `source` that the table lacks; returns how many.
 
     `known_ingested_at`: batch id -> _ingested_at of batches appended by this process; for the others the
@@ -176,8 +183,10 @@ def record_ingest_batches(spark: SparkSession, settings: Settings, source: Sourc
     spec = tables.ingest_batch(settings.silver_dir)
     have: set[str] = set()
     if delta_io.version(spec) is not None:
-        have = {r.batch_id for r in delta_io.read(spark, spec).where(F.col("source") == source.name)
-                .select("batch_id").collect()}
+        have = {
+            r.batch_id
+            for r in delta_io.read(spark, spec).where(F.col("source") == source.name).select("batch_id").collect()
+        }
     missing = [b for b in committed if b not in have]
     if not missing:
         return 0
@@ -185,8 +194,12 @@ def record_ingest_batches(spark: SparkSession, settings: Settings, source: Sourc
     unknown = [b for b in missing if b not in known]
     if unknown:
         bronze = delta_io.read(spark, bronze_spec(settings, source))
-        for r in (bronze.where(F.col("_batch_id").isin(unknown)).groupBy("_batch_id")
-                  .agg(F.unix_micros(F.min("_ingested_at")).alias("us")).collect()):
+        for r in (
+            bronze.where(F.col("_batch_id").isin(unknown))
+            .groupBy("_batch_id")
+            .agg(F.unix_micros(F.min("_ingested_at")).alias("us"))
+            .collect()
+        ):
             # epoch microseconds: a collected timestamp would come back naive, in the client's zone
             known[r["_batch_id"]] = _EPOCH + dt.timedelta(microseconds=r["us"])
     manifests = {m["batch_id"]: m for m in list_batches(settings.landing_dir / source.name)}
@@ -224,8 +237,13 @@ def ingest(spark: SparkSession, settings: Settings, source: Source) -> dict:
     if recorded:
         log.info(f"  ingest_batch: {recorded} batch(es) of {source.name} recorded")
     return {
-        "rows_read": load.rows, "published": load.appended, "malformed_kept_with_parse_error": load.malformed,
-        "quarantined": {}, "duplicates": 0, "batches": load.batches,
+        "rows_read": load.rows,
+        "published": load.appended,
+        "malformed_kept_with_parse_error": load.malformed,
+        "quarantined": {},
+        "duplicates": 0,
+        "batches": load.batches,
         "watermark": load_state(settings, source)["watermark"],
-        "delta_version": delta_io.version(load.spec), "seconds": round(time.monotonic() - started, 3),
+        "delta_version": delta_io.version(load.spec),
+        "seconds": round(time.monotonic() - started, 3),
     }

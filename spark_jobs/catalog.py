@@ -19,12 +19,24 @@ def silver_tables(settings: Settings) -> dict[str, TableSpec]:
     """Declared silver tables, by table name (= folder under <lake_root>/silver)."""
     silver = settings.silver_dir
     specs = [
-        tables.incident(silver), tables.quarantine(silver), tables.taxonomy(silver), tables.district(silver),
-        tables.district_alias(silver), tables.h3_cell(silver), tables.device(silver), tables.device_reading(silver),
-        tables.device_reading_hourly(silver), tables.source_registry(silver), tables.ingest_batch(silver),
-        incident_links.incident_link(silver), silver_enterprise.enterprise(silver),
-        silver_enterprise.enterprise_identifier(silver), silver_hazard.hazard(silver),
-        silver_weather.weather_daily(silver), unmapped_codes.spec(silver), quality.validation_result_spec(settings),
+        tables.incident(silver),
+        tables.quarantine(silver),
+        tables.taxonomy(silver),
+        tables.district(silver),
+        tables.district_alias(silver),
+        tables.h3_cell(silver),
+        tables.device(silver),
+        tables.device_reading(silver),
+        tables.device_reading_hourly(silver),
+        tables.source_registry(silver),
+        tables.ingest_batch(silver),
+        incident_links.incident_link(silver),
+        silver_enterprise.enterprise(silver),
+        silver_enterprise.enterprise_identifier(silver),
+        silver_hazard.hazard(silver),
+        silver_weather.weather_daily(silver),
+        unmapped_codes.spec(silver),
+        quality.validation_result_spec(settings),
     ]
     return {s.name: s for s in specs}
 

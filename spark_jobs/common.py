@@ -32,8 +32,10 @@ def parse_timestamp(c: SparkColumn, timezone: str) -> SparkColumn:
     without seconds), ISO with 'Z', ISO with an offset, epoch milliseconds (13 digits) or seconds (10).
     Local forms are wall-clock time in `timezone`. Anything else is NULL (the caller quarantines it)."""
     s = F.trim(c)
-    local = [F.to_utc_timestamp(F.try_to_timestamp(s, F.lit(fmt)), timezone)
-             for fmt in ("yyyy-MM-dd HH:mm:ss", "yyyy/MM/dd HH:mm:ss", "yyyy/MM/dd HH:mm", "yyyy-MM-dd HH:mm")]
+    local = [
+        F.to_utc_timestamp(F.try_to_timestamp(s, F.lit(fmt)), timezone)
+        for fmt in ("yyyy-MM-dd HH:mm:ss", "yyyy/MM/dd HH:mm:ss", "yyyy/MM/dd HH:mm", "yyyy-MM-dd HH:mm")
+    ]
     return F.coalesce(
         *local,
         F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ss'Z'")),
@@ -47,8 +49,9 @@ def content_hash(columns: Sequence[str]) -> SparkColumn:
     return F.sha2(F.concat_ws("\u001f", *[F.coalesce(F.col(c), F.lit("\u0000")) for c in columns]), 256)
 
 
-def dedupe(parsed: DataFrame, key: Sequence[str], order: Sequence[SparkColumn], hash_columns: Sequence[str]
-           ) -> tuple[DataFrame, DataFrame]:
+def dedupe(
+    parsed: DataFrame, key: Sequence[str], order: Sequence[SparkColumn], hash_columns: Sequence[str]
+) -> tuple[DataFrame, DataFrame]:
     """One row per key: the first by `order`; ties by content hash, then file and row number, so every
     engine keeps the same row. Returns (kept, dropped duplicates). Rows with a NULL key part or that
     failed to parse are kept as they are (the classifier quarantines them)."""
@@ -57,7 +60,8 @@ def dedupe(parsed: DataFrame, key: Sequence[str], order: Sequence[SparkColumn], 
         has_key = has_key & F.col(k).isNotNull()
     keyed, unkeyed = parsed.where(has_key), parsed.where(~has_key)
     window = Window.partitionBy(*key).orderBy(
-        *order, F.col("w_hash").desc(), F.col("_source_file").asc(), F.col("_source_row_number").asc())
+        *order, F.col("w_hash").desc(), F.col("_source_file").asc(), F.col("_source_row_number").asc()
+    )
     ranked = keyed.withColumn("w_hash", content_hash(hash_columns)).withColumn("w_rank", F.row_number().over(window))
     kept = ranked.where("w_rank = 1").drop("w_rank", "w_hash").unionByName(unkeyed)
     dropped = ranked.where("w_rank > 1").drop("w_rank", "w_hash")
@@ -84,23 +88,29 @@ def raw(name: str) -> SparkColumn:
 
 @dataclasses.dataclass(frozen=True)
 class Places:
-    aliases: DataFrame          # alias_key, district_code
-    districts: list[dict]       # district_code, wkb
+    aliases: DataFrame  # alias_key, district_code
+    districts: list[dict]  # district_code, wkb
     h3_resolution: int
 
 
 def load_places(spark: SparkSession, settings: Settings) -> Places:
-    return Places(spark.createDataFrame(reference.district_aliases(settings.district_aliases)),
-                  reference.districts(settings.districts_geojson), settings.h3_resolution)
+    return Places(
+        spark.createDataFrame(reference.district_aliases(settings.district_aliases)),
+        reference.districts(settings.districts_geojson),
+        settings.h3_resolution,
+    )
 
 
 def with_point(df: DataFrame, lon: str | None, lat: str | None, district: str | None) -> DataFrame:
     """The w_lon_raw / w_lat_raw / w_district_raw working columns `locate` reads."""
     opt = lambda name: blank_to_null(F.col(name)) if name else F.lit(None).cast("string")  # noqa: E731
-    return (df.withColumn("w_lon_raw", opt(lon)).withColumn("w_lat_raw", opt(lat))
-            .withColumn("w_lon", F.expr("try_cast(w_lon_raw AS double)"))
-            .withColumn("w_lat", F.expr("try_cast(w_lat_raw AS double)"))
-            .withColumn("w_district_raw", opt(district)))
+    return (
+        df.withColumn("w_lon_raw", opt(lon))
+        .withColumn("w_lat_raw", opt(lat))
+        .withColumn("w_lon", F.expr("try_cast(w_lon_raw AS double)"))
+        .withColumn("w_lat", F.expr("try_cast(w_lat_raw AS double)"))
+        .withColumn("w_district_raw", opt(district))
+    )
 
 
 def locate(df: DataFrame, places: Places) -> DataFrame:
@@ -120,12 +130,15 @@ def locate(df: DataFrame, places: Places) -> DataFrame:
         .withColumn("w_point_district", udfs.district_of_point_udf(places.districts)("w_px", "w_py"))
         .withColumn("alias_key", udfs.normalize_name_udf()("w_district_raw"))
     )
-    named = pointed.join(places.aliases.withColumnRenamed("district_code", "w_name_district"),
-                         on="alias_key", how="left").drop("alias_key")
+    named = pointed.join(
+        places.aliases.withColumnRenamed("district_code", "w_name_district"), on="alias_key", how="left"
+    ).drop("alias_key")
     inside = F.col("w_point_district").isNotNull()
     return (
-        named.withColumn("district_code", F.when(inside, F.col("w_point_district"))
-                         .when(F.col("w_missing_point"), F.col("w_name_district")))
+        named.withColumn(
+            "district_code",
+            F.when(inside, F.col("w_point_district")).when(F.col("w_missing_point"), F.col("w_name_district")),
+        )
         .withColumn("lon", F.when(inside, F.col("w_lon")))
         .withColumn("lat", F.when(inside, F.col("w_lat")))
         .withColumn("h3_cell", udfs.h3_cell_udf(places.h3_resolution)("lon", "lat"))
@@ -136,14 +149,29 @@ def locate(df: DataFrame, places: Places) -> DataFrame:
 def location_rules() -> list[tuple[str, SparkColumn, SparkColumn]]:
     """Quarantine rules for a located row (after `locate`)."""
     return [
-        ("invalid_coordinates", ~F.col("w_missing_point") & ~F.col("w_point_ok"),
-         F.concat(F.lit("lon/lat: not numbers: "), F.coalesce(F.col("w_lon_raw"), F.lit("")), F.lit(","),
-                  F.coalesce(F.col("w_lat_raw"), F.lit("")))),
-        ("coordinates_outside_city", F.col("w_point_ok") & F.col("w_point_district").isNull(),
-         F.concat(F.lit("lon/lat outside every district: "), F.col("w_lon_raw"), F.lit(","), F.col("w_lat_raw"))),
-        ("unknown_district", F.col("district_code").isNull(),
-         F.concat(F.lit("district: no coordinates and unknown name "),
-                  F.coalesce(F.col("w_district_raw"), F.lit("(empty)")))),
+        (
+            "invalid_coordinates",
+            ~F.col("w_missing_point") & ~F.col("w_point_ok"),
+            F.concat(
+                F.lit("lon/lat: not numbers: "),
+                F.coalesce(F.col("w_lon_raw"), F.lit("")),
+                F.lit(","),
+                F.coalesce(F.col("w_lat_raw"), F.lit("")),
+            ),
+        ),
+        (
+            "coordinates_outside_city",
+            F.col("w_point_ok") & F.col("w_point_district").isNull(),
+            F.concat(F.lit("lon/lat outside every district: "), F.col("w_lon_raw"), F.lit(","), F.col("w_lat_raw")),
+        ),
+        (
+            "unknown_district",
+            F.col("district_code").isNull(),
+            F.concat(
+                F.lit("district: no coordinates and unknown name "),
+                F.coalesce(F.col("w_district_raw"), F.lit("(empty)")),
+            ),
+        ),
     ]
 
 
@@ -162,8 +190,9 @@ def scrub_text(c: SparkColumn) -> SparkColumn:
     return F.regexp_replace(out, _LANDLINE_PATTERN, "$1[phone]$2")
 
 
-def hash_personal(df: DataFrame, source: Source, key: bytes, phone_columns: Sequence[str] = (),
-                  id_columns: Sequence[str] = ()) -> DataFrame:
+def hash_personal(
+    df: DataFrame, source: Source, key: bytes, phone_columns: Sequence[str] = (), id_columns: Sequence[str] = ()
+) -> DataFrame:
     """Replace every personal column of the source by its keyed HMAC, in place. Phone numbers are
     reduced to their digits (country prefix dropped) and ID numbers upper-cased first, so one number
     hashes the same whatever the punctuation."""
@@ -189,10 +218,14 @@ def quarantine_rows(df: DataFrame, source: Source, record_id: SparkColumn, run_i
     return df.select(
         F.lit(source.name).alias("source"),
         record_id.cast("string").alias("source_record_id"),
-        "reason", "detail",
+        "reason",
+        "detail",
         F.when(F.col("_parse_error").isNotNull(), F.lit(None).cast("string")).otherwise(record).alias("record_json"),
         F.lit(run_id).alias("run_id"),
-        "_batch_id", "_source_file", "_source_row_number", "_ingested_at",
+        "_batch_id",
+        "_source_file",
+        "_source_row_number",
+        "_ingested_at",
     )
 
 
@@ -213,10 +246,13 @@ def pending_batches(settings: Settings, job: str, source: Source) -> tuple[list[
     return done, [b for b in committed_batches(settings, source) if b not in done]
 
 
-def mark_published(settings: Settings, job: str, source: Source, done: list[str], new: list[str],
-                   fingerprint: str | None = None) -> None:
-    write_json_atomic(_published_state(settings, job, source),
-                      {"published_batches": [*done, *new], "reference_fingerprint": fingerprint})
+def mark_published(
+    settings: Settings, job: str, source: Source, done: list[str], new: list[str], fingerprint: str | None = None
+) -> None:
+    write_json_atomic(
+        _published_state(settings, job, source),
+        {"published_batches": [*done, *new], "reference_fingerprint": fingerprint},
+    )
 
 
 def reference_fingerprint(settings: Settings, tables_read: Sequence[Path] = ()) -> str:

@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 from citysafe import delta_io
 from citysafe.config import Settings
 from citysafe.delta_io import Column, TableSpec
-from citysafe.sources import SOURCES_DIR, Source, SilverTarget, load_registry
+from citysafe.sources import SOURCES_DIR, SilverTarget, Source, load_registry
 from spark_jobs import tables
 
 log = logging.getLogger(__name__)
@@ -54,18 +54,27 @@ _EDGE_SAFETY = 0.8
 LINK_COLUMNS = (
     Column("incident_id", "string", nullable=False, description="the report (e.g. a hotline ticket)"),
     Column("linked_incident_id", "string", nullable=False, description="the department record it duplicates"),
-    Column("event_id", "string", nullable=False,
-           description="canonical id of the real event: the department record's incident_id"),
+    Column(
+        "event_id",
+        "string",
+        nullable=False,
+        description="canonical id of the real event: the department record's incident_id",
+    ),
     Column("distance_m", "double", nullable=False, description="great-circle distance between the two points"),
-    Column("minutes_apart", "double", nullable=False,
-           description="report time minus department record time (occurred_at_utc), in minutes"),
+    Column(
+        "minutes_apart",
+        "double",
+        nullable=False,
+        description="report time minus department record time (occurred_at_utc), in minutes",
+    ),
     Column("link_rule", "string", nullable=False, description="e.g. same_subcategory<=200m/30min"),
 )
 
 
 def incident_link(silver_dir: Path) -> TableSpec:
-    return TableSpec("incident_link", silver_dir / "incident_link", LINK_COLUMNS,
-                     key=("incident_id", "linked_incident_id"))
+    return TableSpec(
+        "incident_link", silver_dir / "incident_link", LINK_COLUMNS, key=("incident_id", "linked_incident_id")
+    )
 
 
 # --- which sources take part --------------------------------------------------------------------------
@@ -79,8 +88,11 @@ def registry_of(source: Source) -> dict[str, Source]:
 
 def link_rules(registry: dict[str, Source]) -> list[tuple[str, SilverTarget.Links]]:
     """(reporting source, its link rule) for every source that declares one, in name order."""
-    return [(name, s.silver.links) for name, s in sorted(registry.items())
-            if isinstance(s.silver, SilverTarget) and s.silver.links]
+    return [
+        (name, s.silver.links)
+        for name, s in sorted(registry.items())
+        if isinstance(s.silver, SilverTarget) and s.silver.links
+    ]
 
 
 def participates(source: Source, registry: dict[str, Source]) -> bool:
@@ -108,8 +120,9 @@ def _haversine_m(lon1, lat1, lon2, lat2):
     return F.lit(2 * EARTH_RADIUS_M) * F.asin(F.sqrt(a))
 
 
-def find_links(spark: SparkSession, incidents: DataFrame, reporter: str, rule: SilverTarget.Links,
-               resolution: int) -> DataFrame:
+def find_links(
+    spark: SparkSession, incidents: DataFrame, reporter: str, rule: SilverTarget.Links, resolution: int
+) -> DataFrame:
     """Links from `reporter`'s records to those of `rule.sources`, in the table's columns.
 
     `incidents` needs incident_id, source, subcategory_code, category_code, occurred_at_utc, lon, lat,
@@ -118,47 +131,72 @@ def find_links(spark: SparkSession, incidents: DataFrame, reporter: str, rule: S
 
     bucket_s = int(round(rule.max_minutes * 60))
     micros = F.expr("unix_micros(occurred_at_utc)")
-    base = (incidents.where(F.col("h3_cell").isNotNull() & F.col("lon").isNotNull() & F.col("lat").isNotNull())
-            .select("incident_id", "source", "subcategory_code", "category_code", "lon", "lat", "h3_cell",
-                    micros.alias("t_us"), F.floor(micros / F.lit(bucket_s * 1_000_000)).alias("bucket")))
+    base = incidents.where(F.col("h3_cell").isNotNull() & F.col("lon").isNotNull() & F.col("lat").isNotNull()).select(
+        "incident_id",
+        "source",
+        "subcategory_code",
+        "category_code",
+        "lon",
+        "lat",
+        "h3_cell",
+        micros.alias("t_us"),
+        F.floor(micros / F.lit(bucket_s * 1_000_000)).alias("bucket"),
+    )
     reports = base.where(F.col("source") == reporter)
     targets = base.where(F.col("source").isin(list(rule.sources))).select(
-        *[F.col(c).alias(f"o_{c}") for c in base.columns])
+        *[F.col(c).alias(f"o_{c}") for c in base.columns]
+    )
 
     # Neighbourhood table for the reports' cells (at most the city's cells: small, built locally).
     k = ring_size(rule.max_distance_m, resolution)
     cells = sorted(r[0] for r in reports.select("h3_cell").distinct().collect())
     if not cells:
         return _empty(spark)
-    disk = spark.createDataFrame([(c, n) for c in cells for n in sorted(h3.grid_disk(c, k))],
-                                 "h3_cell string, near_cell string")
+    disk = spark.createDataFrame(
+        [(c, n) for c in cells for n in sorted(h3.grid_disk(c, k))], "h3_cell string, near_cell string"
+    )
 
-    expanded = (reports.join(disk, on="h3_cell", how="inner")
-                .withColumn("near_bucket", F.explode(F.array(F.col("bucket") - 1, F.col("bucket"),
-                                                             F.col("bucket") + 1))))
-    pairs = expanded.join(targets, (F.col("near_cell") == F.col("o_h3_cell"))
-                          & (F.col("near_bucket") == F.col("o_bucket")), how="inner")
-    level = (F.when(F.col("subcategory_code") == F.col("o_subcategory_code"), F.lit("same_subcategory"))
-             .when(F.col("category_code") == F.col("o_category_code"), F.lit("same_category")))
-    scored = (pairs
-              .withColumn("distance_m", F.round(_haversine_m(F.col("lon"), F.col("lat"),
-                                                             F.col("o_lon"), F.col("o_lat")), 1))
-              .withColumn("minutes_apart", F.round((F.col("t_us") - F.col("o_t_us")) / F.lit(60_000_000.0), 2))
-              .withColumn("level", level)
-              .where(F.col("level").isNotNull()
-                     & (F.col("distance_m") <= F.lit(float(rule.max_distance_m)))
-                     & (F.col("minutes_apart") >= F.lit(float(rule.earliest_minutes)))
-                     & (F.col("minutes_apart") <= F.lit(float(rule.max_minutes)))))
+    expanded = reports.join(disk, on="h3_cell", how="inner").withColumn(
+        "near_bucket", F.explode(F.array(F.col("bucket") - 1, F.col("bucket"), F.col("bucket") + 1))
+    )
+    pairs = expanded.join(
+        targets, (F.col("near_cell") == F.col("o_h3_cell")) & (F.col("near_bucket") == F.col("o_bucket")), how="inner"
+    )
+    level = F.when(F.col("subcategory_code") == F.col("o_subcategory_code"), F.lit("same_subcategory")).when(
+        F.col("category_code") == F.col("o_category_code"), F.lit("same_category")
+    )
+    scored = (
+        pairs.withColumn(
+            "distance_m", F.round(_haversine_m(F.col("lon"), F.col("lat"), F.col("o_lon"), F.col("o_lat")), 1)
+        )
+        .withColumn("minutes_apart", F.round((F.col("t_us") - F.col("o_t_us")) / F.lit(60_000_000.0), 2))
+        .withColumn("level", level)
+        .where(
+            F.col("level").isNotNull()
+            & (F.col("distance_m") <= F.lit(float(rule.max_distance_m)))
+            & (F.col("minutes_apart") >= F.lit(float(rule.earliest_minutes)))
+            & (F.col("minutes_apart") <= F.lit(float(rule.max_minutes)))
+        )
+    )
     window = Window.partitionBy("incident_id").orderBy(
         F.when(F.col("level") == "same_subcategory", 0).otherwise(1),
         F.col("distance_m") / F.lit(float(rule.max_distance_m))
         + F.abs(F.col("minutes_apart")) / F.lit(float(rule.max_minutes)),
-        F.col("o_incident_id"))
+        F.col("o_incident_id"),
+    )
     suffix = f"<={rule.max_distance_m:g}m/{rule.earliest_minutes:g}..{rule.max_minutes:g}min"
-    return (scored.withColumn("rank", F.row_number().over(window)).where("rank = 1")
-            .select("incident_id", F.col("o_incident_id").alias("linked_incident_id"),
-                    F.col("o_incident_id").alias("event_id"), "distance_m", "minutes_apart",
-                    F.concat(F.col("level"), F.lit(suffix)).alias("link_rule")))
+    return (
+        scored.withColumn("rank", F.row_number().over(window))
+        .where("rank = 1")
+        .select(
+            "incident_id",
+            F.col("o_incident_id").alias("linked_incident_id"),
+            F.col("o_incident_id").alias("event_id"),
+            "distance_m",
+            "minutes_apart",
+            F.concat(F.col("level"), F.lit(suffix)).alias("link_rule"),
+        )
+    )
 
 
 def _empty(spark: SparkSession) -> DataFrame:
@@ -175,14 +213,22 @@ def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]
     """Recompute every declared link rule from silver.incident and sync silver.incident_link."""
     spec = incident_link(settings.silver_dir)
     incidents = delta_io.read(spark, tables.incident(settings.silver_dir))
-    parts = [find_links(spark, incidents, reporter, rule, settings.h3_resolution)
-             for reporter, rule in link_rules(registry)]
+    parts = [
+        find_links(spark, incidents, reporter, rule, settings.h3_resolution) for reporter, rule in link_rules(registry)
+    ]
     links = parts[0] if parts else _empty(spark)
     for part in parts[1:]:
         links = links.unionByName(part)
     result = delta_io.merge_sync(spark, links, spec)
     rows = delta_io.read(spark, spec).count()
-    log.info(f"  silver incident_link: {rows} links ({result.rows_inserted} new, {result.rows_updated} changed, "
-             f"{result.rows_deleted} removed; version {result.version_after})")
-    return {"rows": rows, "inserted": result.rows_inserted, "updated": result.rows_updated,
-            "deleted": result.rows_deleted, "delta_version": result.version_after}
+    log.info(
+        f"  silver incident_link: {rows} links ({result.rows_inserted} new, {result.rows_updated} changed, "
+        f"{result.rows_deleted} removed; version {result.version_after})"
+    )
+    return {
+        "rows": rows,
+        "inserted": result.rows_inserted,
+        "updated": result.rows_updated,
+        "deleted": result.rows_deleted,
+        "delta_version": result.version_after,
+    }

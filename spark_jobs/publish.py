@@ -9,9 +9,9 @@ QualityGateFailed (the CLI exits 3). Every bronze row must be accounted for, or 
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import dataclasses
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -22,10 +22,10 @@ from pyspark.sql import functions as F
 from citysafe import delta_io
 from citysafe.config import Settings
 from citysafe.delta_io import TableSpec
+from citysafe.errors import QualityGateError
 from citysafe.sources import Source
 from spark_jobs import common, tables
 from spark_jobs.bronze import bronze_spec
-from citysafe.errors import QualityGateError
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,24 @@ class QualityGateFailed(QualityGateError):
 
 @dataclasses.dataclass
 class SilverOutput:
-    published: DataFrame    # candidates for the target table, in its declared columns
+    published: DataFrame  # candidates for the target table, in its declared columns
     quarantined: DataFrame  # rows for silver.quarantine (common.quarantine_rows)
-    duplicates: DataFrame   # rows dropped as duplicates (counted, not kept)
+    duplicates: DataFrame  # rows dropped as duplicates (counted, not kept)
 
 
 # Quarantine reasons a fix to reference data (a crosswalk row, an alias, a unit, a registry entry) can
 # clear. Their rows are re-evaluated whenever that reference data changed since the job last ran.
-RETRY_REASONS = ("unmapped_code", "out_of_scope", "unclassifiable_code", "needs_review", "unknown_district", "unknown_device", "unknown_enterprise",
-                 "unknown_unit", "invalid_device_type")
+RETRY_REASONS = (
+    "unmapped_code",
+    "out_of_scope",
+    "unclassifiable_code",
+    "needs_review",
+    "unknown_district",
+    "unknown_device",
+    "unknown_enterprise",
+    "unknown_unit",
+    "invalid_device_type",
+)
 LINEAGE_KEY = ["_batch_id", "_source_file", "_source_row_number"]
 
 
@@ -58,9 +67,19 @@ def _quarantined_for_retry(spark: SparkSession, settings: Settings, source: Sour
     return rows.select(*LINEAGE_KEY, F.col("run_id").alias("__first_run_id"))
 
 
-def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str, *, job: str,
-            target: TableSpec, suite: str, transform: Callable[[DataFrame], SilverOutput],
-            after_publish: Callable[[DataFrame], dict] | None = None, lookup_tables=()) -> dict:
+def run_job(
+    spark: SparkSession,
+    settings: Settings,
+    source: Source,
+    run_id: str,
+    *,
+    job: str,
+    target: TableSpec,
+    suite: str,
+    transform: Callable[[DataFrame], SilverOutput],
+    after_publish: Callable[[DataFrame], dict] | None = None,
+    lookup_tables=(),
+) -> dict:
     """Run one silver job for the bronze batches of `source` it has not published yet, plus (when the
     reference data or the `lookup_tables` changed since its last run) the rows it quarantined for a
     reason such a change can clear: those now publishable are published and leave the quarantine."""
@@ -77,8 +96,15 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
         if done:  # remember the reference data this (empty) run saw
             common.mark_published(settings, job, source, done, [], fingerprint)
         log.info(f"  silver {job} <- {source.name}: no new bronze batches")
-        return {"rows_read": 0, "published": 0, "quarantined": {}, "duplicates": 0, "batches": [],
-                "delta_version": delta_io.version(target), "seconds": round(time.monotonic() - started, 3)}
+        return {
+            "rows_read": 0,
+            "published": 0,
+            "quarantined": {},
+            "duplicates": 0,
+            "batches": [],
+            "delta_version": delta_io.version(target),
+            "seconds": round(time.monotonic() - started, 3),
+        }
 
     bronze_all = delta_io.read(spark, bronze_spec(settings, source))
     bronze = bronze_all.where(F.col("_batch_id").isin(pending)) if pending else bronze_all.limit(0)
@@ -89,17 +115,26 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     out = transform(bronze)
     quarantined = out.quarantined.withColumn("run_id", F.lit(run_id))
     if n_retry:  # a row still quarantined keeps the run that first quarantined it (re-runs stay no-ops)
-        quarantined = quarantined.join(retry, on=LINEAGE_KEY, how="left").withColumn(
-            "run_id", F.coalesce(F.col("__first_run_id"), F.col("run_id"))).drop("__first_run_id")
+        quarantined = (
+            quarantined.join(retry, on=LINEAGE_KEY, how="left")
+            .withColumn("run_id", F.coalesce(F.col("__first_run_id"), F.col("run_id")))
+            .drop("__first_run_id")
+        )
 
     # Write
-    staging = dataclasses.replace(target, name=f"staging_{target.name}_{source.name}",
-                                  path=settings.staging_dir / target.name / run_id / source.name)
+    staging = dataclasses.replace(
+        target,
+        name=f"staging_{target.name}_{source.name}",
+        path=settings.staging_dir / target.name / run_id / source.name,
+    )
     staged = delta_io.append(out.published, staging)
     # The quarantine rows are staged too: evaluated once here, not again by every later count and MERGE.
     quarantine_spec = tables.quarantine(settings.silver_dir)
-    quarantine_staging = dataclasses.replace(quarantine_spec, name=f"staging_quarantine_{source.name}",
-                                             path=staging.path.parent / f"{source.name}__quarantine")
+    quarantine_staging = dataclasses.replace(
+        quarantine_spec,
+        name=f"staging_quarantine_{source.name}",
+        path=staging.path.parent / f"{source.name}__quarantine",
+    )
     delta_io.append(quarantined, quarantine_staging)
     quarantined = delta_io.read(spark, quarantine_staging)
     log.info(f"  silver {job} <- {source.name}: {rows_read} bronze rows -> {staged.rows_written} candidates staged")
@@ -110,19 +145,26 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     # is nothing to publish, so nothing to gate (the suite's row-count floor is for new batches).
     if staged.rows_written == 0 and not pending:
         outcome = {"suite": suite, "success": True, "evaluated": 0, "failed": 0, "result_path": None}
-        log.info(f"  silver {job} <- {source.name}: no candidates (every re-evaluated row stays quarantined); "
-                 f"suite {suite} not run")
+        log.info(
+            f"  silver {job} <- {source.name}: no candidates (every re-evaluated row stays quarantined); "
+            f"suite {suite} not run"
+        )
     else:
         outcome = quality.validate_staging(spark, settings, suite, staging, run_id, source.name, source=source)
     if not outcome["success"]:
-        failing = ", ".join(f["expectation"] + (f"({f['column']})" if f.get("column") else "")
-                            for f in outcome["failures"])
+        failing = ", ".join(
+            f["expectation"] + (f"({f['column']})" if f.get("column") else "") for f in outcome["failures"]
+        )
         raise QualityGateFailed(
             f"silver {job} <- {source.name}: Great Expectations suite {outcome['suite']} failed "
             f"({outcome['failed']} of {outcome['evaluated']} expectations: {failing}); nothing published; "
-            f"staging kept at {staging.path}; GX result {outcome['result_path']}", outcome["result_path"])
+            f"staging kept at {staging.path}; GX result {outcome['result_path']}",
+            outcome["result_path"],
+        )
     if outcome["evaluated"]:
-        log.info(f"  silver {job} <- {source.name}: suite {outcome['suite']} passed ({outcome['evaluated']} expectations)")
+        log.info(
+            f"  silver {job} <- {source.name}: suite {outcome['suite']} passed ({outcome['evaluated']} expectations)"
+        )
 
     # Publish
     staged_df = delta_io.read(spark, staging)
@@ -145,12 +187,14 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     entry = {
         "rows_read": rows_read,
         "published": merged.rows_inserted + merged.rows_updated,
-        "inserted": merged.rows_inserted, "updated": merged.rows_updated,
+        "inserted": merged.rows_inserted,
+        "updated": merged.rows_updated,
         "quarantined": dict(sorted(reasons.items())),
         # In-batch duplicates plus rows no newer than what silver already holds.
         "duplicates": n_duplicates + merged.rows_unchanged,
         "batches": pending,
-        "retried_from_quarantine": n_retry, "released_from_quarantine": released,
+        "retried_from_quarantine": n_retry,
+        "released_from_quarantine": released,
         "delta_version": merged.version_after,
         "quarantine_delta_version": q.version_after,
         "validation": {k: outcome[k] for k in ("suite", "success", "evaluated", "failed", "result_path")},
@@ -160,6 +204,8 @@ def run_job(spark: SparkSession, settings: Settings, source: Source, run_id: str
     accounted = entry["published"] + n_quarantined + entry["duplicates"]
     entry["reconciled"] = accounted == rows_read
     if not entry["reconciled"]:
-        raise RuntimeError(f"silver {job} <- {source.name}: rows do not reconcile: read {rows_read} != published "
-                           f"{entry['published']} + quarantined {n_quarantined} + duplicates {entry['duplicates']}")
+        raise RuntimeError(
+            f"silver {job} <- {source.name}: rows do not reconcile: read {rows_read} != published "
+            f"{entry['published']} + quarantined {n_quarantined} + duplicates {entry['duplicates']}"
+        )
     return entry

@@ -3,8 +3,8 @@ to them: devices before readings, enterprises before hazards)."""
 
 from __future__ import annotations
 
-import logging
 import importlib
+import logging
 
 from pyspark.sql import SparkSession
 

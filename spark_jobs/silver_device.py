@@ -10,8 +10,8 @@ row per device and hour between its first and last reading, with gaps flagged.
 
 from __future__ import annotations
 
-import logging
 import datetime as dt
+import logging
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -36,8 +36,9 @@ def units_frame(spark: SparkSession) -> DataFrame:
 # --- registry -----------------------------------------------------------------------------------------
 
 
-def registry_transform(bronze: DataFrame, source: Source, places: Places, units: DataFrame, pii_key: bytes
-                       ) -> SilverOutput:
+def registry_transform(
+    bronze: DataFrame, source: Source, places: Places, units: DataFrame, pii_key: bytes
+) -> SilverOutput:
     f = source.silver.fields
     opt = lambda name: blank_to_null(F.col(name)) if name else F.lit(None).cast("string")  # noqa: E731
     parsed = (
@@ -53,25 +54,50 @@ def registry_transform(bronze: DataFrame, source: Source, places: Places, units:
     kept, duplicates = common.dedupe(parsed, ["w_record_id"], [F.col("_ingested_at").desc()], source.columns)
     canonical = units.select(F.col("device_type").alias("w_type"), "canonical_unit").distinct()
     located = common.locate(kept.join(canonical, on="w_type", how="left"), places)
-    classified = common.classify(located, [
-        ("malformed_record", F.col("_parse_error").isNotNull(), F.col("_parse_error")),
-        ("missing_key", F.col("w_record_id").isNull(), F.lit("device id is empty")),
-        ("invalid_device_type", F.col("canonical_unit").isNull(),
-         F.concat(F.lit("device_type: not in reference/units/device_units.csv: "), raw("w_type"))),
-        ("invalid_value", F.col("w_skew_raw").isNotNull() & F.col("w_skew").isNull(),
-         F.concat(F.lit("clock_skew_seconds: not an integer: "), raw("w_skew_raw"))),
-        ("invalid_timestamp", F.col("w_installed_raw").isNotNull() & F.col("w_installed").isNull(),
-         F.concat(F.lit("installed_date: cannot parse "), raw("w_installed_raw"))),
-        *common.location_rules(),
-    ])
+    classified = common.classify(
+        located,
+        [
+            ("malformed_record", F.col("_parse_error").isNotNull(), F.col("_parse_error")),
+            ("missing_key", F.col("w_record_id").isNull(), F.lit("device id is empty")),
+            (
+                "invalid_device_type",
+                F.col("canonical_unit").isNull(),
+                F.concat(F.lit("device_type: not in reference/units/device_units.csv: "), raw("w_type")),
+            ),
+            (
+                "invalid_value",
+                F.col("w_skew_raw").isNotNull() & F.col("w_skew").isNull(),
+                F.concat(F.lit("clock_skew_seconds: not an integer: "), raw("w_skew_raw")),
+            ),
+            (
+                "invalid_timestamp",
+                F.col("w_installed_raw").isNotNull() & F.col("w_installed").isNull(),
+                F.concat(F.lit("installed_date: cannot parse "), raw("w_installed_raw")),
+            ),
+            *common.location_rules(),
+        ],
+    )
     masked = common.hash_personal(classified, source, pii_key)
     published = masked.where("reason IS NULL").select(
-        F.col("w_record_id").alias("device_id"), F.lit(source.name).alias("source"),
-        F.col("w_type").alias("device_type"), opt(f.model).alias("model"), "canonical_unit",
-        F.col("w_unit").alias("registry_unit"), "district_code", "lon", "lat", "h3_cell", "location_quality",
-        F.col("w_installed").alias("installed_date"), F.col("w_skew").alias("clock_skew_seconds"),
-        opt(f.owner).alias("owner"), F.col("_ingested_at").alias("updated_at_utc"),
-        "_batch_id", "_source_file", "_source_row_number", "_ingested_at",
+        F.col("w_record_id").alias("device_id"),
+        F.lit(source.name).alias("source"),
+        F.col("w_type").alias("device_type"),
+        opt(f.model).alias("model"),
+        "canonical_unit",
+        F.col("w_unit").alias("registry_unit"),
+        "district_code",
+        "lon",
+        "lat",
+        "h3_cell",
+        "location_quality",
+        F.col("w_installed").alias("installed_date"),
+        F.col("w_skew").alias("clock_skew_seconds"),
+        opt(f.owner).alias("owner"),
+        F.col("_ingested_at").alias("updated_at_utc"),
+        "_batch_id",
+        "_source_file",
+        "_source_row_number",
+        "_ingested_at",
     )
     quarantined = common.quarantine_rows(masked.where("reason IS NOT NULL"), source, F.col("w_record_id"), "")
     return SilverOutput(published, quarantined, duplicates)
@@ -80,69 +106,123 @@ def registry_transform(bronze: DataFrame, source: Source, places: Places, units:
 # --- readings -----------------------------------------------------------------------------------------
 
 
-def reading_transform(bronze: DataFrame, source: Source, devices: DataFrame, units: DataFrame,
-                      timezone: str, now: dt.datetime) -> SilverOutput:
+def reading_transform(
+    bronze: DataFrame, source: Source, devices: DataFrame, units: DataFrame, timezone: str, now: dt.datetime
+) -> SilverOutput:
     """bronze readings -> (published readings, quarantine rows, duplicates). `devices` is silver.device."""
     f = source.silver.fields
     opt = lambda name: blank_to_null(F.col(name)) if name else F.lit(None).cast("string")  # noqa: E731
     parsed = (
-        bronze
-        .withColumn("w_device", opt(f.device_id))
+        bronze.withColumn("w_device", opt(f.device_id))
         .withColumn("w_seq_raw", opt(f.seq))
         .withColumn("w_seq", F.expr("try_cast(w_seq_raw AS bigint)"))
         .withColumn("w_ts_raw", opt(f.reading_ts))
         .withColumn("w_ts", parse_timestamp(F.col(f.reading_ts), timezone))
-        .withColumn("w_received", parse_timestamp(F.col(f.received_at), timezone) if f.received_at
-                    else F.lit(None).cast("timestamp"))
+        .withColumn(
+            "w_received",
+            parse_timestamp(F.col(f.received_at), timezone) if f.received_at else F.lit(None).cast("timestamp"),
+        )
         .withColumn("w_value_raw", opt(f.value))
         .withColumn("w_value", F.expr("try_cast(w_value_raw AS double)"))
         .withColumn("w_unit", opt(f.unit))
         .withColumn("w_record_id", F.concat_ws("/", F.col("w_device"), F.col("w_seq_raw")))
     )
     # First arrival wins: a re-sent reading differs only in its arrival time.
-    kept, duplicates = common.dedupe(parsed, ["w_device", "w_seq"], [F.col("w_received").asc_nulls_last()],
-                                     [c for c in source.columns if c != f.received_at])
+    kept, duplicates = common.dedupe(
+        parsed,
+        ["w_device", "w_seq"],
+        [F.col("w_received").asc_nulls_last()],
+        [c for c in source.columns if c != f.received_at],
+    )
     device_info = devices.select(
-        F.col("device_id").alias("w_device"), F.col("device_type").alias("w_type"),
-        F.col("clock_skew_seconds").alias("w_skew"), F.col("district_code"), F.col("h3_cell"),
-        F.lit(True).alias("w_known_device"))
-    conversion = units.select(F.col("device_type").alias("w_type"), F.col("unit").alias("w_unit"),
-                              "canonical_unit", "factor", "min_valid", "max_valid")
+        F.col("device_id").alias("w_device"),
+        F.col("device_type").alias("w_type"),
+        F.col("clock_skew_seconds").alias("w_skew"),
+        F.col("district_code"),
+        F.col("h3_cell"),
+        F.lit(True).alias("w_known_device"),
+    )
+    conversion = units.select(
+        F.col("device_type").alias("w_type"),
+        F.col("unit").alias("w_unit"),
+        "canonical_unit",
+        "factor",
+        "min_valid",
+        "max_valid",
+    )
     joined = kept.join(device_info, on="w_device", how="left").join(conversion, on=["w_type", "w_unit"], how="left")
-    corrected = F.when(F.col("w_skew").isNotNull(),
-                       F.timestamp_micros(F.unix_micros("w_ts") - F.col("w_skew") * F.lit(1_000_000)))
+    corrected = F.when(
+        F.col("w_skew").isNotNull(), F.timestamp_micros(F.unix_micros("w_ts") - F.col("w_skew") * F.lit(1_000_000))
+    )
     enriched = (
         joined.withColumn("w_ts_utc", F.coalesce(corrected, F.col("w_ts")))
         .withColumn("w_hour", F.date_trunc("hour", F.col("w_ts_utc") + F.expr("INTERVAL 30 MINUTES")))
         .withColumn("w_canonical", F.col("w_value") * F.col("factor"))
     )
-    classified = common.classify(enriched, [
-        ("malformed_record", F.col("_parse_error").isNotNull(), F.col("_parse_error")),
-        ("missing_key", F.col("w_device").isNull() | F.col("w_seq").isNull(),
-         F.concat(F.lit("device_id/seq missing or not an integer: "), raw("w_record_id"))),
-        ("invalid_timestamp", F.col("w_ts").isNull(), F.concat(F.lit("reading time: cannot parse "), raw("w_ts_raw"))),
-        ("timestamp_out_of_range",
-         (F.col("w_ts") < F.lit(EARLIEST)) | (F.col("w_ts") > F.lit(now))
-         | (F.col("w_ts") > F.col("w_received") + F.expr("INTERVAL 1 DAY")),
-         F.concat(F.lit("reading time: impossible "), raw("w_ts_raw"))),
-        ("unknown_device", F.col("w_known_device").isNull(),
-         F.concat(F.lit("device_id: not in the device registry: "), raw("w_device"))),
-        ("invalid_value", F.col("w_value").isNull(), F.concat(F.lit("value: not a number: "), raw("w_value_raw"))),
-        ("sentinel_value", F.col("w_value").isin(*SENTINELS),
-         F.concat(F.lit("value: sentinel "), raw("w_value_raw"))),
-        ("unknown_unit", F.col("factor").isNull(),
-         F.concat(F.lit("unit: not listed for this device type: "), raw("w_unit"))),
-        ("value_out_of_range", (F.col("w_canonical") < F.col("min_valid")) | (F.col("w_canonical") > F.col("max_valid")),
-         F.concat(F.lit("value: outside physical limits: "), raw("w_value_raw"), F.lit(" "), raw("w_unit"))),
-    ])
+    classified = common.classify(
+        enriched,
+        [
+            ("malformed_record", F.col("_parse_error").isNotNull(), F.col("_parse_error")),
+            (
+                "missing_key",
+                F.col("w_device").isNull() | F.col("w_seq").isNull(),
+                F.concat(F.lit("device_id/seq missing or not an integer: "), raw("w_record_id")),
+            ),
+            (
+                "invalid_timestamp",
+                F.col("w_ts").isNull(),
+                F.concat(F.lit("reading time: cannot parse "), raw("w_ts_raw")),
+            ),
+            (
+                "timestamp_out_of_range",
+                (F.col("w_ts") < F.lit(EARLIEST))
+                | (F.col("w_ts") > F.lit(now))
+                | (F.col("w_ts") > F.col("w_received") + F.expr("INTERVAL 1 DAY")),
+                F.concat(F.lit("reading time: impossible "), raw("w_ts_raw")),
+            ),
+            (
+                "unknown_device",
+                F.col("w_known_device").isNull(),
+                F.concat(F.lit("device_id: not in the device registry: "), raw("w_device")),
+            ),
+            ("invalid_value", F.col("w_value").isNull(), F.concat(F.lit("value: not a number: "), raw("w_value_raw"))),
+            (
+                "sentinel_value",
+                F.col("w_value").isin(*SENTINELS),
+                F.concat(F.lit("value: sentinel "), raw("w_value_raw")),
+            ),
+            (
+                "unknown_unit",
+                F.col("factor").isNull(),
+                F.concat(F.lit("unit: not listed for this device type: "), raw("w_unit")),
+            ),
+            (
+                "value_out_of_range",
+                (F.col("w_canonical") < F.col("min_valid")) | (F.col("w_canonical") > F.col("max_valid")),
+                F.concat(F.lit("value: outside physical limits: "), raw("w_value_raw"), F.lit(" "), raw("w_unit")),
+            ),
+        ],
+    )
     published = classified.where("reason IS NULL").select(
-        F.col("w_device").alias("device_id"), F.col("w_seq").alias("seq"), F.lit(source.name).alias("source"),
-        F.col("w_type").alias("device_type"), F.col("w_ts").alias("reading_ts_device"),
-        F.col("w_ts_utc").alias("reading_ts_utc"), F.col("w_hour").alias("reading_hour_utc"),
-        F.col("w_skew").isNotNull().alias("clock_corrected"), F.col("w_canonical").alias("value"),
-        F.col("canonical_unit").alias("unit"), F.col("w_value").alias("value_reported"),
-        F.col("w_unit").alias("unit_reported"), F.col("w_received").alias("received_at_utc"),
-        "district_code", "h3_cell", "_batch_id", "_source_file", "_source_row_number", "_ingested_at",
+        F.col("w_device").alias("device_id"),
+        F.col("w_seq").alias("seq"),
+        F.lit(source.name).alias("source"),
+        F.col("w_type").alias("device_type"),
+        F.col("w_ts").alias("reading_ts_device"),
+        F.col("w_ts_utc").alias("reading_ts_utc"),
+        F.col("w_hour").alias("reading_hour_utc"),
+        F.col("w_skew").isNotNull().alias("clock_corrected"),
+        F.col("w_canonical").alias("value"),
+        F.col("canonical_unit").alias("unit"),
+        F.col("w_value").alias("value_reported"),
+        F.col("w_unit").alias("unit_reported"),
+        F.col("w_received").alias("received_at_utc"),
+        "district_code",
+        "h3_cell",
+        "_batch_id",
+        "_source_file",
+        "_source_row_number",
+        "_ingested_at",
     )
     quarantined = common.quarantine_rows(classified.where("reason IS NOT NULL"), source, F.col("w_record_id"), "")
     return SilverOutput(published, quarantined, duplicates)
@@ -151,17 +231,34 @@ def reading_transform(bronze: DataFrame, source: Source, devices: DataFrame, uni
 def hourly(readings: DataFrame) -> DataFrame:
     """One row per device and hour from its first to its last reading; hours without one are gaps."""
     per_hour = readings.groupBy("device_id", F.col("reading_hour_utc").alias("hour_utc")).agg(
-        F.count(F.lit(1)).alias("reading_count"), F.avg("value").alias("value_mean"),
-        F.min("value").alias("value_min"), F.max("value").alias("value_max"))
+        F.count(F.lit(1)).alias("reading_count"),
+        F.avg("value").alias("value_mean"),
+        F.min("value").alias("value_min"),
+        F.max("value").alias("value_max"),
+    )
     span = readings.groupBy("device_id", "device_type", "unit", "district_code", "h3_cell").agg(
-        F.min("reading_hour_utc").alias("first"), F.max("reading_hour_utc").alias("last"))
-    hours = span.select("device_id", "device_type", "unit", "district_code", "h3_cell",
-                        F.explode(F.sequence("first", "last", F.expr("INTERVAL 1 HOUR"))).alias("hour_utc"))
+        F.min("reading_hour_utc").alias("first"), F.max("reading_hour_utc").alias("last")
+    )
+    hours = span.select(
+        "device_id",
+        "device_type",
+        "unit",
+        "district_code",
+        "h3_cell",
+        F.explode(F.sequence("first", "last", F.expr("INTERVAL 1 HOUR"))).alias("hour_utc"),
+    )
     return hours.join(per_hour, on=["device_id", "hour_utc"], how="left").select(
-        "device_id", "hour_utc", "device_type", "unit",
+        "device_id",
+        "hour_utc",
+        "device_type",
+        "unit",
         F.coalesce(F.col("reading_count"), F.lit(0)).cast("bigint").alias("reading_count"),
-        "value_mean", "value_min", "value_max", F.col("reading_count").isNull().alias("is_gap"),
-        "district_code", "h3_cell",
+        "value_mean",
+        "value_min",
+        "value_max",
+        F.col("reading_count").isNull().alias("is_gap"),
+        "district_code",
+        "h3_cell",
     )
 
 
@@ -170,16 +267,25 @@ def hourly(readings: DataFrame) -> DataFrame:
 
 def run_registry(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     places, units, key = common.load_places(spark, settings), units_frame(spark), settings.pii_key()
-    return run_job(spark, settings, source, run_id, job="device", target=tables.device(settings.silver_dir),
-                   suite="silver_device",
-                   transform=lambda bronze: registry_transform(bronze, source, places, units, key))
+    return run_job(
+        spark,
+        settings,
+        source,
+        run_id,
+        job="device",
+        target=tables.device(settings.silver_dir),
+        suite="silver_device",
+        transform=lambda bronze: registry_transform(bronze, source, places, units, key),
+    )
 
 
 def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
     device_spec = tables.device(settings.silver_dir)
     if delta_io.version(device_spec) is None:
-        raise RuntimeError(f"silver device_reading <- {source.name}: silver.device is empty; run the silver job "
-                           f"of its registry ({source.silver.registry}) first")
+        raise RuntimeError(
+            f"silver device_reading <- {source.name}: silver.device is empty; run the silver job "
+            f"of its registry ({source.silver.registry}) first"
+        )
     devices = delta_io.read(spark, device_spec)
     units = units_frame(spark)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -194,7 +300,15 @@ def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id
         result = delta_io.merge_sync(spark, hourly(readings), hourly_spec, delete_missing=False)
         return {"hourly_rows_written": result.rows_written, "hourly_delta_version": result.version_after}
 
-    return run_job(spark, settings, source, run_id, job="device_reading", target=reading_spec,
-                   suite="silver_device_reading", after_publish=refresh_hourly,
-                   lookup_tables=[device_spec.path],
-                   transform=lambda bronze: reading_transform(bronze, source, devices, units, settings.timezone, now))
+    return run_job(
+        spark,
+        settings,
+        source,
+        run_id,
+        job="device_reading",
+        target=reading_spec,
+        suite="silver_device_reading",
+        after_publish=refresh_hourly,
+        lookup_tables=[device_spec.path],
+        transform=lambda bronze: reading_transform(bronze, source, devices, units, settings.timezone, now),
+    )

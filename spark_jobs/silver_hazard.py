@@ -39,9 +39,9 @@ Quarantine reasons, in the order they are checked:
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import datetime as dt
+import logging
 
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession
@@ -54,19 +54,42 @@ from citysafe.sources import Source
 from spark_jobs import common, udfs
 from spark_jobs.common import parse_timestamp, raw
 from spark_jobs.publish import SilverOutput, run_job
-from spark_jobs.silver_enterprise import (check_roles, enterprise, enterprise_identifier, enterprise_name_key_udf,
-                                          identifier_kind_udf, normalize_code_udf, parse_local_date, role)
+from spark_jobs.silver_enterprise import (
+    check_roles,
+    enterprise,
+    enterprise_identifier,
+    enterprise_name_key_udf,
+    identifier_kind_udf,
+    normalize_code_udf,
+    parse_local_date,
+    role,
+)
 from spark_jobs.tables import LINEAGE
 
 log = logging.getLogger(__name__)
 
 JOB = "hazard"
 REQUIRED_ROLES = ("record_id", "enterprise_id", "code", "found_date", "updated_at")
-OPTIONAL_ROLES = ("enterprise_name", "label", "severity", "rectify_deadline", "rectified_date", "accepted_date",
-                  "status", "inspector_id", "district")
+OPTIONAL_ROLES = (
+    "enterprise_name",
+    "label",
+    "severity",
+    "rectify_deadline",
+    "rectified_date",
+    "accepted_date",
+    "status",
+    "inspector_id",
+    "district",
+)
 DATE_ROLES = ("found_date", "rectify_deadline", "rectified_date", "accepted_date")
-SEVERITY = {"一般": "general", "一般隐患": "general", "general": "general",
-            "重大": "major", "重大隐患": "major", "major": "major"}
+SEVERITY = {
+    "一般": "general",
+    "一般隐患": "general",
+    "general": "general",
+    "重大": "major",
+    "重大隐患": "major",
+    "major": "major",
+}
 EARLIEST = dt.date(2000, 1, 1)
 
 # Only the identity columns are NOT NULL in the Delta schema: Sail's MERGE plans take time exponential in
@@ -96,8 +119,11 @@ HAZARD_COLUMNS = (
     Column("closed_late", "boolean", description="rectified after the deadline; False while open"),
     Column("days_to_rectify", "int", description="rectified_date - found_date"),
     Column("days_to_accept", "int", description="accepted_date - found_date"),
-    Column("as_of_date", "date",
-           description="local date the lifecycle flags hold for: the latest updated_at date in the data"),
+    Column(
+        "as_of_date",
+        "date",
+        description="local date the lifecycle flags hold for: the latest updated_at date in the data",
+    ),
     Column("inspector_id", "string", description="staff number"),
     Column("district_code", "string", description="district name as delivered, else the enterprise's"),
     Column("h3_cell", "string", description="the enterprise's cell"),
@@ -112,11 +138,11 @@ def hazard(silver_dir) -> TableSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    crosswalk: DataFrame     # source_code, source_label_ref, subcategory_code
-    taxonomy: DataFrame      # subcategory_code, category_code, domain_code
-    identifiers: DataFrame   # silver.enterprise_identifier: identifier_type, identifier, enterprise_id
-    enterprises: DataFrame   # silver.enterprise (enterprise_id, district_code, h3_cell are used)
-    aliases: DataFrame       # alias_key, district_code
+    crosswalk: DataFrame  # source_code, source_label_ref, subcategory_code
+    taxonomy: DataFrame  # subcategory_code, category_code, domain_code
+    identifiers: DataFrame  # silver.enterprise_identifier: identifier_type, identifier, enterprise_id
+    enterprises: DataFrame  # silver.enterprise (enterprise_id, district_code, h3_cell are used)
+    aliases: DataFrame  # alias_key, district_code
     timezone: str
 
 
@@ -125,13 +151,20 @@ def load_reference(spark: SparkSession, settings: Settings, source: Source) -> R
         raise ValueError(f"{source.file}: silver.crosswalk is required for a hazard source")
     ids_spec, ent_spec = enterprise_identifier(settings.silver_dir), enterprise(settings.silver_dir)
     if delta_io.version(ids_spec) is None or delta_io.version(ent_spec) is None:
-        raise RuntimeError(f"silver hazard <- {source.name}: silver.enterprise / enterprise_identifier do not "
-                           "exist yet; run the silver job of the enterprise registry first")
+        raise RuntimeError(
+            f"silver hazard <- {source.name}: silver.enterprise / enterprise_identifier do not "
+            "exist yet; run the silver job of the enterprise registry first"
+        )
     xw = reference.crosswalk(source.silver.crosswalk).rename(columns={"source_label": "source_label_ref"})
     tax = reference.taxonomy()[["subcategory_code", "category_code", "domain_code"]]
-    return Reference(crosswalk=spark.createDataFrame(xw), taxonomy=spark.createDataFrame(tax),
-                     identifiers=delta_io.read(spark, ids_spec), enterprises=delta_io.read(spark, ent_spec),
-                     aliases=common.load_places(spark, settings).aliases, timezone=settings.timezone)
+    return Reference(
+        crosswalk=spark.createDataFrame(xw),
+        taxonomy=spark.createDataFrame(tax),
+        identifiers=delta_io.read(spark, ids_spec),
+        enterprises=delta_io.read(spark, ent_spec),
+        aliases=common.load_places(spark, settings).aliases,
+        timezone=settings.timezone,
+    )
 
 
 def local_date(ts_column: str, timezone: str):
@@ -141,9 +174,9 @@ def local_date(ts_column: str, timezone: str):
 def lifecycle(df: DataFrame, as_of) -> DataFrame:
     """is_overdue_open and as_of_date for rows with is_closed / rectify_deadline (`as_of`: a date or column)."""
     as_of = as_of if isinstance(as_of, SparkColumn) else F.lit(as_of).cast("date")
-    return (df.withColumn("as_of_date", as_of)
-            .withColumn("is_overdue_open", ~F.col("is_closed") & F.coalesce(F.col("rectify_deadline") < as_of,
-                                                                            F.lit(False))))
+    return df.withColumn("as_of_date", as_of).withColumn(
+        "is_overdue_open", ~F.col("is_closed") & F.coalesce(F.col("rectify_deadline") < as_of, F.lit(False))
+    )
 
 
 def parse(bronze: DataFrame, source: Source, timezone: str) -> DataFrame:
@@ -168,7 +201,8 @@ def parse(bronze: DataFrame, source: Source, timezone: str) -> DataFrame:
     )
     for name in DATE_ROLES:
         parsed = parsed.withColumn(f"w_{name}_raw", role(f, name)).withColumn(
-            f"w_{name}", parse_local_date(F.col(f"w_{name}_raw")))
+            f"w_{name}", parse_local_date(F.col(f"w_{name}_raw"))
+        )
     return parsed
 
 
@@ -177,29 +211,40 @@ def resolve_enterprise(df: DataFrame, ref: Reference) -> DataFrame:
     w_ent_district / w_ent_h3 from silver.enterprise."""
     ids = ref.identifiers
     by_id = ids.where(F.col("identifier_type").isin("uscc", "legacy_reg_no")).select(
-        F.col("identifier_type").alias("w_eid_kind"), F.col("identifier").alias("w_eid"),
-        F.col("enterprise_id").alias("w_id_match"))
+        F.col("identifier_type").alias("w_eid_kind"),
+        F.col("identifier").alias("w_eid"),
+        F.col("enterprise_id").alias("w_id_match"),
+    )
     by_name = ids.where(F.col("identifier_type") == "name_normalized").select(
-        F.col("identifier").alias("w_name_key"), F.col("enterprise_id").alias("w_name_match"))
+        F.col("identifier").alias("w_name_key"), F.col("enterprise_id").alias("w_name_match")
+    )
     shaped = F.col("w_eid_kind").isNotNull()
     matched = (
-        df.join(by_id, on=["w_eid_kind", "w_eid"], how="left").join(by_name, on="w_name_key", how="left")
+        df.join(by_id, on=["w_eid_kind", "w_eid"], how="left")
+        .join(by_name, on="w_name_key", how="left")
         .withColumn("w_match_id", F.when(shaped, F.col("w_id_match")).otherwise(F.col("w_name_match")))
         .withColumn("w_match_kind", F.when(shaped, F.col("w_eid_kind")).otherwise(F.lit("name_normalized")))
     )
-    ents = ref.enterprises.select(F.col("enterprise_id").alias("w_match_id"),
-                                  F.col("district_code").alias("w_ent_district"), F.col("h3_cell").alias("w_ent_h3"))
-    return (matched.join(ents, on="w_match_id", how="left")
-            .withColumn("w_enterprise_id", F.when(F.col("w_ent_district").isNotNull(), F.col("w_match_id")))
-            .withColumn("w_enterprise_match", F.when(F.col("w_enterprise_id").isNotNull(), F.col("w_match_kind"))))
+    ents = ref.enterprises.select(
+        F.col("enterprise_id").alias("w_match_id"),
+        F.col("district_code").alias("w_ent_district"),
+        F.col("h3_cell").alias("w_ent_h3"),
+    )
+    return (
+        matched.join(ents, on="w_match_id", how="left")
+        .withColumn("w_enterprise_id", F.when(F.col("w_ent_district").isNotNull(), F.col("w_match_id")))
+        .withColumn("w_enterprise_match", F.when(F.col("w_enterprise_id").isNotNull(), F.col("w_match_kind")))
+    )
 
 
 def _unknown_enterprise_detail():
     kind = F.col("w_eid_kind")
-    why = (F.when(kind.isin("uscc_bad_check", "legacy_bad_check"), F.lit("wrong check character"))
-           .when(kind.isNotNull(), F.lit("not a published enterprise"))
-           .when(F.col("w_name_key").isNull(), F.lit("no usable id and no name"))
-           .otherwise(F.lit("no usable id and the name matches no single enterprise")))
+    why = (
+        F.when(kind.isin("uscc_bad_check", "legacy_bad_check"), F.lit("wrong check character"))
+        .when(kind.isNotNull(), F.lit("not a published enterprise"))
+        .when(F.col("w_name_key").isNull(), F.lit("no usable id and no name"))
+        .otherwise(F.lit("no usable id and the name matches no single enterprise"))
+    )
     return F.concat(F.lit("enterprise_id: "), why, F.lit(": "), raw("w_eid_raw"), F.lit(" / "), raw("w_name"))
 
 
@@ -209,46 +254,96 @@ def classify(df: DataFrame, now: dt.datetime | None = None) -> DataFrame:
     for name in DATE_ROLES[1:]:
         cond = F.col(f"w_{name}_raw").isNotNull() & F.col(f"w_{name}").isNull()
         unreadable = cond if unreadable is None else unreadable | cond
-    return common.classify(df, [
-        ("malformed_record", F.col("_parse_error").isNotNull(), F.col("_parse_error")),
-        ("missing_key", F.col("w_record_id").isNull(), F.lit("hazard_id is empty")),
-        ("invalid_timestamp", found.isNull(), F.concat(F.lit("found_date: cannot parse "), raw("w_found_date_raw"))),
-        ("invalid_timestamp", unreadable, F.concat(
-            F.lit("rectify_deadline/rectified_date/accepted_date: cannot parse "), raw("w_rectify_deadline_raw"),
-            F.lit(" / "), raw("w_rectified_date_raw"), F.lit(" / "), raw("w_accepted_date_raw"))),
-        ("invalid_timestamp", F.col("w_updated_at").isNull(),
-         F.concat(F.lit("updated_at: cannot parse "), raw("w_updated_raw"))),
-        ("timestamp_out_of_range", (found < F.lit(EARLIEST)) | (found > F.col("w_updated_date")),
-         F.concat(F.lit("found_date: before 2000 or after the row's update: "), raw("w_found_date_raw"))),
-        ("timestamp_out_of_range", F.col("w_updated_at") > F.lit(now + dt.timedelta(days=1)) if now else F.lit(False),
-         F.concat(F.lit("updated_at: in the future: "), raw("w_updated_raw"))),
-        ("time_order_violation", F.coalesce((rect < found) | (acc < found) | (acc < rect) | (dl < found), F.lit(False)),
-         F.concat(F.lit("dates out of order: found "), raw("w_found_date_raw"), F.lit(", rectified "),
-                  raw("w_rectified_date_raw"), F.lit(", accepted "), raw("w_accepted_date_raw"),
-                  F.lit(", deadline "), raw("w_rectify_deadline_raw"))),
-        ("unmapped_code", F.col("subcategory_code").isNull(),
-         F.concat(F.lit("hazard_code: no crosswalk entry for "), raw("w_code"))),
-        ("invalid_value", F.col("w_severity_raw").isNotNull() & F.col("w_severity").isNull(),
-         F.concat(F.lit("severity: not 一般/重大: "), raw("w_severity_raw"))),
-        ("unknown_enterprise", F.col("w_enterprise_id").isNull(), _unknown_enterprise_detail()),
-    ])
+    return common.classify(
+        df,
+        [
+            ("malformed_record", F.col("_parse_error").isNotNull(), F.col("_parse_error")),
+            ("missing_key", F.col("w_record_id").isNull(), F.lit("hazard_id is empty")),
+            (
+                "invalid_timestamp",
+                found.isNull(),
+                F.concat(F.lit("found_date: cannot parse "), raw("w_found_date_raw")),
+            ),
+            (
+                "invalid_timestamp",
+                unreadable,
+                F.concat(
+                    F.lit("rectify_deadline/rectified_date/accepted_date: cannot parse "),
+                    raw("w_rectify_deadline_raw"),
+                    F.lit(" / "),
+                    raw("w_rectified_date_raw"),
+                    F.lit(" / "),
+                    raw("w_accepted_date_raw"),
+                ),
+            ),
+            (
+                "invalid_timestamp",
+                F.col("w_updated_at").isNull(),
+                F.concat(F.lit("updated_at: cannot parse "), raw("w_updated_raw")),
+            ),
+            (
+                "timestamp_out_of_range",
+                (found < F.lit(EARLIEST)) | (found > F.col("w_updated_date")),
+                F.concat(F.lit("found_date: before 2000 or after the row's update: "), raw("w_found_date_raw")),
+            ),
+            (
+                "timestamp_out_of_range",
+                F.col("w_updated_at") > F.lit(now + dt.timedelta(days=1)) if now else F.lit(False),
+                F.concat(F.lit("updated_at: in the future: "), raw("w_updated_raw")),
+            ),
+            (
+                "time_order_violation",
+                F.coalesce((rect < found) | (acc < found) | (acc < rect) | (dl < found), F.lit(False)),
+                F.concat(
+                    F.lit("dates out of order: found "),
+                    raw("w_found_date_raw"),
+                    F.lit(", rectified "),
+                    raw("w_rectified_date_raw"),
+                    F.lit(", accepted "),
+                    raw("w_accepted_date_raw"),
+                    F.lit(", deadline "),
+                    raw("w_rectify_deadline_raw"),
+                ),
+            ),
+            (
+                "unmapped_code",
+                F.col("subcategory_code").isNull(),
+                F.concat(F.lit("hazard_code: no crosswalk entry for "), raw("w_code")),
+            ),
+            (
+                "invalid_value",
+                F.col("w_severity_raw").isNotNull() & F.col("w_severity").isNull(),
+                F.concat(F.lit("severity: not 一般/重大: "), raw("w_severity_raw")),
+            ),
+            ("unknown_enterprise", F.col("w_enterprise_id").isNull(), _unknown_enterprise_detail()),
+        ],
+    )
 
 
-def transform(bronze: DataFrame, source: Source, ref: Reference, pii_key: bytes | None,
-              previous_as_of: dt.date | None = None, now: dt.datetime | None = None) -> SilverOutput:
+def transform(
+    bronze: DataFrame,
+    source: Source,
+    ref: Reference,
+    pii_key: bytes | None,
+    previous_as_of: dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> SilverOutput:
     """bronze inspection rows -> (hazard candidates, quarantine rows, dropped duplicates).
     `previous_as_of`: silver.hazard's as_of_date before this run (the flags never go back in time).
     `now` (naive UTC): an updated_at more than a day after it is impossible (it would drag as_of_date
     into the future and flag every open hazard overdue)."""
     parsed = parse(bronze, source, ref.timezone).withColumn("w_updated_date", local_date("w_updated_at", ref.timezone))
-    kept, duplicates = common.dedupe(parsed, ["w_record_id"], [F.col("w_updated_at").desc_nulls_last()],
-                                     source.columns)
-    coded = (kept.join(ref.crosswalk.withColumnRenamed("source_code", "w_code"), on="w_code", how="left")
-             .join(ref.taxonomy, on="subcategory_code", how="left"))
+    kept, duplicates = common.dedupe(parsed, ["w_record_id"], [F.col("w_updated_at").desc_nulls_last()], source.columns)
+    coded = kept.join(ref.crosswalk.withColumnRenamed("source_code", "w_code"), on="w_code", how="left").join(
+        ref.taxonomy, on="subcategory_code", how="left"
+    )
     aliases = ref.aliases.select("alias_key", F.col("district_code").alias("w_name_district"))
-    placed = (resolve_enterprise(coded, ref)
-              .withColumn("alias_key", udfs.normalize_name_udf()("w_district_raw"))
-              .join(aliases, on="alias_key", how="left").drop("alias_key"))
+    placed = (
+        resolve_enterprise(coded, ref)
+        .withColumn("alias_key", udfs.normalize_name_udf()("w_district_raw"))
+        .join(aliases, on="alias_key", how="left")
+        .drop("alias_key")
+    )
     classified = classify(placed, now)
     if source.personal_columns:
         if pii_key is None:
@@ -260,30 +355,48 @@ def transform(bronze: DataFrame, source: Source, ref: Reference, pii_key: bytes 
     as_of = max([d for d in (latest, previous_as_of) if d is not None], default=None) or EARLIEST
     closed_on = F.coalesce(F.col("w_rectified_date"), F.col("w_accepted_date"))
     shaped = (
-        candidates
-        .withColumn("is_closed", closed_on.isNotNull())
+        candidates.withColumn("is_closed", closed_on.isNotNull())
         .withColumn("rectify_deadline", F.col("w_rectify_deadline"))
-        .withColumn("closed_late", F.when(~F.col("is_closed"), F.lit(False))
-                    .otherwise(closed_on > F.col("w_rectify_deadline")))
+        .withColumn(
+            "closed_late", F.when(~F.col("is_closed"), F.lit(False)).otherwise(closed_on > F.col("w_rectify_deadline"))
+        )
     )
     published = lifecycle(shaped, as_of).select(
-        F.col("w_record_id").alias("hazard_id"), F.lit(source.name).alias("source"),
-        F.col("w_enterprise_id").alias("enterprise_id"), F.col("w_enterprise_match").alias("enterprise_match"),
-        F.col("w_eid").alias("enterprise_ref"), F.col("w_name").alias("enterprise_name"),
+        F.col("w_record_id").alias("hazard_id"),
+        F.lit(source.name).alias("source"),
+        F.col("w_enterprise_id").alias("enterprise_id"),
+        F.col("w_enterprise_match").alias("enterprise_match"),
+        F.col("w_eid").alias("enterprise_ref"),
+        F.col("w_name").alias("enterprise_name"),
         F.col("w_code").alias("source_code"),
         F.coalesce(F.col("w_label"), F.col("source_label_ref")).alias("source_label"),
-        "domain_code", "category_code", "subcategory_code", F.col("w_severity").alias("severity"),
-        F.col("w_found_date").alias("found_date"), "rectify_deadline",
-        F.col("w_rectified_date").alias("rectified_date"), F.col("w_accepted_date").alias("accepted_date"),
+        "domain_code",
+        "category_code",
+        "subcategory_code",
+        F.col("w_severity").alias("severity"),
+        F.col("w_found_date").alias("found_date"),
+        "rectify_deadline",
+        F.col("w_rectified_date").alias("rectified_date"),
+        F.col("w_accepted_date").alias("accepted_date"),
         F.when(F.col("w_accepted_date").isNotNull(), F.lit("accepted"))
-        .when(F.col("w_rectified_date").isNotNull(), F.lit("rectified")).otherwise(F.lit("open")).alias("status"),
-        F.col("w_status_raw").alias("status_raw"), "is_closed", "is_overdue_open", "closed_late",
+        .when(F.col("w_rectified_date").isNotNull(), F.lit("rectified"))
+        .otherwise(F.lit("open"))
+        .alias("status"),
+        F.col("w_status_raw").alias("status_raw"),
+        "is_closed",
+        "is_overdue_open",
+        "closed_late",
         F.datediff(F.col("w_rectified_date"), F.col("w_found_date")).cast("int").alias("days_to_rectify"),
         F.datediff(F.col("w_accepted_date"), F.col("w_found_date")).cast("int").alias("days_to_accept"),
-        "as_of_date", F.col("w_inspector").alias("inspector_id"),
+        "as_of_date",
+        F.col("w_inspector").alias("inspector_id"),
         F.coalesce(F.col("w_name_district"), F.col("w_ent_district")).alias("district_code"),
-        F.col("w_ent_h3").alias("h3_cell"), F.col("w_updated_at").alias("updated_at_utc"),
-        "_batch_id", "_source_file", "_source_row_number", "_ingested_at",
+        F.col("w_ent_h3").alias("h3_cell"),
+        F.col("w_updated_at").alias("updated_at_utc"),
+        "_batch_id",
+        "_source_file",
+        "_source_row_number",
+        "_ingested_at",
     )
     quarantined = common.quarantine_rows(classified.where("reason IS NOT NULL"), source, F.col("w_record_id"), "")
     return SilverOutput(published, quarantined, duplicates)
@@ -312,8 +425,11 @@ def link_rate(spark: SparkSession, spec: TableSpec, enterprise_spec: TableSpec) 
     """Share of silver.hazard rows whose enterprise_id is a row of silver.enterprise."""
     hazards = delta_io.read(spark, spec).select("enterprise_id")
     known = delta_io.read(spark, enterprise_spec).select("enterprise_id", F.lit(1).alias("k"))
-    r = hazards.join(known, on="enterprise_id", how="left").agg(
-        F.count(F.lit(1)).alias("n"), F.count("k").alias("linked")).collect()[0]
+    r = (
+        hazards.join(known, on="enterprise_id", how="left")
+        .agg(F.count(F.lit(1)).alias("n"), F.count("k").alias("linked"))
+        .collect()[0]
+    )
     return None if not r["n"] else r["linked"] / r["n"]
 
 
@@ -331,6 +447,15 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
         out["enterprise_link_rate"] = link_rate(spark, target, enterprise(settings.silver_dir))
         return out
 
-    return run_job(spark, settings, source, run_id, job=JOB, target=target, suite="silver_hazard", after_publish=after_publish,
-                   lookup_tables=[enterprise_identifier(settings.silver_dir).path],
-                   transform=lambda bronze: transform(bronze, source, ref, key, previous, now))
+    return run_job(
+        spark,
+        settings,
+        source,
+        run_id,
+        job=JOB,
+        target=target,
+        suite="silver_hazard",
+        after_publish=after_publish,
+        lookup_tables=[enterprise_identifier(settings.silver_dir).path],
+        transform=lambda bronze: transform(bronze, source, ref, key, previous, now),
+    )

@@ -7,9 +7,9 @@ Transform: pure pandas (small tables). Load: merge_sync, so a table equals its r
 
 from __future__ import annotations
 
-import logging
 import hashlib
 import json
+import logging
 import time
 
 import pandas as pd
@@ -42,10 +42,17 @@ def district_frame(districts: list[dict]) -> pd.DataFrame:
     for d in districts:
         geom = shapely.from_wkb(d["wkb"])
         centre = geom.centroid if geom.centroid.within(geom) else geom.representative_point()
-        rows.append({"district_code": d["district_code"], "name_zh": d.get("name_zh"), "name_en": d.get("name_en"),
-                     "area_km2": round(area_km2(geom), 3),
-                     "centroid_lon": round(centre.x, 6), "centroid_lat": round(centre.y, 6),
-                     "geometry_wkt": shapely.to_wkt(geom, rounding_precision=6)})
+        rows.append(
+            {
+                "district_code": d["district_code"],
+                "name_zh": d.get("name_zh"),
+                "name_en": d.get("name_en"),
+                "area_km2": round(area_km2(geom), 3),
+                "centroid_lon": round(centre.x, 6),
+                "centroid_lat": round(centre.y, 6),
+                "geometry_wkt": shapely.to_wkt(geom, rounding_precision=6),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -59,8 +66,10 @@ def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
 
     def h3_shapes(geom):  # shapely (multi)polygon -> H3 polygons, (lat, lng) order
         for polygon in getattr(geom, "geoms", [geom]):
-            yield h3.LatLngPoly([(y, x) for x, y in polygon.exterior.coords],
-                                *[[(y, x) for x, y in ring.coords] for ring in polygon.interiors])
+            yield h3.LatLngPoly(
+                [(y, x) for x, y in polygon.exterior.coords],
+                *[[(y, x) for x, y in ring.coords] for ring in polygon.interiors],
+            )
 
     owner, shapes = {}, {}
     for d in sorted(districts, key=lambda d: d["district_code"]):
@@ -68,8 +77,13 @@ def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
         for shape in h3_shapes(shapes[d["district_code"]]):
             for cell in h3.polygon_to_cells(shape, resolution):
                 owner.setdefault(cell, d["district_code"])
-    edge = {cell for geom in shapes.values() for shape in h3_shapes(geom)
-            for cell in h3.h3shape_to_cells_experimental(shape, resolution, contain="overlap") if cell not in owner}
+    edge = {
+        cell
+        for geom in shapes.values()
+        for shape in h3_shapes(geom)
+        for cell in h3.h3shape_to_cells_experimental(shape, resolution, contain="overlap")
+        if cell not in owner
+    }
     for cell in sorted(edge):
         hexagon = shapely.Polygon([(lon, lat) for lat, lon in h3.cell_to_boundary(cell)])
         overlap = {code: geom.intersection(hexagon).area for code, geom in shapes.items()}
@@ -80,22 +94,41 @@ def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
     for cell in sorted(owner):
         lat, lon = h3.cell_to_latlng(cell)
         ring = sorted(c for c in h3.grid_disk(cell, 1) if c != cell and c in owner)
-        rows.append({"h3_cell": cell, "resolution": resolution, "district_code": owner[cell],
-                     "centroid_lon": round(lon, 6), "centroid_lat": round(lat, 6), "neighbors": json.dumps(ring)})
+        rows.append(
+            {
+                "h3_cell": cell,
+                "resolution": resolution,
+                "district_code": owner[cell],
+                "centroid_lon": round(lon, 6),
+                "centroid_lat": round(lat, 6),
+                "neighbors": json.dumps(ring),
+            }
+        )
     return pd.DataFrame(rows).astype({"resolution": "int32"})
 
 
 def source_registry_frame(registry: dict) -> pd.DataFrame:
     """One row per registered source: what the freshness and data-quality marts need from sources/*.yaml."""
-    rows = [{"source": s.name, "department": s.department, "kind": s.kind, "description": s.description or None,
-             "tags": ",".join(s.tags), "connector_type": s.connector.type, "format_type": s.format.type,
-             "schedule": s.schedule, "freshness_warn_after_hours": s.freshness.warn_after_hours,
-             "freshness_error_after_hours": s.freshness.error_after_hours,
-             "silver_table": s.silver.table if s.silver else None}
-            for s in sorted(registry.values(), key=lambda s: s.name)]
+    rows = [
+        {
+            "source": s.name,
+            "department": s.department,
+            "kind": s.kind,
+            "description": s.description or None,
+            "tags": ",".join(s.tags),
+            "connector_type": s.connector.type,
+            "format_type": s.format.type,
+            "schedule": s.schedule,
+            "freshness_warn_after_hours": s.freshness.warn_after_hours,
+            "freshness_error_after_hours": s.freshness.error_after_hours,
+            "silver_table": s.silver.table if s.silver else None,
+        }
+        for s in sorted(registry.values(), key=lambda s: s.name)
+    ]
     columns = [c.name for c in tables.SOURCE_REGISTRY_COLUMNS]
     return pd.DataFrame(rows, columns=columns).astype(
-        {"freshness_warn_after_hours": "int32", "freshness_error_after_hours": "int32"})
+        {"freshness_warn_after_hours": "int32", "freshness_error_after_hours": "int32"}
+    )
 
 
 SUITES = {"taxonomy": "silver_taxonomy", "district": "silver_district", "h3_cell": "silver_h3_cell"}
@@ -118,25 +151,40 @@ def run(spark: SparkSession, settings: Settings, run_id: str = "reference") -> d
     frames = {spec: frame[spec.column_names] for spec, frame in frames.items()}
     state_path = settings.state_dir / "reference.json"
     loaded = json.loads(state_path.read_text()) if state_path.exists() else {}
-    digests = {spec.name: hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-               for spec, frame in frames.items()}
+    digests = {
+        spec.name: hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest() for spec, frame in frames.items()
+    }
     # Unchanged reference data (same content, table present): nothing to validate or load again.
-    frames = {spec: frame for spec, frame in frames.items()
-              if loaded.get(spec.name) != digests[spec.name] or delta_io.version(spec) is None}
-    out = {spec_name: {"rows": None, "inserted": 0, "updated": 0, "deleted": 0, "unchanged": True}
-           for spec_name in digests if spec_name not in {s.name for s in frames}}
+    frames = {
+        spec: frame
+        for spec, frame in frames.items()
+        if loaded.get(spec.name) != digests[spec.name] or delta_io.version(spec) is None
+    }
+    out = {
+        spec_name: {"rows": None, "inserted": 0, "updated": 0, "deleted": 0, "unchanged": True}
+        for spec_name in digests
+        if spec_name not in {s.name for s in frames}
+    }
     for spec, frame in frames.items():
         if spec.name in SUITES:
             outcome = quality.validate_frame(spark, settings, SUITES[spec.name], frame, run_id, "reference")
             if not outcome["success"]:
-                raise QualityGateFailed(f"reference {spec.name}: suite {outcome['suite']} failed "
-                                        f"({outcome['failed']} of {outcome['evaluated']}); nothing loaded; result "
-                                        f"{outcome['result_path']}", outcome["result_path"])
+                raise QualityGateFailed(
+                    f"reference {spec.name}: suite {outcome['suite']} failed "
+                    f"({outcome['failed']} of {outcome['evaluated']}); nothing loaded; result "
+                    f"{outcome['result_path']}",
+                    outcome["result_path"],
+                )
     for spec, frame in frames.items():
         result = delta_io.merge_sync(spark, spark.createDataFrame(frame), spec)
         log.info(f"  reference {spec.name}: {len(frame)} rows ({result.operation}, version {result.version_after})")
-        out[spec.name] = {"rows": len(frame), "inserted": result.rows_inserted, "updated": result.rows_updated,
-                          "deleted": result.rows_deleted, "delta_version": result.version_after}
+        out[spec.name] = {
+            "rows": len(frame),
+            "inserted": result.rows_inserted,
+            "updated": result.rows_updated,
+            "deleted": result.rows_deleted,
+            "delta_version": result.version_after,
+        }
         loaded[spec.name] = digests[spec.name]
         write_json_atomic(state_path, loaded)
     if not frames:

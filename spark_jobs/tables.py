@@ -40,8 +40,11 @@ INCIDENT_COLUMNS = (
     Column("reporter_name_hash", "string", description="HMAC-SHA256 of the name (keyed)"),
     Column("reporter_phone_hash", "string", description="HMAC-SHA256 of the normalised phone number"),
     Column("reporter_id_hash", "string", description="HMAC-SHA256 of the ID number"),
-    Column("classification_confidence", "double",
-           description="1.0 for a crosswalked code; the classifier's confidence for free-text categories"),
+    Column(
+        "classification_confidence",
+        "double",
+        description="1.0 for a crosswalked code; the classifier's confidence for free-text categories",
+    ),
     Column("updated_at_utc", "timestamp", nullable=False, description="source's last update; MERGE keeps the newest"),
     *LINEAGE,
 )
@@ -58,15 +61,26 @@ QUARANTINE_COLUMNS = (
 
 
 def incident(silver_dir: Path) -> TableSpec:
-    return TableSpec("incident", silver_dir / "incident", INCIDENT_COLUMNS, key=("incident_id",),
-                     newer_by="updated_at_utc", partition_by=("source",))
+    return TableSpec(
+        "incident",
+        silver_dir / "incident",
+        INCIDENT_COLUMNS,
+        key=("incident_id",),
+        newer_by="updated_at_utc",
+        partition_by=("source",),
+    )
 
 
 def quarantine(silver_dir: Path) -> TableSpec:
     # Keyed by lineage so that re-processing the same bronze batch adds nothing.
-    return TableSpec("quarantine", silver_dir / "quarantine", QUARANTINE_COLUMNS,
-                     key=("_batch_id", "_source_file", "_source_row_number"), newer_by="_ingested_at",
-                     partition_by=("source",))
+    return TableSpec(
+        "quarantine",
+        silver_dir / "quarantine",
+        QUARANTINE_COLUMNS,
+        key=("_batch_id", "_source_file", "_source_row_number"),
+        newer_by="_ingested_at",
+        partition_by=("source",),
+    )
 
 
 # --- reference tables (rebuilt from reference/ and the city's district files with merge_sync) -------
@@ -174,7 +188,9 @@ DEVICE_READING_HOURLY_COLUMNS = (
     Column("value_mean", "double"),
     Column("value_min", "double"),
     Column("value_max", "double"),
-    Column("is_gap", "boolean", nullable=False, description="no reading in an hour between the device's first and last"),
+    Column(
+        "is_gap", "boolean", nullable=False, description="no reading in an hour between the device's first and last"
+    ),
     Column("district_code", "string", nullable=False),
     Column("h3_cell", "string"),
 )
@@ -186,13 +202,16 @@ def device(silver_dir: Path) -> TableSpec:
 
 def device_reading(silver_dir: Path) -> TableSpec:
     # Immutable facts: a re-delivered reading never changes the stored one (insert-only MERGE).
-    return TableSpec("device_reading", silver_dir / "device_reading", DEVICE_READING_COLUMNS,
-                     key=("device_id", "seq"))
+    return TableSpec("device_reading", silver_dir / "device_reading", DEVICE_READING_COLUMNS, key=("device_id", "seq"))
 
 
 def device_reading_hourly(silver_dir: Path) -> TableSpec:
-    return TableSpec("device_reading_hourly", silver_dir / "device_reading_hourly", DEVICE_READING_HOURLY_COLUMNS,
-                     key=("device_id", "hour_utc"))
+    return TableSpec(
+        "device_reading_hourly",
+        silver_dir / "device_reading_hourly",
+        DEVICE_READING_HOURLY_COLUMNS,
+        key=("device_id", "hour_utc"),
+    )
 
 
 # --- operations: what the lake holds about its sources and batches (read by the ops marts) ---------
@@ -206,10 +225,13 @@ SOURCE_REGISTRY_COLUMNS = (
     Column("connector_type", "string", nullable=False, description="files | rest | postgres"),
     Column("format_type", "string", nullable=False, description="csv | jsonl | json | xlsx"),
     Column("schedule", "string", nullable=False, description="how often the department delivers (cron or @daily)"),
-    Column("freshness_warn_after_hours", "int", nullable=False,
-           description="expected freshness: newest load older than this is late"),
-    Column("freshness_error_after_hours", "int", nullable=False,
-           description="newest load older than this is an error"),
+    Column(
+        "freshness_warn_after_hours",
+        "int",
+        nullable=False,
+        description="expected freshness: newest load older than this is late",
+    ),
+    Column("freshness_error_after_hours", "int", nullable=False, description="newest load older than this is an error"),
     Column("silver_table", "string", description="silver table the source feeds; NULL: bronze only"),
 )
 
@@ -224,8 +246,12 @@ INGEST_BATCH_COLUMNS = (
     Column("watermark_from", "string", description="incremental pull: watermark the batch started after"),
     Column("watermark_to", "string", description="incremental pull: newest watermark in the batch"),
     Column("landed_at", "timestamp", nullable=False, description="when the batch folder was landed (UTC)"),
-    Column("ingested_at", "timestamp", nullable=False,
-           description="the batch's bronze _ingested_at (UTC): when it was loaded into the lake"),
+    Column(
+        "ingested_at",
+        "timestamp",
+        nullable=False,
+        description="the batch's bronze _ingested_at (UTC): when it was loaded into the lake",
+    ),
 )
 
 

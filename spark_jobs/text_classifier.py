@@ -55,9 +55,9 @@ class RuleError(ConfigurationError):
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-    subcategory_code: str | None   # None: a catch-all label (confidence 1.0) or nothing matched (0.0)
+    subcategory_code: str | None  # None: a catch-all label (confidence 1.0) or nothing matched (0.0)
     confidence: float
-    rule: str                      # which rule(s) decided, for the steward
+    rule: str  # which rule(s) decided, for the steward
 
 
 def spaced(text: str) -> str:
@@ -72,7 +72,7 @@ def key(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class _Keyword:
-    pattern: str           # as written in the file
+    pattern: str  # as written in the file
     language: str
     subcategory_code: str
     weight: float
@@ -85,7 +85,7 @@ class RuleSet:
 
     name: str
     version: str
-    exact: dict[str, tuple[str | None, float, str]]   # key -> (subcategory or None, weight, pattern)
+    exact: dict[str, tuple[str | None, float, str]]  # key -> (subcategory or None, weight, pattern)
     keywords: tuple[_Keyword, ...]
 
     def classify(self, text: str | None) -> Result:
@@ -177,9 +177,14 @@ def classify(rules: RuleSet, text: str | None) -> Result:
     for kw in rules.keywords:
         for m in kw.regex.finditer(views[kw.language]):
             found.append((kw.language, m.start(), m.end(), kw))
-    kept = [f for f in found
-            if not any(o is not f and o[0] == f[0] and o[1] <= f[1] and f[2] <= o[2] and (o[2] - o[1]) > (f[2] - f[1])
-                       for o in found)]
+    kept = [
+        f
+        for f in found
+        if not any(
+            o is not f and o[0] == f[0] and o[1] <= f[1] and f[2] <= o[2] and (o[2] - o[1]) > (f[2] - f[1])
+            for o in found
+        )
+    ]
     if not kept:
         return Result(None, 0.0, "no rule matched")
     evidence: dict[str, list[_Keyword]] = {}
@@ -208,14 +213,23 @@ def classify_udf(rules: RuleSet):
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-    schema = StructType([StructField("subcategory_code", StringType()), StructField("confidence", DoubleType()),
-                         StructField("rule", StringType())])
+    schema = StructType(
+        [
+            StructField("subcategory_code", StringType()),
+            StructField("confidence", DoubleType()),
+            StructField("rule", StringType()),
+        ]
+    )
 
     @pandas_udf(schema)
     def classify_text(texts: pd.Series) -> pd.DataFrame:
         results = [classify(rules, None if t is None or t != t else str(t)) for t in texts.tolist()]
-        return pd.DataFrame({"subcategory_code": pd.Series([r.subcategory_code for r in results], dtype=object),
-                             "confidence": pd.Series([r.confidence for r in results], dtype="float64"),
-                             "rule": pd.Series([r.rule for r in results], dtype=object)})
+        return pd.DataFrame(
+            {
+                "subcategory_code": pd.Series([r.subcategory_code for r in results], dtype=object),
+                "confidence": pd.Series([r.confidence for r in results], dtype="float64"),
+                "rule": pd.Series([r.rule for r in results], dtype=object),
+            }
+        )
 
     return classify_text

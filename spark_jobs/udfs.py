@@ -16,7 +16,8 @@ def hmac_udf(key: bytes):
     @pandas_udf("string")
     def keyed_hash(values: pd.Series) -> pd.Series:
         return values.map(
-            lambda v: None if v is None or v != v or str(v).strip() == ""
+            lambda v: None
+            if v is None or v != v or str(v).strip() == ""
             else hmac.new(key, str(v).strip().encode("utf-8"), hashlib.sha256).hexdigest()
         )
 
@@ -68,9 +69,14 @@ def h3_cell_udf(resolution: int):
         import h3
 
         return pd.Series(
-            [None if (x is None or y is None or x != x or y != y) else h3.latlng_to_cell(float(y), float(x), resolution)
-             for x, y in zip(lon.tolist(), lat.tolist())],
-            index=lon.index, dtype=object,
+            [
+                None
+                if (x is None or y is None or x != x or y != y)
+                else h3.latlng_to_cell(float(y), float(x), resolution)
+                for x, y in zip(lon.tolist(), lat.tolist())
+            ],
+            index=lon.index,
+            dtype=object,
         )
 
     return h3_cell

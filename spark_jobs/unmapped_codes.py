@@ -43,8 +43,12 @@ DETAIL_PATTERNS = (
 COLUMNS = (
     Column("source", "string", nullable=False),
     Column("reason", "string", nullable=False, description="unmapped_code | needs_review"),
-    Column("code", "string", nullable=False,
-           description="code or category as found ('(empty)': the record had none; '(unknown)': not found)"),
+    Column(
+        "code",
+        "string",
+        nullable=False,
+        description="code or category as found ('(empty)': the record had none; '(unknown)': not found)",
+    ),
     Column("count", "bigint", nullable=False, description="quarantine rows with this source, reason and code"),
     Column("first_seen", "timestamp", nullable=False, description="earliest _ingested_at of those rows"),
     Column("last_seen", "timestamp", nullable=False, description="latest _ingested_at of those rows"),
@@ -52,8 +56,11 @@ COLUMNS = (
     Column("example_detail", "string", description="quarantine detail of the example row"),
     Column("example_record_json", "string", description="the example row as delivered (personal fields hashed)"),
     Column("lookup", "string", description="crosswalk (or classifier:<rules>) the code was looked up in"),
-    Column("mapped_now", "string",
-           description="subcategory the current crosswalk gives the code (fixed since; re-run silver), else NULL"),
+    Column(
+        "mapped_now",
+        "string",
+        description="subcategory the current crosswalk gives the code (fixed since; re-run silver), else NULL",
+    ),
     Column("review_note", "string", description="steward decision on record (reference/crosswalks/decisions)"),
 )
 
@@ -82,6 +89,7 @@ def _code_rule(source: Source) -> tuple[str | None, code_mapping.CodeSpec | str 
 
 def record_code(registry: dict[str, Source], record_json: str = "record_json"):
     """Spark column: each quarantine row's code read from its delivered record, by its source's rule."""
+
     def field(name):
         return F.get_json_object(F.col(record_json), f"$.{name}")
 
@@ -111,21 +119,35 @@ def detail_code(detail: str = "detail"):
 
 def build(spark: SparkSession, quarantine: DataFrame, registry: dict[str, Source]) -> DataFrame:
     """silver.unmapped_codes rows from silver.quarantine rows (any reasons; filtered here)."""
-    coded = (quarantine.where(F.col("reason").isin(*REASONS))
-             .withColumn("code", F.coalesce(detail_code(), record_code(registry), F.lit(UNKNOWN))))
+    coded = quarantine.where(F.col("reason").isin(*REASONS)).withColumn(
+        "code", F.coalesce(detail_code(), record_code(registry), F.lit(UNKNOWN))
+    )
     key = ["source", "reason", "code"]
     order = Window.partitionBy(*key).orderBy(
-        F.col("_ingested_at").asc(), F.col("_batch_id").asc(), F.col("_source_file").asc(),
-        F.col("_source_row_number").asc())
-    examples = (coded.withColumn("__rank", F.row_number().over(order)).where("__rank = 1")
-                .select(*key, F.col("source_record_id").alias("example_source_record_id"),
-                        F.col("detail").alias("example_detail"), F.col("record_json").alias("example_record_json")))
+        F.col("_ingested_at").asc(),
+        F.col("_batch_id").asc(),
+        F.col("_source_file").asc(),
+        F.col("_source_row_number").asc(),
+    )
+    examples = (
+        coded.withColumn("__rank", F.row_number().over(order))
+        .where("__rank = 1")
+        .select(
+            *key,
+            F.col("source_record_id").alias("example_source_record_id"),
+            F.col("detail").alias("example_detail"),
+            F.col("record_json").alias("example_record_json"),
+        )
+    )
     groups = coded.groupBy(*key).agg(
-        F.count(F.lit(1)).alias("count"), F.min("_ingested_at").alias("first_seen"),
-        F.max("_ingested_at").alias("last_seen"))
+        F.count(F.lit(1)).alias("count"),
+        F.min("_ingested_at").alias("first_seen"),
+        F.max("_ingested_at").alias("last_seen"),
+    )
     joined = groups.join(examples, on=key, how="inner")
-    lookups = _lookups(spark, [(r["source"], r["code"]) for r in joined.select("source", "code").distinct().collect()],
-                       registry)
+    lookups = _lookups(
+        spark, [(r["source"], r["code"]) for r in joined.select("source", "code").distinct().collect()], registry
+    )
     return joined.join(lookups, on=["source", "code"], how="left").select(*[c.name for c in COLUMNS])
 
 
@@ -157,9 +179,16 @@ def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]
     quarantine_spec = tables.quarantine(settings.silver_dir)
     if delta_io.version(quarantine_spec) is None:
         table = delta_io.ensure_table(target)
-        return {"table": target.name, "operation": "none", "codes": 0, "quarantine_rows": 0, "by_source": {},
-                "version_before": table.version(), "version_after": table.version(),
-                "note": "no silver.quarantine table yet"}
+        return {
+            "table": target.name,
+            "operation": "none",
+            "codes": 0,
+            "quarantine_rows": 0,
+            "by_source": {},
+            "version_before": table.version(),
+            "version_after": table.version(),
+            "note": "no silver.quarantine table yet",
+        }
     registry = registry if registry is not None else load_registry()
     rows = build(spark, delta_io.read(spark, quarantine_spec), registry)
     result = delta_io.merge_sync(spark, rows, target)
@@ -170,10 +199,14 @@ def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]
         entry["codes"] += 1
         entry["rows"] += r["count"]
     return {
-        "table": target.name, "operation": result.operation,
+        "table": target.name,
+        "operation": result.operation,
         "codes": sum(v["codes"] for v in summary.values()),
         "quarantine_rows": sum(v["rows"] for v in summary.values()),
         "by_source": dict(sorted(summary.items())),
-        "inserted": result.rows_inserted, "updated": result.rows_updated, "deleted": result.rows_deleted,
-        "version_before": result.version_before, "version_after": result.version_after,
+        "inserted": result.rows_inserted,
+        "updated": result.rows_updated,
+        "deleted": result.rows_deleted,
+        "version_before": result.version_before,
+        "version_after": result.version_after,
     }

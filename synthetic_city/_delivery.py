@@ -9,8 +9,13 @@ import pandas as pd
 from ._util import Clock, corruption_count
 
 
-def assign_kinds(rng: np.random.Generator, n: int, rates: dict[str, float], eligible: dict[str, np.ndarray] | None = None,
-                 minimum: int = 3) -> np.ndarray:
+def assign_kinds(
+    rng: np.random.Generator,
+    n: int,
+    rates: dict[str, float],
+    eligible: dict[str, np.ndarray] | None = None,
+    minimum: int = 3,
+) -> np.ndarray:
     """One label per row ('' = clean): each kind gets exactly corruption_count(n, rate) rows, drawn
     without replacement from rows not yet labelled (and eligible for that kind, if a mask is given)."""
     kinds = np.full(n, "", dtype=object)
@@ -27,8 +32,7 @@ def assign_kinds(rng: np.random.Generator, n: int, rates: dict[str, float], elig
     return kinds
 
 
-def plan_revisions(rng: np.random.Generator, clock: Clock, month_idx: np.ndarray, eligible: np.ndarray,
-                   frac: float):
+def plan_revisions(rng: np.random.Generator, clock: Clock, month_idx: np.ndarray, eligible: np.ndarray, frac: float):
     """Pick rows to be re-delivered in the next month's file; returns (row indices, new updated_at)."""
     last = len(clock.months) - 1
     cand = np.nonzero(eligible & (month_idx < last))[0]

@@ -136,8 +136,10 @@ class Clock:
             if not months or months[-1] != ym:
                 months.append(ym)
         self.months = months
-        self.month_start = np.array([self.local_midnight(date(y, m, 1)) for y, m in months]
-                                    + [self.local_midnight(_next_month(*months[-1]))], dtype=np.int64)
+        self.month_start = np.array(
+            [self.local_midnight(date(y, m, 1)) for y, m in months] + [self.local_midnight(_next_month(*months[-1]))],
+            dtype=np.int64,
+        )
 
     def local_midnight(self, d: date) -> int:
         return int(datetime(d.year, d.month, d.day, tzinfo=self.tz).timestamp())
@@ -193,23 +195,23 @@ def fmt_time(sec: np.ndarray, style: str, offset_s: np.ndarray | None = None) ->
     if len(sec) == 0:
         return np.array([], dtype="<U1")
     c = _chars(sec)
-    if style == "iso_space":          # 2025-01-05 14:22:07
+    if style == "iso_space":  # 2025-01-05 14:22:07
         return _assemble(c, [slice(0, 10), " ", slice(11, 19)])
-    if style == "slash_minute":       # 2025/01/05 14:22
+    if style == "slash_minute":  # 2025/01/05 14:22
         return _assemble(c, [slice(0, 4), "/", slice(5, 7), "/", slice(8, 10), " ", slice(11, 16)])
-    if style == "iso_z":              # 2025-01-05T06:22:07Z (sec must be UTC)
+    if style == "iso_z":  # 2025-01-05T06:22:07Z (sec must be UTC)
         return _assemble(c, [slice(0, 19), "Z"])
-    if style == "iso_t":              # 2025-01-05T14:22:07
+    if style == "iso_t":  # 2025-01-05T14:22:07
         return _assemble(c, [slice(0, 19)])
-    if style == "iso_offset":         # 2025-01-05T14:22:07+08:00 (sec local, offset_s per row)
+    if style == "iso_offset":  # 2025-01-05T14:22:07+08:00 (sec local, offset_s per row)
         return _assemble(c, [slice(0, 19), _offset_chars(offset_s)])
-    if style == "zh_minute":          # 2025年01月05日 14:22
+    if style == "zh_minute":  # 2025年01月05日 14:22
         return _assemble(c, [slice(0, 4), "年", slice(5, 7), "月", slice(8, 10), "日 ", slice(11, 16)])
-    if style == "date":               # 2025-01-05
+    if style == "date":  # 2025-01-05
         return _assemble(c, [slice(0, 10)])
-    if style == "zh_date":            # 2025年01月05日
+    if style == "zh_date":  # 2025年01月05日
         return _assemble(c, [slice(0, 4), "年", slice(5, 7), "月", slice(8, 10), "日"])
-    if style == "slash_date":         # 2025/01/05
+    if style == "slash_date":  # 2025/01/05
         return _assemble(c, [slice(0, 4), "/", slice(5, 7), "/", slice(8, 10)])
     raise ValueError(style)
 
@@ -220,8 +222,17 @@ def _offset_chars(offset_s: np.ndarray) -> np.ndarray:
     a = np.abs(off)
     hh, mm = a // 3600, (a % 3600) // 60
     digits = lambda v: (v + ord("0")).astype(np.uint32)  # noqa: E731
-    return np.stack([sign, digits(hh // 10), digits(hh % 10), np.full(len(off), ord(":"), np.uint32),
-                     digits(mm // 10), digits(mm % 10)], axis=1)
+    return np.stack(
+        [
+            sign,
+            digits(hh // 10),
+            digits(hh % 10),
+            np.full(len(off), ord(":"), np.uint32),
+            digits(mm // 10),
+            digits(mm % 10),
+        ],
+        axis=1,
+    )
 
 
 def fmt_fixed(values: np.ndarray, decimals: int) -> list[str]:
@@ -241,6 +252,6 @@ def disjoint_subsets(rng: np.random.Generator, candidates: np.ndarray, sizes: di
     out, pos = {}, 0
     for name, k in sizes.items():
         k = max(0, min(int(k), len(perm) - pos))
-        out[name] = np.sort(perm[pos:pos + k])
+        out[name] = np.sort(perm[pos : pos + k])
         pos += k
     return out

@@ -24,11 +24,32 @@ SHARE = {"rain_gauge": 0.25, "water_level": 0.20, "gas_pressure": 0.25, "vibrati
 UNIT = {"rain_gauge": "mm", "water_level": "m", "gas_pressure": "kPa", "vibration": "mm/s", "smoke": "%obs/m"}
 ALT_UNIT = {"rain_gauge": ("cm", 0.1), "water_level": ("cm", 100.0), "gas_pressure": ("MPa", 0.001)}
 DECIMALS = {"mm": 1, "cm": 2, "m": 3, "kPa": 1, "MPa": 4, "mm/s": 2, "%obs/m": 2}
-MODELS = {"rain_gauge": ["TB-3", "RG-200"], "water_level": ["WLR-60", "UL-10"], "gas_pressure": ["PT-300", "GPS-8"],
-          "vibration": ["VBM-2", "SV-100"], "smoke": ["SD-9", "OPT-5"]}
-OWNER = {"rain_gauge": "气象局", "water_level": "水务局", "gas_pressure": "燃气集团", "vibration": "城建局", "smoke": "消防救援支队"}
-REG_COLUMNS = ["device_id", "device_type", "model", "unit", "district", "lon", "lat", "installed_date",
-               "clock_skew_seconds", "owner"]
+MODELS = {
+    "rain_gauge": ["TB-3", "RG-200"],
+    "water_level": ["WLR-60", "UL-10"],
+    "gas_pressure": ["PT-300", "GPS-8"],
+    "vibration": ["VBM-2", "SV-100"],
+    "smoke": ["SD-9", "OPT-5"],
+}
+OWNER = {
+    "rain_gauge": "气象局",
+    "water_level": "水务局",
+    "gas_pressure": "燃气集团",
+    "vibration": "城建局",
+    "smoke": "消防救援支队",
+}
+REG_COLUMNS = [
+    "device_id",
+    "device_type",
+    "model",
+    "unit",
+    "district",
+    "lon",
+    "lat",
+    "installed_date",
+    "clock_skew_seconds",
+    "owner",
+]
 READING_KINDS = ["sentinel_value", "timestamp_out_of_range", "unknown_device"]
 # grid states
 OK, MISSING, SENTINEL, BADTS = 0, 1, 2, 3
@@ -39,16 +60,22 @@ def _type_counts(n: int) -> dict[str, int]:
     return raw
 
 
-def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFrame, hourly_rain: np.ndarray,
-             n_devices: int):
+def generate(
+    out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFrame, hourly_rain: np.ndarray, n_devices: int
+):
     rng = rng_for(seed, "devices")
     tc = _type_counts(n_devices)
     dtype = np.array([t for t in TYPES for _ in range(tc[t])], dtype=object)
     n = len(dtype)
     dev_id = np.array([f"{PREFIX[t]}-{k + 1:04d}" for t in TYPES for k in range(tc[t])], dtype=object)
     f = city.features()
-    loc_w = {"rain_gauge": f["urban"] ** 0.3, "water_level": f["river"] + f["lake"] + 0.05,
-             "gas_pressure": f["urban"], "vibration": f["river"] * f["roads"] + 0.02, "smoke": f["urban"] + f["industrial"]}
+    loc_w = {
+        "rain_gauge": f["urban"] ** 0.3,
+        "water_level": f["river"] + f["lake"] + 0.05,
+        "gas_pressure": f["urban"],
+        "vibration": f["river"] * f["roads"] + 0.02,
+        "smoke": f["urban"] + f["industrial"],
+    }
     cell = np.zeros(n, dtype=np.int64)
     for t in TYPES:
         m = dtype == t
@@ -57,7 +84,7 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
     lon, lat, dist = city.sample_in_cells(rng, cell)
     skew = np.round(rng.normal(0, 90, n)).astype(np.int64)
     big = rng.random(n) < 0.1
-    skew[big] = (rng.choice([-1, 1], int(big.sum())) * rng.integers(600, 1800, int(big.sum())))
+    skew[big] = rng.choice([-1, 1], int(big.sum())) * rng.integers(600, 1800, int(big.sum()))
     skew_known = rng.random(n) < 0.6
     model = np.array([MODELS[t][int(i)] for t, i in zip(dtype, rng.integers(0, 2, n))], dtype=object)
     installed = (clock.t0 // 86400) - rng.integers(30, 2500, n)
@@ -65,7 +92,7 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
     unit_reg = np.array([UNIT[t] for t in dtype], dtype=object)
     has_alt = np.isin(dtype, list(ALT_UNIT))
     alt_always = has_alt & (rng.random(n) < 0.15)
-    for t in ALT_UNIT:                       # at least one device per convertible type reports in the other unit
+    for t in ALT_UNIT:  # at least one device per convertible type reports in the other unit
         idx = np.nonzero(dtype == t)[0]
         if len(idx) and not alt_always[idx].any():
             alt_always[idx[-1]] = True
@@ -73,49 +100,68 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
     switch_at = np.where(has_alt & ~alt_always & (rng.random(n) < 0.08), rng.integers(0, n_hours, n), -1)
 
     dname, _ = district_names(rng, dist, {"official_zh": 0.8, "code": 0.15, "short_zh": 0.05})
-    reg = pd.DataFrame({
-        "device_id": dev_id, "device_type": dtype, "model": model, "unit": unit_reg, "district": dname,
-        "lon": fmt_fixed(lon, 6), "lat": fmt_fixed(lat, 6), "installed_date": fmt_time(installed * 86400, "date"),
-        "clock_skew_seconds": np.where(skew_known, skew.astype(str), ""), "owner": [OWNER[t] for t in dtype]})
+    reg = pd.DataFrame(
+        {
+            "device_id": dev_id,
+            "device_type": dtype,
+            "model": model,
+            "unit": unit_reg,
+            "district": dname,
+            "lon": fmt_fixed(lon, 6),
+            "lat": fmt_fixed(lat, 6),
+            "installed_date": fmt_time(installed * 86400, "date"),
+            "clock_skew_seconds": np.where(skew_known, skew.astype(str), ""),
+            "owner": [OWNER[t] for t in dtype],
+        }
+    )
     n_test = corruption_count(n, 0.005, 2)
-    test = pd.DataFrame({
-        "device_id": [f"TEST-{k + 1:03d}" for k in range(n_test)],
-        "device_type": ["test" if k % 2 == 0 else "未知" for k in range(n_test)], "model": "DEMO",
-        "unit": "", "district": [DISTRICTS[k % 10].name_zh for k in range(n_test)],
-        "lon": fmt_fixed([city.polygons[k % 10].representative_point().x for k in range(n_test)], 6),
-        "lat": fmt_fixed([city.polygons[k % 10].representative_point().y for k in range(n_test)], 6),
-        "installed_date": fmt_time(np.full(n_test, (clock.t0 // 86400) - 10) * 86400, "date"),
-        "clock_skew_seconds": "", "owner": "测试"})
+    test = pd.DataFrame(
+        {
+            "device_id": [f"TEST-{k + 1:03d}" for k in range(n_test)],
+            "device_type": ["test" if k % 2 == 0 else "未知" for k in range(n_test)],
+            "model": "DEMO",
+            "unit": "",
+            "district": [DISTRICTS[k % 10].name_zh for k in range(n_test)],
+            "lon": fmt_fixed([city.polygons[k % 10].representative_point().x for k in range(n_test)], 6),
+            "lat": fmt_fixed([city.polygons[k % 10].representative_point().y for k in range(n_test)], 6),
+            "installed_date": fmt_time(np.full(n_test, (clock.t0 // 86400) - 10) * 86400, "date"),
+            "clock_skew_seconds": "",
+            "owner": "测试",
+        }
+    )
     n_dup = min(n, corruption_count(n, 0.005, 2))
     dups = reg.iloc[np.sort(rng.choice(n, n_dup, replace=False))]
     regrows = pd.concat([reg, test, dups], ignore_index=True)
     regrows = regrows.iloc[rng.permutation(len(regrows))]
     write_csv(out_dir / "devices" / "device_registry.csv", regrows[REG_COLUMNS])
-    reg_counts = SourceCounts(files=1, rows_delivered=len(regrows), duplicates=n_dup, published=n,
-                              quarantined={"invalid_device_type": n_test})
+    reg_counts = SourceCounts(
+        files=1, rows_delivered=len(regrows), duplicates=n_dup, published=n, quarantined={"invalid_device_type": n_test}
+    )
     reg_counts.check("device_registry")
 
     # ---------------------------------------------------------------- readings plan on the full grid
     n_unknown = max(2, int(round(3 * n / 1000)))
     u_type = np.array([TYPES[k % len(TYPES)] for k in range(n_unknown)], dtype=object)
     all_type = np.concatenate([dtype, u_type])
-    all_id = np.concatenate([dev_id, np.array([f"{PREFIX[t]}-9{k + 1:03d}" for k, t in enumerate(u_type)], dtype=object)])
+    all_id = np.concatenate(
+        [dev_id, np.array([f"{PREFIX[t]}-9{k + 1:03d}" for k, t in enumerate(u_type)], dtype=object)]
+    )
     N = n + n_unknown
     known = np.arange(N) < n
     all_skew = np.concatenate([skew, np.zeros(n_unknown, np.int64)])
     state = np.zeros((N, n_hours), dtype=np.int8)
-    for i in range(n):                       # outages: a few multi-hour gaps per device per year
+    for i in range(n):  # outages: a few multi-hour gaps per device per year
         k = rng.poisson(1.5 * clock.days / 365)
         for _ in range(k):
             s0 = int(rng.integers(0, n_hours))
-            state[i, s0:s0 + int(rng.integers(6, 97))] = MISSING
+            state[i, s0 : s0 + int(rng.integers(6, 97))] = MISSING
     state[:n][rng.random((n, n_hours)) < 0.005] = MISSING
-    for j in range(n_unknown):               # unregistered devices send for 2-4 days
+    for j in range(n_unknown):  # unregistered devices send for 2-4 days
         i = n + j
         state[i] = MISSING
         ln = int(min(n_hours, rng.integers(48, 97)))
         s0 = int(rng.integers(0, max(1, n_hours - ln)))
-        state[i, s0:s0 + ln] = OK
+        state[i, s0 : s0 + ln] = OK
     flat_ok = np.flatnonzero((state[:n] == OK).ravel())
     for code, rate in ((SENTINEL, 0.002), (BADTS, 0.0003)):
         k = corruption_count(len(flat_ok), rate)
@@ -136,7 +182,7 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
     rain = hourly_rain.reshape(-1)
     smooth = np.zeros(n_hours)
     acc = 0.0
-    for h in range(n_hours):                 # catchment storage: 24 h time constant
+    for h in range(n_hours):  # catchment storage: 24 h time constant
         acc = acc * np.exp(-1 / 24) + rain[h]
         smooth[h] = acc
     hod = np.arange(24)
@@ -145,8 +191,12 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
     gas_drop = rng.random((N, n_hours)) < 1 / (24 * 90)
 
     counts = SourceCounts(quarantined={k: 0 for k in READING_KINDS})
-    details = {"missing_readings": int((state[:n] == MISSING).sum()), "late_arrivals": 0,
-               "readings_in_non_registry_unit": 0, "unknown_device_ids": int(n_unknown)}
+    details = {
+        "missing_readings": int((state[:n] == MISSING).sum()),
+        "late_arrivals": 0,
+        "readings_in_non_registry_unit": 0,
+        "unknown_device_ids": int(n_unknown),
+    }
     pending: dict[int, list[pd.DataFrame]] = {}
     batch_no = 0
     out = out_dir / "devices" / "readings"
@@ -157,8 +207,10 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
         if not parts:
             return
         b = pd.concat(parts, ignore_index=True).sort_values(["received_at", "device_id", "seq"], kind="stable")
-        text = "".join(f'{{"device_id":"{d}","ts":"{t}","seq":{s},"value":{v},"unit":"{u}","received_at":{r}}}\n'
-                       for d, t, s, v, u, r in zip(b.device_id, b.ts, b.seq, b.value, b.unit, b.received_at))
+        text = "".join(
+            f'{{"device_id":"{d}","ts":"{t}","seq":{s},"value":{v},"unit":"{u}","received_at":{r}}}\n'
+            for d, t, s, v, u, r in zip(b.device_id, b.ts, b.seq, b.value, b.unit, b.received_at)
+        )
         write_bytes(out / f"batch_{batch_no:05d}.jsonl", text.encode("utf-8"))
         batch_no += 1
 
@@ -178,15 +230,22 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
         sel = typ == "water_level"
         v[sel] = base_level[di[sel]] + level_gain[di[sel]] * smooth[hh[sel]] + 0.01 * noise[sel]
         sel = typ == "gas_pressure"
-        v[sel] = gas_nominal[di[sel]] * demand[hi[sel]] * (1 + 0.01 * noise[sel]) * np.where(gas_drop[di[sel], hh[sel]], 0.6, 1)
+        v[sel] = (
+            gas_nominal[di[sel]]
+            * demand[hi[sel]]
+            * (1 + 0.01 * noise[sel])
+            * np.where(gas_drop[di[sel], hh[sel]], 0.6, 1)
+        )
         sel = typ == "vibration"
         v[sel] = vib_base[di[sel]] * traffic[hi[sel]] * np.exp(0.3 * noise[sel])
         sel = typ == "smoke"
         v[sel] = np.abs(0.02 + 0.01 * noise[sel]) + np.where(drng.random(int(sel.sum())) < 0.0005, 8.0, 0)
         # units
         unit = np.array([UNIT[t] for t in typ], dtype=object)
-        alt = (alt_always[np.minimum(di, n - 1)] | ((switch_at[np.minimum(di, n - 1)] >= 0) &
-                                                   (hh >= switch_at[np.minimum(di, n - 1)]))) & known[di]
+        alt = (
+            alt_always[np.minimum(di, n - 1)]
+            | ((switch_at[np.minimum(di, n - 1)] >= 0) & (hh >= switch_at[np.minimum(di, n - 1)]))
+        ) & known[di]
         for t, (u_alt, factor) in ALT_UNIT.items():
             s2 = alt & (typ == t)
             unit[s2] = u_alt
@@ -201,15 +260,16 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
         vs[k_state == SENTINEL] = "-9999"
         dev_t = true_t + all_skew[di]
         bad = k_state == BADTS
-        dev_t[bad] = drng.integers(0, 3600, int(bad.sum()))       # clock reset to the epoch
+        dev_t[bad] = drng.integers(0, 3600, int(bad.sum()))  # clock reset to the epoch
         ts = fmt_time(dev_t, "iso_z")
         lat_ms = drng.integers(5_000, 120_000, m)
         is_late = late[di, hh]
         lat_ms[is_late] += drng.integers(2 * 3600_000, 72 * 3600_000, int(is_late.sum()))
         details["late_arrivals"] += int(is_late.sum())
         recv = true_t * 1000 + lat_ms
-        frame = pd.DataFrame({"device_id": all_id[di], "ts": ts, "seq": seq0[di] + hh, "value": vs, "unit": unit,
-                              "received_at": recv})
+        frame = pd.DataFrame(
+            {"device_id": all_id[di], "ts": ts, "seq": seq0[di] + hh, "value": vs, "unit": unit, "received_at": recv}
+        )
         d_rows = np.nonzero(dup[di, hh])[0]
         again = frame.iloc[d_rows].copy()
         again["received_at"] = again["received_at"] + drng.integers(60_000, 6 * 3600_000, len(d_rows))
@@ -222,7 +282,9 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
         counts.quarantined["timestamp_out_of_range"] += int(((k_state == BADTS) & ~unk).sum())
         counts.published += int(((k_state == OK) & ~unk).sum())
         arrival = clock.day_index(frame.received_at.to_numpy() // 1000)
-        arrival = np.where(arrival < 0, clock.days + (frame.received_at.to_numpy() // 1000 - clock.t1) // 86400, arrival)
+        arrival = np.where(
+            arrival < 0, clock.days + (frame.received_at.to_numpy() // 1000 - clock.t1) // 86400, arrival
+        )
         for a in np.unique(arrival):
             pending.setdefault(int(a), []).append(frame[arrival == a])
         flush(day)
@@ -230,13 +292,24 @@ def generate(out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFr
         flush(a)
     counts.files = batch_no
     counts.check("device_readings")
-    truth = pd.DataFrame({
-        "device_id": all_id, "device_type": all_type, "in_registry": known,
-        "true_clock_skew_seconds": all_skew, "skew_in_registry": np.concatenate([skew_known, np.zeros(n_unknown, bool)]),
-        "reports_in_unit": [ALT_UNIT[t][0] if (i < n and alt_always[i]) else (UNIT[t]) for i, t in enumerate(all_type)],
-        "unit_switch_at_utc": [fmt_time(np.array([clock.t0 + int(switch_at[i]) * 3600]), "iso_z")[0]
-                               if (i < n and switch_at[i] >= 0) else "" for i in range(N)],
-        "switch_to_unit": [ALT_UNIT[all_type[i]][0] if (i < n and switch_at[i] >= 0) else "" for i in range(N)],
-        "h3_cell": np.concatenate([city.cells[cell], np.full(n_unknown, "", dtype=object)]),
-    })
+    truth = pd.DataFrame(
+        {
+            "device_id": all_id,
+            "device_type": all_type,
+            "in_registry": known,
+            "true_clock_skew_seconds": all_skew,
+            "skew_in_registry": np.concatenate([skew_known, np.zeros(n_unknown, bool)]),
+            "reports_in_unit": [
+                ALT_UNIT[t][0] if (i < n and alt_always[i]) else (UNIT[t]) for i, t in enumerate(all_type)
+            ],
+            "unit_switch_at_utc": [
+                fmt_time(np.array([clock.t0 + int(switch_at[i]) * 3600]), "iso_z")[0]
+                if (i < n and switch_at[i] >= 0)
+                else ""
+                for i in range(N)
+            ],
+            "switch_to_unit": [ALT_UNIT[all_type[i]][0] if (i < n and switch_at[i] >= 0) else "" for i in range(N)],
+            "h3_cell": np.concatenate([city.cells[cell], np.full(n_unknown, "", dtype=object)]),
+        }
+    )
     return reg_counts, counts, truth, details

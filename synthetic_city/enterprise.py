@@ -10,15 +10,41 @@ import pandas as pd
 
 from . import people
 from ._delivery import in_delivery_order
-from ._util import Clock, SourceCounts, corruption_count, fmt_fixed, fmt_time, rng_for, write_bytes, csv_text, write_csv
+from ._util import Clock, SourceCounts, corruption_count, csv_text, fmt_fixed, fmt_time, rng_for, write_bytes, write_csv
 from .geo import DISTRICTS, district_names
 
-ENT_COLUMNS = ["credit_code", "legacy_reg_no", "enterprise_name", "industry_code", "industry_name", "district",
-               "address", "lon", "lat", "established_date", "registered_capital_wan", "legal_representative",
-               "reg_status", "updated_at"]
-HAZ_COLUMNS = ["hazard_id", "enterprise_id", "enterprise_name", "hazard_code", "hazard_desc", "severity",
-               "found_date", "rectify_deadline", "rectified_date", "accepted_date", "status", "inspector_id",
-               "district", "updated_at"]
+ENT_COLUMNS = [
+    "credit_code",
+    "legacy_reg_no",
+    "enterprise_name",
+    "industry_code",
+    "industry_name",
+    "district",
+    "address",
+    "lon",
+    "lat",
+    "established_date",
+    "registered_capital_wan",
+    "legal_representative",
+    "reg_status",
+    "updated_at",
+]
+HAZ_COLUMNS = [
+    "hazard_id",
+    "enterprise_id",
+    "enterprise_name",
+    "hazard_code",
+    "hazard_desc",
+    "severity",
+    "found_date",
+    "rectify_deadline",
+    "rectified_date",
+    "accepted_date",
+    "status",
+    "inspector_id",
+    "district",
+    "updated_at",
+]
 ENT_QUARANTINE = ["invalid_credit_code", "coordinates_outside_city"]
 HAZ_QUARANTINE = ["invalid_timestamp", "time_order_violation", "unmapped_code", "unknown_enterprise"]
 HAZ_STATUS = ["待整改", "已整改", "已验收"]
@@ -32,17 +58,21 @@ def _days(d: date) -> int:
 # ------------------------------------------------------------------------------------------ registry
 def generate_registry(out_dir: Path, clock: Clock, seed: int, city, industries: pd.DataFrame, n: int):
     rng = rng_for(seed, "enterprise")
-    ind = rng.choice(len(industries), n, p=(industries.enterprise_weight / industries.enterprise_weight.sum()).to_numpy())
+    ind = rng.choice(
+        len(industries), n, p=(industries.enterprise_weight / industries.enterprise_weight.sum()).to_numpy()
+    )
     f = city.features()
     w_ind = (0.03 + f["industrial"]) * f["area"]
     w_urb = f["urban"] ** 1.2 * f["area"]
     in_zone = rng.random(n) < industries.industrial_zone_share.to_numpy()[ind]
-    cell = np.where(in_zone, rng.choice(city.n_cells, n, p=w_ind / w_ind.sum()),
-                    rng.choice(city.n_cells, n, p=w_urb / w_urb.sum()))
+    cell = np.where(
+        in_zone, rng.choice(city.n_cells, n, p=w_ind / w_ind.sum()), rng.choice(city.n_cells, n, p=w_urb / w_urb.sum())
+    )
     lon, lat, dist = city.sample_in_cells(rng, cell)
     individual = np.isin(industries.industry_code.to_numpy()[ind], ["H62", "F52"]) & (rng.random(n) < 0.4)
-    branch = np.where((rng.random(n) < 0.05) & ~individual,
-                      np.array([d.short_zh for d in DISTRICTS], dtype=object)[dist], "")
+    branch = np.where(
+        (rng.random(n) < 0.05) & ~individual, np.array([d.short_zh for d in DISTRICTS], dtype=object)[dist], ""
+    )
     area = np.where(rng.random(n) < 0.2, "420100", np.array([d.code for d in DISTRICTS])[dist])
     credit = people.credit_codes(rng, n, area, individual)
     # collisions are astronomically unlikely but uniqueness is part of the contract
@@ -76,16 +106,27 @@ def generate_registry(out_dir: Path, clock: Clock, seed: int, city, industries: 
     fl, ft = city.far_outside(rng, int(m.sum()))
     lon_s[m], lat_s[m] = fmt_fixed(fl, 6), fmt_fixed(ft, 6)
 
-    typed = names.copy()                      # the registry itself is not consistently typed either
+    typed = names.copy()  # the registry itself is not consistently typed either
     vm = rng.random(n) < 0.10
     typed[vm] = people.name_variant(rng, names[vm])
-    base = pd.DataFrame({
-        "credit_code": credit_out, "legacy_reg_no": legacy, "enterprise_name": typed,
-        "industry_code": industries.industry_code.to_numpy()[ind], "industry_name": industries.industry_zh.to_numpy()[ind],
-        "district": dname, "address": address, "lon": lon_s, "lat": lat_s,
-        "established_date": fmt_time(est * DAY, "date"), "registered_capital_wan": [f"{c:.2f}" for c in capital],
-        "legal_representative": rep, "reg_status": reg_status,
-        "updated_at": fmt_time(clock.local_seconds(upd), "iso_space")})
+    base = pd.DataFrame(
+        {
+            "credit_code": credit_out,
+            "legacy_reg_no": legacy,
+            "enterprise_name": typed,
+            "industry_code": industries.industry_code.to_numpy()[ind],
+            "industry_name": industries.industry_zh.to_numpy()[ind],
+            "district": dname,
+            "address": address,
+            "lon": lon_s,
+            "lat": lat_s,
+            "established_date": fmt_time(est * DAY, "date"),
+            "registered_capital_wan": [f"{c:.2f}" for c in capital],
+            "legal_representative": rep,
+            "reg_status": reg_status,
+            "updated_at": fmt_time(clock.local_seconds(upd), "iso_space"),
+        }
+    )
     published = kinds == ""
     cand = np.nonzero(published)[0]
     n_stale = min(len(cand), max(3, int(round(0.02 * len(cand)))))
@@ -99,26 +140,63 @@ def generate_registry(out_dir: Path, clock: Clock, seed: int, city, industries: 
     rows = rows.iloc[rng.permutation(len(rows))]
     write_csv(out_dir / "enterprise" / "enterprise_registry.csv", rows[ENT_COLUMNS])
 
-    counts = SourceCounts(files=1, rows_delivered=len(rows), duplicates=n_stale + n_exact,
-                          published=int(published.sum()), published_without_cell=0,
-                          quarantined={k: int((kinds == k).sum()) for k in ENT_QUARANTINE})
+    counts = SourceCounts(
+        files=1,
+        rows_delivered=len(rows),
+        duplicates=n_stale + n_exact,
+        published=int(published.sum()),
+        published_without_cell=0,
+        quarantined={k: int((kinds == k).sum()) for k in ENT_QUARANTINE},
+    )
     counts.check("enterprise_registry")
-    ent = pd.DataFrame({"credit_code": credit, "legacy_reg_no": legacy, "name": names, "ind": ind,
-                        "district": dist, "lon": lon, "lat": lat, "cell": cell, "reg_status": reg_status,
-                        "published": published, "delivery": np.where(kinds == "", "clean", kinds)})
-    truth = pd.DataFrame({"credit_code": credit, "legacy_reg_no": legacy, "enterprise_name": names,
-                          "industry_code": industries.industry_code.to_numpy()[ind],
-                          "district_code": np.array([d.code for d in DISTRICTS])[dist],
-                          "lon": lon_s, "lat": lat_s, "h3_cell": np.where(published, city.cells[cell], ""),
-                          "delivery": ent.delivery}).sort_values("credit_code", kind="stable")
-    details = {"stale_duplicates_with_name_variant": int(n_stale), "exact_duplicates": int(n_exact),
-               "with_legacy_reg_no": int(has_legacy.sum()), "individual_businesses": int(individual.sum())}
+    ent = pd.DataFrame(
+        {
+            "credit_code": credit,
+            "legacy_reg_no": legacy,
+            "name": names,
+            "ind": ind,
+            "district": dist,
+            "lon": lon,
+            "lat": lat,
+            "cell": cell,
+            "reg_status": reg_status,
+            "published": published,
+            "delivery": np.where(kinds == "", "clean", kinds),
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "credit_code": credit,
+            "legacy_reg_no": legacy,
+            "enterprise_name": names,
+            "industry_code": industries.industry_code.to_numpy()[ind],
+            "district_code": np.array([d.code for d in DISTRICTS])[dist],
+            "lon": lon_s,
+            "lat": lat_s,
+            "h3_cell": np.where(published, city.cells[cell], ""),
+            "delivery": ent.delivery,
+        }
+    ).sort_values("credit_code", kind="stable")
+    details = {
+        "stale_duplicates_with_name_variant": int(n_stale),
+        "exact_duplicates": int(n_exact),
+        "with_legacy_reg_no": int(has_legacy.sum()),
+        "individual_businesses": int(individual.sum()),
+    }
     return counts, ent, truth, details
 
 
 # ------------------------------------------------------------------------------------------ inspections
-def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.DataFrame, codes: pd.DataFrame,
-                         industries: pd.DataFrame, n: int):
+def generate_inspections(
+    out_dir: Path,
+    clock: Clock,
+    seed: int,
+    city,
+    ent: pd.DataFrame,
+    codes: pd.DataFrame,
+    industries: pd.DataFrame,
+    n: int,
+):
     rng = rng_for(seed, "inspections")
     pool = ent[ent.published & (ent.reg_status != "注销")].reset_index(drop=True)
     rate = industries.inspection_rate.to_numpy()[pool.ind.to_numpy()]
@@ -149,7 +227,7 @@ def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.D
     late = d_days + np.ceil(rng.lognormal(np.log(10), 0.8, n)).astype(np.int64)
     r_days = np.where(u < 0.65, on_time, np.where(u < 0.85, late, -1))
     a_days = np.where(r_days >= 0, r_days + np.where(major, rng.integers(5, 31, n), rng.integers(0, 11, n)), -1)
-    end_days = start_days + clock.days            # first day after the window
+    end_days = start_days + clock.days  # first day after the window
     r_days = np.where(r_days >= end_days, -1, r_days)
     a_days = np.where((r_days < 0) | (a_days >= end_days), -1, a_days)
     r_time = clock.day_start[np.clip(r_days - start_days, 0, clock.days - 1)] + rng.integers(9 * 3600, 18 * 3600, n)
@@ -164,8 +242,12 @@ def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.D
     hid = np.char.add(np.char.add("YH", ymd), np.char.zfill(seq.astype(str), 5)).astype(object)
 
     kinds = np.full(n, "", dtype=object)
-    for k, r in (("invalid_timestamp", 0.005), ("time_order_violation", 0.005), ("unmapped_code", 0.005),
-                 ("unknown_enterprise", 0.006)):
+    for k, r in (
+        ("invalid_timestamp", 0.005),
+        ("time_order_violation", 0.005),
+        ("unmapped_code", 0.005),
+        ("unknown_enterprise", 0.006),
+    ):
         cand = np.nonzero(kinds == "")[0]
         kinds[rng.choice(cand, min(len(cand), corruption_count(n, r)), replace=False)] = k
 
@@ -202,14 +284,26 @@ def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.D
         r = np.where(with_r, r_days[rows], -1)
         a = np.where(with_a, a_days[rows], -1)
         status = np.where(a >= 0, 2, np.where(r >= 0, 1, 0))
-        return pd.DataFrame({
-            "hazard_id": hid[rows], "enterprise_id": ent_id[rows], "enterprise_name": ent_name[rows],
-            "hazard_code": hcode[rows], "hazard_desc": hdesc[rows], "severity": sev[rows],
-            "found_date": fmt_dates(f_days[rows], rows), "rectify_deadline": fmt_dates(d_days[rows], rows),
-            "rectified_date": fmt_dates(r, rows), "accepted_date": fmt_dates(a, rows),
-            "status": np.array(HAZ_STATUS, dtype=object)[status], "inspector_id": inspector[rows],
-            "district": dname[rows], "updated_at": fmt_time(clock.local_seconds(upd), "iso_space"),
-            "_file": file_m, "_key": upd})
+        return pd.DataFrame(
+            {
+                "hazard_id": hid[rows],
+                "enterprise_id": ent_id[rows],
+                "enterprise_name": ent_name[rows],
+                "hazard_code": hcode[rows],
+                "hazard_desc": hdesc[rows],
+                "severity": sev[rows],
+                "found_date": fmt_dates(f_days[rows], rows),
+                "rectify_deadline": fmt_dates(d_days[rows], rows),
+                "rectified_date": fmt_dates(r, rows),
+                "accepted_date": fmt_dates(a, rows),
+                "status": np.array(HAZ_STATUS, dtype=object)[status],
+                "inspector_id": inspector[rows],
+                "district": dname[rows],
+                "updated_at": fmt_time(clock.local_seconds(upd), "iso_space"),
+                "_file": file_m,
+                "_key": upd,
+            }
+        )
 
     allr = np.arange(n)
     clean = kinds == ""
@@ -227,7 +321,9 @@ def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.D
     first.loc[m, "accepted_date"] = ""
     first.loc[m, "status"] = HAZ_STATUS[1]
     s1 = np.nonzero(clean & (m_r > m_f))[0]
-    second = make_rows(s1, np.ones(len(s1), bool), m_a[s1] == m_r[s1], np.where(m_a[s1] == m_r[s1], a_time[s1], r_time[s1]), m_r[s1])
+    second = make_rows(
+        s1, np.ones(len(s1), bool), m_a[s1] == m_r[s1], np.where(m_a[s1] == m_r[s1], a_time[s1], r_time[s1]), m_r[s1]
+    )
     s2 = np.nonzero(clean & (m_a > np.maximum(m_r, m_f)))[0]
     third = make_rows(s2, np.ones(len(s2), bool), np.ones(len(s2), bool), a_time[s2], m_a[s2])
     cand = np.nonzero(clean)[0]
@@ -240,8 +336,10 @@ def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.D
     for k in range(len(clock.months)):
         part = rows[rows._file == k]
         # the bureau exports from Excel: UTF-8 with a byte-order mark
-        write_bytes(out_dir / "inspections" / f"hazards_{clock.month_label(k)}.csv",
-                    b"\xef\xbb\xbf" + csv_text(part[HAZ_COLUMNS]).encode("utf-8"))
+        write_bytes(
+            out_dir / "inspections" / f"hazards_{clock.month_label(k)}.csv",
+            b"\xef\xbb\xbf" + csv_text(part[HAZ_COLUMNS]).encode("utf-8"),
+        )
         counts.files += 1
     counts.rows_delivered = len(rows)
     counts.duplicates = len(s1) + len(s2) + n_exact
@@ -250,19 +348,30 @@ def generate_inspections(out_dir: Path, clock: Clock, seed: int, city, ent: pd.D
     counts.check("hazard_inspections")
 
     iso = lambda d: np.where(d >= 0, fmt_time(np.maximum(d, 0) * DAY, "date"), "")  # noqa: E731
-    truth = pd.DataFrame({
-        "hazard_id": hid, "credit_code": credit, "hazard_code": codes.source_code.to_numpy()[code_i],
-        "subcategory_code": codes.subcategory_code.to_numpy()[code_i],
-        "severity": np.where(major, "major", "general"), "found_date": iso(f_days), "rectify_deadline": iso(d_days),
-        "rectified_date": iso(r_days), "accepted_date": iso(a_days),
-        "final_status": np.array(HAZ_STATUS)[np.where(a_days >= 0, 2, np.where(r_days >= 0, 1, 0))],
-        "overdue_open": (r_days < 0) & (d_days < end_days - 1),
-        "closed_late": (r_days >= 0) & (r_days > d_days),
-        "h3_cell": city.cells[pool.cell.to_numpy()[e]],
-        "delivery": np.where(kinds == "", "clean", kinds)})
-    details = {"revision_rows": int(len(s1) + len(s2)), "exact_duplicates": int(n_exact),
-               "enterprise_id_legacy_reg_no": int(use_legacy.sum()),
-               "open_overdue_at_window_end": int(((r_days < 0) & (d_days < end_days - 1) & clean).sum()),
-               "closed_late": int(((r_days >= 0) & (r_days > d_days) & clean).sum()),
-               "major": int((major & clean).sum())}
+    truth = pd.DataFrame(
+        {
+            "hazard_id": hid,
+            "credit_code": credit,
+            "hazard_code": codes.source_code.to_numpy()[code_i],
+            "subcategory_code": codes.subcategory_code.to_numpy()[code_i],
+            "severity": np.where(major, "major", "general"),
+            "found_date": iso(f_days),
+            "rectify_deadline": iso(d_days),
+            "rectified_date": iso(r_days),
+            "accepted_date": iso(a_days),
+            "final_status": np.array(HAZ_STATUS)[np.where(a_days >= 0, 2, np.where(r_days >= 0, 1, 0))],
+            "overdue_open": (r_days < 0) & (d_days < end_days - 1),
+            "closed_late": (r_days >= 0) & (r_days > d_days),
+            "h3_cell": city.cells[pool.cell.to_numpy()[e]],
+            "delivery": np.where(kinds == "", "clean", kinds),
+        }
+    )
+    details = {
+        "revision_rows": int(len(s1) + len(s2)),
+        "exact_duplicates": int(n_exact),
+        "enterprise_id_legacy_reg_no": int(use_legacy.sum()),
+        "open_overdue_at_window_end": int(((r_days < 0) & (d_days < end_days - 1) & clean).sum()),
+        "closed_late": int(((r_days >= 0) & (r_days > d_days) & clean).sum()),
+        "major": int((major & clean).sum()),
+    }
     return counts, truth, details

@@ -35,24 +35,44 @@ INHERIT_CODE_P = 0.5
 
 @dataclass(frozen=True)
 class DomainParams:
-    alpha: float                 # branching ratio (expected offspring per event)
-    tau_days: float              # mean triggering delay
-    season_amp: float            # yearly seasonality amplitude
-    season_peak_doy: int         # day of year of the seasonal peak
-    dow: tuple[float, ...]       # Monday..Sunday
+    alpha: float  # branching ratio (expected offspring per event)
+    tau_days: float  # mean triggering delay
+    season_amp: float  # yearly seasonality amplitude
+    season_peak_doy: int  # day of year of the seasonal peak
+    dow: tuple[float, ...]  # Monday..Sunday
     hour_base: float
-    hour_bumps: tuple[tuple[float, float, float], ...]   # (centre hour, width h, amplitude)
+    hour_bumps: tuple[tuple[float, float, float], ...]  # (centre hour, width h, amplitude)
 
 
 PARAMS: dict[str, DomainParams] = {
-    "PS": DomainParams(0.25, 3.0, 0.10, 200, (1.0, 0.97, 0.97, 1.0, 1.06, 1.1, 1.02), 0.5, ((11, 3, 0.6), (20.5, 3, 1.0), (1, 2, 0.4))),
+    "PS": DomainParams(
+        0.25, 3.0, 0.10, 200, (1.0, 0.97, 0.97, 1.0, 1.06, 1.1, 1.02), 0.5, ((11, 3, 0.6), (20.5, 3, 1.0), (1, 2, 0.4))
+    ),
     "FE": DomainParams(0.10, 2.0, 0.25, 15, (1, 1, 1, 1, 1, 1.05, 1.05), 0.4, ((12, 2, 0.6), (19, 3, 0.9))),
-    "TR": DomainParams(0.05, 1.0, 0.08, 350, (1.05, 1.03, 1.03, 1.04, 1.1, 0.9, 0.85), 0.25, ((8, 1.5, 1.0), (18, 1.8, 1.1), (13, 3, 0.4))),
+    "TR": DomainParams(
+        0.05,
+        1.0,
+        0.08,
+        350,
+        (1.05, 1.03, 1.03, 1.04, 1.1, 0.9, 0.85),
+        0.25,
+        ((8, 1.5, 1.0), (18, 1.8, 1.1), (13, 3, 0.4)),
+    ),
     "NH": DomainParams(0.30, 1.5, 0.30, 190, (1, 1, 1, 1, 1, 1, 1), 0.6, ((15, 4, 0.5),)),
-    "PR": DomainParams(0.05, 4.0, 0.10, 170, (1.15, 1.15, 1.15, 1.15, 1.1, 0.75, 0.55), 0.1, ((10, 2, 1.0), (15, 2, 0.9))),
+    "PR": DomainParams(
+        0.05, 4.0, 0.10, 170, (1.15, 1.15, 1.15, 1.15, 1.1, 0.75, 0.55), 0.1, ((10, 2, 1.0), (15, 2, 0.9))
+    ),
     "UL": DomainParams(0.20, 2.0, 0.15, 200, (1.02, 1, 1, 1, 1, 0.99, 0.99), 0.35, ((9, 3, 0.8), (19, 3, 0.8))),
     "PH": DomainParams(0.15, 3.0, 0.30, 215, (1, 1, 1, 1, 1, 1.02, 1.02), 0.4, ((12, 2, 0.6), (19, 2.5, 0.7))),
-    "PO": DomainParams(0.10, 3.0, 0.20, 200, (0.97, 0.96, 0.97, 1.0, 1.05, 1.08, 0.98), 0.15, ((10, 3, 0.9), (16, 3, 0.8), (22, 1.5, 0.7))),
+    "PO": DomainParams(
+        0.10,
+        3.0,
+        0.20,
+        200,
+        (0.97, 0.96, 0.97, 1.0, 1.05, 1.08, 0.98),
+        0.15,
+        ((10, 3, 0.9), (16, 3, 0.8), (22, 1.5, 0.7)),
+    ),
 }
 
 
@@ -71,16 +91,16 @@ def hotspot_weights(rng: np.random.Generator, city, domain: str) -> np.ndarray:
     x, y = city.cell_x, city.cell_y
     u = f["urban"]
     hot = np.zeros(city.n_cells)
-    for _ in range(6):     # seeded hotspots: markets, nightlife, transport hubs, old estates ...
+    for _ in range(6):  # seeded hotspots: markets, nightlife, transport hubs, old estates ...
         k = int(rng.integers(0, city.n_cells))
         s = rng.uniform(0.5, 1.5)
         hot += rng.uniform(0.5, 2.0) * np.exp(-((x - x[k]) ** 2 + (y - y[k]) ** 2) / (2 * s * s))
     if domain == "PS":
-        w = u ** 1.2 * (1 + hot)
+        w = u**1.2 * (1 + hot)
     elif domain == "TR":
         w = u * (0.3 + f["roads"]) * (1 + 0.3 * hot)
     elif domain == "FE":
-        w = u ** 0.8 * (1 + 0.5 * f["industrial"]) * (1 + 0.3 * hot)
+        w = u**0.8 * (1 + 0.5 * f["industrial"]) * (1 + 0.3 * hot)
     elif domain == "NH":
         w = 0.25 * u + f["river"] + 0.8 * f["lake"] + 0.2 * hot
     elif domain == "PR":
@@ -88,9 +108,9 @@ def hotspot_weights(rng: np.random.Generator, city, domain: str) -> np.ndarray:
     elif domain == "UL":
         w = u * (1 + 0.5 * hot)
     elif domain == "PH":
-        w = u ** 1.1 * (1 + 0.4 * hot)
+        w = u**1.1 * (1 + 0.4 * hot)
     elif domain == "PO":
-        w = u ** 1.3 * (1 + hot)
+        w = u**1.3 * (1 + hot)
     else:
         raise ValueError(domain)
     w = w * rng.lognormal(0.0, 0.3, city.n_cells) * f["area"]
@@ -102,18 +122,25 @@ class CodeBook:
     """Codes of one department: code, label, subcategory, domain, weight (relative frequency)."""
 
     dept: str
-    table: pd.DataFrame   # columns: code, label, subcategory_code, domain_code, weight
+    table: pd.DataFrame  # columns: code, label, subcategory_code, domain_code, weight
 
 
 @dataclass
 class EventSet:
-    events: pd.DataFrame          # one row per real event
-    intensity: pd.DataFrame       # truth/intensity_cell_week
-    domain_targets: dict          # expected yearly counts at scale 1
+    events: pd.DataFrame  # one row per real event
+    intensity: pd.DataFrame  # truth/intensity_cell_week
+    domain_targets: dict  # expected yearly counts at scale 1
 
 
-def simulate(seed: int, clock: Clock, city, weather_df: pd.DataFrame, scale: float,
-             books: dict[str, CodeBook], dept_totals: dict[str, float]) -> EventSet:
+def simulate(
+    seed: int,
+    clock: Clock,
+    city,
+    weather_df: pd.DataFrame,
+    scale: float,
+    books: dict[str, CodeBook],
+    dept_totals: dict[str, float],
+) -> EventSet:
     norms = wx.climatology_norm(DOMAINS)
     ndays = clock.days
     # (dept, code) pairs per domain with their yearly targets at scale 1
@@ -128,7 +155,7 @@ def simulate(seed: int, clock: Clock, city, weather_df: pd.DataFrame, scale: flo
     all_events = []
     intensity = []
     targets = {}
-    for di, dom in enumerate(DOMAINS):
+    for dom in DOMAINS:
         rng = rng_for(seed, f"events:{dom}")
         p = PARAMS[dom]
         pr = pairs[pairs.domain == dom].reset_index(drop=True)
@@ -140,7 +167,7 @@ def simulate(seed: int, clock: Clock, city, weather_df: pd.DataFrame, scale: flo
         dow = np.array(p.dow) / np.mean(p.dow)
         season = 1 + p.season_amp * np.cos(2 * np.pi * (clock.doy - p.season_peak_doy) / 365.25)
         wf = wx.domain_weather_factor(dom, weather_df) / norms[dom]
-        daily = T * scale * (1 - p.alpha) / 365.0 * dow[clock.dow] * season * wf   # background per day
+        daily = T * scale * (1 - p.alpha) / 365.0 * dow[clock.dow] * season * wf  # background per day
         # --- background events
         n_day = rng.poisson(daily)
         day = np.repeat(np.arange(ndays), n_day)
@@ -178,9 +205,15 @@ def simulate(seed: int, clock: Clock, city, weather_df: pd.DataFrame, scale: flo
             T_list.append(ct), C_list.append(cc), P_list.append(cp)
             G_list.append(np.full(len(par), g)), Par_list.append(par)
             cur_idx, cur_t, cur_c, cur_p = ids, ct, cc, cp
-        ev = pd.DataFrame({
-            "t": np.concatenate(T_list), "cell": np.concatenate(C_list), "pair": np.concatenate(P_list),
-            "generation": np.concatenate(G_list), "parent_local": np.concatenate(Par_list)})
+        ev = pd.DataFrame(
+            {
+                "t": np.concatenate(T_list),
+                "cell": np.concatenate(C_list),
+                "pair": np.concatenate(P_list),
+                "generation": np.concatenate(G_list),
+                "parent_local": np.concatenate(Par_list),
+            }
+        )
         ev["domain"] = dom
         ev["local_id"] = np.arange(len(ev))
         ev["dept"] = pr.dept.to_numpy()[ev.pair]
@@ -195,25 +228,27 @@ def simulate(seed: int, clock: Clock, city, weather_df: pd.DataFrame, scale: flo
     events = events.sort_values(["t", "dom_i", "cell", "local_id"], kind="stable").reset_index(drop=True)
     events["event_id"] = [f"EV{i:09d}" for i in range(1, len(events) + 1)]
     key = dict(zip(zip(events.domain, events.local_id), events.event_id))
-    events["parent_event_id"] = [key.get((d, p), "") if p >= 0 else ""
-                                 for d, p in zip(events.domain, events.parent_local)]
+    events["parent_event_id"] = [
+        key.get((d, p), "") if p >= 0 else "" for d, p in zip(events.domain, events.parent_local)
+    ]
     lon, lat, dist = city.sample_in_cells(rng_for(seed, "events:locations"), events.cell.to_numpy())
     events["lon"], events["lat"], events["district"] = lon, lat, dist
     events = events.drop(columns=["pair", "dom_i", "parent_local", "local_id"])
     return EventSet(events, pd.concat(intensity, ignore_index=True), targets)
 
 
-def _integrate(clock: Clock, city, dom: str, p: DomainParams, w: np.ndarray, daily: np.ndarray,
-               t: np.ndarray, cell: np.ndarray) -> pd.DataFrame:
+def _integrate(
+    clock: Clock, city, dom: str, p: DomainParams, w: np.ndarray, daily: np.ndarray, t: np.ndarray, cell: np.ndarray
+) -> pd.DataFrame:
     nW, nC = clock.n_weeks, city.n_cells
     weekly_bg = np.bincount(clock.week_of_day, weights=daily, minlength=nW)
-    E = np.outer(w, weekly_bg)                                  # (cells, weeks) background
+    E = np.outer(w, weekly_bg)  # (cells, weeks) background
     tau = p.tau_days * 86400.0
     wk_lo = np.maximum(clock.week_start[:-1], clock.t0)
     wk_hi = np.minimum(clock.week_start[1:], clock.t1)
     w0 = np.searchsorted(clock.week_start, t, side="right") - 1
     max_k = int(np.ceil(12 * p.tau_days / 7)) + 1
-    cdf = lambda x: 1 - np.exp(-np.maximum(x, 0) / tau)          # noqa: E731
+    cdf = lambda x: 1 - np.exp(-np.maximum(x, 0) / tau)  # noqa: E731
     flat = E.ravel()
     for k in range(max_k + 1):
         wk = w0 + k
@@ -226,12 +261,13 @@ def _integrate(clock: Clock, city, dom: str, p: DomainParams, w: np.ndarray, dai
         for s in range(6):
             nb = city.neighbours[cc, s]
             good = nb >= 0
-            flat += np.bincount(nb[good] * nW + ww[good], weights=mass[good] * (1 - SAME_CELL_P) / 6,
-                                minlength=nC * nW)
+            flat += np.bincount(nb[good] * nW + ww[good], weights=mass[good] * (1 - SAME_CELL_P) / 6, minlength=nC * nW)
     E = flat.reshape(nC, nW)
-    return pd.DataFrame({
-        "h3_cell": np.repeat(city.cells, nW),
-        "week_start": np.tile([d.isoformat() for d in clock.week_start_dates[:nW]], nC),
-        "domain_code": dom,
-        "expected_count": E.ravel(),
-    })
+    return pd.DataFrame(
+        {
+            "h3_cell": np.repeat(city.cells, nW),
+            "week_start": np.tile([d.isoformat() for d in clock.week_start_dates[:nW]], nC),
+            "domain_code": dom,
+            "expected_count": E.ravel(),
+        }
+    )

@@ -14,11 +14,24 @@ from ._delivery import assign_kinds, extraction_cap, pick_duplicates, plan_revis
 from ._util import Clock, SourceCounts, fmt_time, rng_for, write_bytes
 from .geo import DISTRICTS, district_names
 
-QUARANTINE_KINDS = ["invalid_timestamp", "timestamp_out_of_range", "unmapped_code", "coordinates_outside_city",
-                    "unknown_district", "time_order_violation"]
-RATES = {"invalid_timestamp": 0.005, "timestamp_out_of_range": 0.004, "unmapped_code": 0.004,
-         "coordinates_outside_city": 0.004, "unknown_district": 0.003, "time_order_violation": 0.005,
-         "missing_coordinates": 0.012, "unknown_typo_with_coordinates": 0.003}
+QUARANTINE_KINDS = [
+    "invalid_timestamp",
+    "timestamp_out_of_range",
+    "unmapped_code",
+    "coordinates_outside_city",
+    "unknown_district",
+    "time_order_violation",
+]
+RATES = {
+    "invalid_timestamp": 0.005,
+    "timestamp_out_of_range": 0.004,
+    "unmapped_code": 0.004,
+    "coordinates_outside_city": 0.004,
+    "unknown_district": 0.003,
+    "time_order_violation": 0.005,
+    "missing_coordinates": 0.012,
+    "unknown_typo_with_coordinates": 0.003,
+}
 DISTRICT_KIND_WEIGHTS = {"code": 0.76, "official_zh": 0.15, "short_zh": 0.05, "known_typo": 0.04}
 UNKNOWN_CODES = ["Z99", "F99", "Q00", "T01"]
 PUBLISHED_KINDS = ("", "missing_coordinates", "unknown_typo_with_coordinates")
@@ -30,8 +43,14 @@ def _units(rng, code_prefix: np.ndarray, dist: np.ndarray) -> list[list[str]]:
     nums = rng.integers(1, 5, (len(dist), 4))
     for i, (p, d) in enumerate(zip(code_prefix, dist)):
         ab = DISTRICTS[d].abbr
-        kinds = {"F": ["E", "E", "L", "R"], "X": ["E"], "R": ["R", "E", "R"], "H": ["H", "E", "R"],
-                 "M": ["A"], "S": ["R"]}.get(p, ["E"])
+        kinds = {
+            "F": ["E", "E", "L", "R"],
+            "X": ["E"],
+            "R": ["R", "E", "R"],
+            "H": ["H", "E", "R"],
+            "M": ["A"],
+            "S": ["R"],
+        }.get(p, ["E"])
         out.append([f"{ab}-{kinds[j % len(kinds)]}{nums[i, j]:02d}" for j in range(min(n_units[i], len(kinds)))])
     return out
 
@@ -64,8 +83,11 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.
     status = rng.choice(["closed", "on_scene", "dispatched", "cancelled"], n, p=[0.80, 0.08, 0.05, 0.07]).astype(object)
     cap_ms = extraction_cap(clock, month) * 1000
     close = scene + (rng.lognormal(np.log(45 * 60), 0.6, n) * 1000).astype(np.int64)
-    last = np.where(status == "closed", close, np.where(status == "cancelled", disp + 120_000,
-                    np.where(status == "on_scene", scene + 60_000, disp + 30_000)))
+    last = np.where(
+        status == "closed",
+        close,
+        np.where(status == "cancelled", disp + 120_000, np.where(status == "on_scene", scene + 60_000, disp + 30_000)),
+    )
     last = np.minimum(last, cap_ms)
     # keep the time chain consistent with the export time: what has not happened yet is not known
     status = np.where((status == "closed") & (close > cap_ms), "on_scene", status)
@@ -84,8 +106,15 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.
     m = np.nonzero(kinds == "timestamp_out_of_range")[0]
     for j, i in enumerate(m):
         r = j % 3
-        received[i] = 0 if r == 0 else ("1900-01-01T00:00:00+08:00" if r == 1 else
-                                        int(t_ms[i] + (2099 - clock.start_date.year) * 365 * 86400 * 1000))
+        received[i] = (
+            0
+            if r == 0
+            else (
+                "1900-01-01T00:00:00+08:00"
+                if r == 1
+                else int(t_ms[i] + (2099 - clock.start_date.year) * 365 * 86400 * 1000)
+            )
+        )
     m = kinds == "time_order_violation"
     disp[m] = t_ms[m] - rng.integers(5 * 60_000, 60 * 60_000, int(m.sum()))
     dispatched = fmt_time(disp // 1000, "iso_z").astype(object)
@@ -123,21 +152,39 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.
     dup_rows = pick_duplicates(rng, published, 0.012)
 
     def record(i, st, last_ms, scene_s, recv):
-        return {"call_id": call_id[i], "received": recv, "dispatched": dispatched[i], "on_scene": scene_s,
-                "call_type": code[i], "call_type_name": code_name[i], "priority": int(priority[i]),
-                "district": dname[i], "lon": lon[i], "lat": lat[i], "address": address[i],
-                "caller_phone": phone[i], "units": units[i], "status": st, "last_update": int(last_ms)}
+        return {
+            "call_id": call_id[i],
+            "received": recv,
+            "dispatched": dispatched[i],
+            "on_scene": scene_s,
+            "call_type": code[i],
+            "call_type_name": code_name[i],
+            "priority": int(priority[i]),
+            "district": dname[i],
+            "lon": lon[i],
+            "lat": lat[i],
+            "address": address[i],
+            "caller_phone": phone[i],
+            "units": units[i],
+            "status": st,
+            "last_update": int(last_ms),
+        }
 
     lines, files, keys = [], [], []
     for i in range(n):
-        lines.append(json.dumps(record(i, status[i], last[i], on_scene[i], received[i]),
-                                ensure_ascii=False, separators=(",", ":")))
+        lines.append(
+            json.dumps(
+                record(i, status[i], last[i], on_scene[i], received[i]), ensure_ascii=False, separators=(",", ":")
+            )
+        )
         files.append(month[i])
         keys.append(int(t[i]))
     final_status = status.copy()
     for i, u in zip(rev_rows, rev_upd):
         sc = on_scene[i] or fmt_time(clock.local_seconds(np.array([min(scene[i] // 1000, u - 60)])), "iso_space")[0]
-        lines.append(json.dumps(record(i, "closed", u * 1000, sc, received[i]), ensure_ascii=False, separators=(",", ":")))
+        lines.append(
+            json.dumps(record(i, "closed", u * 1000, sc, received[i]), ensure_ascii=False, separators=(",", ":"))
+        )
         files.append(month[i] + 1)
         keys.append(int(u))
         final_status[i] = "closed"
@@ -161,23 +208,46 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.
     counts.check("fire_calls")
 
     pub = np.nonzero(published)[0]
-    recv_iso = np.char.add(np.char.add(fmt_time(t[pub], "iso_t"), "."),
-                           np.char.add(np.char.zfill(ms[pub].astype(str), 3), "Z"))
+    recv_iso = np.char.add(
+        np.char.add(fmt_time(t[pub], "iso_t"), "."), np.char.add(np.char.zfill(ms[pub].astype(str), 3), "Z")
+    )
     # ISO-string rows carry whole seconds only
     recv_iso = np.where(iso_recv[pub], fmt_time(t[pub], "iso_z"), recv_iso)
-    truth = pd.DataFrame({
-        "call_id": call_id[pub], "received_at_utc": recv_iso,
-        "district_code": np.array([d.code for d in DISTRICTS])[dist[pub]],
-        "subcategory_code": ev.subcategory.to_numpy()[pub],
-        "h3_cell": np.where(has_cell[pub], city.cells[ev.cell.to_numpy()[pub]], ""),
-        "status": final_status[pub]}).sort_values("call_id", kind="stable")
-    linkable = pd.DataFrame({
-        "record_id": call_id, "event_id": ev.event_id.to_numpy(), "t": t, "lon": ev.lon.to_numpy(),
-        "lat": ev.lat.to_numpy(), "subcategory": ev.subcategory.to_numpy(), "domain": ev.domain.to_numpy()})
+    truth = pd.DataFrame(
+        {
+            "call_id": call_id[pub],
+            "received_at_utc": recv_iso,
+            "district_code": np.array([d.code for d in DISTRICTS])[dist[pub]],
+            "subcategory_code": ev.subcategory.to_numpy()[pub],
+            "h3_cell": np.where(has_cell[pub], city.cells[ev.cell.to_numpy()[pub]], ""),
+            "status": final_status[pub],
+        }
+    ).sort_values("call_id", kind="stable")
+    linkable = pd.DataFrame(
+        {
+            "record_id": call_id,
+            "event_id": ev.event_id.to_numpy(),
+            "t": t,
+            "lon": ev.lon.to_numpy(),
+            "lat": ev.lat.to_numpy(),
+            "subcategory": ev.subcategory.to_numpy(),
+            "domain": ev.domain.to_numpy(),
+        }
+    )
     linkable = linkable[(kinds == "") | (kinds == "unknown_typo_with_coordinates")].reset_index(drop=True)
-    record_map = pd.DataFrame({"event_id": ev.event_id.to_numpy(), "source": "fire_calls", "record_id": call_id,
-                               "delivery": np.where(kinds == "", "clean", kinds), "t_reported": t})
-    details = {"revisions": int(len(rev_rows)), "exact_duplicates": int(len(dup_rows)),
-               "published_with_unresolvable_district_name": int((kinds == "unknown_typo_with_coordinates").sum()),
-               "received_as_iso_string": int(iso_recv.sum())}
+    record_map = pd.DataFrame(
+        {
+            "event_id": ev.event_id.to_numpy(),
+            "source": "fire_calls",
+            "record_id": call_id,
+            "delivery": np.where(kinds == "", "clean", kinds),
+            "t_reported": t,
+        }
+    )
+    details = {
+        "revisions": int(len(rev_rows)),
+        "exact_duplicates": int(len(dup_rows)),
+        "published_with_unresolvable_district_name": int((kinds == "unknown_typo_with_coordinates").sum()),
+        "received_as_iso_string": int(iso_recv.sum()),
+    }
     return counts, truth, linkable, record_map, details

@@ -7,15 +7,24 @@ import shutil
 import time
 from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from . import devices, enterprise, events, fire, hotline, police
 from . import weather as wx
-from ._util import (CODES_DIR, POLICE_CROSSWALK_CSV, TAXONOMY_CSV, Clock, fmt_time, rng_for, write_bytes,
-                    write_csv, write_csv_gz, write_json)
+from ._util import (
+    CODES_DIR,
+    POLICE_CROSSWALK_CSV,
+    TAXONOMY_CSV,
+    Clock,
+    fmt_time,
+    rng_for,
+    write_bytes,
+    write_csv,
+    write_csv_gz,
+    write_json,
+)
 from .geo import DISTRICTS, City, alias_table, geojson_text
 
 log = logging.getLogger(__name__)
@@ -41,14 +50,32 @@ def load_codebooks(taxonomy: pd.DataFrame) -> dict[str, events.CodeBook]:
     cw = pd.read_csv(POLICE_CROSSWALK_CSV, dtype=str, keep_default_na=False)
     wts = pd.read_csv(CODES_DIR / "police_offence_weights.csv", dtype={"source_code": str})
     pol = cw.merge(wts, on="source_code", how="left").fillna({"weight": 1.0})
-    pol = pd.DataFrame({"code": pol.source_code, "label": pol.source_label, "subcategory_code": pol.subcategory_code,
-                        "weight": pol.weight.astype(float)})
+    pol = pd.DataFrame(
+        {
+            "code": pol.source_code,
+            "label": pol.source_label,
+            "subcategory_code": pol.subcategory_code,
+            "weight": pol.weight.astype(float),
+        }
+    )
     fc = pd.read_csv(CODES_DIR / "fire_call_types.csv", dtype={"source_code": str})
-    fir = pd.DataFrame({"code": fc.source_code, "label": fc.source_label, "subcategory_code": fc.subcategory_code,
-                        "weight": fc.weight.astype(float)})
+    fir = pd.DataFrame(
+        {
+            "code": fc.source_code,
+            "label": fc.source_label,
+            "subcategory_code": fc.subcategory_code,
+            "weight": fc.weight.astype(float),
+        }
+    )
     hc = pd.read_csv(CODES_DIR / "hotline_categories.csv", dtype=str)
-    hot = pd.DataFrame({"code": hc.category_id, "label": hc.label_zh, "subcategory_code": hc.subcategory_code,
-                        "weight": hc.weight.astype(float)})
+    hot = pd.DataFrame(
+        {
+            "code": hc.category_id,
+            "label": hc.label_zh,
+            "subcategory_code": hc.subcategory_code,
+            "weight": hc.weight.astype(float),
+        }
+    )
     books = {}
     for dept, t in (("police", pol), ("fire", fir), ("hotline", hot)):
         missing = sorted(set(t.subcategory_code) - subs)
@@ -62,8 +89,9 @@ def load_codebooks(taxonomy: pd.DataFrame) -> dict[str, events.CodeBook]:
     return books
 
 
-def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: int, timezone: str,
-             h3_resolution: int) -> dict:
+def generate(
+    out_dir: Path, *, scale: float, seed: int, start_date: date, days: int, timezone: str, h3_resolution: int
+) -> dict:
     """Write the synthetic city under out_dir and return the expected counts (also written to
     out_dir/truth/expected_counts.json). Same arguments => byte-identical files."""
     if not (scale > 0):
@@ -91,7 +119,9 @@ def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: 
 
     say("weather: daily observations")
     wdf = wx.simulate(rng_for(seed, "weather"), clock.dates[:-1])
-    wout = wdf.assign(station_id=WEATHER_STATION)[["date", "station_id", "precip_mm", "tmax_c", "tmin_c", "wind_max_ms"]]
+    wout = wdf.assign(station_id=WEATHER_STATION)[
+        ["date", "station_id", "precip_mm", "tmax_c", "tmin_c", "wind_max_ms"]
+    ]
     write_csv(out_dir / "weather" / "weather_daily.csv", wout)
     rain_h = wx.hourly_rain(rng_for(seed, "weather:hourly"), wdf.precip_mm.to_numpy(float))
 
@@ -105,15 +135,16 @@ def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: 
 
     say("police: incident records")
     p_counts, p_truth, p_link, p_map, p_pii, p_det = police.generate(
-        out_dir, ev[ev.dept == "police"], clock, seed, pd.read_csv(POLICE_CROSSWALK_CSV, dtype=str), city)
+        out_dir, ev[ev.dept == "police"], clock, seed, pd.read_csv(POLICE_CROSSWALK_CSV, dtype=str), city
+    )
     say("fire: fire and EMS calls")
     fb = books["fire"].table
     f_counts, f_truth, f_link, f_map, f_det = fire.generate(out_dir, ev[ev.dept == "fire"], clock, seed, fb, city)
     say("hotline: 12345 tickets (GBK)")
     hc = pd.read_csv(CODES_DIR / "hotline_categories.csv", dtype=str)
     h_counts, h_truth, links, h_map, h_pii, h_det = hotline.generate(
-        out_dir, ev[ev.dept == "hotline"], clock, seed, hc, city,
-        {"police_incidents": p_link, "fire_calls": f_link})
+        out_dir, ev[ev.dept == "hotline"], clock, seed, hc, city, {"police_incidents": p_link, "fire_calls": f_link}
+    )
 
     say("enterprise: registry")
     industries = pd.read_csv(CODES_DIR / "industries.csv", dtype={"industry_code": str})
@@ -122,8 +153,9 @@ def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: 
     say("inspections: hazard records")
     hz_codes = pd.read_csv(CODES_DIR / "hazard_codes.csv", dtype=str).astype({"weight": float})
     n_haz = max(MIN_HAZARDS, int(round(HAZARDS * scale * frac)))
-    i_counts, i_truth, i_det = enterprise.generate_inspections(out_dir, clock, seed, city, ent, hz_codes,
-                                                              industries, n_haz)
+    i_counts, i_truth, i_det = enterprise.generate_inspections(
+        out_dir, clock, seed, city, ent, hz_codes, industries, n_haz
+    )
     say("devices: registry and readings")
     n_dev = max(MIN_DEVICES, int(round(DEVICES * scale)))
     d_reg, d_read, d_truth, d_det = devices.generate(out_dir, clock, seed, city, wdf, rain_h, n_dev)
@@ -137,13 +169,26 @@ def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: 
     evt = ev.merge(rec, on="event_id", how="left", validate="one_to_one")
     assert evt.record_id.notna().all()
     code_of = np.array([d.code for d in DISTRICTS])
-    write_csv_gz(truth / "events.csv.gz", pd.DataFrame({
-        "event_id": evt.event_id, "domain_code": evt.domain, "subcategory_code": evt.subcategory,
-        "occurred_at_utc": fmt_time(evt.t_reported.to_numpy(np.int64), "iso_z"),
-        "lon": [f"{v:.6f}" for v in evt.lon], "lat": [f"{v:.6f}" for v in evt.lat],
-        "h3_cell": city.cells[evt.cell.to_numpy()], "district_code": code_of[evt.district.to_numpy()],
-        "generation": evt.generation, "parent_event_id": evt.parent_event_id,
-        "source": evt.source, "record_id": evt.record_id, "delivery": evt.delivery}))
+    write_csv_gz(
+        truth / "events.csv.gz",
+        pd.DataFrame(
+            {
+                "event_id": evt.event_id,
+                "domain_code": evt.domain,
+                "subcategory_code": evt.subcategory,
+                "occurred_at_utc": fmt_time(evt.t_reported.to_numpy(np.int64), "iso_z"),
+                "lon": [f"{v:.6f}" for v in evt.lon],
+                "lat": [f"{v:.6f}" for v in evt.lat],
+                "h3_cell": city.cells[evt.cell.to_numpy()],
+                "district_code": code_of[evt.district.to_numpy()],
+                "generation": evt.generation,
+                "parent_event_id": evt.parent_event_id,
+                "source": evt.source,
+                "record_id": evt.record_id,
+                "delivery": evt.delivery,
+            }
+        ),
+    )
     write_csv_gz(truth / "police_incidents_clean.csv.gz", p_truth)
     write_csv_gz(truth / "fire_calls_clean.csv.gz", f_truth)
     write_csv_gz(truth / "hotline_tickets_clean.csv.gz", h_truth)
@@ -153,11 +198,23 @@ def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: 
     write_csv(truth / "devices_truth.csv", d_truth)
     write_csv(truth / "pii_in_free_text.csv", pd.concat([p_pii, h_pii], ignore_index=True))
 
-    w_counts = {"files": 1, "rows_delivered": len(wout), "duplicates": 0, "published": len(wout),
-                "published_without_cell": 0, "quarantined": {}}
+    w_counts = {
+        "files": 1,
+        "rows_delivered": len(wout),
+        "duplicates": 0,
+        "published": len(wout),
+        "published_without_cell": 0,
+        "quarantined": {},
+    }
     expected = {
-        "generator": {"seed": seed, "scale": float(scale), "start_date": start_date.isoformat(), "days": days,
-                      "h3_resolution": int(h3_resolution), "timezone": timezone},
+        "generator": {
+            "seed": seed,
+            "scale": float(scale),
+            "start_date": start_date.isoformat(),
+            "days": days,
+            "h3_resolution": int(h3_resolution),
+            "timezone": timezone,
+        },
         "sources": {
             "police_incidents": p_counts.as_dict(),
             "fire_calls": f_counts.as_dict(),
@@ -176,8 +233,12 @@ def generate(out_dir: Path, *, scale: float, seed: int, start_date: date, days: 
             "triggered_events": int((ev.generation > 0).sum()),
             "h3_cells": int(city.n_cells),
             "weeks": int(clock.n_weeks),
-            "police_incidents": p_det, "fire_calls": f_det, "hotline_tickets": h_det,
-            "enterprise_registry": e_det, "hazard_inspections": i_det, "device_readings": d_det,
+            "police_incidents": p_det,
+            "fire_calls": f_det,
+            "hotline_tickets": h_det,
+            "enterprise_registry": e_det,
+            "hazard_inspections": i_det,
+            "device_readings": d_det,
         },
     }
     write_json(truth / "expected_counts.json", expected)

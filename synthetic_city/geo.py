@@ -40,31 +40,137 @@ class District:
     short_zh: str
     pinyin: str
     seed_km: tuple[float, float]
-    known_typos: tuple[str, ...]     # in the stewards' alias table
-    unknown_typos: tuple[str, ...]   # used by departments, NOT in the alias table
-    abbr: str                        # two-letter abbreviation used in unit ids
+    known_typos: tuple[str, ...]  # in the stewards' alias table
+    unknown_typos: tuple[str, ...]  # used by departments, NOT in the alias table
+    abbr: str  # two-letter abbreviation used in unit ids
 
 
 DISTRICTS: tuple[District, ...] = (
-    District("420102", "江岸区", "Jiang'an District", "江岸", "Jiangan", (3.0, 5.5), ("江按区", "Jiangan Distrct"), ("江岸去", "Jaingan"), "JA"),
-    District("420103", "江汉区", "Jianghan District", "江汉", "Jianghan", (-1.8, 3.2), ("江汗区", "Jiang han"), ("江汉去", "Jinghan"), "JH"),
-    District("420104", "临江区", "Linjiang District", "临江", "Linjiang", (-7.5, 7.5), ("林江区", "Lingjiang"), ("临江去", "Linjang"), "LJ"),
-    District("420105", "汉阳区", "Hanyang District", "汉阳", "Hanyang", (-7.0, -2.5), ("汉杨区", "Hangyang"), ("汉阳去", "Hanyng"), "HY"),
-    District("420106", "武昌区", "Wuchang District", "武昌", "Wuchang", (3.2, -1.8), ("武唱区", "Wuchan"), ("五昌区", "Wuchagn"), "WC"),
-    District("420107", "青山区", "Qingshan District", "青山", "Qingshan", (11.0, 6.0), ("清山区", "Qinshan"), ("青三区", "Qingsahn"), "QS"),
-    District("420111", "洪山区", "Hongshan District", "洪山", "Hongshan", (8.5, -6.5), ("红山区", "Hongsan"), ("洪三区", "Honshan"), "HS"),
-    District("420112", "东湖区", "Donghu District", "东湖", "Donghu", (15.5, -1.0), ("冬湖区", "Dong hu"), ("东胡区", "Donhgu"), "DH"),
-    District("420113", "南湖区", "Nanhu District", "南湖", "Nanhu", (0.5, -10.5), ("兰湖区", "Nan hu"), ("南糊区", "Nahnu"), "NH"),
-    District("420115", "江夏区", "Jiangxia District", "江夏", "Jiangxia", (-11.0, -9.5), ("江下区", "Jiangxa"), ("江夏去", "Jangxia"), "JX"),
+    District(
+        "420102",
+        "江岸区",
+        "Jiang'an District",
+        "江岸",
+        "Jiangan",
+        (3.0, 5.5),
+        ("江按区", "Jiangan Distrct"),
+        ("江岸去", "Jaingan"),
+        "JA",
+    ),
+    District(
+        "420103",
+        "江汉区",
+        "Jianghan District",
+        "江汉",
+        "Jianghan",
+        (-1.8, 3.2),
+        ("江汗区", "Jiang han"),
+        ("江汉去", "Jinghan"),
+        "JH",
+    ),
+    District(
+        "420104",
+        "临江区",
+        "Linjiang District",
+        "临江",
+        "Linjiang",
+        (-7.5, 7.5),
+        ("林江区", "Lingjiang"),
+        ("临江去", "Linjang"),
+        "LJ",
+    ),
+    District(
+        "420105",
+        "汉阳区",
+        "Hanyang District",
+        "汉阳",
+        "Hanyang",
+        (-7.0, -2.5),
+        ("汉杨区", "Hangyang"),
+        ("汉阳去", "Hanyng"),
+        "HY",
+    ),
+    District(
+        "420106",
+        "武昌区",
+        "Wuchang District",
+        "武昌",
+        "Wuchang",
+        (3.2, -1.8),
+        ("武唱区", "Wuchan"),
+        ("五昌区", "Wuchagn"),
+        "WC",
+    ),
+    District(
+        "420107",
+        "青山区",
+        "Qingshan District",
+        "青山",
+        "Qingshan",
+        (11.0, 6.0),
+        ("清山区", "Qinshan"),
+        ("青三区", "Qingsahn"),
+        "QS",
+    ),
+    District(
+        "420111",
+        "洪山区",
+        "Hongshan District",
+        "洪山",
+        "Hongshan",
+        (8.5, -6.5),
+        ("红山区", "Hongsan"),
+        ("洪三区", "Honshan"),
+        "HS",
+    ),
+    District(
+        "420112",
+        "东湖区",
+        "Donghu District",
+        "东湖",
+        "Donghu",
+        (15.5, -1.0),
+        ("冬湖区", "Dong hu"),
+        ("东胡区", "Donhgu"),
+        "DH",
+    ),
+    District(
+        "420113",
+        "南湖区",
+        "Nanhu District",
+        "南湖",
+        "Nanhu",
+        (0.5, -10.5),
+        ("兰湖区", "Nan hu"),
+        ("南糊区", "Nahnu"),
+        "NH",
+    ),
+    District(
+        "420115",
+        "江夏区",
+        "Jiangxia District",
+        "江夏",
+        "Jiangxia",
+        (-11.0, -9.5),
+        ("江下区", "Jiangxa"),
+        ("江夏去", "Jangxia"),
+        "JX",
+    ),
 )
 
 # River (the "Jiang" of Jiangcheng) as a polyline in km, SW -> NE through the centre.
 RIVER_KM = [(-24.0, -13.0), (-12.0, -6.5), (-4.0, -1.5), (1.0, 2.0), (7.0, 7.5), (14.0, 10.5), (24.0, 14.0)]
 # Urban centres (x km, y km, sigma km, amplitude) and industrial zones (x, y, sigma)
-URBAN_CENTRES = [(0.0, 1.0, 4.5, 1.0), (-6.5, -2.0, 2.5, 0.55), (9.5, -5.0, 2.8, 0.5), (9.0, 5.5, 2.2, 0.45),
-                 (-1.0, -9.0, 2.5, 0.35), (-6.0, 7.0, 2.5, 0.4)]
+URBAN_CENTRES = [
+    (0.0, 1.0, 4.5, 1.0),
+    (-6.5, -2.0, 2.5, 0.55),
+    (9.5, -5.0, 2.8, 0.5),
+    (9.0, 5.5, 2.2, 0.45),
+    (-1.0, -9.0, 2.5, 0.35),
+    (-6.0, 7.0, 2.5, 0.4),
+]
 INDUSTRIAL_ZONES = [(12.5, 8.0, 2.2), (-13.0, -8.0, 2.5), (15.5, -5.0, 2.0), (-10.0, 9.0, 1.8)]
-LAKES = [(9.0, -1.5, 1.8), (-3.0, -6.0, 1.2)]   # low-lying lake shores (flood prone)
+LAKES = [(9.0, -1.5, 1.8), (-3.0, -6.0, 1.2)]  # low-lying lake shores (flood prone)
 
 
 def _norm(s: str) -> str:
@@ -123,8 +229,11 @@ class City:
     def h3_int(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         f = h3i.latlng_to_cell
         r = self.res
-        return np.fromiter((f(a, b, r) for a, b in zip(np.asarray(lat).tolist(), np.asarray(lon).tolist())),
-                           dtype=np.uint64, count=len(lon))
+        return np.fromiter(
+            (f(a, b, r) for a, b in zip(np.asarray(lat).tolist(), np.asarray(lon).tolist())),
+            dtype=np.uint64,
+            count=len(lon),
+        )
 
     # -- H3 cells -------------------------------------------------------------------------------
     def _build_cells(self) -> None:
@@ -241,19 +350,31 @@ class City:
         r = np.hypot(x, y / 0.85)
         d_ring = np.abs(r - 7.0)
         ang = np.arctan2(y, x)
-        d_radial = np.min([np.abs(np.hypot(x, y) * np.sin(ang - a0)) + (np.cos(ang - a0) < 0) * 99
-                           for a0 in (0.3, 1.9, 3.4, 4.9)], axis=0)
+        d_radial = np.min(
+            [np.abs(np.hypot(x, y) * np.sin(ang - a0)) + (np.cos(ang - a0) < 0) * 99 for a0 in (0.3, 1.9, 3.4, 4.9)],
+            axis=0,
+        )
         roads = np.exp(-np.minimum(d_ring, d_radial) / 0.6)
-        return {"urban": urban, "industrial": industrial, "river": np.exp(-d_river / 1.2),
-                "lake": lake, "roads": roads, "area": self.cell_area_frac}
+        return {
+            "urban": urban,
+            "industrial": industrial,
+            "river": np.exp(-d_river / 1.2),
+            "lake": lake,
+            "roads": roads,
+            "area": self.cell_area_frac,
+        }
 
     # -- reference outputs ------------------------------------------------------------------------
     def geojson(self) -> dict:
         feats = []
         for d, p in zip(self.districts, self.polygons):
-            feats.append({"type": "Feature",
-                          "properties": {"district_code": d.code, "name_zh": d.name_zh, "name_en": d.name_en},
-                          "geometry": _round_geom(mapping(p))})
+            feats.append(
+                {
+                    "type": "Feature",
+                    "properties": {"district_code": d.code, "name_zh": d.name_zh, "name_en": d.name_en},
+                    "geometry": _round_geom(mapping(p)),
+                }
+            )
         return {"type": "FeatureCollection", "name": "jiangcheng_districts", "features": feats}
 
 
@@ -283,10 +404,15 @@ def alias_table() -> pd.DataFrame:
     """The stewards' alias table (kinds: official_zh, short_zh, english, pinyin, code, known_typo)."""
     rows = []
     for d in DISTRICTS:
-        rows += [(d.name_zh, d.code, "official_zh"), (d.short_zh, d.code, "short_zh"),
-                 (d.name_en, d.code, "english"), (d.name_en.replace(" District", ""), d.code, "english"),
-                 (d.pinyin, d.code, "pinyin"), (d.pinyin + " Qu", d.code, "pinyin"),
-                 (d.code, d.code, "code")]
+        rows += [
+            (d.name_zh, d.code, "official_zh"),
+            (d.short_zh, d.code, "short_zh"),
+            (d.name_en, d.code, "english"),
+            (d.name_en.replace(" District", ""), d.code, "english"),
+            (d.pinyin, d.code, "pinyin"),
+            (d.pinyin + " Qu", d.code, "pinyin"),
+            (d.code, d.code, "code"),
+        ]
         rows += [(t, d.code, "known_typo") for t in d.known_typos]
     df = pd.DataFrame(rows, columns=["alias", "district_code", "alias_kind"])
     df = df.drop_duplicates("alias", keep="first").reset_index(drop=True)
@@ -314,7 +440,9 @@ def variant_table() -> dict[str, list[list[str]]]:
     return out
 
 
-def district_names(rng: np.random.Generator, district_idx: np.ndarray, kind_weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def district_names(
+    rng: np.random.Generator, district_idx: np.ndarray, kind_weights: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """A district name variant per row; returns (names, kinds)."""
     table = variant_table()
     kinds = list(kind_weights)

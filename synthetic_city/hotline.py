@@ -10,49 +10,95 @@ import numpy as np
 import pandas as pd
 
 from . import people
-from ._delivery import assign_kinds, extraction_cap, pick_duplicates, plan_revisions, in_delivery_order
+from ._delivery import assign_kinds, extraction_cap, in_delivery_order, pick_duplicates, plan_revisions
 from ._util import Clock, SourceCounts, fmt_fixed, fmt_time, rng_for, write_csv
 from .geo import DISTRICTS, district_names, lonlat_to_km
 from .police import invalid_timestamps, out_of_range_timestamps
 
-COLUMNS = ["ticket_no", "accepted_at", "channel", "category", "content", "caller_name", "caller_phone",
-           "district", "address", "lon", "lat", "status", "updated_at"]
-QUARANTINE_KINDS = ["invalid_timestamp", "timestamp_out_of_range", "unmapped_code", "coordinates_outside_city",
-                    "unknown_district"]
-RATES = {"invalid_timestamp": 0.005, "timestamp_out_of_range": 0.003, "unmapped_code": 0.006,
-         "coordinates_outside_city": 0.003, "unknown_district": 0.004, "unknown_typo_with_coordinates": 0.003}
-DISTRICT_KIND_WEIGHTS = {"official_zh": 0.70, "short_zh": 0.15, "english": 0.03, "pinyin": 0.04,
-                         "known_typo": 0.05, "code": 0.03}
+COLUMNS = [
+    "ticket_no",
+    "accepted_at",
+    "channel",
+    "category",
+    "content",
+    "caller_name",
+    "caller_phone",
+    "district",
+    "address",
+    "lon",
+    "lat",
+    "status",
+    "updated_at",
+]
+QUARANTINE_KINDS = [
+    "invalid_timestamp",
+    "timestamp_out_of_range",
+    "unmapped_code",
+    "coordinates_outside_city",
+    "unknown_district",
+]
+RATES = {
+    "invalid_timestamp": 0.005,
+    "timestamp_out_of_range": 0.003,
+    "unmapped_code": 0.006,
+    "coordinates_outside_city": 0.003,
+    "unknown_district": 0.004,
+    "unknown_typo_with_coordinates": 0.003,
+}
+DISTRICT_KIND_WEIGHTS = {
+    "official_zh": 0.70,
+    "short_zh": 0.15,
+    "english": 0.03,
+    "pinyin": 0.04,
+    "known_typo": 0.05,
+    "code": 0.03,
+}
 UNMAPPED = ["其他", "Other", "咨询类", "投诉-其他", "建议"]
 STATUSES = ["已受理", "办理中", "已办结"]
 CHANNELS = ["电话", "网站", "APP", "微信"]
 LINK_RATE = {"police_incidents": 0.05, "fire_calls": 0.08}
 
 TEMPLATES = {
-    "PO": ["市民反映{addr}{cat}问题，{when}，严重影响周边居民正常生活，要求相关部门尽快处理。",
-           "来电人称{addr}存在{cat}情况，已持续多日，多次反映未果，希望执法部门到场查处。",
-           "{when}{addr}{cat}，噪音和环境问题突出，请求核实处理并回复。"],
-    "UL": ["市民反映{addr}{cat}，{when}至今未恢复，家中老人小孩生活不便，请尽快抢修。",
-           "来电反映{addr}出现{cat}问题，影响整栋楼住户，希望供应单位派人处理。",
-           "{addr}{cat}，{when}开始，请相关单位尽快排查原因。"],
-    "TR": ["市民反映{addr}{cat}，{when}，存在安全隐患，要求交管及城管部门处理。",
-           "来电人称{addr}路段{cat}，车辆通行困难，请尽快处置。",
-           "{addr}{cat}问题严重，{when}已有车辆受损，请求维修。"],
-    "PH": ["市民反映{addr}附近商户存在{cat}问题，{when}，担心影响健康，请市场监管部门查处。",
-           "来电人称在{addr}就餐后身体不适，怀疑{cat}，要求调查。",
-           "{addr}{cat}问题突出，{when}，请卫生部门处理。"],
-    "NH": ["市民反映{addr}{cat}，{when}，积水较深，行人车辆无法通行，请求排涝。",
-           "来电人称{addr}出现{cat}情况，存在安全风险，请尽快派人查看。",
-           "{when}{addr}{cat}，请相关部门及时处置。"],
-    "FE": ["市民反映{addr}{cat}，{when}，存在严重消防安全隐患，请消防部门检查。",
-           "来电人称{addr}楼道内{cat}，多次劝阻无效，担心引发火灾。",
-           "{addr}{cat}问题，请求物业和消防部门督促整改。"],
-    "PS": ["市民反映{addr}{cat}，{when}，希望公安部门加强巡逻。",
-           "来电人称在{addr}遇到{cat}情况，请求警方介入处理。",
-           "{when}{addr}发生{cat}，来电人情绪激动，要求尽快处理。"],
-    "PR": ["市民反映{addr}{cat}，{when}，工人作业无安全防护，请安监部门检查。",
-           "来电人称{addr}存在{cat}，担心发生事故，请尽快核查。",
-           "{addr}{cat}问题，{when}，请主管部门督促整改。"],
+    "PO": [
+        "市民反映{addr}{cat}问题，{when}，严重影响周边居民正常生活，要求相关部门尽快处理。",
+        "来电人称{addr}存在{cat}情况，已持续多日，多次反映未果，希望执法部门到场查处。",
+        "{when}{addr}{cat}，噪音和环境问题突出，请求核实处理并回复。",
+    ],
+    "UL": [
+        "市民反映{addr}{cat}，{when}至今未恢复，家中老人小孩生活不便，请尽快抢修。",
+        "来电反映{addr}出现{cat}问题，影响整栋楼住户，希望供应单位派人处理。",
+        "{addr}{cat}，{when}开始，请相关单位尽快排查原因。",
+    ],
+    "TR": [
+        "市民反映{addr}{cat}，{when}，存在安全隐患，要求交管及城管部门处理。",
+        "来电人称{addr}路段{cat}，车辆通行困难，请尽快处置。",
+        "{addr}{cat}问题严重，{when}已有车辆受损，请求维修。",
+    ],
+    "PH": [
+        "市民反映{addr}附近商户存在{cat}问题，{when}，担心影响健康，请市场监管部门查处。",
+        "来电人称在{addr}就餐后身体不适，怀疑{cat}，要求调查。",
+        "{addr}{cat}问题突出，{when}，请卫生部门处理。",
+    ],
+    "NH": [
+        "市民反映{addr}{cat}，{when}，积水较深，行人车辆无法通行，请求排涝。",
+        "来电人称{addr}出现{cat}情况，存在安全风险，请尽快派人查看。",
+        "{when}{addr}{cat}，请相关部门及时处置。",
+    ],
+    "FE": [
+        "市民反映{addr}{cat}，{when}，存在严重消防安全隐患，请消防部门检查。",
+        "来电人称{addr}楼道内{cat}，多次劝阻无效，担心引发火灾。",
+        "{addr}{cat}问题，请求物业和消防部门督促整改。",
+    ],
+    "PS": [
+        "市民反映{addr}{cat}，{when}，希望公安部门加强巡逻。",
+        "来电人称在{addr}遇到{cat}情况，请求警方介入处理。",
+        "{when}{addr}发生{cat}，来电人情绪激动，要求尽快处理。",
+    ],
+    "PR": [
+        "市民反映{addr}{cat}，{when}，工人作业无安全防护，请安监部门检查。",
+        "来电人称{addr}存在{cat}，担心发生事故，请尽快核查。",
+        "{addr}{cat}问题，{when}，请主管部门督促整改。",
+    ],
 }
 WHEN = ["今天上午", "今天下午", "今天晚上", "昨晚开始", "近一周来", "每天夜间", "从上周起", "凌晨时分", "刚才"]
 
@@ -61,17 +107,34 @@ def _landlines(rng, n):
     return np.char.add("027-8", np.char.zfill(rng.integers(0, 10_000_000, n).astype(str), 7)).astype(object)
 
 
-def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, cats: pd.DataFrame, city,
-             linkables: dict[str, pd.DataFrame]):
+def generate(
+    out_dir: Path,
+    ev: pd.DataFrame,
+    clock: Clock,
+    seed: int,
+    cats: pd.DataFrame,
+    city,
+    linkables: dict[str, pd.DataFrame],
+):
     rng = rng_for(seed, "hotline")
     cats = cats.reset_index(drop=True)
     cat_of_code = {c: i for i, c in enumerate(cats.category_id)}
     # --- the hotline's own events
-    own = pd.DataFrame({"event_id": ev.event_id.to_numpy(), "t": ev.t.to_numpy().astype(np.int64),
-                        "cat": [cat_of_code[c] for c in ev.code], "lon": ev.lon.to_numpy(), "lat": ev.lat.to_numpy(),
-                        "district": ev.district.to_numpy(), "cell": ev.cell.to_numpy(),
-                        "subcategory": ev.subcategory.to_numpy(), "domain": ev.domain.to_numpy(),
-                        "link_source": "", "link_record": ""})
+    own = pd.DataFrame(
+        {
+            "event_id": ev.event_id.to_numpy(),
+            "t": ev.t.to_numpy().astype(np.int64),
+            "cat": [cat_of_code[c] for c in ev.code],
+            "lon": ev.lon.to_numpy(),
+            "lat": ev.lat.to_numpy(),
+            "district": ev.district.to_numpy(),
+            "cell": ev.cell.to_numpy(),
+            "subcategory": ev.subcategory.to_numpy(),
+            "domain": ev.domain.to_numpy(),
+            "link_source": "",
+            "link_record": "",
+        }
+    )
     # --- linked tickets: a citizen also calls 12345 about a police incident or a fire call
     sub_to_cats: dict[str, list[int]] = {}
     catg_to_cats: dict[str, list[int]] = {}
@@ -94,11 +157,24 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, cats: pd.
         lon, lat, d = city.jitter_inside(lrng, sel.lon.to_numpy(), sel.lat.to_numpy(), 150.0)
         keep = (t >= clock.t0) & (t < clock.t1)
         cell = np.array([city.cell_index.get(c, -1) for c in _h3_str(city, lon, lat)], dtype=np.int64)
-        part = pd.DataFrame({"event_id": sel.event_id, "t": t, "cat": cat, "lon": lon, "lat": lat, "district": d,
-                             "cell": cell, "subcategory": cats.subcategory_code.to_numpy()[cat],
-                             "domain": cats.subcategory_code.str[:2].to_numpy()[cat],
-                             "link_source": src, "link_record": sel.record_id,
-                             "_ref_t": sel.t.to_numpy(), "_ref_lon": sel.lon.to_numpy(), "_ref_lat": sel.lat.to_numpy()})
+        part = pd.DataFrame(
+            {
+                "event_id": sel.event_id,
+                "t": t,
+                "cat": cat,
+                "lon": lon,
+                "lat": lat,
+                "district": d,
+                "cell": cell,
+                "subcategory": cats.subcategory_code.to_numpy()[cat],
+                "domain": cats.subcategory_code.str[:2].to_numpy()[cat],
+                "link_source": src,
+                "link_record": sel.record_id,
+                "_ref_t": sel.t.to_numpy(),
+                "_ref_lon": sel.lon.to_numpy(),
+                "_ref_lat": sel.lat.to_numpy(),
+            }
+        )
         linked.append(part[keep & (cell >= 0)])
     tk = pd.concat([own] + linked, ignore_index=True)
     tk = tk.sort_values(["t", "event_id", "link_source"], kind="stable").reset_index(drop=True)
@@ -164,11 +240,18 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, cats: pd.
     dom = tk.domain.to_numpy()
     tpl_i = rng.integers(0, 3, n)
     when = np.array(WHEN)[rng.integers(0, len(WHEN), n)]
-    content = np.array([TEMPLATES[d][k].format(addr=a, cat=c.split("-")[-1], when=w)
-                        for d, k, a, c, w in zip(dom, tpl_i, address, label_zh, when)], dtype=object)
+    content = np.array(
+        [
+            TEMPLATES[d][k].format(addr=a, cat=c.split("-")[-1], when=w)
+            for d, k, a, c, w in zip(dom, tpl_i, address, label_zh, when)
+        ],
+        dtype=object,
+    )
     pii_rows = np.sort(rng.choice(n, size=min(n, max(3, int(round(0.02 * n)))), replace=False))
     for i in pii_rows:
-        content[i] = content[i] + (f"请回电{cphone[i]}，联系人{cname[i]}。" if i % 2 else f"来电人手机{people.mobiles(rng, 1)[0]}。")
+        content[i] = content[i] + (
+            f"请回电{cphone[i]}，联系人{cname[i]}。" if i % 2 else f"来电人手机{people.mobiles(rng, 1)[0]}。"
+        )
 
     status_i = rng.choice(3, n, p=[0.15, 0.25, 0.60])
     delay = (rng.lognormal(0, 1.0, n) * np.array([1.0, 24.0, 72.0])[status_i] * 3600).astype(np.int64) + 120
@@ -180,12 +263,23 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, cats: pd.
     final_status = status_i.copy()
     final_status[rev_rows] = 2
 
-    base = pd.DataFrame({
-        "ticket_no": ticket, "accepted_at": acc, "channel": np.array(CHANNELS, dtype=object)[channel_i],
-        "category": category, "content": content, "caller_name": cname, "caller_phone": cphone,
-        "district": dname, "address": address, "lon": lon_s, "lat": lat_s,
-        "status": np.array(STATUSES, dtype=object)[status_i],
-        "updated_at": fmt_time(clock.local_seconds(upd), "iso_space").astype(object)})
+    base = pd.DataFrame(
+        {
+            "ticket_no": ticket,
+            "accepted_at": acc,
+            "channel": np.array(CHANNELS, dtype=object)[channel_i],
+            "category": category,
+            "content": content,
+            "caller_name": cname,
+            "caller_phone": cphone,
+            "district": dname,
+            "address": address,
+            "lon": lon_s,
+            "lat": lat_s,
+            "status": np.array(STATUSES, dtype=object)[status_i],
+            "updated_at": fmt_time(clock.local_seconds(upd), "iso_space").astype(object),
+        }
+    )
     base["_file"], base["_key"] = month, t
     rev = base.iloc[rev_rows].copy()
     rev["status"] = STATUSES[2]
@@ -208,35 +302,54 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, cats: pd.
     counts.check("hotline_tickets")
 
     pub = np.nonzero(published)[0]
-    truth = pd.DataFrame({
-        "ticket_no": ticket[pub], "accepted_at_utc": fmt_time(t[pub], "iso_z"),
-        "district_code": np.array([d.code for d in DISTRICTS])[dist[pub]],
-        "subcategory_code": tk.subcategory.to_numpy()[pub],
-        "h3_cell": np.where(has_cell[pub], city.cells[np.maximum(tk.cell.to_numpy()[pub], 0)], ""),
-        "status": np.array(STATUSES)[final_status[pub]],
-        "linked_source": tk.link_source.to_numpy()[pub], "linked_record_id": tk.link_record.to_numpy()[pub],
-    }).sort_values("ticket_no", kind="stable")
+    truth = pd.DataFrame(
+        {
+            "ticket_no": ticket[pub],
+            "accepted_at_utc": fmt_time(t[pub], "iso_z"),
+            "district_code": np.array([d.code for d in DISTRICTS])[dist[pub]],
+            "subcategory_code": tk.subcategory.to_numpy()[pub],
+            "h3_cell": np.where(has_cell[pub], city.cells[np.maximum(tk.cell.to_numpy()[pub], 0)], ""),
+            "status": np.array(STATUSES)[final_status[pub]],
+            "linked_source": tk.link_source.to_numpy()[pub],
+            "linked_record_id": tk.link_record.to_numpy()[pub],
+        }
+    ).sort_values("ticket_no", kind="stable")
     li = np.nonzero(is_link)[0]
     lx, ly = lonlat_to_km(tk.lon.to_numpy()[li], tk.lat.to_numpy()[li])
     rx, ry = lonlat_to_km(tk._ref_lon.to_numpy()[li].astype(float), tk._ref_lat.to_numpy()[li].astype(float))
-    links = pd.DataFrame({
-        "hotline_ticket_no": ticket[li], "other_source": tk.link_source.to_numpy()[li],
-        "other_record_id": tk.link_record.to_numpy()[li], "event_id": tk.event_id.to_numpy()[li],
-        "distance_m": np.round(np.hypot(lx - rx, ly - ry) * 1000, 1),
-        "time_diff_s": t[li] - tk._ref_t.to_numpy()[li].astype(np.int64)}).sort_values("hotline_ticket_no", kind="stable")
+    links = pd.DataFrame(
+        {
+            "hotline_ticket_no": ticket[li],
+            "other_source": tk.link_source.to_numpy()[li],
+            "other_record_id": tk.link_record.to_numpy()[li],
+            "event_id": tk.event_id.to_numpy()[li],
+            "distance_m": np.round(np.hypot(lx - rx, ly - ry) * 1000, 1),
+            "time_diff_s": t[li] - tk._ref_t.to_numpy()[li].astype(np.int64),
+        }
+    ).sort_values("hotline_ticket_no", kind="stable")
     own_rows = ~is_link
-    record_map = pd.DataFrame({"event_id": tk.event_id.to_numpy()[own_rows], "source": "hotline_tickets",
-                               "record_id": ticket[own_rows],
-                               "delivery": np.where(kinds == "", "clean", kinds)[own_rows], "t_reported": t[own_rows]})
+    record_map = pd.DataFrame(
+        {
+            "event_id": tk.event_id.to_numpy()[own_rows],
+            "source": "hotline_tickets",
+            "record_id": ticket[own_rows],
+            "delivery": np.where(kinds == "", "clean", kinds)[own_rows],
+            "t_reported": t[own_rows],
+        }
+    )
     pii = pd.DataFrame({"source": "hotline_tickets", "record_id": ticket[pii_rows], "field": "content"})
-    details = {"revisions": int(len(rev_rows)), "exact_duplicates": int(len(dup_rows)),
-               "cross_department_links": {s: int((tk.link_source == s).sum()) for s in sorted(linkables)},
-               "published_with_unresolvable_district_name": int((kinds == "unknown_typo_with_coordinates").sum()),
-               "category_in_english": int(en.sum())}
+    details = {
+        "revisions": int(len(rev_rows)),
+        "exact_duplicates": int(len(dup_rows)),
+        "cross_department_links": {s: int((tk.link_source == s).sum()) for s in sorted(linkables)},
+        "published_with_unresolvable_district_name": int((kinds == "unknown_typo_with_coordinates").sum()),
+        "category_in_english": int(en.sum()),
+    }
     return counts, truth, links, record_map, pii, details
 
 
 def _h3_str(city, lon, lat):
     import h3
+
     ints = city.h3_int(lon, lat)
     return [h3.int_to_str(int(v)) for v in ints]

@@ -7,25 +7,154 @@ from __future__ import annotations
 
 import numpy as np
 
-SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
+SURNAMES = list(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
 _SURNAME_W = np.linspace(3.0, 0.3, len(SURNAMES))
 GIVEN_M = list("伟强磊军勇杰涛明超刚平辉鹏华飞鑫波斌宇浩凯健俊帆帅旭宁龙林阳峰建国志文博晨昊然轩")
 GIVEN_F = list("芳娜敏静丽艳娟霞燕玲婷雪慧琳颖倩洁欣悦佳怡梅兰红萍秀莉蓉璐瑶琴晶丹岚薇媛")
-MOBILE_PREFIX = ["130", "131", "132", "133", "134", "135", "136", "137", "138", "139", "150", "151", "152",
-                 "153", "155", "156", "157", "158", "159", "166", "176", "177", "178", "180", "181", "182",
-                 "183", "185", "186", "187", "188", "189", "191", "198", "199"]
+MOBILE_PREFIX = [
+    "130",
+    "131",
+    "132",
+    "133",
+    "134",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "153",
+    "155",
+    "156",
+    "157",
+    "158",
+    "159",
+    "166",
+    "176",
+    "177",
+    "178",
+    "180",
+    "181",
+    "182",
+    "183",
+    "185",
+    "186",
+    "187",
+    "188",
+    "189",
+    "191",
+    "198",
+    "199",
+]
 # birth-place area codes for ID numbers: the city's districts plus other provinces (migrants)
-OTHER_AREAS = ["420117", "420281", "421002", "420602", "422801", "430102", "410105", "360102", "500103",
-               "510104", "440106", "320102", "330106", "110105", "310115", "340104", "370102", "610113"]
-ROADS = ["解放大道", "中山大道", "建设大道", "京汉大道", "沿江大道", "和平大道", "友谊大道", "青年路", "发展大道",
-         "武珞路", "珞喻路", "中南路", "民主路", "胜利街", "黄鹤楼路", "汉阳大道", "鹦鹉大道", "龙阳大道", "江汉路",
-         "航空路", "新华路", "唐家墩路", "后湖大道", "三阳路", "台北路", "香港路", "徐东大街", "欢乐大道", "工业大道",
-         "和平街", "冶金大道", "团结大道", "光谷大道", "关山大道", "雄楚大道", "南湖大道", "文化大道", "江夏大道",
-         "纸坊大街", "东湖路", "八一路", "卓刀泉路", "临江大道", "滨江路", "沿河大道", "晴川大道", "知音大道",
-         "古田路", "长丰大道", "汉西路", "园林路", "白沙洲大道", "青菱路", "金融港路", "高新大道", "楚平路"]
-ESTATES = ["幸福家园", "锦绣华庭", "江景花园", "阳光小区", "绿地新都会", "万科城", "金色港湾", "百步亭花园", "丽岛花园",
-           "东湖名居", "南湖花园", "汉阳人家", "水岸星城", "桂花苑", "翠微新城", "滨江苑", "和谐家园", "紫荆花园",
-           "新华小区", "钢花村", "工人新村", "银杏苑", "书香门第", "长江明珠"]
+OTHER_AREAS = [
+    "420117",
+    "420281",
+    "421002",
+    "420602",
+    "422801",
+    "430102",
+    "410105",
+    "360102",
+    "500103",
+    "510104",
+    "440106",
+    "320102",
+    "330106",
+    "110105",
+    "310115",
+    "340104",
+    "370102",
+    "610113",
+]
+ROADS = [
+    "解放大道",
+    "中山大道",
+    "建设大道",
+    "京汉大道",
+    "沿江大道",
+    "和平大道",
+    "友谊大道",
+    "青年路",
+    "发展大道",
+    "武珞路",
+    "珞喻路",
+    "中南路",
+    "民主路",
+    "胜利街",
+    "黄鹤楼路",
+    "汉阳大道",
+    "鹦鹉大道",
+    "龙阳大道",
+    "江汉路",
+    "航空路",
+    "新华路",
+    "唐家墩路",
+    "后湖大道",
+    "三阳路",
+    "台北路",
+    "香港路",
+    "徐东大街",
+    "欢乐大道",
+    "工业大道",
+    "和平街",
+    "冶金大道",
+    "团结大道",
+    "光谷大道",
+    "关山大道",
+    "雄楚大道",
+    "南湖大道",
+    "文化大道",
+    "江夏大道",
+    "纸坊大街",
+    "东湖路",
+    "八一路",
+    "卓刀泉路",
+    "临江大道",
+    "滨江路",
+    "沿河大道",
+    "晴川大道",
+    "知音大道",
+    "古田路",
+    "长丰大道",
+    "汉西路",
+    "园林路",
+    "白沙洲大道",
+    "青菱路",
+    "金融港路",
+    "高新大道",
+    "楚平路",
+]
+ESTATES = [
+    "幸福家园",
+    "锦绣华庭",
+    "江景花园",
+    "阳光小区",
+    "绿地新都会",
+    "万科城",
+    "金色港湾",
+    "百步亭花园",
+    "丽岛花园",
+    "东湖名居",
+    "南湖花园",
+    "汉阳人家",
+    "水岸星城",
+    "桂花苑",
+    "翠微新城",
+    "滨江苑",
+    "和谐家园",
+    "紫荆花园",
+    "新华小区",
+    "钢花村",
+    "工人新村",
+    "银杏苑",
+    "书香门第",
+    "长江明珠",
+]
 LANDMARKS = ["地铁站", "公交站", "菜市场", "中学", "小学", "人民医院", "购物中心", "公园", "加油站", "派出所", "超市"]
 TRADE_WORDS = list("恒达鑫源华宇中天长江楚天汉江江城金山宏远盛达腾飞东方博雅瑞丰嘉禾永安顺发联合新兴光明")
 ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
@@ -37,7 +166,7 @@ ORG_WEIGHTS = np.array([3, 7, 9, 10, 5, 8, 4, 2])
 
 def _digits_to_str(d: np.ndarray) -> np.ndarray:
     """(n, k) int array of digit values -> array of k-char strings."""
-    codes = (np.asarray(d, dtype=np.uint32) + ord("0"))
+    codes = np.asarray(d, dtype=np.uint32) + ord("0")
     return np.ascontiguousarray(codes).view(f"<U{codes.shape[1]}").ravel()
 
 
@@ -68,8 +197,9 @@ def id_check_char(first17: np.ndarray) -> np.ndarray:
     return ID_CHECK[s]
 
 
-def id_numbers(rng: np.random.Generator, n: int, area_codes: list[str], ref_year: int,
-               female: np.ndarray) -> np.ndarray:
+def id_numbers(
+    rng: np.random.Generator, n: int, area_codes: list[str], ref_year: int, female: np.ndarray
+) -> np.ndarray:
     """18-character resident ID numbers: area + birth date (age 16-85) + sequence (odd = male)
     + ISO 7064 MOD 11-2 check character."""
     areas = list(area_codes) + OTHER_AREAS
@@ -81,7 +211,7 @@ def id_numbers(rng: np.random.Generator, n: int, area_codes: list[str], ref_year
     birth = base - rng.integers(0, 365, n).astype("timedelta64[D]")
     ymd = np.datetime_as_string(birth, unit="D")
     b = np.array([[int(ch) for ch in s.replace("-", "")] for s in ymd], dtype=np.int64).reshape(n, 8)
-    seq = rng.integers(0, 500, n) * 2 + np.where(female, 0, 1)      # 3rd digit parity = sex
+    seq = rng.integers(0, 500, n) * 2 + np.where(female, 0, 1)  # 3rd digit parity = sex
     seq = np.clip(seq, 1, 999)
     sd = np.stack([seq // 100, (seq // 10) % 10, seq % 10], axis=1)
     first17 = np.concatenate([area_d, b, sd], axis=1)
@@ -155,8 +285,9 @@ def legacy_reg_is_valid(s: str) -> bool:
     return (p + int(s[14])) % 10 == 1
 
 
-def addresses(rng: np.random.Generator, district_names_zh: np.ndarray, with_comma: float = 0.08,
-              with_quote: float = 0.01) -> np.ndarray:
+def addresses(
+    rng: np.random.Generator, district_names_zh: np.ndarray, with_comma: float = 0.08, with_quote: float = 0.01
+) -> np.ndarray:
     n = len(district_names_zh)
     road = np.array(ROADS)[rng.integers(0, len(ROADS), n)]
     num = rng.integers(1, 999, n).astype(str)
@@ -185,8 +316,14 @@ def addresses(rng: np.random.Generator, district_names_zh: np.ndarray, with_comm
     return out
 
 
-def enterprise_names(rng: np.random.Generator, n: int, industry_words: list[list[str]],
-                     industry_idx: np.ndarray, individual: np.ndarray, branch_of: np.ndarray) -> np.ndarray:
+def enterprise_names(
+    rng: np.random.Generator,
+    n: int,
+    industry_words: list[list[str]],
+    industry_idx: np.ndarray,
+    individual: np.ndarray,
+    branch_of: np.ndarray,
+) -> np.ndarray:
     """Canonical registered names: 江城(市)<trade><industry word>有限公司 with optional （XX分公司）."""
     tw = np.array(TRADE_WORDS)
     a = tw[rng.integers(0, len(tw), n)]

@@ -8,28 +8,72 @@ import numpy as np
 import pandas as pd
 
 from . import people
-from ._delivery import assign_kinds, extraction_cap, pick_duplicates, plan_revisions, in_delivery_order
+from ._delivery import assign_kinds, extraction_cap, in_delivery_order, pick_duplicates, plan_revisions
 from ._util import Clock, SourceCounts, fmt_fixed, fmt_time, rng_for, write_csv
 from .geo import DISTRICTS, district_names
 
-COLUMNS = ["case_no", "report_time", "offence_code", "offence_desc", "district", "lon", "lat", "address",
-           "reporter_name", "reporter_phone", "reporter_id_no", "status", "updated_at"]
-QUARANTINE_KINDS = ["invalid_timestamp", "timestamp_out_of_range", "unmapped_code", "coordinates_outside_city",
-                    "unknown_district"]
-RATES = {"invalid_timestamp": 0.006, "timestamp_out_of_range": 0.004, "unmapped_code": 0.005,
-         "coordinates_outside_city": 0.004, "unknown_district": 0.003,
-         # published, not quarantined:
-         "missing_coordinates": 0.010, "unknown_typo_with_coordinates": 0.003}
-DISTRICT_KIND_WEIGHTS = {"official_zh": 0.80, "short_zh": 0.07, "code": 0.04, "english": 0.02, "pinyin": 0.03,
-                         "known_typo": 0.04}
-UNKNOWN_CODES = [("9901", "其他警情"), ("9907", "未分类"), ("8802", "测试警情"), ("7700", "其他求助"), ("1999", "其他刑事")]
+COLUMNS = [
+    "case_no",
+    "report_time",
+    "offence_code",
+    "offence_desc",
+    "district",
+    "lon",
+    "lat",
+    "address",
+    "reporter_name",
+    "reporter_phone",
+    "reporter_id_no",
+    "status",
+    "updated_at",
+]
+QUARANTINE_KINDS = [
+    "invalid_timestamp",
+    "timestamp_out_of_range",
+    "unmapped_code",
+    "coordinates_outside_city",
+    "unknown_district",
+]
+RATES = {
+    "invalid_timestamp": 0.006,
+    "timestamp_out_of_range": 0.004,
+    "unmapped_code": 0.005,
+    "coordinates_outside_city": 0.004,
+    "unknown_district": 0.003,
+    # published, not quarantined:
+    "missing_coordinates": 0.010,
+    "unknown_typo_with_coordinates": 0.003,
+}
+DISTRICT_KIND_WEIGHTS = {
+    "official_zh": 0.80,
+    "short_zh": 0.07,
+    "code": 0.04,
+    "english": 0.02,
+    "pinyin": 0.03,
+    "known_typo": 0.04,
+}
+UNKNOWN_CODES = [
+    ("9901", "其他警情"),
+    ("9907", "未分类"),
+    ("8802", "测试警情"),
+    ("7700", "其他求助"),
+    ("1999", "其他刑事"),
+]
 STATUSES = ["已受理", "处理中", "已结案"]
 PUBLISHED_KINDS = ("", "missing_coordinates", "unknown_typo_with_coordinates")
 
 
 def invalid_timestamps(rng, year: int, n: int) -> np.ndarray:
-    opts = [f"{year}-13-45 25:61:00", "N/A", "", "昨天晚上", f"{year}-02-30 10:00:00", "0000-00-00 00:00:00",
-            f"{year}/1/5 下午3点", "#VALUE!"]
+    opts = [
+        f"{year}-13-45 25:61:00",
+        "N/A",
+        "",
+        "昨天晚上",
+        f"{year}-02-30 10:00:00",
+        "0000-00-00 00:00:00",
+        f"{year}/1/5 下午3点",
+        "#VALUE!",
+    ]
     return np.array(opts, dtype=object)[rng.integers(0, len(opts), n)]
 
 
@@ -60,7 +104,7 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, crosswalk
     labels = dict(zip(crosswalk.source_code, crosswalk.source_label))
     t = ev.t.to_numpy().astype(np.int64).copy()
     style = rng.choice(4, n, p=[0.55, 0.20, 0.15, 0.10])
-    t[style == 1] = t[style == 1] // 60 * 60            # no seconds in that format: true time is the minute
+    t[style == 1] = t[style == 1] // 60 * 60  # no seconds in that format: true time is the minute
     local = clock.local_seconds(t)
     offset = local - t
     month = clock.month_index(t)
@@ -143,11 +187,23 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, crosswalk
     final_status[rev_rows] = rev_status
 
     upd_local = clock.local_seconds(upd)
-    base = pd.DataFrame({
-        "case_no": case_no, "report_time": rt, "offence_code": code, "offence_desc": desc,
-        "district": dname, "lon": lon_s, "lat": lat_s, "address": address, "reporter_name": rname,
-        "reporter_phone": rphone, "reporter_id_no": rid, "status": np.array(STATUSES, dtype=object)[status_i],
-        "updated_at": fmt_time(upd_local, "iso_space").astype(object)})
+    base = pd.DataFrame(
+        {
+            "case_no": case_no,
+            "report_time": rt,
+            "offence_code": code,
+            "offence_desc": desc,
+            "district": dname,
+            "lon": lon_s,
+            "lat": lat_s,
+            "address": address,
+            "reporter_name": rname,
+            "reporter_phone": rphone,
+            "reporter_id_no": rid,
+            "status": np.array(STATUSES, dtype=object)[status_i],
+            "updated_at": fmt_time(upd_local, "iso_space").astype(object),
+        }
+    )
     base["_file"] = month
     base["_key"] = t
     rev = base.iloc[rev_rows].copy()
@@ -172,26 +228,47 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, crosswalk
     counts.check("police_incidents")
 
     pub = np.nonzero(published)[0]
-    truth = pd.DataFrame({
-        "case_no": case_no[pub],
-        "occurred_at_utc": fmt_time(t[pub], "iso_z"),
-        "district_code": np.array([d.code for d in DISTRICTS])[dist[pub]],
-        "subcategory_code": ev.subcategory.to_numpy()[pub],
-        "h3_cell": np.where(has_cell[pub], city.cells[ev.cell.to_numpy()[pub]], ""),
-        "status": np.array(STATUSES)[final_status[pub]],
-    }).sort_values("case_no", kind="stable")
-    linkable = pd.DataFrame({
-        "record_id": case_no, "event_id": ev.event_id.to_numpy(), "t": t, "lon": ev.lon.to_numpy(),
-        "lat": ev.lat.to_numpy(), "subcategory": ev.subcategory.to_numpy(), "domain": ev.domain.to_numpy()})
+    truth = pd.DataFrame(
+        {
+            "case_no": case_no[pub],
+            "occurred_at_utc": fmt_time(t[pub], "iso_z"),
+            "district_code": np.array([d.code for d in DISTRICTS])[dist[pub]],
+            "subcategory_code": ev.subcategory.to_numpy()[pub],
+            "h3_cell": np.where(has_cell[pub], city.cells[ev.cell.to_numpy()[pub]], ""),
+            "status": np.array(STATUSES)[final_status[pub]],
+        }
+    ).sort_values("case_no", kind="stable")
+    linkable = pd.DataFrame(
+        {
+            "record_id": case_no,
+            "event_id": ev.event_id.to_numpy(),
+            "t": t,
+            "lon": ev.lon.to_numpy(),
+            "lat": ev.lat.to_numpy(),
+            "subcategory": ev.subcategory.to_numpy(),
+            "domain": ev.domain.to_numpy(),
+        }
+    )
     linkable = linkable[(kinds == "") | (kinds == "unknown_typo_with_coordinates")].reset_index(drop=True)
-    record_map = pd.DataFrame({"event_id": ev.event_id.to_numpy(), "source": "police_incidents",
-                               "record_id": case_no, "delivery": np.where(kinds == "", "clean", kinds),
-                               "t_reported": t})
+    record_map = pd.DataFrame(
+        {
+            "event_id": ev.event_id.to_numpy(),
+            "source": "police_incidents",
+            "record_id": case_no,
+            "delivery": np.where(kinds == "", "clean", kinds),
+            "t_reported": t,
+        }
+    )
     pii = pd.DataFrame({"source": "police_incidents", "record_id": case_no[phone_rows], "field": "address"})
-    details = {"revisions": int(len(rev_rows)), "exact_duplicates": int(len(dup_rows)),
-               "published_with_unresolvable_district_name": int((kinds == "unknown_typo_with_coordinates").sum()),
-               "district_name_kinds": {k: int(v) for k, v in sorted(pd.Series(dkind).value_counts().items())},
-               "report_time_styles": {s: int((style == i).sum()) for i, s in
-                                      enumerate(["YYYY-MM-DD HH:MM:SS", "YYYY/MM/DD HH:MM", "ISO-Z", "ISO+offset"])},
-               "addresses_with_phone_number": int(len(phone_rows))}
+    details = {
+        "revisions": int(len(rev_rows)),
+        "exact_duplicates": int(len(dup_rows)),
+        "published_with_unresolvable_district_name": int((kinds == "unknown_typo_with_coordinates").sum()),
+        "district_name_kinds": {k: int(v) for k, v in sorted(pd.Series(dkind).value_counts().items())},
+        "report_time_styles": {
+            s: int((style == i).sum())
+            for i, s in enumerate(["YYYY-MM-DD HH:MM:SS", "YYYY/MM/DD HH:MM", "ISO-Z", "ISO+offset"])
+        },
+        "addresses_with_phone_number": int(len(phone_rows)),
+    }
     return counts, truth, linkable, record_map, pii, details

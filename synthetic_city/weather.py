@@ -9,8 +9,20 @@ import numpy as np
 import pandas as pd
 
 # month -> (wet-day probability, mean precipitation on a wet day in mm)
-_WET = {1: (0.33, 6), 2: (0.38, 8), 3: (0.45, 10), 4: (0.45, 13), 5: (0.45, 16), 6: (0.50, 22),
-        7: (0.45, 24), 8: (0.35, 18), 9: (0.30, 12), 10: (0.30, 10), 11: (0.30, 8), 12: (0.25, 5)}
+_WET = {
+    1: (0.33, 6),
+    2: (0.38, 8),
+    3: (0.45, 10),
+    4: (0.45, 13),
+    5: (0.45, 16),
+    6: (0.50, 22),
+    7: (0.45, 24),
+    8: (0.35, 18),
+    9: (0.30, 12),
+    10: (0.30, 10),
+    11: (0.30, 8),
+    12: (0.25, 5),
+}
 
 
 def simulate(rng: np.random.Generator, dates: list[date]) -> pd.DataFrame:
@@ -37,13 +49,15 @@ def simulate(rng: np.random.Generator, dates: list[date]) -> pd.DataFrame:
     tmax = seasonal + anom - 2.5 * wet
     tmin = tmax - (7.5 - 3.0 * wet) + rng.normal(0, 1.0, n)
     wind = rng.gamma(4.0, 1.1, n) + 3.0 * (precip > 25) + 0.2
-    return pd.DataFrame({
-        "date": [d.isoformat() for d in dates],
-        "precip_mm": np.round(precip, 1),
-        "tmax_c": np.round(tmax, 1),
-        "tmin_c": np.round(tmin, 1),
-        "wind_max_ms": np.round(wind, 1),
-    })
+    return pd.DataFrame(
+        {
+            "date": [d.isoformat() for d in dates],
+            "precip_mm": np.round(precip, 1),
+            "tmax_c": np.round(tmax, 1),
+            "tmin_c": np.round(tmin, 1),
+            "wind_max_ms": np.round(wind, 1),
+        }
+    )
 
 
 def domain_weather_factor(domain: str, w: pd.DataFrame) -> np.ndarray:
@@ -52,17 +66,17 @@ def domain_weather_factor(domain: str, w: pd.DataFrame) -> np.ndarray:
     tmax = w["tmax_c"].to_numpy(float)
     tmin = w["tmin_c"].to_numpy(float)
     wind = w["wind_max_ms"].to_numpy(float)
-    if domain == "TR":   # wet roads: +1.5 % per mm, capped
+    if domain == "TR":  # wet roads: +1.5 % per mm, capped
         return 1 + 0.015 * np.minimum(p, 60)
-    if domain == "NH":   # waterlogging grows super-linearly with rain; heat, cold and gales add
+    if domain == "NH":  # waterlogging grows super-linearly with rain; heat, cold and gales add
         return 0.15 + (p / 10.0) ** 1.3 + 0.6 * (tmax > 35) + 0.6 * (tmin < 0) + 0.4 * (wind > 10)
-    if domain == "FE":   # heating season and dry days
+    if domain == "FE":  # heating season and dry days
         return (1 + 0.025 * np.maximum(0, 12 - tmax)) * (1 - 0.2 * (p > 10))
-    if domain == "UL":   # heat (power), cold (gas, water mains), heavy rain (drainage)
+    if domain == "UL":  # heat (power), cold (gas, water mains), heavy rain (drainage)
         return 1 + 0.04 * np.maximum(0, tmax - 30) + 0.03 * np.maximum(0, 5 - tmin) + 0.012 * np.minimum(p, 80)
-    if domain == "PH":   # food poisoning and heat illness in hot weather
+    if domain == "PH":  # food poisoning and heat illness in hot weather
         return 1 + 0.03 * np.maximum(0, tmax - 24)
-    if domain == "PO":   # fewer outdoor nuisances in rain
+    if domain == "PO":  # fewer outdoor nuisances in rain
         return 1 - 0.02 * np.minimum(p, 20)
     if domain == "PS":
         return (1 - 0.008 * np.minimum(p, 30)) * (1 + 0.006 * (tmax - 20))

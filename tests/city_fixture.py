@@ -22,15 +22,15 @@ DAYS = "90"
 
 @dataclasses.dataclass(frozen=True)
 class BuiltCity:
-    root: Path                 # tmp folder holding everything below
-    env: dict                  # environment that points the CLI at this city
-    lake: Path                 # <lake_root>
-    silver: Path               # <lake_root>/silver
-    synthetic: Path            # generator output (deliveries + truth/)
-    warehouse: Path            # the served DuckDB warehouse the run built
-    summary: dict              # runs/<first>/summary.json
-    truth: dict                # truth/expected_counts.json
-    stdout: str                # the CLI's progress output
+    root: Path  # tmp folder holding everything below
+    env: dict  # environment that points the CLI at this city
+    lake: Path  # <lake_root>
+    silver: Path  # <lake_root>/silver
+    synthetic: Path  # generator output (deliveries + truth/)
+    warehouse: Path  # the served DuckDB warehouse the run built
+    summary: dict  # runs/<first>/summary.json
+    truth: dict  # truth/expected_counts.json
+    stdout: str  # the CLI's progress output
 
     @property
     def truth_dir(self) -> Path:
@@ -53,8 +53,9 @@ def city_env(root: Path) -> dict:
 
 
 def run_cli(args: list[str], env: dict, run_id: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(CLI), *args, "--run-id", run_id], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [str(CLI), *args, "--run-id", run_id], env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
 
@@ -65,7 +66,11 @@ def build_city(root: Path) -> BuiltCity:
     lake = root / "lake"
     synthetic = root / "synthetic"
     return BuiltCity(
-        root=root, env=env, lake=lake, silver=lake / "silver", synthetic=synthetic,
+        root=root,
+        env=env,
+        lake=lake,
+        silver=lake / "silver",
+        synthetic=synthetic,
         warehouse=root / "warehouse" / "marts.duckdb",
         summary=json.loads((lake / "runs" / "first" / "summary.json").read_text()),
         truth=json.loads((synthetic / "truth" / "expected_counts.json").read_text()),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +19,6 @@ def spark():
     with spark_session("sail", app_name="citysafe-tests") as session:
         yield session
 
-
-import sys
-from pathlib import Path
 
 # Test helper modules (fixtures shared by several test files) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -45,10 +44,13 @@ def cli(monkeypatch, tmp_path):
     for key in [k for k in os.environ if k.startswith("CITYSAFE_")]:
         monkeypatch.delenv(key)
     syn = tmp_path / "syn"
-    base = {"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_WAREHOUSE_PATH": str(tmp_path / "wh" / "marts.duckdb"),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")}
+    base = {
+        "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
+        "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+        "CITYSAFE_WAREHOUSE_PATH": str(tmp_path / "wh" / "marts.duckdb"),
+        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
+    }
 
     def invoke(*args, env=None):
         result = CliRunner().invoke(main, list(args), env={**base, **(env or {})}, prog_name="citysafe")

@@ -16,11 +16,13 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
 def canonical(spark) -> dict:
-    import silver_fixtures as fx
     from spark_jobs import silver_incident
 
+    import silver_fixtures as fx
+
     published, quarantined, duplicates = silver_incident.transform(
-        fx.bronze_frame(spark), fx.SOURCE, fx.reference(spark), fx.PII_KEY, fx.NOW)
+        fx.bronze_frame(spark), fx.SOURCE, fx.reference(spark), fx.PII_KEY, fx.NOW
+    )
 
     def rows(df, key):
         out = [{k: (str(v) if v is not None else None) for k, v in r.asDict().items()} for r in df.collect()]
@@ -43,8 +45,13 @@ def main(engine: str) -> None:
         from pyspark.sql import SparkSession
 
         os.environ["PYSPARK_PYTHON"] = sys.executable
-        spark = (SparkSession.builder.remote(engine).config("spark.sql.session.timeZone", "UTC")
-                 .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2").getOrCreate())
+        spark = (
+            SparkSession.builder.remote(engine)
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            .getOrCreate()
+        )
         try:
             result = canonical(spark)
         finally:

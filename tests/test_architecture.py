@@ -68,10 +68,14 @@ def test_dags_only_shell_out():
 
 
 def test_importing_the_whole_library_loads_no_job_module():
-    modules = sorted({f"citysafe.{p.stem}" for p in (ROOT / "citysafe").glob("*.py") if p.stem != "__init__"}
-                     | {"citysafe.connectors"})
-    code = ("import importlib, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(sorted({n.split('.')[0] for n in sys.modules} & {'spark_jobs', 'synthetic_city', 'ml', 'pipeline'}))")
+    modules = sorted(
+        {f"citysafe.{p.stem}" for p in (ROOT / "citysafe").glob("*.py") if p.stem != "__init__"}
+        | {"citysafe.connectors"}
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'spark_jobs', 'synthetic_city', 'ml', 'pipeline'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]"

@@ -17,8 +17,20 @@ import pytest
 from pipeline.cli import main
 
 CLI = Path(sys.executable).parent / "citysafe"
-COMMANDS = ["generate", "reference", "ingest", "silver", "build-marts", "reconcile", "run", "stages", "config",
-            "history", "maintain", "data-docs"]
+COMMANDS = [
+    "generate",
+    "reference",
+    "ingest",
+    "silver",
+    "build-marts",
+    "reconcile",
+    "run",
+    "stages",
+    "config",
+    "history",
+    "maintain",
+    "data-docs",
+]
 
 
 def test_every_command_is_listed_here():
@@ -33,8 +45,13 @@ def test_help_on_every_command(cli, command):
 
 def test_the_installed_executable_maps_a_bad_config_to_exit_2():
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSAFE_")}
-    proc = subprocess.run([str(CLI), "config"], env={**env, "CITYSAFE_ENGINE": "spark://nope"},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(CLI), "config"],
+        env={**env, "CITYSAFE_ENGINE": "spark://nope"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "engine: must be 'sail' or a Spark Connect URL" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -48,8 +65,15 @@ def test_missing_delivery_folder_exits_5(cli):
 def test_missing_pii_key_exits_2(cli, tmp_path):
     from synthetic_city import generate
 
-    generate(tmp_path / "syn", scale=0.005, seed=1, start_date=dt.date(2025, 1, 1), days=30,
-             timezone="Asia/Shanghai", h3_resolution=8)
+    generate(
+        tmp_path / "syn",
+        scale=0.005,
+        seed=1,
+        start_date=dt.date(2025, 1, 1),
+        days=30,
+        timezone="Asia/Shanghai",
+        h3_resolution=8,
+    )
     assert cli("ingest", "police_incidents")[0] == 0
     code, _, err = cli("silver", "police_incidents")
     assert code == 2 and "set the environment variable CITYSAFE_PII_KEY" in err and "Traceback" not in err
@@ -59,8 +83,15 @@ def test_progress_lines_name_the_stage(cli, tmp_path):
     """One log handler: each line carries the elapsed time, the stage and the level."""
     from synthetic_city import generate
 
-    generate(tmp_path / "syn", scale=0.005, seed=1, start_date=dt.date(2025, 1, 1), days=30,
-             timezone="Asia/Shanghai", h3_resolution=8)
+    generate(
+        tmp_path / "syn",
+        scale=0.005,
+        seed=1,
+        start_date=dt.date(2025, 1, 1),
+        days=30,
+        timezone="Asia/Shanghai",
+        h3_resolution=8,
+    )
     code, _, err = cli("ingest", "police_incidents")
     assert code == 0
     line = next(x for x in err.splitlines() if "landed " in x)

@@ -44,8 +44,8 @@ def test_real_crosswalks_exist_for_every_code_spec():
 
 @pytest.mark.parametrize("name", REAL_CROSSWALKS)
 def test_real_crosswalk_validates(name):
-    xw = reference.crosswalk(name)                                    # the project's own validation
-    rows = _csv_rows(CROSSWALK_DIR / f"{name}.csv")                   # and an independent one
+    xw = reference.crosswalk(name)  # the project's own validation
+    rows = _csv_rows(CROSSWALK_DIR / f"{name}.csv")  # and an independent one
     assert rows and list(rows[0]) == ["source_code", "source_label", "subcategory_code"]
     codes = [r["source_code"].strip() for r in rows]
     assert len(codes) == len(set(codes)), f"{name}: duplicate source_code"
@@ -117,12 +117,15 @@ def test_codes_composite_normalised_constant_and_rules():
 
     rules = CODE_SPECS["real_nypd_collisions"]
     base = {c: "0" for c in rules.input_columns}
-    cases = [({}, "NO INJURY"), ({"number_of_persons_injured": "2"}, "PERSONS INJURED"),
-             ({"number_of_persons_injured": "1", "number_of_pedestrians_injured": "1"}, "PEDESTRIANS INJURED"),
-             ({"number_of_persons_killed": "1", "number_of_pedestrians_injured": "1"}, "PERSONS KILLED"),
-             ({"number_of_cyclist_injured": "1"}, "PERSONS INJURED"),
-             ({"number_of_persons_injured": ""}, None),                      # an unknown count: no code
-             ({"number_of_persons_injured": "", "number_of_motorist_killed": "1"}, "PERSONS KILLED")]
+    cases = [
+        ({}, "NO INJURY"),
+        ({"number_of_persons_injured": "2"}, "PERSONS INJURED"),
+        ({"number_of_persons_injured": "1", "number_of_pedestrians_injured": "1"}, "PEDESTRIANS INJURED"),
+        ({"number_of_persons_killed": "1", "number_of_pedestrians_injured": "1"}, "PERSONS KILLED"),
+        ({"number_of_cyclist_injured": "1"}, "PERSONS INJURED"),
+        ({"number_of_persons_injured": ""}, None),  # an unknown count: no code
+        ({"number_of_persons_injured": "", "number_of_motorist_killed": "1"}, "PERSONS KILLED"),
+    ]
     df = pd.DataFrame([{**base, **change} for change, _ in cases])
     assert code_mapping.codes(df, rules).tolist() == [want for _, want in cases]
 
@@ -159,13 +162,22 @@ def _n(value: str) -> float | None:
 
 def _nypd(r):
     n = {k: _n(v.strip()) for k, v in r.items() if k.startswith("number_of_")}
-    if any((n[k] or 0) > 0 for k in ("number_of_persons_killed", "number_of_pedestrians_killed",
-                                     "number_of_cyclist_killed", "number_of_motorist_killed")):
+    if any(
+        (n[k] or 0) > 0
+        for k in (
+            "number_of_persons_killed",
+            "number_of_pedestrians_killed",
+            "number_of_cyclist_killed",
+            "number_of_motorist_killed",
+        )
+    ):
         return "PERSONS KILLED"
     if (n["number_of_pedestrians_injured"] or 0) > 0:
         return "PEDESTRIANS INJURED"
-    if any((n[k] or 0) > 0 for k in ("number_of_persons_injured", "number_of_cyclist_injured",
-                                     "number_of_motorist_injured")):
+    if any(
+        (n[k] or 0) > 0
+        for k in ("number_of_persons_injured", "number_of_cyclist_injured", "number_of_motorist_injured")
+    ):
         return "PERSONS INJURED"
     return "NO INJURY" if all(v is not None for v in n.values()) else None
 
@@ -202,8 +214,10 @@ def test_sample_mapping_rates_match_an_independent_count(name):
     source = REAL[name]
     records = _sample_records(source)
     found = [INDEPENDENT[name](r) for r in records]
-    mapped_codes = {r["source_code"].strip(): r["subcategory_code"]
-                    for r in _csv_rows(CROSSWALK_DIR / f"{CODE_SPECS[name].crosswalk}.csv")}
+    mapped_codes = {
+        r["source_code"].strip(): r["subcategory_code"]
+        for r in _csv_rows(CROSSWALK_DIR / f"{CODE_SPECS[name].crosswalk}.csv")
+    }
     counts = collections.Counter(c for c in found if c is not None)
     rows_mapped = sum(n for c, n in counts.items() if c in mapped_codes)
     frequent = [c for c, n in counts.items() if n >= code_mapping.FREQUENT]
@@ -223,7 +237,8 @@ def test_sample_mapping_rates_match_an_independent_count(name):
     assert [n for _, n in stats.unmapped] == sorted(want_unmapped.values(), reverse=True)
     assert stats.frequent_codes == len(frequent)
     assert stats.frequent_rate == pytest.approx(
-        sum(c in mapped_codes for c in frequent) / len(frequent) if frequent else 1.0)
+        sum(c in mapped_codes for c in frequent) / len(frequent) if frequent else 1.0
+    )
     by_sub = collections.Counter()
     for c, n in counts.items():
         if c in mapped_codes:
@@ -256,13 +271,17 @@ def test_mapping_stats_accepts_arrow_and_refuses_missing_columns():
 def _edge_cases() -> dict[str, pd.DataFrame]:
     """Inputs the samples lack: blank, padded, garbage and float-formatted values."""
     nypd = CODE_SPECS["real_nypd_collisions"].input_columns
-    rows = [dict.fromkeys(nypd, "0"), {**dict.fromkeys(nypd, "0"), "number_of_persons_injured": ""},
-            {**dict.fromkeys(nypd, "0"), "number_of_persons_injured": "x", "number_of_cyclist_injured": " 2 "},
-            {**dict.fromkeys(nypd, None), "number_of_motorist_killed": "1.0"}]
+    rows = [
+        dict.fromkeys(nypd, "0"),
+        {**dict.fromkeys(nypd, "0"), "number_of_persons_injured": ""},
+        {**dict.fromkeys(nypd, "0"), "number_of_persons_injured": "x", "number_of_cyclist_injured": " 2 "},
+        {**dict.fromkeys(nypd, None), "number_of_motorist_killed": "1.0"},
+    ]
     return {
         "real_nypd_collisions": pd.DataFrame(rows),
         "real_nyc_constituent_complaints": pd.DataFrame(
-            {"complaint_type": [" A ", "", None, "B"], "descriptor": ["d", " e", None, ""]}),
+            {"complaint_type": [" A ", "", None, "B"], "descriptor": ["d", " e", None, ""]}
+        ),
         "real_fars_crashes": pd.DataFrame({"harm_ev": ["12.0", " 8.00 ", "", None, "7.5"]}),
     }
 
@@ -276,16 +295,16 @@ def test_spark_code_matches_the_pandas_rule(spark):
         frame["_i"] = range(len(frame))
         schema = ", ".join([*(f"`{c}` string" for c in spec.input_columns), "_i bigint"])
         df = spark.createDataFrame(frame[[*spec.input_columns, "_i"]], schema=schema)
-        got = [r["code"] for r in df.select("_i", code_mapping.spark_code(spec).alias("code"))
-               .orderBy("_i").collect()]
+        got = [r["code"] for r in df.select("_i", code_mapping.spark_code(spec).alias("code")).orderBy("_i").collect()]
         assert got == code_mapping.codes(frame, spec).tolist(), name
 
 
 def test_bronze_rows_give_the_same_figures_as_the_files(spark, tmp_path):
     from spark_jobs import bronze
 
-    settings = load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-                                      "CITYSAFE_REAL_DATA_ROOT": str(SAMPLES)})
+    settings = load_settings(
+        environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_REAL_DATA_ROOT": str(SAMPLES)}
+    )
     for name in ("real_nypd_collisions", "real_nyc_vehicle_thefts"):
         bronze.ingest(spark, settings, REAL[name])
         from_bronze = code_mapping.mapping_stats(name, code_mapping.read_bronze(settings, REAL[name]))
@@ -308,20 +327,33 @@ def _with_code(tmp_path, code_yaml: str):
     return path, load_source_file
 
 
-@pytest.mark.parametrize("code_yaml, message", [
-    ("code:\n  crosswalk: real_houston_ofense\n  columns: [offense]",
-     "code.crosswalk: 'real_houston_ofense' has no file reference/crosswalks/real_houston_ofense.csv"),
-    ("code:\n  crosswalk: real_houston_offense\n  columns: [offence]",
-     "code.columns[0]: 'offence' is not a column in schema"),
-    ("code:\n  crosswalk: real_houston_offense\n  rules: [{code: X, columns: [beat, victims]}]",
-     "code.rules[0].columns[1]: 'victims' is not a column in schema"),
-    ("code:\n  crosswalk: real_houston_offense\n  columns: [offense]\n  constant: x",
-     "code: give exactly one of columns, constant or rules"),
-    ("code:\n  columns: [offense]", "code: crosswalk: required"),
-    ("code:\n  crosswalk: real_houston_offense\n  colums: [offense]", "code.colums: unknown key"),
-    ("code:\n  crosswalk: real_chicago_iucr\n  columns: [offense]",
-     "silver.crosswalk: 'real_houston_offense' differs from code.crosswalk 'real_chicago_iucr'"),
-])
+@pytest.mark.parametrize(
+    "code_yaml, message",
+    [
+        (
+            "code:\n  crosswalk: real_houston_ofense\n  columns: [offense]",
+            "code.crosswalk: 'real_houston_ofense' has no file reference/crosswalks/real_houston_ofense.csv",
+        ),
+        (
+            "code:\n  crosswalk: real_houston_offense\n  columns: [offence]",
+            "code.columns[0]: 'offence' is not a column in schema",
+        ),
+        (
+            "code:\n  crosswalk: real_houston_offense\n  rules: [{code: X, columns: [beat, victims]}]",
+            "code.rules[0].columns[1]: 'victims' is not a column in schema",
+        ),
+        (
+            "code:\n  crosswalk: real_houston_offense\n  columns: [offense]\n  constant: x",
+            "code: give exactly one of columns, constant or rules",
+        ),
+        ("code:\n  columns: [offense]", "code: crosswalk: required"),
+        ("code:\n  crosswalk: real_houston_offense\n  colums: [offense]", "code.colums: unknown key"),
+        (
+            "code:\n  crosswalk: real_chicago_iucr\n  columns: [offense]",
+            "silver.crosswalk: 'real_houston_offense' differs from code.crosswalk 'real_chicago_iucr'",
+        ),
+    ],
+)
 def test_a_malformed_code_section_names_the_file_and_the_key(tmp_path, code_yaml, message):
     from citysafe.sources import SourceError
 

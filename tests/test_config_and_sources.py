@@ -18,28 +18,38 @@ def test_defaults_resolve_paths_against_the_repo():
 
 
 def test_environment_overrides_nested_keys_and_types():
-    s = load_settings(environ={"CITYSAFE_SCALE": "0.5", "CITYSAFE_CITY__DAYS": "30",
-                               "CITYSAFE_ENGINE": "sc://spark.internal:15002", "CITYSAFE_LAKE_ROOT": "/data/lake"})
+    s = load_settings(
+        environ={
+            "CITYSAFE_SCALE": "0.5",
+            "CITYSAFE_CITY__DAYS": "30",
+            "CITYSAFE_ENGINE": "sc://spark.internal:15002",
+            "CITYSAFE_LAKE_ROOT": "/data/lake",
+        }
+    )
     assert s.scale == 0.5 and s.city.days == 30 and s.engine == "sc://spark.internal:15002"
     assert s.lake_root == Path("/data/lake")
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"CITYSAFE_ENGINE": "spark://x"}, "engine: must be 'sail' or a Spark Connect URL"),
-    ({"CITYSAFE_TIMEZONE": "Mars/Olympus"}, "timezone: unknown IANA time zone"),
-    ({"CITYSAFE_H3_RESOLUTION": "16"}, "h3_resolution"),
-    ({"CITYSAFE_SCALEE": "1"}, "CITYSAFE_SCALEE: unknown config key 'scalee'"),
-    ({"CITYSAFE_CITY__WEEKS": "3"}, "city.weeks: unknown key"),
-    ({"CITYSAFE_PII_KEY_ENV": "my-secret-literal"}, "pii_key_env: must be the NAME of an environment variable"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"CITYSAFE_ENGINE": "spark://x"}, "engine: must be 'sail' or a Spark Connect URL"),
+        ({"CITYSAFE_TIMEZONE": "Mars/Olympus"}, "timezone: unknown IANA time zone"),
+        ({"CITYSAFE_H3_RESOLUTION": "16"}, "h3_resolution"),
+        ({"CITYSAFE_SCALEE": "1"}, "CITYSAFE_SCALEE: unknown config key 'scalee'"),
+        ({"CITYSAFE_CITY__WEEKS": "3"}, "city.weeks: unknown key"),
+        ({"CITYSAFE_PII_KEY_ENV": "my-secret-literal"}, "pii_key_env: must be the NAME of an environment variable"),
+    ],
+)
 def test_bad_values_name_the_key(env, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_settings(environ=env)
 
 
 def test_unknown_key_in_file(tmp_path):
-    (tmp_path / "c.yaml").write_text("lake_root: a\nwarehouse_path: b\nsynthetic_root: c\n"
-                                     "districts_geojson: d\ndistrict_aliases: e\nlake_rot: x\n")
+    (tmp_path / "c.yaml").write_text(
+        "lake_root: a\nwarehouse_path: b\nsynthetic_root: c\ndistricts_geojson: d\ndistrict_aliases: e\nlake_rot: x\n"
+    )
     with pytest.raises(ConfigError, match="lake_rot: unknown key"):
         load_settings(tmp_path / "c.yaml", environ={})
 
@@ -63,7 +73,9 @@ def test_bad_source_entry_names_file_and_key(tmp_path):
     text = (SOURCES_DIR / "police_incidents.yaml").read_text()
     bad = tmp_path / "police_incidents.yaml"
     bad.write_text(text.replace("primary_key: [case_no]", "primary_key: [case_number]"))
-    with pytest.raises(SourceError, match=r"police_incidents.yaml: invalid source entry: .*'case_number' is not a column"):
+    with pytest.raises(
+        SourceError, match=r"police_incidents.yaml: invalid source entry: .*'case_number' is not a column"
+    ):
         load_source_file(bad)
     bad.write_text(text.replace("kind: records", "kind: recordz"))
     with pytest.raises(SourceError, match="kind"):
@@ -83,7 +95,7 @@ def test_link_window_may_be_asymmetric_but_not_wider_than_the_buckets():
     with pytest.raises(ValidationError, match="min_minutes -40 reaches further back than max_minutes 30"):
         SilverTarget.Links(sources=["police_incidents"], min_minutes=-40)
     with pytest.raises(ValidationError):
-        SilverTarget.Links(sources=["police_incidents"], min_minutes=5)   # a window must include 0
+        SilverTarget.Links(sources=["police_incidents"], min_minutes=5)  # a window must include 0
 
 
 def test_dbt_vars_are_derived_from_the_registry(tmp_path):
@@ -96,8 +108,16 @@ def test_dbt_vars_are_derived_from_the_registry(tmp_path):
     derived = dbt_vars(settings)
     assert derived["city_timezone"] == settings.timezone
     assert derived["incident_sources"] == [
-        "fire_calls", "hotline_tickets", "police_incidents", "real_chicago_crimes", "real_houston_crime",
-        "real_nyc_constituent_complaints", "real_nyc_vehicle_thefts", "real_nypd_collisions", "real_sf_fire_calls"]
+        "fire_calls",
+        "hotline_tickets",
+        "police_incidents",
+        "real_chicago_crimes",
+        "real_houston_crime",
+        "real_nyc_constituent_complaints",
+        "real_nyc_vehicle_thefts",
+        "real_nypd_collisions",
+        "real_sf_fire_calls",
+    ]
     assert derived["response_time_sources"] == ["fire_calls", "real_sf_fire_calls"]
     project_vars = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
     assert project_vars["incident_sources"] == [] and project_vars["response_time_sources"] == []

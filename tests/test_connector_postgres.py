@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 from deltalake import DeltaTable
-from pg_server import free_port, pg_server  # noqa: F401  (session fixture)
 
 from citysafe import delta_io
 from citysafe.config import load_settings
@@ -28,14 +27,16 @@ from citysafe.formats import parse_jsonl
 from citysafe.sources import SourceError, load_source_file
 from spark_jobs import bronze
 
+from pg_server import free_port, pg_server  # noqa: F401  (session fixture)
+
 DSN_ENV = "FIRE_DB_DSN"
-READER, READER_PASSWORD = "fire_reader", "Rd#pw-4711 'x'"   # quotes and spaces: must survive, never show
+READER, READER_PASSWORD = "fire_reader", "Rd#pw-4711 'x'"  # quotes and spaces: must survive, never show
 TABLE = "fire.dispatch_calls"
 COLUMNS = ["call_id", "received_at", "call_type", "district", "lon", "lat", "caller_phone", "updated_at"]
 CST = dt.timezone(dt.timedelta(hours=8))
 BASE = dt.datetime(2025, 3, 1, 8, 0, tzinfo=CST)
-FIRST_ID = 9_007_199_254_740_993                     # 2**53 + 1: a float would lose it
-TIE = range(14, 25)                                  # rows 14..24 share updated_at: crosses the row-20 boundary
+FIRST_ID = 9_007_199_254_740_993  # 2**53 + 1: a float would lose it
+TIE = range(14, 25)  # rows 14..24 share updated_at: crosses the row-20 boundary
 DISTRICTS = ["江岸区", "江汉区", "硚口区", "武昌区", None]
 
 
@@ -43,16 +44,18 @@ def _rows(n: int = 50, start: int = 0) -> list[dict]:
     rows = []
     for i in range(start, start + n):
         minute = 14 if i in TIE else i
-        rows.append({
-            "call_id": FIRST_ID + i,
-            "received_at": BASE + dt.timedelta(minutes=i, seconds=7, microseconds=120000 * (i % 3)),
-            "call_type": "建筑火灾" if i % 4 == 0 else ("行\u2028分隔" if i == 7 else f"type-{i % 5}"),
-            "district": DISTRICTS[i % 5],
-            "lon": None if i == 9 else Decimal(f"114.{2500000 + i * 37:07d}"),
-            "lat": Decimal("30.5000") if i % 2 else Decimal("30.61234567890123456789"),
-            "caller_phone": None if i % 10 == 3 else f"1380013{i:04d}",
-            "updated_at": BASE + dt.timedelta(hours=1, minutes=minute),
-        })
+        rows.append(
+            {
+                "call_id": FIRST_ID + i,
+                "received_at": BASE + dt.timedelta(minutes=i, seconds=7, microseconds=120000 * (i % 3)),
+                "call_type": "建筑火灾" if i % 4 == 0 else ("行\u2028分隔" if i == 7 else f"type-{i % 5}"),
+                "district": DISTRICTS[i % 5],
+                "lon": None if i == 9 else Decimal(f"114.{2500000 + i * 37:07d}"),
+                "lat": Decimal("30.5000") if i % 2 else Decimal("30.61234567890123456789"),
+                "caller_phone": None if i % 10 == 3 else f"1380013{i:04d}",
+                "updated_at": BASE + dt.timedelta(hours=1, minutes=minute),
+            }
+        )
     return rows
 
 
@@ -71,15 +74,17 @@ def _expected_text(row: dict) -> dict:
 
 def _insert(conn, rows: list[dict]) -> None:
     with conn.cursor() as cur:
-        cur.executemany(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
-                        [[r[c] for c in COLUMNS] for r in rows])
+        cur.executemany(
+            f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
+            [[r[c] for c in COLUMNS] for r in rows],
+        )
 
 
 @dataclasses.dataclass
 class FireDb:
-    conn: Any          # the owner's connection (autocommit): writes like the department's application
+    conn: Any  # the owner's connection (autocommit): writes like the department's application
     name: str
-    reader_dsn: str    # what FIRE_DB_DSN holds: the SELECT-only role
+    reader_dsn: str  # what FIRE_DB_DSN holds: the SELECT-only role
 
 
 @pytest.fixture
@@ -116,14 +121,31 @@ def _sensitivity(column: str) -> str:
 def _source(tmp_path: Path, columns=tuple(COLUMNS), primary_key="call_id", **connector):
     """The source entry, written as sources/fire_dispatch.yaml under tmp_path and loaded like any other."""
     entry = {
-        "name": "fire_dispatch", "department": "fire", "kind": "records",
+        "name": "fire_dispatch",
+        "department": "fire",
+        "kind": "records",
         "description": "Fire dispatch calls from the department's operational database.",
-        "connector": {"type": "postgres", "dsn_env": DSN_ENV, "table": TABLE, "batch_size": 20,
-                      "tie_breaker": "call_id", **connector},
+        "connector": {
+            "type": "postgres",
+            "dsn_env": DSN_ENV,
+            "table": TABLE,
+            "batch_size": 20,
+            "tie_breaker": "call_id",
+            **connector,
+        },
         "format": {"type": "jsonl"},
-        "schema": [{"name": c, "type": "string", "sensitivity": _sensitivity(c),
-                    **({"required": True} if c in (primary_key, "updated_at") else {})} for c in columns],
-        "primary_key": [primary_key], "watermark": "updated_at", "schedule": "@hourly",
+        "schema": [
+            {
+                "name": c,
+                "type": "string",
+                "sensitivity": _sensitivity(c),
+                **({"required": True} if c in (primary_key, "updated_at") else {}),
+            }
+            for c in columns
+        ],
+        "primary_key": [primary_key],
+        "watermark": "updated_at",
+        "schedule": "@hourly",
         "freshness": {"warn_after_hours": 2, "error_after_hours": 6},
     }
     folder = tmp_path / "sources"
@@ -164,7 +186,7 @@ def test_full_pull_lands_every_row_once_with_its_values_as_text(spark, tmp_path,
     rows = _bronze_rows(lake, source)
     expected = {str(r["call_id"]): _expected_text(r) for r in _rows()}
     assert summary["published"] == 50 and len(rows) == 50 and len(summary["batches"]) == 3
-    assert _by_id(rows) == expected                      # ids and every value, NULLs and Chinese included
+    assert _by_id(rows) == expected  # ids and every value, NULLs and Chinese included
     assert all(r["_parse_error"] is None and r["_extra_fields"] is None for r in rows)
     by_id = _by_id(rows)
     assert by_id[str(FIRST_ID + 7)]["call_type"] == "行\u2028分隔"
@@ -177,8 +199,11 @@ def test_full_pull_lands_every_row_once_with_its_values_as_text(spark, tmp_path,
     ordered = sorted(_rows(), key=lambda r: (r["updated_at"], r["call_id"]))
     assert [m["rows"] for m in manifests] == [20, 20, 10]
     assert [m["watermark_from"] for m in manifests] == [None, _position(ordered[19]), _position(ordered[39])]
-    assert [m["watermark_to"] for m in manifests] == [_position(ordered[19]), _position(ordered[39]),
-                                                       _position(ordered[49])]
+    assert [m["watermark_to"] for m in manifests] == [
+        _position(ordered[19]),
+        _position(ordered[39]),
+        _position(ordered[49]),
+    ]
     for m in manifests:
         (item,) = m["files"]
         assert item["table"] == TABLE and item["query_watermark_from"] == m["watermark_from"]
@@ -199,8 +224,10 @@ def test_incremental_pull_takes_inserts_and_updates_then_nothing(spark, tmp_path
         r["updated_at"] = BASE + dt.timedelta(days=1, minutes=r["call_id"] - FIRST_ID)
     _insert(fire_db.conn, new)
     later = BASE + dt.timedelta(days=2)
-    fire_db.conn.execute(f"UPDATE {TABLE} SET call_type = %s, updated_at = %s WHERE call_id = ANY(%s)",
-                         ["已处置", later, [FIRST_ID + 2, FIRST_ID + 20]])
+    fire_db.conn.execute(
+        f"UPDATE {TABLE} SET call_type = %s, updated_at = %s WHERE call_id = ANY(%s)",
+        ["已处置", later, [FIRST_ID + 2, FIRST_ID + 20]],
+    )
 
     summary = _ingest(spark, lake, source)
     assert summary["published"] == 7 and len(summary["batches"]) == 1
@@ -231,11 +258,12 @@ def _pull(source, settings, watermark=None):
 
 @pytest.mark.parametrize("tie_breaker, batch_size", [("call_id", 20), (None, 20), (None, 5), ("call_id", 1)])
 def test_rows_sharing_a_watermark_are_neither_lost_nor_doubled_at_a_chunk_boundary(
-        tmp_path, lake, tie_breaker, batch_size):
+    tmp_path, lake, tie_breaker, batch_size
+):
     source = _source(tmp_path, tie_breaker=tie_breaker, batch_size=batch_size)
     batches, ids = _pull(source, lake)
     ordered = sorted(_rows(), key=lambda r: (r["updated_at"], r["call_id"]))
-    assert ids == [str(r["call_id"]) for r in ordered]             # each once, in watermark order
+    assert ids == [str(r["call_id"]) for r in ordered]  # each once, in watermark order
     for before, after in zip(batches, batches[1:]):
         assert after.watermark_from == before.watermark_to
     tie_value = _expected_text(ordered[TIE[0]])["updated_at"]
@@ -263,9 +291,10 @@ def test_each_chunk_is_read_in_a_repeatable_read_read_only_transaction(tmp_path,
     conn = pull.connect()
     try:
         with pull._reading(conn):
-            assert conn.execute("SELECT current_setting('transaction_isolation'), "
-                                "current_setting('transaction_read_only'), current_setting('TimeZone')"
-                                ).fetchone() == ("repeatable read", "on", "UTC")
+            assert conn.execute(
+                "SELECT current_setting('transaction_isolation'), "
+                "current_setting('transaction_read_only'), current_setting('TimeZone')"
+            ).fetchone() == ("repeatable read", "on", "UTC")
     finally:
         conn.close()
 
@@ -284,10 +313,33 @@ def test_values_python_cannot_hold_keep_the_spelling_postgres_gives_them(tmp_pat
     (batch,) = PostgresTableConnector().batches(source, lake, None, set())
     parsed = parse_jsonl(batch.items[0].name, batch.items[0].content, source).columns
     assert [parsed[c][0] for c in columns] == [
-        "1", "2025-03-01T00:00:00.500000+00:00", "2025-03-01T08:00:00", "2025-03-01", "0.0000001", "0.1", "true",
-        '["a", "b c"]', '{"a": "火", "b": 1}', "P1DT2H", "4b1c0a4e-6c7a-4d4b-9a57-3f1d2a0c9e11", "\\x00ff"]
+        "1",
+        "2025-03-01T00:00:00.500000+00:00",
+        "2025-03-01T08:00:00",
+        "2025-03-01",
+        "0.0000001",
+        "0.1",
+        "true",
+        '["a", "b c"]',
+        '{"a": "火", "b": 1}',
+        "P1DT2H",
+        "4b1c0a4e-6c7a-4d4b-9a57-3f1d2a0c9e11",
+        "\\x00ff",
+    ]
     assert [parsed[c][1] for c in columns] == [
-        "2", "infinity", "-infinity", "infinity", "NaN", "NaN", "false", "[]", "null", "PT-3M", None, None]
+        "2",
+        "infinity",
+        "-infinity",
+        "infinity",
+        "NaN",
+        "NaN",
+        "false",
+        "[]",
+        "null",
+        "PT-3M",
+        None,
+        None,
+    ]
     assert json.loads(batch.watermark_to) == ["infinity", "2"]
     assert list(PostgresTableConnector().batches(source, lake, batch.watermark_to, set())) == []
 
@@ -308,8 +360,8 @@ def test_crash_after_bronze_before_watermark_commit_does_not_duplicate(spark, tm
     monkeypatch.setattr(bronze, "_commit", crash_on_second)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _ingest(spark, lake, source)
-    assert len(_bronze_rows(lake, source)) == 40                   # two chunks appended ...
-    assert len(bronze.committed_batches(lake, source)) == 1         # ... the watermark of one committed
+    assert len(_bronze_rows(lake, source)) == 40  # two chunks appended ...
+    assert len(bronze.committed_batches(lake, source)) == 1  # ... the watermark of one committed
     monkeypatch.setattr(bronze, "_commit", real_commit)
 
     summary = _ingest(spark, lake, source)
@@ -332,31 +384,59 @@ def test_crash_after_bronze_before_watermark_commit_does_not_duplicate(spark, tm
 def _nothing_committed(settings, source) -> bool:
     state = settings.state_dir / "bronze" / f"{source.name}.json"
     spec = bronze.bronze_spec(settings, source)  # created empty (version 0) before the connector runs
-    return not state.exists() and not _manifests(settings, source) and delta_io.version(spec) == 0 \
+    return (
+        not state.exists()
+        and not _manifests(settings, source)
+        and delta_io.version(spec) == 0
         and not _bronze_rows(settings, source)
+    )
 
 
-@pytest.mark.parametrize("case, message", [
-    ("wrong_password", r"refused the login for user 'fire_reader' \(authentication failed\): check the DSN in "
-                       r"environment variable FIRE_DB_DSN"),
-    ("unreachable_port", r"cannot reach PostgreSQL at 127\.0\.0\.1:\d+/fire_\w+ \(.*Connection refused.*\).*"
-                         r"check the DSN in environment variable FIRE_DB_DSN \(host and port\)"),
-    ("missing_table", r"table fire\.no_such_table does not exist in PostgreSQL at .*: check connector\.table in "
-                      r".*fire_dispatch\.yaml"),
-    ("missing_env", r"environment variable FIRE_DB_DSN is not set; .*connector\.dsn_env in .*fire_dispatch\.yaml"),
-    ("missing_columns", r"table fire\.dispatch_calls has no column\(s\) \['units_sent', 'crew'\] declared in "
-                        r".*fire_dispatch\.yaml"),
-    ("bad_dsn", r"the DSN in environment variable FIRE_DB_DSN is not a valid PostgreSQL connection string"),
-])
-def test_errors_are_one_clear_line_and_commit_nothing(spark, tmp_path, lake, fire_db, pg_server,  # noqa: F811
-                                                       monkeypatch, case, message):
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        (
+            "wrong_password",
+            r"refused the login for user 'fire_reader' \(authentication failed\): check the DSN in "
+            r"environment variable FIRE_DB_DSN",
+        ),
+        (
+            "unreachable_port",
+            r"cannot reach PostgreSQL at 127\.0\.0\.1:\d+/fire_\w+ \(.*Connection refused.*\).*"
+            r"check the DSN in environment variable FIRE_DB_DSN \(host and port\)",
+        ),
+        (
+            "missing_table",
+            r"table fire\.no_such_table does not exist in PostgreSQL at .*: check connector\.table in "
+            r".*fire_dispatch\.yaml",
+        ),
+        ("missing_env", r"environment variable FIRE_DB_DSN is not set; .*connector\.dsn_env in .*fire_dispatch\.yaml"),
+        (
+            "missing_columns",
+            r"table fire\.dispatch_calls has no column\(s\) \['units_sent', 'crew'\] declared in "
+            r".*fire_dispatch\.yaml",
+        ),
+        ("bad_dsn", r"the DSN in environment variable FIRE_DB_DSN is not a valid PostgreSQL connection string"),
+    ],
+)
+def test_errors_are_one_clear_line_and_commit_nothing(
+    spark,
+    tmp_path,
+    lake,
+    fire_db,
+    pg_server,  # noqa: F811
+    monkeypatch,
+    case,
+    message,
+):
     columns = [*COLUMNS, "units_sent", "crew"] if case == "missing_columns" else COLUMNS
     source = _source(tmp_path, columns, table="fire.no_such_table" if case == "missing_table" else TABLE)
     if case == "wrong_password":
         monkeypatch.setenv(DSN_ENV, pg_server.dsn(fire_db.name, user=READER, password="not-" + READER_PASSWORD))
     elif case == "unreachable_port":
-        monkeypatch.setenv(DSN_ENV, pg_server.dsn(fire_db.name, user=READER, password=READER_PASSWORD,
-                                                  port=free_port()))
+        monkeypatch.setenv(
+            DSN_ENV, pg_server.dsn(fire_db.name, user=READER, password=READER_PASSWORD, port=free_port())
+        )
     elif case == "missing_env":
         monkeypatch.delenv(DSN_ENV)
     elif case == "bad_dsn":

@@ -100,7 +100,7 @@ class Portal:
             self._typed(col, "0" if col in NUMBER_COLUMNS else "")
         rows.sort(key=lambda r: tuple(self._value(r, c) for c in order))
         offset, limit = int(params.get("$offset", 0)), int(params.get("$limit", 1000))
-        return rows[offset:offset + limit]
+        return rows[offset : offset + limit]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -157,14 +157,28 @@ def portal():
 
 def _source(tmp_path, url, fmt=None, **connector):
     doc = {
-        "name": "chicago_crimes_api", "department": "police", "kind": "records",
+        "name": "chicago_crimes_api",
+        "department": "police",
+        "kind": "records",
         "description": "Chicago crimes from the city's Socrata portal (recorded pages in tests)",
-        "connector": {"type": "rest", "url": url, "page_size": 5, "backoff_seconds": 0.01,
-                      "timeout_seconds": 0.5, "max_retries": 3, "tie_breaker": "id", **connector},
+        "connector": {
+            "type": "rest",
+            "url": url,
+            "page_size": 5,
+            "backoff_seconds": 0.01,
+            "timeout_seconds": 0.5,
+            "max_retries": 3,
+            "tie_breaker": "id",
+            **connector,
+        },
         "format": {"type": "json", **(fmt or {})},
-        "schema": [{"name": c, "type": "string", "sensitivity": "internal" if c in ("latitude", "longitude")
-                    else "public"} for c in COLUMNS],
-        "primary_key": ["id"], "watermark": "updated_on", "schedule": "@hourly",
+        "schema": [
+            {"name": c, "type": "string", "sensitivity": "internal" if c in ("latitude", "longitude") else "public"}
+            for c in COLUMNS
+        ],
+        "primary_key": ["id"],
+        "watermark": "updated_on",
+        "schedule": "@hourly",
         "freshness": {"warn_after_hours": 24, "error_after_hours": 72},
     }
     path = tmp_path / "chicago_crimes_api.yaml"
@@ -200,8 +214,9 @@ def _free_port() -> int:
 def test_build_query_compound_watermark_and_quoting():
     assert build_query("updated_on", "id", None, 5) == {"$order": "updated_on,id", "$limit": "5", "$offset": "0"}
     q = build_query("updated_on", "id", ("2018-02-10T15:50:00.000", "10906443"), 5)
-    assert q["$where"] == ("(updated_on > '2018-02-10T15:50:00.000') OR "
-                           "(updated_on = '2018-02-10T15:50:00.000' AND id > '10906443')")
+    assert q["$where"] == (
+        "(updated_on > '2018-02-10T15:50:00.000') OR (updated_on = '2018-02-10T15:50:00.000' AND id > '10906443')"
+    )
     # a plain start watermark (no tie value yet), no tie breaker, and a quote in a value
     assert build_query("updated_on", "id", ("2018-01-01", None), 5)["$where"] == "updated_on > '2018-01-01'"
     q = build_query("w", None, ("O'Hare", None), 100, offset=200)
@@ -251,7 +266,8 @@ def test_full_pull_one_batch_per_page_with_watermarks(spark, tmp_path, portal):
         assert landed == sorted([f["name"], "manifest.json"])
     # page 2 asked for the rows after page 1's last row, equal updated_on included
     assert portal.requests[1]["params"]["$where"] == (
-        "(updated_on > '2018-02-10T15:50:00.000') OR (updated_on = '2018-02-10T15:50:00.000' AND id > '10906443')")
+        "(updated_on > '2018-02-10T15:50:00.000') OR (updated_on = '2018-02-10T15:50:00.000' AND id > '10906443')"
+    )
 
 
 def test_incremental_pull_gets_equal_watermark_rows_and_newer(spark, tmp_path, portal):
@@ -301,12 +317,16 @@ def test_transient_errors_and_a_timeout_are_retried(spark, tmp_path, portal):
     assert len(portal.requests) == 5 + 3  # five pages, three retried requests
 
 
-@pytest.mark.parametrize("url_path, tie_breaker, status, message", [
-    ("/resource/nope.json", "id", 404, "Unknown dataset /resource/nope.json"),
-    ("/resource/crimes.json", "row_id", 400, "No such column: row_id"),
-])
-def test_client_errors_fail_at_once_naming_status_and_message(spark, tmp_path, portal, url_path, tie_breaker,
-                                                               status, message):
+@pytest.mark.parametrize(
+    "url_path, tie_breaker, status, message",
+    [
+        ("/resource/nope.json", "id", 404, "Unknown dataset /resource/nope.json"),
+        ("/resource/crimes.json", "row_id", 400, "No such column: row_id"),
+    ],
+)
+def test_client_errors_fail_at_once_naming_status_and_message(
+    spark, tmp_path, portal, url_path, tie_breaker, status, message
+):
     settings = _settings(tmp_path)
     source = _source(tmp_path, f"http://127.0.0.1:{portal.port}{url_path}", tie_breaker=tie_breaker)
     with pytest.raises(ConnectorError, match=rf"HTTP {status} .*{re.escape(url_path)}.*: {message}"):
@@ -319,8 +339,11 @@ def test_client_errors_fail_at_once_naming_status_and_message(spark, tmp_path, p
 def test_unreachable_server_fails_fast_with_a_clear_error(tmp_path):
     source = _source(tmp_path, f"http://127.0.0.1:{_free_port()}/resource/crimes.json")
     started = time.monotonic()
-    with pytest.raises(ConnectorError, match=r"server at 127\.0\.0\.1:\d+ unreachable .* after 4 tries; "
-                                             r"check connector\.url in .*chicago_crimes_api\.yaml"):
+    with pytest.raises(
+        ConnectorError,
+        match=r"server at 127\.0\.0\.1:\d+ unreachable .* after 4 tries; "
+        r"check connector\.url in .*chicago_crimes_api\.yaml",
+    ):
         _pull(source, _settings(tmp_path))
     assert time.monotonic() - started < 2
 
@@ -329,14 +352,14 @@ def test_token_header_env_placeholders_and_no_token_in_errors(tmp_path, portal, 
     settings = _settings(tmp_path)
     monkeypatch.setenv("CRIMES_PORT", str(portal.port))
     monkeypatch.setenv("CRIMES_APP_TOKEN", "s3cret-token")
-    source = _source(tmp_path, "http://127.0.0.1:{env:CRIMES_PORT}/resource/crimes.json",
-                     token_env="CRIMES_APP_TOKEN")
+    source = _source(tmp_path, "http://127.0.0.1:{env:CRIMES_PORT}/resource/crimes.json", token_env="CRIMES_APP_TOKEN")
     batches = _pull(source, settings)
     assert len(batches) == 5 and {r["token"] for r in portal.requests} == {"s3cret-token"}
     assert batches[0].items[0].meta["url"].startswith("http://127.0.0.1:{env:CRIMES_PORT}/resource/crimes.json?")
     # a token in the URL itself is never shown: messages and manifests keep the placeholder
-    source = _source(tmp_path, "http://127.0.0.1:{env:CRIMES_PORT}/resource/nope.json"
-                               "?$$app_token={env:CRIMES_APP_TOKEN}")
+    source = _source(
+        tmp_path, "http://127.0.0.1:{env:CRIMES_PORT}/resource/nope.json?$$app_token={env:CRIMES_APP_TOKEN}"
+    )
     with pytest.raises(ConnectorError, match="HTTP 404") as err:
         _pull(source, settings)
     assert "s3cret-token" not in str(err.value) and "{env:CRIMES_APP_TOKEN}" in str(err.value)
@@ -374,6 +397,9 @@ def test_a_row_updated_while_paging_pushes_no_other_row_out_of_reach(tmp_path, p
             portal.records.append({**first, "updated_on": "2019-10-01T00:00:00.000"})
 
     portal.plan = update_before_page_2
-    ids = [r["id"] for b in _pull(_source(tmp_path, portal.url), _settings(tmp_path))
-           for r in json.loads(b.items[0].content)]
+    ids = [
+        r["id"]
+        for b in _pull(_source(tmp_path, portal.url), _settings(tmp_path))
+        for r in json.loads(b.items[0].content)
+    ]
     assert set(ids) == {r["id"] for r in RECORDS} and len(ids) == 24 and ids.count(first["id"]) == 2

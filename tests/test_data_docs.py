@@ -11,19 +11,29 @@ import pandas as pd
 import pytest
 from deltalake import write_deltalake
 
-from tests_support import write_city_reference
 from citysafe import data_docs, quality
 from citysafe.config import load_settings
 from citysafe.delta_io import TableSpec
+
+from tests_support import write_city_reference
 
 # What makes a browser fetch something: script / stylesheet / icon / image / frame sources, CSS url() and
 # @import. <a href> links are navigation, not assets.
 LOADS = re.compile(
     r"""<(?:script|link|img|source|iframe|embed)\b[^>]*?\b(?:src|href)\s*=\s*["']([^"']+)["']"""
     r"""|url\(\s*["']?([^"')\s]+)["']?\s*\)|@import\s+(?:url\()?["']?([^"')\s;]+)""",
-    re.IGNORECASE | re.DOTALL)
-CDN_HOSTS = ("cdn.jsdelivr.net", "unpkg.com", "cdnjs.cloudflare.com", "bootstrapcdn.com", "code.jquery.com",
-             "great-expectations-web-assets", "fonts.googleapis.com", "fonts.gstatic.com")
+    re.IGNORECASE | re.DOTALL,
+)
+CDN_HOSTS = (
+    "cdn.jsdelivr.net",
+    "unpkg.com",
+    "cdnjs.cloudflare.com",
+    "bootstrapcdn.com",
+    "code.jquery.com",
+    "great-expectations-web-assets",
+    "fonts.googleapis.com",
+    "fonts.gstatic.com",
+)
 
 
 def loads(text: str) -> list[str]:
@@ -50,10 +60,14 @@ def assert_local_assets_exist(page: Path) -> None:
 def lake(tmp_path):
     syn = tmp_path / "syn"
     write_city_reference(syn)
-    return load_settings(environ={
-        "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
+    return load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
+            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
+        }
+    )
 
 
 def stage(settings, run_id: str, df: pd.DataFrame) -> TableSpec:
@@ -63,10 +77,17 @@ def stage(settings, run_id: str, df: pd.DataFrame) -> TableSpec:
 
 
 def devices(**changes) -> pd.DataFrame:
-    df = pd.DataFrame({"device_id": ["D1", "D2", "D3"], "device_type": ["rain_gauge", "water_level", "rain_gauge"],
-                       "canonical_unit": ["mm", "m", "mm"], "district_code": ["420102", "420103", "420102"],
-                       "lon": [114.25, 114.35, 114.21], "lat": [30.55, 30.52, 30.58],
-                       "clock_skew_seconds": [0.0, 12.0, -3.0]})
+    df = pd.DataFrame(
+        {
+            "device_id": ["D1", "D2", "D3"],
+            "device_type": ["rain_gauge", "water_level", "rain_gauge"],
+            "canonical_unit": ["mm", "m", "mm"],
+            "district_code": ["420102", "420103", "420102"],
+            "lon": [114.25, 114.35, 114.21],
+            "lat": [30.55, 30.52, 30.58],
+            "clock_skew_seconds": [0.0, 12.0, -3.0],
+        }
+    )
     for column, values in changes.items():
         df[column] = values
     return df
@@ -75,8 +96,9 @@ def devices(**changes) -> pd.DataFrame:
 def test_gates_build_offline_data_docs(spark, lake):
     bad = devices(device_id=["D1", "D1", "D3"], district_code=["420102", "999999", "420102"])
     failed = quality.validate_staging(spark, lake, "silver_device", stage(lake, "run-a", bad), "run-a", "registry")
-    passed = quality.validate_staging(spark, lake, "silver_device", stage(lake, "run-b", devices()), "run-b",
-                                      "registry")
+    passed = quality.validate_staging(
+        spark, lake, "silver_device", stage(lake, "run-b", devices()), "run-b", "registry"
+    )
     assert failed["success"] is False and passed["success"] is True
 
     root = data_docs.docs_dir(lake)
@@ -84,8 +106,10 @@ def test_gates_build_offline_data_docs(spark, lake):
     assert index.is_file()
     html_pages = sorted(root.rglob("*.html"))
     # GX's own page names: validations/<suite>/<run_id>/<run_time>/<datasource>-<asset (the source)>.html
-    pages = {run: list((root / "validations" / "silver_device" / run).glob("*/citysafe-registry.html"))
-             for run in ("run-a", "run-b")}
+    pages = {
+        run: list((root / "validations" / "silver_device" / run).glob("*/citysafe-registry.html"))
+        for run in ("run-a", "run-b")
+    }
     assert all(len(found) == 1 for found in pages.values()), pages
     index_html = index.read_text(encoding="utf-8")
     for (page,) in pages.values():  # the index links each validation page (and its suite page)
@@ -123,14 +147,22 @@ def test_every_cdn_asset_in_the_gx_templates_is_vendored():
     import great_expectations
 
     templates = Path(great_expectations.__file__).parent / "render" / "view"
-    external = {ref for path in templates.rglob("*") if path.suffix in (".j2", ".css")
-                for ref in loads(path.read_text(encoding="utf-8")) if is_external(ref)}
-    external |= {m.group(0) for path in templates.rglob("*.j2")
-                 for m in re.finditer(r"https?://[^\"'\s]*amazonaws\.com/", path.read_text(encoding="utf-8"))}
+    external = {
+        ref
+        for path in templates.rglob("*")
+        if path.suffix in (".j2", ".css")
+        for ref in loads(path.read_text(encoding="utf-8"))
+        if is_external(ref)
+    }
+    external |= {
+        m.group(0)
+        for path in templates.rglob("*.j2")
+        for m in re.finditer(r"https?://[^\"'\s]*amazonaws\.com/", path.read_text(encoding="utf-8"))
+    }
     assert external, "no CDN reference found: the template layout changed"
     for url in external:
         if url.startswith(data_docs.GX_WEB_ASSETS) and url != data_docs.GX_WEB_ASSETS:
-            assert url[len(data_docs.GX_WEB_ASSETS):] in data_docs.GX_WEB_IMAGES, url
+            assert url[len(data_docs.GX_WEB_ASSETS) :] in data_docs.GX_WEB_IMAGES, url
         else:
             assert url in data_docs.CDN_ASSETS or url == data_docs.GX_WEB_ASSETS, url
     for local in data_docs.CDN_ASSETS.values():
@@ -138,12 +170,15 @@ def test_every_cdn_asset_in_the_gx_templates_is_vendored():
     for folder in {Path(local).parts[0] for local in data_docs.CDN_ASSETS.values()}:
         assert list((data_docs.ASSETS_DIR / folder).glob("LICENSE*")), f"{folder} has no licence file"
     # The rewrite itself, at the depth of a validation page.
-    page = ('<script src="https://code.jquery.com/jquery-3.7.1.min.js" integrity="sha384-x" crossorigin="anonymous">'
-            '</script><img src="https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png?d=1">'
-            '<link href="../../../static/images/favicon.ico">')
+    page = (
+        '<script src="https://code.jquery.com/jquery-3.7.1.min.js" integrity="sha384-x" crossorigin="anonymous">'
+        '</script><img src="https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png?d=1">'
+        '<link href="../../../static/images/favicon.ico">'
+    )
     assert data_docs.localize_html(page, "../../../../") == (
         '<script src="../../../../static/vendor/jquery/jquery.min.js"></script>'
-        '<img src="../../../../static/images/logo-long.png"><link href="../../../../static/images/favicon.ico">')
+        '<img src="../../../../static/images/logo-long.png"><link href="../../../../static/images/favicon.ico">'
+    )
 
 
 @pytest.mark.parametrize("polygons", ["missing file", "empty FeatureCollection"])
@@ -151,8 +186,9 @@ def test_data_docs_of_a_city_without_district_polygons(spark, lake, polygons, ca
     """The pages show what GX validated: building them needs no reference data, so a city whose
     districts_geojson is missing or empty gets its docs with no warning and no traceback."""
     bad = devices(district_code=["420102", "999999", "420102"])
-    assert not quality.validate_staging(spark, lake, "silver_device", stage(lake, "run-a", bad), "run-a",
-                                        "registry")["success"]
+    assert not quality.validate_staging(spark, lake, "silver_device", stage(lake, "run-a", bad), "run-a", "registry")[
+        "success"
+    ]
     geojson = lake.lake_root / "no_districts.geojson"
     if polygons == "empty FeatureCollection":
         geojson.write_text('{"type": "FeatureCollection", "features": []}')
@@ -161,8 +197,9 @@ def test_data_docs_of_a_city_without_district_polygons(spark, lake, polygons, ca
     caplog.clear()
     with caplog.at_level(logging.DEBUG):
         index = data_docs.build_data_docs(no_polygons, rebuild=True)
-    assert not [r for r in caplog.records if r.exc_info or (r.levelno >= logging.WARNING and
-                                                             r.name.startswith("citysafe"))]
+    assert not [
+        r for r in caplog.records if r.exc_info or (r.levelno >= logging.WARNING and r.name.startswith("citysafe"))
+    ]
     assert "Traceback" not in "".join(capfd.readouterr())
     (page,) = (index.parent / "validations" / "silver_device" / "run-a").glob("*/citysafe-registry.html")
     text = re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8"))

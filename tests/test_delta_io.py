@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
-import pyarrow as pa
 from pyspark.sql import functions as F
 
 from citysafe import delta_io
@@ -45,8 +45,11 @@ def _table(spark, spec):
 def test_append_creates_declared_schema_even_from_literals(spark, tmp_path):
     spec = _spec(tmp_path / "t", partition_by=("district",))
     df = spark.range(3).select(
-        F.col("id"), F.lit("x").alias("name"), F.lit(1.0).alias("score"),
-        F.lit(T0).alias("updated_at"), F.lit("d1").alias("district"),
+        F.col("id"),
+        F.lit("x").alias("name"),
+        F.lit(1.0).alias("score"),
+        F.lit(T0).alias("updated_at"),
+        F.lit("d1").alias("district"),
     )
     result = delta_io.append(df, spec)
     assert result.rows_written == 3 and result.version_after == result.version_before + 1
@@ -54,7 +57,12 @@ def test_append_creates_declared_schema_even_from_literals(spark, tmp_path):
     # lit() columns would be NOT NULL if Sail created the table; delta-rs created it from the declaration
     # (stored nullable: NOT NULL is enforced by delta_io, see TableSpec.storage_schema).
     assert [(f.name, f.nullable) for f in fields] == [
-        ("id", True), ("name", True), ("score", True), ("updated_at", True), ("district", True)]
+        ("id", True),
+        ("name", True),
+        ("score", True),
+        ("updated_at", True),
+        ("district", True),
+    ]
     assert DeltaTable(str(spec.path)).metadata().partition_columns == ["district"]
     # Columns are written by name: the partition column did not swap places with another.
     assert _table(spark, spec)[0]["name"] == "x" and _table(spark, spec)[0]["district"] == "d1"
@@ -91,11 +99,14 @@ def test_merge_inserts_updates_only_if_newer(spark, tmp_path):
     spec = _spec(tmp_path / "t")
     first = delta_io.merge_upsert(spark, _rows(spark, [(1, "a", 1.0, T0, "d1"), (2, "b", 2.0, T1, "d1")]), spec)
     assert (first.rows_inserted, first.rows_updated) == (2, 0)
-    batch = _rows(spark, [
-        (1, "a-new", 1.5, T1, "d1"),   # newer: updates
-        (2, "b-old", 0.0, T0, "d2"),   # older: ignored
-        (3, "c", 3.0, T0, "d3"),       # new key: inserted
-    ])
+    batch = _rows(
+        spark,
+        [
+            (1, "a-new", 1.5, T1, "d1"),  # newer: updates
+            (2, "b-old", 0.0, T0, "d2"),  # older: ignored
+            (3, "c", 3.0, T0, "d3"),  # new key: inserted
+        ],
+    )
     second = delta_io.merge_upsert(spark, batch, spec)
     assert (second.rows_inserted, second.rows_updated, second.rows_unchanged) == (1, 1, 1)
     rows = _table(spark, spec)
@@ -119,11 +130,15 @@ def test_merge_refuses_duplicate_or_null_keys(spark, tmp_path):
         delta_io.merge_upsert(spark, _rows(spark, [(1, "a", 1.0, T0, "d"), (1, "b", 1.0, T1, "d")]), spec)
     with pytest.raises(DeltaSchemaError, match=r"NOT NULL columns \{'id': 1\}"):
         delta_io.merge_upsert(spark, _rows(spark, [(None, "a", 1.0, T0, "d")]), spec)
-    nullable_key = TableSpec("k", tmp_path / "k", (Column("id", "bigint"), Column("updated_at", "timestamp")),
-                             key=("id",), newer_by="updated_at")
+    nullable_key = TableSpec(
+        "k",
+        tmp_path / "k",
+        (Column("id", "bigint"), Column("updated_at", "timestamp")),
+        key=("id",),
+        newer_by="updated_at",
+    )
     with pytest.raises(ValueError, match="NULL key"):
-        delta_io.merge_upsert(spark, spark.createDataFrame([(None, T0)], "id long, updated_at timestamp"),
-                              nullable_key)
+        delta_io.merge_upsert(spark, spark.createDataFrame([(None, T0)], "id long, updated_at timestamp"), nullable_key)
 
 
 def test_time_travel_and_history(spark, tmp_path):
@@ -164,21 +179,33 @@ def test_not_null_check_respects_an_upstream_filter(spark, tmp_path):
 
 
 def test_merge_sync_makes_the_table_equal_to_the_source(spark, tmp_path):
-    spec = TableSpec("ref", tmp_path / "ref", (Column("code", "string", nullable=False), Column("name", "string")),
-                     key=("code",))
-    first = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", "B"), ("c", None)], "code string, name string"), spec)
+    spec = TableSpec(
+        "ref", tmp_path / "ref", (Column("code", "string", nullable=False), Column("name", "string")), key=("code",)
+    )
+    first = delta_io.merge_sync(
+        spark, spark.createDataFrame([("a", "A"), ("b", "B"), ("c", None)], "code string, name string"), spec
+    )
     assert (first.rows_inserted, first.rows_deleted) == (3, 0)
-    second = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", "B2"), ("d", "D")], "code string, name string"), spec)
+    second = delta_io.merge_sync(
+        spark, spark.createDataFrame([("a", "A"), ("b", "B2"), ("d", "D")], "code string, name string"), spec
+    )
     assert (second.rows_inserted, second.rows_updated, second.rows_deleted, second.rows_unchanged) == (1, 1, 1, 1)
-    assert sorted((r.code, r.name) for r in delta_io.read(spark, spec).collect()) == [("a", "A"), ("b", "B2"), ("d", "D")]
+    assert sorted((r.code, r.name) for r in delta_io.read(spark, spec).collect()) == [
+        ("a", "A"),
+        ("b", "B2"),
+        ("d", "D"),
+    ]
     v = delta_io.version(spec)
-    again = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", "B2"), ("d", "D")], "code string, name string"), spec)
+    again = delta_io.merge_sync(
+        spark, spark.createDataFrame([("a", "A"), ("b", "B2"), ("d", "D")], "code string, name string"), spec
+    )
     assert again.operation == "none" and delta_io.version(spec) == v
 
 
 def test_merge_without_newer_by_is_insert_only(spark, tmp_path):
-    spec = TableSpec("facts", tmp_path / "f", (Column("id", "bigint", nullable=False), Column("v", "string")),
-                     key=("id",))
+    spec = TableSpec(
+        "facts", tmp_path / "f", (Column("id", "bigint", nullable=False), Column("v", "string")), key=("id",)
+    )
     delta_io.merge_upsert(spark, spark.createDataFrame([(1, "first")], "id long, v string"), spec)
     again = delta_io.merge_upsert(spark, spark.createDataFrame([(1, "resent"), (2, "new")], "id long, v string"), spec)
     assert (again.rows_inserted, again.rows_updated, again.rows_unchanged) == (1, 0, 1)

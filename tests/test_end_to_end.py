@@ -13,8 +13,11 @@ from city_fixture import run_cli as _run
 
 
 def _versions(lake: Path) -> dict:
-    return {str(p.parent.relative_to(lake)): DeltaTable(str(p.parent)).version()
-            for p in sorted(lake.glob("*/*/_delta_log")) if "staging" not in str(p)}
+    return {
+        str(p.parent.relative_to(lake)): DeltaTable(str(p.parent)).version()
+        for p in sorted(lake.glob("*/*/_delta_log"))
+        if "staging" not in str(p)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +51,9 @@ def test_marts_count_every_published_incident(first_run):
     con = duckdb.connect(str(tmp / "warehouse" / "marts.duckdb"), read_only=True)
     from citysafe.sources import load_registry
 
-    incident_sources = [n for n, s in load_registry().items()
-                        if s.silver and s.silver.table == "incident" and "synthetic" in s.tags]
+    incident_sources = [
+        n for n, s in load_registry().items() if s.silver and s.silver.table == "incident" and "synthetic" in s.tags
+    ]
     total = con.execute("select sum(incident_count) from mart_incident_district_week").fetchone()[0]
     assert total == sum(truth["sources"][n]["published"] for n in incident_sources)
 

@@ -7,7 +7,6 @@ second process, so that test starts one.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -30,8 +29,17 @@ def _one_line_error(stderr: str) -> str:
 
 def test_the_documented_codes_are_the_ones_in_errors():
     assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7}
-    assert {cls.exit_code for cls in (errors.ConfigurationError, errors.QualityGateError, errors.ReconcileError,
-                                      errors.InputError, errors.MartsError, errors.LakeBusyError)} == {2, 3, 4, 5, 6, 7}
+    assert {
+        cls.exit_code
+        for cls in (
+            errors.ConfigurationError,
+            errors.QualityGateError,
+            errors.ReconcileError,
+            errors.InputError,
+            errors.MartsError,
+            errors.LakeBusyError,
+        )
+    } == {2, 3, 4, 5, 6, 7}
 
 
 def test_exit_0_ok(cli):
@@ -64,13 +72,18 @@ def test_exit_2_engine_that_cannot_be_reached(cli):
 HEADER = b"pattern,language,match,subcategory_code,weight,since,note\n"
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"pattern,language\n", "missing column(s)"),
-    ("pattern,language,match,subcategory_code,weight\n火灾,zh,keyword,FS0101,0.9\n".encode("gbk"),
-     "not a readable UTF-8 rules CSV"),
-    (b'pattern,language,match,subcategory_code,weight\n"fire,en,keyword,FS0101,0.9\n', "not a readable"),
-    (HEADER + b"fire,en,contains,FS0101,2,1.0,\n", "row 2: weight 2.0 outside (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"pattern,language\n", "missing column(s)"),
+        (
+            "pattern,language,match,subcategory_code,weight\n火灾,zh,keyword,FS0101,0.9\n".encode("gbk"),
+            "not a readable UTF-8 rules CSV",
+        ),
+        (b'pattern,language,match,subcategory_code,weight\n"fire,en,keyword,FS0101,0.9\n', "not a readable"),
+        (HEADER + b"fire,en,contains,FS0101,2,1.0,\n", "row 2: weight 2.0 outside (0, 1]"),
+    ],
+)
 def test_exit_2_malformed_classifier_file(tmp_path, content, expected):
     from spark_jobs.text_classifier import load_rules
 
@@ -166,8 +179,9 @@ def test_concurrent_commits_to_one_table_fail_with_one_line(spark, tmp_path):
     from citysafe import delta_io
     from citysafe.delta_io import Column, TableSpec
 
-    spec = TableSpec("race", tmp_path / "race", (Column("k", "bigint", nullable=False), Column("v", "string")),
-                     key=("k",))
+    spec = TableSpec(
+        "race", tmp_path / "race", (Column("k", "bigint", nullable=False), Column("v", "string")), key=("k",)
+    )
     delta_io.append(spark.createDataFrame([(0, "seed")], "k bigint, v string"), spec)
     outcomes: dict[int, object] = {}
 
@@ -193,7 +207,7 @@ def test_concurrent_commits_to_one_table_fail_with_one_line(spark, tmp_path):
         assert "another writer committed first" in str(exc) and "run the command again" in str(exc)
         assert "\n" not in str(exc)
     keys = set(DeltaTable(str(spec.path)).to_pyarrow_table(columns=["k"])["k"].to_pylist())
-    for writer, outcome in outcomes.items():
+    for writer in outcomes:
         written = set(range(writer * 1000, writer * 1000 + 300))
         assert written <= keys if writer not in lost else not written & keys
 
@@ -211,4 +225,3 @@ def test_stages_command_lists_reads_and_writes(cli):
     code, out, _ = cli("stages")
     assert code == 0
     assert "marts: dbt build" in out and "reads:  silver/*, dbt/" in out
-

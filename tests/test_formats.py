@@ -12,16 +12,25 @@ import yaml
 from citysafe.formats import FormatError, parse
 from citysafe.sources import load_source_file
 
-SCHEMA = [{"name": "id", "type": "string", "sensitivity": "internal", "required": True},
-          {"name": "category", "type": "string", "sensitivity": "public"},
-          {"name": "note", "type": "string", "sensitivity": "internal"}]
+SCHEMA = [
+    {"name": "id", "type": "string", "sensitivity": "internal", "required": True},
+    {"name": "category", "type": "string", "sensitivity": "public"},
+    {"name": "note", "type": "string", "sensitivity": "internal"},
+]
 
 
 def _source(tmp_path, **fmt):
-    entry = {"name": "dept_records", "department": "test", "kind": "records",
-             "connector": {"type": "files", "path": str(tmp_path), "pattern": "*"},
-             "format": fmt, "schema": SCHEMA, "primary_key": ["id"], "schedule": "@daily",
-             "freshness": {"warn_after_hours": 24, "error_after_hours": 48}}
+    entry = {
+        "name": "dept_records",
+        "department": "test",
+        "kind": "records",
+        "connector": {"type": "files", "path": str(tmp_path), "pattern": "*"},
+        "format": fmt,
+        "schema": SCHEMA,
+        "primary_key": ["id"],
+        "schedule": "@daily",
+        "freshness": {"warn_after_hours": 24, "error_after_hours": 48},
+    }
     path = tmp_path / "dept_records.yaml"
     path.write_text(yaml.safe_dump(entry, allow_unicode=True))
     return load_source_file(path)
@@ -56,8 +65,12 @@ def test_declared_encoding_mismatch_and_missing_required_column_stop(tmp_path):
 
 def test_jsonl_keeps_bad_lines_and_types_as_text(tmp_path):
     source = _source(tmp_path, type="jsonl")
-    lines = ['{"id": 1, "category": "smoke", "note": {"v": 2.5}}', "{not json", '["a list"]',
-             '{"id": "3", "category": null, "unit": "kPa"}']
+    lines = [
+        '{"id": 1, "category": "smoke", "note": {"v": 2.5}}',
+        "{not json",
+        '["a list"]',
+        '{"id": "3", "category": null, "unit": "kPa"}',
+    ]
     parsed = parse("b.jsonl", ("\n".join(lines) + "\n").encode(), source)
     assert parsed.row_numbers == [1, 2, 3, 4]
     assert parsed.columns["id"] == ["1", None, None, "3"]

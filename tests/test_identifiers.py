@@ -32,21 +32,27 @@ def test_uscc_forms():
     assert not ids.uscc_is_valid(None) and not ids.uscc_is_valid("123")
 
 
-@pytest.mark.parametrize("number, valid", [
-    ("11010519491231002X", True),   # the GB 11643 example
-    ("110105194912310021", False),
-    ("11010519491231002", False),
-])
+@pytest.mark.parametrize(
+    "number, valid",
+    [
+        ("11010519491231002X", True),  # the GB 11643 example
+        ("110105194912310021", False),
+        ("11010519491231002", False),
+    ],
+)
 def test_resident_id(number, valid):
     assert ids.resident_id_is_valid(number) is valid
 
 
-@pytest.mark.parametrize("a, b", [
-    ("江城市Ａ化工有限责任公司", "江城市A化工有限公司"),
-    ("江城长江建材股份有限公司", "江城长江建材"),
-    ("江城市宏达物流（集团）有限公司", "江城市宏达物流公司"),
-    ("Jiangcheng Star Chemical Co., Ltd.", "JIANGCHENG STAR CHEMICAL"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("江城市Ａ化工有限责任公司", "江城市A化工有限公司"),
+        ("江城长江建材股份有限公司", "江城长江建材"),
+        ("江城市宏达物流（集团）有限公司", "江城市宏达物流公司"),
+        ("Jiangcheng Star Chemical Co., Ltd.", "JIANGCHENG STAR CHEMICAL"),
+    ],
+)
 def test_enterprise_name_variants_match(a, b):
     assert ids.normalize_enterprise_name(a) == ids.normalize_enterprise_name(b)
 

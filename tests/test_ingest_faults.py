@@ -19,13 +19,15 @@ from tests_support import captured_log
 
 SOURCE = get_source("police_incidents")
 HEADER = ",".join(SOURCE.columns)
-GOOD = ("JQ{n},2025-03-04 13:22:10,0101,盗窃,江岸区,114.25,30.55,解放大道1号,张三,13800138000,,已受理,"
-        "2025-03-05 09:00:00")
+GOOD = (
+    "JQ{n},2025-03-04 13:22:10,0101,盗窃,江岸区,114.25,30.55,解放大道1号,张三,13800138000,,已受理,2025-03-05 09:00:00"
+)
 
 
 def _settings(tmp_path):
-    return load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-                                  "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn")})
+    return load_settings(
+        environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn")}
+    )
 
 
 def _folder(tmp_path):
@@ -45,8 +47,10 @@ def test_a_field_over_the_limit_is_one_malformed_record_and_the_rest_parses():
     parsed = parse_csv("big.csv", text.encode(), SOURCE)
     assert parsed.rows == 3 and parsed.columns["case_no"] == ["JQ1", None, "JQ3"]
     assert parsed.parse_errors[0] is None and parsed.parse_errors[2] is None
-    assert parsed.parse_errors[1] == (f"field address is {MAX_FIELD_CHARS + 10:,} characters, over the "
-                                      f"{MAX_FIELD_CHARS:,} limit (an unbalanced quote?)")
+    assert parsed.parse_errors[1] == (
+        f"field address is {MAX_FIELD_CHARS + 10:,} characters, over the "
+        f"{MAX_FIELD_CHARS:,} limit (an unbalanced quote?)"
+    )
     assert parsed.raw_records[1].startswith("JQ2,") and "[truncated: " in parsed.raw_records[1]
     assert len(parsed.raw_records[1]) < 10_000
     assert csv.field_size_limit() == 131_072  # the process-wide limit is put back after the file
@@ -65,13 +69,18 @@ def test_ingest_lands_an_oversize_record_in_bronze_and_the_other_files_too(spark
     folder = _folder(tmp_path)
     huge = "y" * (MAX_FIELD_CHARS * 2)
     (folder / "police_incidents_2025-03.csv").write_text(
-        "\n".join([HEADER, GOOD.format(n=1), GOOD.format(n=2).replace("张三", huge), GOOD.format(n=3)]) + "\n")
+        "\n".join([HEADER, GOOD.format(n=1), GOOD.format(n=2).replace("张三", huge), GOOD.format(n=3)]) + "\n"
+    )
     (folder / "police_incidents_2025-04.csv").write_text("\n".join([HEADER, GOOD.format(n=4)]) + "\n")
     result = bronze.ingest(spark, settings, SOURCE)
     assert result["rows_read"] == result["published"] == 4 and result["malformed_kept_with_parse_error"] == 1
     rows = _bronze_rows(spark, settings)
     assert [(r._source_file[-11:-4], r._source_row_number, r.case_no) for r in rows] == [
-        ("2025-03", 1, "JQ1"), ("2025-03", 2, None), ("2025-03", 3, "JQ3"), ("2025-04", 1, "JQ4")]
+        ("2025-03", 1, "JQ1"),
+        ("2025-03", 2, None),
+        ("2025-03", 3, "JQ3"),
+        ("2025-04", 1, "JQ4"),
+    ]
     assert "over the 131,072 limit" in rows[1]._parse_error and rows[1]._raw_record.startswith("JQ2,")
 
 
@@ -86,14 +95,21 @@ def test_an_empty_file_lands_as_zero_rows_with_a_warning_and_the_rest_lands(spar
         result = bronze.ingest(spark, settings, SOURCE)
     assert result["rows_read"] == result["published"] == 1
     assert sorted(w.split(":")[0] for w in warnings) == [
-        "police_incidents_2025-03.csv", "police_incidents_2025-04.csv", "police_incidents_2025-05.csv"]
+        "police_incidents_2025-03.csv",
+        "police_incidents_2025-04.csv",
+        "police_incidents_2025-05.csv",
+    ]
     assert all("empty delivery" in w and "landed with zero rows" in w for w in warnings)
     (batch_id,) = result["batches"]
     manifest = json.loads((settings.landing_dir / "police_incidents" / batch_id / "manifest.json").read_text())
     assert manifest["rows"] == 1
     files = {f["name"]: f["rows"] for f in manifest["files"]}
-    assert files == {"police_incidents_2025-03.csv": 0, "police_incidents_2025-04.csv": 0,
-                     "police_incidents_2025-05.csv": 0, "police_incidents_2025-06.csv": 1}
+    assert files == {
+        "police_incidents_2025-03.csv": 0,
+        "police_incidents_2025-04.csv": 0,
+        "police_incidents_2025-05.csv": 0,
+        "police_incidents_2025-06.csv": 1,
+    }
     assert [r.case_no for r in _bronze_rows(spark, settings)] == ["JQ1"]
     # picked up once: the empty files are not delivered again on the next run
     again = bronze.ingest(spark, settings, SOURCE)
@@ -108,8 +124,7 @@ def test_a_batch_of_only_an_empty_file_commits_zero_rows_once(spark, tmp_path):
     assert first["rows_read"] == first["published"] == 0 and len(first["batches"]) == 1
     assert bronze.committed_batches(settings, SOURCE) == first["batches"]
     recorded = delta_io.read(spark, tables.ingest_batch(settings.silver_dir)).collect()
-    assert [(r.batch_id, r.file_count, r.row_count, r.byte_count) for r in recorded] == [
-        (first["batches"][0], 1, 0, 0)]
+    assert [(r.batch_id, r.file_count, r.row_count, r.byte_count) for r in recorded] == [(first["batches"][0], 1, 0, 0)]
     assert bronze.ingest(spark, settings, SOURCE)["batches"] == []  # not landed again
     (folder / "police_incidents_2025-04.csv").write_text("\n".join([HEADER, GOOD.format(n=7)]) + "\n")
     later = bronze.ingest(spark, settings, SOURCE)
@@ -134,4 +149,5 @@ def test_empty_excel_sheets_and_json_arrays_are_empty_deliveries_too(tmp_path):
     assert [w.split(": ")[:2] for w in warnings] == [
         ["empty.xlsx", "empty delivery (no records) from source dept_records"],
         ["empty.json", "empty delivery (no records) from source dept_records"],
-        ["blank.jsonl", "empty delivery (no content) from source dept_records"]]
+        ["blank.jsonl", "empty delivery (no content) from source dept_records"],
+    ]

@@ -20,8 +20,9 @@ HEADER = ",".join(SOURCE.columns)
 
 
 def _settings(tmp_path):
-    return load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-                                  "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn")})
+    return load_settings(
+        environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn")}
+    )
 
 
 def _parse(path):

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "dbt" / "seeds" / "device_alert_thresholds.csv"
 UNITS = REPO / "reference" / "units" / "device_units.csv"
-CITY_TZ = "Asia/Shanghai"            # config `timezone` of the fixture city (dbt var city_timezone)
-MAX_BRIDGED_GAP_HOURS = 3            # documented default of dbt var device_alert_max_bridged_gap_hours
+CITY_TZ = "Asia/Shanghai"  # config `timezone` of the fixture city (dbt var city_timezone)
+MAX_BRIDGED_GAP_HOURS = 3  # documented default of dbt var device_alert_max_bridged_gap_hours
 GRADES = ["blue", "yellow", "orange", "red"]
 HOUR = pd.Timedelta(hours=1)
 
@@ -38,8 +38,10 @@ HOUR = pd.Timedelta(hours=1)
 def warehouse(built_city):
     con = duckdb.connect(str(built_city.warehouse), read_only=True)
     con.execute("SET TimeZone = 'UTC'")
-    frames = {name: con.sql(f"select * from {name}").df()
-              for name in ("dim_device", "fct_device_reading_hourly", "fct_device_alert")}
+    frames = {
+        name: con.sql(f"select * from {name}").df()
+        for name in ("dim_device", "fct_device_reading_hourly", "fct_device_alert")
+    }
     con.close()
     return frames
 
@@ -48,10 +50,15 @@ def warehouse(built_city):
 def thresholds() -> dict[str, dict]:
     with SEED.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return {r["device_type"]: {
-        "direction": r["direction"], "unit": r["unit"], "margin": float(r["clear_margin"]),
-        "levels": [float(r[f"{g}_threshold"]) for g in GRADES],
-    } for r in rows}
+    return {
+        r["device_type"]: {
+            "direction": r["direction"],
+            "unit": r["unit"],
+            "margin": float(r["clear_margin"]),
+            "levels": [float(r[f"{g}_threshold"]) for g in GRADES],
+        }
+        for r in rows
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +78,7 @@ def clears(value: float, level: float, margin: float, direction: str) -> bool:
 
 
 def value_grade(value: float, spec: dict) -> int:
-    return max([g + 1 for g, level in enumerate(spec["levels"]) if reaches(value, level, spec["direction"])],
-               default=0)
+    return max([g + 1 for g, level in enumerate(spec["levels"]) if reaches(value, level, spec["direction"])], default=0)
 
 
 def recompute_alerts(device_hours: pd.DataFrame, spec: dict) -> tuple[list[int], list[dict]]:
@@ -99,7 +105,7 @@ def recompute_alerts(device_hours: pd.DataFrame, spec: dict) -> tuple[list[int],
     for k, row in enumerate(rows):
         if row["is_gap"]:
             if run_len[k] > MAX_BRIDGED_GAP_HOURS:
-                held = [False] * 4          # silent too long: the alert is over
+                held = [False] * 4  # silent too long: the alert is over
             # a short gap carries every grade over unchanged
         else:
             value = row["value_max"] if direction == "above" else row["value_min"]
@@ -125,8 +131,9 @@ def recompute_alerts(device_hours: pd.DataFrame, spec: dict) -> tuple[list[int],
 
 def close_episode(ep: dict, spec: dict, end, reason) -> dict:
     below = spec["direction"] == "below"
-    values = [(row["value_min"] if below else row["value_max"], hour) for hour, _, row in ep["hours"]
-              if not row["is_gap"]]
+    values = [
+        (row["value_min"] if below else row["value_max"], hour) for hour, _, row in ep["hours"] if not row["is_gap"]
+    ]
     peak_value = min(v for v, _ in values) if below else max(v for v, _ in values)
     sequence: list[str] = []
     for _, grade, _ in ep["hours"]:
@@ -146,8 +153,10 @@ def close_episode(ep: dict, spec: dict, end, reason) -> dict:
         "peak_grade": GRADES[max(g for _, g, _ in ep["hours"]) - 1],
         "peak_value": peak_value,
         "peak_hour_utc": min(hour for v, hour in values if v == peak_value),
-        **{f"hours_{name}": sum(1 for _, g, row in ep["hours"] if g == rank + 1 and not row["is_gap"])
-           for rank, name in enumerate(GRADES)},
+        **{
+            f"hours_{name}": sum(1 for _, g, row in ep["hours"] if g == rank + 1 and not row["is_gap"])
+            for rank, name in enumerate(GRADES)
+        },
         "gap_hours": sum(1 for _, _, row in ep["hours"] if row["is_gap"]),
         "grade_sequence": ">".join(sequence),
     }
@@ -184,18 +193,28 @@ def test_dim_device_is_the_registry_of_the_generator(warehouse, built_city, thre
 
 def test_hourly_aggregates_match_silver_readings(built_city, hourly, thresholds):
     readings = DeltaTable(str(built_city.silver / "device_reading")).to_pandas(
-        columns=["device_id", "reading_hour_utc", "value"])
+        columns=["device_id", "reading_hour_utc", "value"]
+    )
     readings["reading_hour_utc"] = pd.to_datetime(readings.reading_hour_utc, utc=True)
-    per_hour = (readings.groupby(["device_id", "reading_hour_utc"])["value"]
-                .agg(reading_count="count", value_mean="mean", value_min="min", value_max="max").reset_index())
+    per_hour = (
+        readings.groupby(["device_id", "reading_hour_utc"])["value"]
+        .agg(reading_count="count", value_mean="mean", value_min="min", value_max="max")
+        .reset_index()
+    )
     spans = per_hour.groupby("device_id").reading_hour_utc.agg(["min", "max"])
-    grid = pd.concat([pd.DataFrame({"device_id": d, "reading_hour_utc": pd.date_range(s["min"], s["max"], freq="h")})
-                      for d, s in spans.iterrows()], ignore_index=True)
+    grid = pd.concat(
+        [
+            pd.DataFrame({"device_id": d, "reading_hour_utc": pd.date_range(s["min"], s["max"], freq="h")})
+            for d, s in spans.iterrows()
+        ],
+        ignore_index=True,
+    )
     expected = grid.merge(per_hour, on=["device_id", "reading_hour_utc"], how="left")
     expected["is_gap"] = expected.reading_count.isna()
     expected["reading_count"] = expected.reading_count.fillna(0).astype(int)
     expected = expected.rename(columns={"reading_hour_utc": "hour_utc"}).sort_values(
-        ["device_id", "hour_utc"], ignore_index=True)
+        ["device_id", "hour_utc"], ignore_index=True
+    )
 
     got = hourly
     assert len(got) == len(expected) > 1000
@@ -263,17 +282,19 @@ def test_every_delivered_exceedance_raises_an_alert(built_city, hourly, threshol
     truth = pd.read_csv(built_city.truth_dir / "devices_truth.csv").set_index("device_id")
     factor = {(r["device_type"], r["unit"]): float(r["factor"]) for r in csv.DictReader(UNITS.open(newline=""))}
     raw = delivered_readings(built_city)
-    raw = raw[raw.device_id.map(truth.in_registry).fillna(False).astype(bool)]      # unregistered: quarantined
-    raw = raw[~raw.value.isin([-9999, -999, 9999])]                                   # sentinels: quarantined
+    raw = raw[raw.device_id.map(truth.in_registry).fillna(False).astype(bool)]  # unregistered: quarantined
+    raw = raw[~raw.value.isin([-9999, -999, 9999])]  # sentinels: quarantined
     device_ts = pd.to_datetime(raw.ts, utc=True)
-    raw = raw[device_ts >= pd.Timestamp("2000-01-01", tz="UTC")]                      # clock resets: quarantined
+    raw = raw[device_ts >= pd.Timestamp("2000-01-01", tz="UTC")]  # clock resets: quarantined
     raw = raw.assign(device_type=raw.device_id.map(truth.device_type))
     raw = raw.assign(value_canonical=[v * factor[(t, u)] for v, t, u in zip(raw.value, raw.device_type, raw.unit)])
     # the generator stamps true time (top of the hour) plus the device's clock skew
     skew = pd.to_timedelta(raw.device_id.map(truth.true_clock_skew_seconds), unit="s")
     true_hour = pd.to_datetime(raw.ts, utc=True) - skew
-    raw = raw.assign(true_hour=true_hour.dt.round("h"),
-                     grade=[value_grade(v, thresholds[t]) for v, t in zip(raw.value_canonical, raw.device_type)])
+    raw = raw.assign(
+        true_hour=true_hour.dt.round("h"),
+        grade=[value_grade(v, thresholds[t]) for v, t in zip(raw.value_canonical, raw.device_type)],
+    )
     exceedances = raw[raw.grade >= 1].drop_duplicates(["device_id", "seq"])
     assert len(exceedances) >= 1, "the synthetic city should deliver readings beyond the blue thresholds"
     assert exceedances.grade.nunique() >= 2, "expected exceedances of more than one grade"
@@ -283,8 +304,11 @@ def test_every_delivered_exceedance_raises_an_alert(built_city, hourly, threshol
     missed = []
     for row in exceedances.itertuples():
         # an unknown clock skew can move a reading into the neighbouring hour in the lake
-        hours = [row.true_hour] if truth.skew_in_registry[row.device_id] else \
-            [row.true_hour - HOUR, row.true_hour, row.true_hour + HOUR]
+        hours = (
+            [row.true_hour]
+            if truth.skew_in_registry[row.device_id]
+            else [row.true_hour - HOUR, row.true_hour, row.true_hour + HOUR]
+        )
         best = max((held.get((row.device_id, h), 0) for h in hours), default=0)
         if best < row.grade:
             missed.append((row.device_id, row.true_hour, row.value_canonical, row.grade, best))

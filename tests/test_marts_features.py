@@ -42,8 +42,9 @@ def _timezone(synthetic: Path) -> str:
 
 def _local_week(utc: pd.Series, timezone: str) -> pd.Series:
     """Monday (datetime64, midnight) of the city-local week holding each UTC instant."""
-    local_day = (pd.to_datetime(utc, utc=True, format="ISO8601").dt.tz_convert(timezone)
-                 .dt.tz_localize(None).dt.normalize())
+    local_day = (
+        pd.to_datetime(utc, utc=True, format="ISO8601").dt.tz_convert(timezone).dt.tz_localize(None).dt.normalize()
+    )
     return local_day - pd.to_timedelta(local_day.dt.weekday, unit="D")
 
 
@@ -52,17 +53,46 @@ def truth_events(synthetic: Path) -> pd.DataFrame:
     truth = synthetic / "truth"
     tz = _timezone(synthetic)
     read = lambda name: pd.read_csv(truth / name, dtype=str, keep_default_na=False)  # noqa: E731
-    police, fire, hotline = read("police_incidents_clean.csv.gz"), read("fire_calls_clean.csv.gz"), \
-        read("hotline_tickets_clean.csv.gz")
-    records = pd.concat([
-        pd.DataFrame({"source": "police_incidents", "record_id": police.case_no, "occurred": police.occurred_at_utc,
-                      "h3_cell": police.h3_cell, "subcategory_code": police.subcategory_code, "linked": ""}),
-        pd.DataFrame({"source": "fire_calls", "record_id": fire.call_id, "occurred": fire.received_at_utc,
-                      "h3_cell": fire.h3_cell, "subcategory_code": fire.subcategory_code, "linked": ""}),
-        pd.DataFrame({"source": "hotline_tickets", "record_id": hotline.ticket_no, "occurred": hotline.accepted_at_utc,
-                      "h3_cell": hotline.h3_cell, "subcategory_code": hotline.subcategory_code,
-                      "linked": hotline.linked_record_id}),
-    ], ignore_index=True)
+    police, fire, hotline = (
+        read("police_incidents_clean.csv.gz"),
+        read("fire_calls_clean.csv.gz"),
+        read("hotline_tickets_clean.csv.gz"),
+    )
+    records = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "source": "police_incidents",
+                    "record_id": police.case_no,
+                    "occurred": police.occurred_at_utc,
+                    "h3_cell": police.h3_cell,
+                    "subcategory_code": police.subcategory_code,
+                    "linked": "",
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "source": "fire_calls",
+                    "record_id": fire.call_id,
+                    "occurred": fire.received_at_utc,
+                    "h3_cell": fire.h3_cell,
+                    "subcategory_code": fire.subcategory_code,
+                    "linked": "",
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "source": "hotline_tickets",
+                    "record_id": hotline.ticket_no,
+                    "occurred": hotline.accepted_at_utc,
+                    "h3_cell": hotline.h3_cell,
+                    "subcategory_code": hotline.subcategory_code,
+                    "linked": hotline.linked_record_id,
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     department_ids = set(records.loc[records.source != "hotline_tickets", "record_id"])
     duplicate = (records.source == "hotline_tickets") & records.linked.isin(department_ids)
     events = records[~duplicate].reset_index(drop=True)
@@ -117,19 +147,21 @@ def expected_incident_counts(synthetic: Path, silver: Path) -> pd.DataFrame:
     weeks_seen = (~np.isnan(past)).sum(axis=0)
     mean_past_4w = np.where(weeks_seen > 0, np.nansum(past, axis=0) / np.maximum(weeks_seen, 1), np.nan)
 
-    frame = pd.DataFrame({
-        "h3_cell": np.repeat(cells, len(weeks)),
-        "week_start": np.tile(weeks, len(cells)),
-        "incident_count": total.ravel(),
-        **{f"incident_count_{d.lower()}": m.ravel() for d, m in by_domain.items()},
-        "incident_count_lag_1w": shifted(total, 1).ravel(),
-        "incident_count_lag_4w": shifted(total, 4).ravel(),
-        "incident_count_mean_past_4w": mean_past_4w.ravel(),
-        "neighbor_cell_count": np.repeat([len(neighbours[c]) for c in cells], len(weeks)),
-        "neighbor_incident_count": neighbour_sum.ravel(),
-        "neighbor_incident_count_lag_1w": shifted(neighbour_sum, 1).ravel(),
-        "target_next_week_count": shifted(total, -1).ravel(),
-    })
+    frame = pd.DataFrame(
+        {
+            "h3_cell": np.repeat(cells, len(weeks)),
+            "week_start": np.tile(weeks, len(cells)),
+            "incident_count": total.ravel(),
+            **{f"incident_count_{d.lower()}": m.ravel() for d, m in by_domain.items()},
+            "incident_count_lag_1w": shifted(total, 1).ravel(),
+            "incident_count_lag_4w": shifted(total, 4).ravel(),
+            "incident_count_mean_past_4w": mean_past_4w.ravel(),
+            "neighbor_cell_count": np.repeat([len(neighbours[c]) for c in cells], len(weeks)),
+            "neighbor_incident_count": neighbour_sum.ravel(),
+            "neighbor_incident_count_lag_1w": shifted(neighbour_sum, 1).ravel(),
+            "target_next_week_count": shifted(total, -1).ravel(),
+        }
+    )
     return frame
 
 
@@ -137,8 +169,10 @@ def expected_open_hazards(synthetic: Path, silver: Path, weeks: pd.DatetimeIndex
     """(h3_cell, week_start) -> hazards open / overdue at the week's end, from the generator's hazards."""
     hz = pd.read_csv(synthetic / "truth" / "hazards_truth.csv.gz", dtype=str, keep_default_na=False)
     hz = hz[hz.delivery == "clean"]
-    dates = {c: pd.to_datetime(hz[c].replace("", None)) for c in ("found_date", "rectify_deadline",
-                                                                  "rectified_date", "accepted_date")}
+    dates = {
+        c: pd.to_datetime(hz[c].replace("", None))
+        for c in ("found_date", "rectify_deadline", "rectified_date", "accepted_date")
+    }
     closed = dates["rectified_date"].fillna(dates["accepted_date"])
     as_of = pd.Timestamp(DeltaTable(str(silver / "hazard")).to_pandas(columns=["as_of_date"]).as_of_date.max())
     grid = set(cells)
@@ -157,10 +191,16 @@ def expected_weather(synthetic: Path) -> pd.DataFrame:
     w = pd.read_csv(synthetic / "weather" / "weather_daily.csv", parse_dates=["date"])
     daily = w.groupby("date")[["precip_mm", "tmax_c", "wind_max_ms"]].mean()
     daily["week_start"] = daily.index - pd.to_timedelta(daily.index.weekday, unit="D")
-    return daily.groupby("week_start").agg(precipitation_mm_total=("precip_mm", "sum"),
-                                           temperature_max_c=("tmax_c", "max"),
-                                           wind_speed_max_ms=("wind_max_ms", "max"),
-                                           weather_day_count=("precip_mm", "size")).reset_index()
+    return (
+        daily.groupby("week_start")
+        .agg(
+            precipitation_mm_total=("precip_mm", "sum"),
+            temperature_max_c=("tmax_c", "max"),
+            wind_speed_max_ms=("wind_max_ms", "max"),
+            weather_day_count=("precip_mm", "size"),
+        )
+        .reset_index()
+    )
 
 
 # --- the mart ------------------------------------------------------------------------------------------
@@ -186,25 +226,48 @@ def check_grid_and_incident_counts(warehouse: Path, synthetic: Path, silver: Pat
     n_cells, n_weeks = expected.h3_cell.nunique(), expected.week_start.nunique()
     assert len(mart) == n_cells * n_weeks, (len(mart), n_cells, n_weeks)
     assert not mart.duplicated(["h3_cell", "week_start"]).any()
-    merged = expected.merge(mart, on=["h3_cell", "week_start"], how="outer", suffixes=("_expected", ""),
-                            indicator=True, validate="one_to_one")
+    merged = expected.merge(
+        mart,
+        on=["h3_cell", "week_start"],
+        how="outer",
+        suffixes=("_expected", ""),
+        indicator=True,
+        validate="one_to_one",
+    )
     assert (merged._merge == "both").all(), merged._merge.value_counts()
-    columns = ["incident_count", *(f"incident_count_{d.lower()}" for d in DOMAINS), "incident_count_lag_1w",
-               "incident_count_lag_4w", "neighbor_cell_count", "neighbor_incident_count",
-               "neighbor_incident_count_lag_1w", "target_next_week_count"]
+    columns = [
+        "incident_count",
+        *(f"incident_count_{d.lower()}" for d in DOMAINS),
+        "incident_count_lag_1w",
+        "incident_count_lag_4w",
+        "neighbor_cell_count",
+        "neighbor_incident_count",
+        "neighbor_incident_count_lag_1w",
+        "target_next_week_count",
+    ]
     for column in columns:
         want = merged[f"{column}_expected"].astype(float)
         got = merged[column].astype(float)
         differs = ~((want == got) | (want.isna() & got.isna()))
-        assert not differs.any(), (column, merged.loc[differs, ["h3_cell", "week_start", f"{column}_expected", column]].head())
+        assert not differs.any(), (
+            column,
+            merged.loc[differs, ["h3_cell", "week_start", f"{column}_expected", column]].head(),
+        )
     want, got = merged.incident_count_mean_past_4w_expected, merged.incident_count_mean_past_4w.astype(float)
     assert np.allclose(want, got, equal_nan=True), "incident_count_mean_past_4w"
-    return {"rows": len(mart), "cells": n_cells, "weeks": n_weeks, "incidents": int(mart.incident_count.sum()),
-            "nonzero_cell_weeks": int((mart.incident_count > 0).sum())}
+    return {
+        "rows": len(mart),
+        "cells": n_cells,
+        "weeks": n_weeks,
+        "incidents": int(mart.incident_count.sum()),
+        "nonzero_cell_weeks": int((mart.incident_count > 0).sum()),
+    }
 
 
 def check_total_matches_fct_incident(warehouse: Path) -> dict:
-    counts = read_sql(warehouse, """
+    counts = read_sql(
+        warehouse,
+        """
         select
             (select sum(incident_count) from mart_cell_week_features)                        as mart_total,
             (select count(*) from fct_incident where h3_cell is not null)                     as events_with_cell,
@@ -212,7 +275,8 @@ def check_total_matches_fct_incident(warehouse: Path) -> dict:
               where not d.is_city_grid_cell)                                                  as events_in_edge_cells,
             (select count(*) from fct_incident f
               where h3_cell is not null and h3_cell not in (select h3_cell from dim_h3_cell)) as events_in_unknown_cells
-    """).iloc[0]
+    """,
+    ).iloc[0]
     # every event with a cell is a row's incident, except those in the edge cells outside the city grid
     assert counts.events_in_unknown_cells == 0
     assert counts.mart_total == counts.events_with_cell - counts.events_in_edge_cells, counts.to_dict()
@@ -223,25 +287,31 @@ def check_open_hazards(warehouse: Path, synthetic: Path, silver: Path) -> dict:
     mart = read_mart(warehouse)
     weeks = pd.DatetimeIndex(sorted(mart.week_start.unique()))
     expected = expected_open_hazards(synthetic, silver, weeks, sorted(mart.h3_cell.unique()))
-    got = mart.loc[mart.open_hazard_count > 0, ["h3_cell", "week_start", "open_hazard_count",
-                                                "overdue_open_hazard_count"]]
+    got = mart.loc[
+        mart.open_hazard_count > 0, ["h3_cell", "week_start", "open_hazard_count", "overdue_open_hazard_count"]
+    ]
     merged = expected.merge(got, on=["h3_cell", "week_start"], how="outer", suffixes=("_expected", ""))
     for column in ("open_hazard_count", "overdue_open_hazard_count"):
         differs = merged[f"{column}_expected"].fillna(-1) != merged[column].fillna(-1)
         assert not differs.any(), (column, merged[differs].head())
     assert expected.open_hazard_count.sum() > 0, "the city has open hazards to count"
-    return {"open_hazard_cell_weeks": len(expected), "open_hazards_summed": int(expected.open_hazard_count.sum()),
-            "overdue_summed": int(expected.overdue_open_hazard_count.sum())}
+    return {
+        "open_hazard_cell_weeks": len(expected),
+        "open_hazards_summed": int(expected.open_hazard_count.sum()),
+        "overdue_summed": int(expected.overdue_open_hazard_count.sum()),
+    }
 
 
 def check_weather(warehouse: Path, synthetic: Path) -> dict:
     mart = read_mart(warehouse)
-    weekly = (mart.groupby("week_start")[["precipitation_mm_total", "temperature_max_c", "wind_speed_max_ms",
-                                          "weather_day_count"]].agg(["min", "max"]))
+    weekly = mart.groupby("week_start")[
+        ["precipitation_mm_total", "temperature_max_c", "wind_speed_max_ms", "weather_day_count"]
+    ].agg(["min", "max"])
     for column in ("precipitation_mm_total", "temperature_max_c", "wind_speed_max_ms", "weather_day_count"):
         assert (weekly[(column, "min")] == weekly[(column, "max")]).all(), f"{column}: one city value per week"
-    got = mart.drop_duplicates("week_start")[["week_start", "precipitation_mm_total", "temperature_max_c",
-                                              "wind_speed_max_ms", "weather_day_count"]]
+    got = mart.drop_duplicates("week_start")[
+        ["week_start", "precipitation_mm_total", "temperature_max_c", "wind_speed_max_ms", "weather_day_count"]
+    ]
     merged = got.merge(expected_weather(synthetic), on="week_start", suffixes=("", "_expected"))
     assert len(merged) == len(got), "every week of the mart has weather"
     for column in ("precipitation_mm_total", "temperature_max_c", "wind_speed_max_ms", "weather_day_count"):
@@ -252,17 +322,25 @@ def check_weather(warehouse: Path, synthetic: Path) -> dict:
 def check_device_alerts_add_up(warehouse: Path) -> dict:
     """Per cell, the weekly alert hours and episodes add up to fct_device_alert's (all episodes lie in
     the data's weeks on the synthetic city)."""
-    got = read_sql(warehouse, """
+    got = read_sql(
+        warehouse,
+        """
         select h3_cell, sum(device_alert_hours) as hours, sum(device_alert_episodes_started) as episodes,
                sum(device_alert_episodes_peak_red) as red
-        from mart_cell_week_features group by h3_cell having sum(device_alert_hours) > 0 order by h3_cell""")
-    want = read_sql(warehouse, """
+        from mart_cell_week_features group by h3_cell having sum(device_alert_hours) > 0 order by h3_cell""",
+    )
+    want = read_sql(
+        warehouse,
+        """
         select h3_cell, sum(duration_hours) as hours, count(*) as episodes, count(*) filter (where peak_grade = 'red') as red
         from fct_device_alert
         where h3_cell in (select h3_cell from dim_h3_cell where is_city_grid_cell)
-        group by h3_cell order by h3_cell""")
-    pd.testing.assert_frame_equal(got.astype({"hours": int, "episodes": int, "red": int}).reset_index(drop=True),
-                                  want.astype({"hours": int, "episodes": int, "red": int}).reset_index(drop=True))
+        group by h3_cell order by h3_cell""",
+    )
+    pd.testing.assert_frame_equal(
+        got.astype({"hours": int, "episodes": int, "red": int}).reset_index(drop=True),
+        want.astype({"hours": int, "episodes": int, "red": int}).reset_index(drop=True),
+    )
     return {"alert_cells": len(want), "alert_hours": int(want.hours.sum()), "episodes": int(want.episodes.sum())}
 
 
@@ -276,10 +354,13 @@ def intensity_correlation(warehouse: Path, synthetic: Path) -> dict:
     merged = mart.merge(intensity, on=["h3_cell", "week_start"], how="left")
     merged["expected_count"] = merged.expected_count.fillna(0.0)
     per_cell = merged.groupby("h3_cell")[["incident_count", "expected_count"]].sum()
-    return {"cell_weeks": len(merged),
-            "pearson_cell_week": float(np.corrcoef(merged.incident_count, merged.expected_count)[0, 1]),
-            "pearson_cell_total": float(np.corrcoef(per_cell.incident_count, per_cell.expected_count)[0, 1]),
-            "incidents": int(merged.incident_count.sum()), "expected": float(merged.expected_count.sum())}
+    return {
+        "cell_weeks": len(merged),
+        "pearson_cell_week": float(np.corrcoef(merged.incident_count, merged.expected_count)[0, 1]),
+        "pearson_cell_total": float(np.corrcoef(per_cell.incident_count, per_cell.expected_count)[0, 1]),
+        "incidents": int(merged.incident_count.sum()),
+        "expected": float(merged.expected_count.sum()),
+    }
 
 
 # --- tests on the session's synthetic city -------------------------------------------------------------

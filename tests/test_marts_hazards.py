@@ -27,8 +27,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CYCLES = ("found_to_rectified", "rectified_to_accepted", "found_to_accepted")
-PERSONAL_COLUMNS = ("inspector_id", "legal_representative", "legal_representative_hash", "address",
-                    "address_scrubbed", "record_json")
+PERSONAL_COLUMNS = (
+    "inspector_id",
+    "legal_representative",
+    "legal_representative_hash",
+    "address",
+    "address_scrubbed",
+    "record_json",
+)
 
 
 # --- truth, recomputed independently ----------------------------------------------------------------------
@@ -60,11 +66,13 @@ def truth_hazards(truth_dir: Path) -> pd.DataFrame:
 
 def truth_figures(hz: pd.DataFrame, by: str) -> pd.DataFrame:
     grouped = hz.groupby(by)
-    out = pd.DataFrame({
-        "hazards_found": grouped.size(),
-        "closed_late": grouped.is_closed_late.sum(),
-        "overdue_open": grouped.is_overdue_open.sum(),
-    })
+    out = pd.DataFrame(
+        {
+            "hazards_found": grouped.size(),
+            "closed_late": grouped.is_closed_late.sum(),
+            "overdue_open": grouped.is_overdue_open.sum(),
+        }
+    )
     out["overdue_rate"] = grouped.is_overdue.sum() / out.hazards_found
     for cycle in CYCLES:
         days = grouped[f"days_{cycle}"]
@@ -91,8 +99,9 @@ def assert_same_figures(mart: pd.DataFrame, truth: pd.DataFrame, what: str) -> N
             if expected is None or (isinstance(expected, float) and math.isnan(expected)):
                 assert actual is None or math.isnan(actual), f"{what} {key} {column}: {actual} != NULL"
             else:
-                assert actual == pytest.approx(float(expected), rel=1e-12, abs=1e-9), \
+                assert actual == pytest.approx(float(expected), rel=1e-12, abs=1e-9), (
                     f"{what} {key} {column}: mart {actual} != truth {expected}"
+                )
 
 
 def open_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
@@ -129,13 +138,21 @@ def truth(built_city):
 
 @pytest.mark.slow
 def test_overdue_rate_and_median_cycle_days_per_district_equal_truth(warehouse, truth):
-    assert_same_figures(mart_figures(warehouse, "district", "district_code"), truth_figures(truth, "district_code"),
-                        "district")
+    assert_same_figures(
+        mart_figures(warehouse, "district", "district_code"), truth_figures(truth, "district_code"), "district"
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("grain, key", [("quarter", "found_quarter"), ("severity", "severity"),
-                                        ("domain", "domain_code"), ("enterprise", "enterprise_id")])
+@pytest.mark.parametrize(
+    "grain, key",
+    [
+        ("quarter", "found_quarter"),
+        ("severity", "severity"),
+        ("domain", "domain_code"),
+        ("enterprise", "enterprise_id"),
+    ],
+)
 def test_other_grains_equal_truth(warehouse, truth, grain, key):
     hz = truth.rename(columns={"credit_code": "enterprise_id"}) if key == "enterprise_id" else truth
     assert_same_figures(mart_figures(warehouse, grain, key), truth_figures(hz, key), grain)
@@ -148,10 +165,15 @@ def test_city_row_and_district_quarter_add_up_to_truth(warehouse, truth):
     assert city.hazards_found[0] == len(truth)
     assert city.overdue_rate[0] == pytest.approx(truth.is_overdue.mean(), rel=1e-12)
     assert city.median_days_found_to_rectified[0] == pytest.approx(truth.days_found_to_rectified.median())
-    cells = warehouse.sql("select district_code, found_quarter, hazards_found, overdue_total "
-                          "from mart_hazard_rectification where grain = 'district_quarter'").df()
-    expected = truth.groupby(["district_code", "found_quarter"]).agg(
-        hazards_found=("hazard_id", "size"), overdue_total=("is_overdue", "sum")).reset_index()
+    cells = warehouse.sql(
+        "select district_code, found_quarter, hazards_found, overdue_total "
+        "from mart_hazard_rectification where grain = 'district_quarter'"
+    ).df()
+    expected = (
+        truth.groupby(["district_code", "found_quarter"])
+        .agg(hazards_found=("hazard_id", "size"), overdue_total=("is_overdue", "sum"))
+        .reset_index()
+    )
     cells["found_quarter"] = pd.to_datetime(cells.found_quarter)
     merged = cells.merge(expected, on=["district_code", "found_quarter"], how="outer", suffixes=("", "_truth"))
     assert merged.hazards_found.tolist() == merged.hazards_found_truth.tolist()
@@ -161,15 +183,17 @@ def test_city_row_and_district_quarter_add_up_to_truth(warehouse, truth):
 @pytest.mark.slow
 def test_hazard_counts_per_district_equal_truth(warehouse, truth):
     fct = warehouse.sql("select district_code, count(*) as n from fct_hazard group by 1").df()
-    assert fct.set_index("district_code").n.sort_index().to_dict() == \
-        truth.groupby("district_code").size().sort_index().to_dict()
+    assert (
+        fct.set_index("district_code").n.sort_index().to_dict()
+        == truth.groupby("district_code").size().sort_index().to_dict()
+    )
 
 
 @pytest.mark.slow
 def test_fct_hazard_rows_are_the_clean_truth_hazards_with_their_dates_and_flags(warehouse, truth):
     fct = warehouse.sql("select * from fct_hazard").df().set_index("hazard_id").sort_index()
     expected = truth.sort_index()
-    assert list(fct.index) == list(expected.index)     # quarantined hazards (dates out of order, ...) absent
+    assert list(fct.index) == list(expected.index)  # quarantined hazards (dates out of order, ...) absent
     for col in ("found_date", "rectify_deadline", "rectified_date", "accepted_date", "as_of_date"):
         assert (pd.to_datetime(fct[col]).fillna(pd.Timestamp(0)) == expected[col].fillna(pd.Timestamp(0))).all(), col
     for col in ("is_closed_late", "is_overdue_open", "is_overdue"):
@@ -184,10 +208,14 @@ def test_fct_hazard_rows_are_the_clean_truth_hazards_with_their_dates_and_flags(
 
 @pytest.mark.slow
 def test_hazards_link_to_their_enterprises(warehouse, truth):
-    fct = warehouse.sql("""
+    fct = (
+        warehouse.sql("""
         select f.hazard_id, f.enterprise_id, d.enterprise_id is not null as linked
         from fct_hazard f left join dim_enterprise d using (enterprise_id)
-    """).df().set_index("hazard_id")
+    """)
+        .df()
+        .set_index("hazard_id")
+    )
     assert fct.linked.mean() >= 0.99
     assert (fct.enterprise_id == truth.credit_code.reindex(fct.index)).mean() >= 0.99
 

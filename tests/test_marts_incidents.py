@@ -39,7 +39,9 @@ def _timezone(synthetic: Path) -> str:
 
 def _local_week(utc: pd.Series, timezone: str) -> pd.Series:
     """Monday (as a date) of the city-local week holding each UTC instant."""
-    local_day = pd.to_datetime(utc, utc=True, format="ISO8601").dt.tz_convert(timezone).dt.tz_localize(None).dt.normalize()
+    local_day = (
+        pd.to_datetime(utc, utc=True, format="ISO8601").dt.tz_convert(timezone).dt.tz_localize(None).dt.normalize()
+    )
     return (local_day - pd.to_timedelta(local_day.dt.weekday, unit="D")).dt.date
 
 
@@ -52,15 +54,36 @@ def truth_records(synthetic: Path) -> pd.DataFrame:
     fire = pd.read_csv(truth / "fire_calls_clean.csv.gz", dtype=str, keep_default_na=False)
     hotline = pd.read_csv(truth / "hotline_tickets_clean.csv.gz", dtype=str, keep_default_na=False)
     frames = [
-        pd.DataFrame({"source": "police_incidents", "record_id": police.case_no, "occurred": police.occurred_at_utc,
-                      "district_code": police.district_code, "subcategory_code": police.subcategory_code,
-                      "linked_record_id": ""}),
-        pd.DataFrame({"source": "fire_calls", "record_id": fire.call_id, "occurred": fire.received_at_utc,
-                      "district_code": fire.district_code, "subcategory_code": fire.subcategory_code,
-                      "linked_record_id": ""}),
-        pd.DataFrame({"source": "hotline_tickets", "record_id": hotline.ticket_no, "occurred": hotline.accepted_at_utc,
-                      "district_code": hotline.district_code, "subcategory_code": hotline.subcategory_code,
-                      "linked_record_id": hotline.linked_record_id}),
+        pd.DataFrame(
+            {
+                "source": "police_incidents",
+                "record_id": police.case_no,
+                "occurred": police.occurred_at_utc,
+                "district_code": police.district_code,
+                "subcategory_code": police.subcategory_code,
+                "linked_record_id": "",
+            }
+        ),
+        pd.DataFrame(
+            {
+                "source": "fire_calls",
+                "record_id": fire.call_id,
+                "occurred": fire.received_at_utc,
+                "district_code": fire.district_code,
+                "subcategory_code": fire.subcategory_code,
+                "linked_record_id": "",
+            }
+        ),
+        pd.DataFrame(
+            {
+                "source": "hotline_tickets",
+                "record_id": hotline.ticket_no,
+                "occurred": hotline.accepted_at_utc,
+                "district_code": hotline.district_code,
+                "subcategory_code": hotline.subcategory_code,
+                "linked_record_id": hotline.linked_record_id,
+            }
+        ),
     ]
     records = pd.concat(frames, ignore_index=True)
     records["week_start"] = _local_week(records.occurred, tz)
@@ -79,8 +102,10 @@ def published_links(synthetic: Path, records: pd.DataFrame) -> pd.DataFrame:
     """truth/cross_department_links.csv restricted to links whose two records were both published."""
     links = pd.read_csv(synthetic / "truth" / "cross_department_links.csv", dtype=str)
     published = set(zip(records.source, records.record_id))
-    keep = [("hotline_tickets", t) in published and (s, o) in published
-            for t, s, o in zip(links.hotline_ticket_no, links.other_source, links.other_record_id)]
+    keep = [
+        ("hotline_tickets", t) in published and (s, o) in published
+        for t, s, o in zip(links.hotline_ticket_no, links.other_source, links.other_record_id)
+    ]
     return links[keep].reset_index(drop=True)
 
 
@@ -97,8 +122,7 @@ def truth_fire_times(synthetic: Path) -> pd.DataFrame:
             rows.extend(json.loads(line) for line in handle if line.strip())
     raw = pd.DataFrame(rows)[["call_id", "dispatched", "on_scene", "last_update"]]
     raw["last_update"] = raw.last_update.astype("int64")
-    latest = (raw.sort_values(["call_id", "last_update"], kind="stable")
-              .drop_duplicates("call_id", keep="last"))
+    latest = raw.sort_values(["call_id", "last_update"], kind="stable").drop_duplicates("call_id", keep="last")
     calls = clean.merge(latest, on="call_id", how="left", validate="one_to_one")
     assert calls.last_update.notna().all(), "every published call is in the deliveries"
     calls["received"] = pd.to_datetime(calls.received_at_utc, utc=True, format="ISO8601")
@@ -127,8 +151,12 @@ def truth_response_times(synthetic: Path) -> pd.DataFrame:
         row = {"district_code": district, "week_start": week, "call_count": len(group)}
         for pair in ("dispatch", "response", "travel"):
             n, median, p90 = _quantiles(group[pair])
-            row |= {f"{pair}_call_count": n, f"missing_{pair}_count": len(group) - n,
-                    f"{pair}_seconds_median": median, f"{pair}_seconds_p90": p90}
+            row |= {
+                f"{pair}_call_count": n,
+                f"missing_{pair}_count": len(group) - n,
+                f"{pair}_seconds_median": median,
+                f"{pair}_seconds_p90": p90,
+            }
         out.append(row)
     return pd.DataFrame(out)
 
@@ -144,8 +172,11 @@ def read_mart(warehouse: Path, sql: str) -> pd.DataFrame:
 def _counts(frame: pd.DataFrame, keys: list[str], value: str | None = None) -> dict:
     if value is None:
         return {tuple(k): int(n) for k, n in frame.groupby(keys).size().items()}
-    return {tuple(k) if isinstance(k, tuple) else (k,): int(n) for k, n in frame.groupby(keys)[value].sum().items()
-            if n != 0}
+    return {
+        tuple(k) if isinstance(k, tuple) else (k,): int(n)
+        for k, n in frame.groupby(keys)[value].sum().items()
+        if n != 0
+    }
 
 
 def _week_keyed(frame: pd.DataFrame, column: str = "week_start") -> pd.DataFrame:
@@ -161,8 +192,9 @@ def check_records_per_district_week(warehouse: Path, synthetic: Path) -> int:
     expected = _counts(records, ["district_code", "week_start"])
     assert _counts(mart, ["district_code", "week_start"], "incident_count") == expected
     police = records[records.source == "police_incidents"]
-    assert _counts(mart, ["district_code", "week_start"], "police_incidents_count") == \
-        _counts(police, ["district_code", "week_start"])
+    assert _counts(mart, ["district_code", "week_start"], "police_incidents_count") == _counts(
+        police, ["district_code", "week_start"]
+    )
     return len(records)
 
 
@@ -184,12 +216,14 @@ def check_one_row_per_real_event(warehouse: Path, synthetic: Path) -> int:
     assert int(fct.source_record_count.sum()) == len(records)
 
     # the same events: department record <-> the hotline tickets about it
-    fct_links = {(ids[0].split(":", 1)[1], other.split(":", 1)[1])
-                 for ids in fct.source_incident_ids for other in ids[1:]}
+    fct_links = {
+        (ids[0].split(":", 1)[1], other.split(":", 1)[1]) for ids in fct.source_incident_ids for other in ids[1:]
+    }
     truth_links = set(zip(links.other_record_id, links.hotline_ticket_no))
     assert not truth_links - fct_links, f"duplicates not merged into one event: {sorted(truth_links - fct_links)}"
     assert not fct_links - truth_links, (
-        f"records of different real events merged into one (silver.incident_link): {sorted(fct_links - truth_links)}")
+        f"records of different real events merged into one (silver.incident_link): {sorted(fct_links - truth_links)}"
+    )
 
     assert len(fct) == len(events)
     assert fct.event_id.is_unique
@@ -235,15 +269,17 @@ def check_response_times(warehouse: Path, synthetic: Path) -> int:
     expected = truth_response_times(synthetic)
     mart = _week_keyed(read_mart(warehouse, "select * from mart_response_times"))
     assert len(mart) == len(expected)
-    merged = expected.merge(mart, on=["district_code", "week_start"], how="left", suffixes=("_truth", ""),
-                            validate="one_to_one")
+    merged = expected.merge(
+        mart, on=["district_code", "week_start"], how="left", suffixes=("_truth", ""), validate="one_to_one"
+    )
     assert merged.call_count.notna().all()
     for pair in ("dispatch", "response", "travel"):
         for column in (f"{pair}_call_count", f"missing_{pair}_count"):
             assert (merged[column] == merged[f"{column}_truth"]).all(), column
         for column in (f"{pair}_seconds_median", f"{pair}_seconds_p90"):
-            np.testing.assert_allclose(merged[column].astype(float), merged[f"{column}_truth"].astype(float),
-                                       rtol=0, atol=1e-6, err_msg=column)
+            np.testing.assert_allclose(
+                merged[column].astype(float), merged[f"{column}_truth"].astype(float), rtol=0, atol=1e-6, err_msg=column
+            )
     # the truth has calls without an on-scene time (cancelled, dispatched only): counted, not dropped
     assert int(merged.missing_response_count.sum()) > 0
     assert int(mart.call_count.sum()) == len(truth_fire_times(synthetic))
@@ -255,7 +291,8 @@ def check_response_times(warehouse: Path, synthetic: Path) -> int:
 
 def test_incident_records_per_district_and_local_week_equal_truth(built_city):
     assert check_records_per_district_week(built_city.warehouse, built_city.synthetic) == sum(
-        built_city.truth["sources"][s]["published"] for s in ("police_incidents", "fire_calls", "hotline_tickets"))
+        built_city.truth["sources"][s]["published"] for s in ("police_incidents", "fire_calls", "hotline_tickets")
+    )
 
 
 def test_fct_incident_has_one_row_per_real_event(built_city):

@@ -34,12 +34,12 @@ from citysafe.identifiers import resident_id_is_valid
 from citysafe.sources import load_registry
 from citysafe.warehouse import delta_extension_path
 
-DIGIT_RUN = r"[0-9]{7,}[Xx]?"                    # candidate phone / ID numbers inside delivered text
+DIGIT_RUN = r"[0-9]{7,}[Xx]?"  # candidate phone / ID numbers inside delivered text
 # Digit runs inside warehouse values, group 2: not the fraction of a decimal (0.0186083229953761).
 WAREHOUSE_DIGIT_RUN = r"(^|[^0-9.])([0-9]{7,}[Xx]?)"
 LANDLINE = r"(?:^|[^0-9])(0[0-9]{2,3}-[0-9]{7,8})(?:[^0-9]|$)"
 MOBILE = re.compile(r"1[3-9][0-9]{9}")
-NOT_A_NAME = {"", "匿名"}                          # "anonymous" is what the hotline delivers without a caller
+NOT_A_NAME = {"", "匿名"}  # "anonymous" is what the hotline delivers without a caller
 STAFF_COLUMNS = {"hazard_inspections": ["inspector_id"]}
 
 
@@ -70,8 +70,11 @@ def delivered_personal_values(synthetic: Path, truth_dir: Path) -> dict[str, set
         free_text = planted.get(source.name, {})
         if not (personal or staff or free_text):
             continue
-        record_id = source.silver.fields.record_id if source.silver and not isinstance(source.silver.fields, dict) \
+        record_id = (
+            source.silver.fields.record_id
+            if source.silver and not isinstance(source.silver.fields, dict)
             else (source.silver.fields.get("record_id") if source.silver else None)
+        )
         folder = source.connector.folder(settings)
         for path in sorted(folder.glob(source.connector.pattern)):
             columns = parse(path.name, path.read_bytes(), source).columns
@@ -81,7 +84,7 @@ def delivered_personal_values(synthetic: Path, truth_dir: Path) -> dict[str, set
                     if not value or value in NOT_A_NAME:
                         continue
                     digits = re.sub(r"[^0-9Xx]", "", value)
-                    if len(digits) >= 7 and len(digits) >= len(value) - 4:   # a phone or ID number
+                    if len(digits) >= 7 and len(digits) >= len(value) - 4:  # a phone or ID number
                         values["number"].add(digits.upper().removeprefix("86") if len(digits) == 13 else digits.upper())
                     else:
                         values["name"].add(value)
@@ -96,8 +99,11 @@ def delivered_personal_values(synthetic: Path, truth_dir: Path) -> dict[str, set
 
 def scan(warehouse: Path, values: dict[str, set[str]]) -> list[tuple]:
     """(relation, column, kind, value) for every personal value or pattern found in the warehouse."""
-    con = duckdb.connect(str(warehouse), read_only=True,
-                         config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con = duckdb.connect(
+        str(warehouse),
+        read_only=True,
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"LOAD '{delta_extension_path()}'")  # the staging views read the silver Delta tables
@@ -120,7 +126,8 @@ def scan(warehouse: Path, values: dict[str, set[str]]) -> list[tuple]:
             con.execute(f"""
                 create or replace temp table cell as
                 select distinct cast("{column}" as varchar) as v from rel where "{column}" is not null""")
-            hits = con.execute(r"""
+            hits = con.execute(
+                r"""
                 with runs as (
                     select v, upper(unnest(regexp_extract_all(v, ?, 2))) as run from cell
                 )
@@ -139,7 +146,9 @@ def scan(warehouse: Path, values: dict[str, set[str]]) -> list[tuple]:
                     on pii.kind in ('name', 'staff_id')
                     and (cell.v = pii.value or (length(pii.value) >= 3 and pii.kind = 'name'
                                                 and contains(cell.v, pii.value)))
-            """, [WAREHOUSE_DIGIT_RUN, LANDLINE, LANDLINE]).fetchall()
+            """,
+                [WAREHOUSE_DIGIT_RUN, LANDLINE, LANDLINE],
+            ).fetchall()
             for kind, value in hits:
                 if kind == "id_number_pattern" and not is_resident_id(value):
                     continue  # e.g. an all-digit credit code (9142...): no region, no birth date
@@ -154,8 +163,11 @@ def personal_values(built_city):
     values = delivered_personal_values(built_city.synthetic, built_city.truth_dir)
     # the collection itself must have found what the generator delivers, or the scan proves nothing
     assert len(values["name"]) >= 100 and len(values["number"]) >= 200 and len(values["staff_id"]) >= 5
-    odd = [v for v in values["number"]  # mobile, ID number, landline with area code, local landline
-           if not (MOBILE.fullmatch(v) or is_resident_id(v) or re.fullmatch(r"0[0-9]{9,11}|[2-9][0-9]{6,7}", v))]
+    odd = [
+        v
+        for v in values["number"]  # mobile, ID number, landline with area code, local landline
+        if not (MOBILE.fullmatch(v) or is_resident_id(v) or re.fullmatch(r"0[0-9]{9,11}|[2-9][0-9]{6,7}", v))
+    ]
     assert odd == [], "collected numbers that are neither a phone nor an ID number"
     return values
 
@@ -179,9 +191,13 @@ def test_the_scan_finds_planted_personal_data(built_city, personal_values, tmp_p
     con = duckdb.connect(str(scratch))
     try:
         con.execute("create schema leak")
-        con.execute("create table leak.people (id integer, note varchar, contact varchar, reviewer varchar, caller varchar)")
-        con.execute("insert into leak.people values (1, ?, ?, ?, ?)",
-                    [f"roof leak near gate, {name} called", f"call back {number}", staff, two_char_name])
+        con.execute(
+            "create table leak.people (id integer, note varchar, contact varchar, reviewer varchar, caller varchar)"
+        )
+        con.execute(
+            "insert into leak.people values (1, ?, ?, ?, ?)",
+            [f"roof leak near gate, {name} called", f"call back {number}", staff, two_char_name],
+        )
         con.execute("create table leak.numbers (n bigint)")
         con.execute("insert into leak.numbers values (?)", [int("13912345678")])  # a phone stored as a number
         con.execute(f"create view leak.ids as select 'ID {id_number} on file' as remark, '027-87654321' as tel")

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from pg_server import pg_server  # noqa: F401  (session fixture)
 
 from citysafe.config import load_settings
 from citysafe.warehouse import build_marts
+
+from pg_server import pg_server  # noqa: F401  (session fixture)
 
 DSN_ENV = "TEST_CITY_MARTS_POSTGRES_DSN"
 MART = "mart_incident_district_week"
@@ -24,18 +25,26 @@ MART = "mart_incident_district_week"
 
 @pytest.mark.slow
 def test_prod_publish_of_the_city_matches_the_duckdb_warehouse(built_city, pg_server, tmp_path, monkeypatch):
-    settings = load_settings(environ={k: v for k, v in built_city.env.items() if k.startswith("CITYSAFE_")
-                                      and k != "CITYSAFE_PII_KEY"})
+    settings = load_settings(
+        environ={k: v for k, v in built_city.env.items() if k.startswith("CITYSAFE_") and k != "CITYSAFE_PII_KEY"}
+    )
     served = tmp_path / "prod" / Path(settings.warehouse_path).name  # not the city's served file
     served.parent.mkdir(parents=True)
     shutil.copyfile(built_city.warehouse, served)  # the city's marts, as `citysafe run` built them
     monkeypatch.setenv(DSN_ENV, pg_server.dsn())
-    result = build_marts(settings.model_copy(update={"warehouse_path": served}), "prod-city", target="prod",
-                         postgres_dsn_env=DSN_ENV, postgres_schema="city_marts", select=[MART])
+    result = build_marts(
+        settings.model_copy(update={"warehouse_path": served}),
+        "prod-city",
+        target="prod",
+        postgres_dsn_env=DSN_ENV,
+        postgres_schema="city_marts",
+        select=[MART],
+    )
     assert set(result["models"]) == {MART}
     manifest = json.loads((Path(result["target_path"]) / "manifest.json").read_text())
-    marts = sorted(n["name"] for n in manifest["nodes"].values()
-                   if n["resource_type"] == "model" and n["fqn"][1] == "marts")
+    marts = sorted(
+        n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["fqn"][1] == "marts"
+    )
     assert result["published"]["tables"] == marts
 
     duck = duckdb.connect(str(served), read_only=True)
@@ -46,16 +55,27 @@ def test_prod_publish_of_the_city_matches_the_duckdb_warehouse(built_city, pg_se
             rows += d_count
             p_count = pg.execute(f"select count(*) from city_marts.{mart}").fetchone()[0]
             assert (mart, p_count) == (mart, d_count)
-            d_cols = [r[0] for r in duck.execute("select column_name from information_schema.columns "
-                                                 "where table_name = ? order by ordinal_position", [mart]).fetchall()]
-            p_cols = [r[0] for r in pg.execute("select column_name from information_schema.columns where "
-                                               "table_schema = 'city_marts' and table_name = %s order by ordinal_position",
-                                               (mart,)).fetchall()]
+            d_cols = [
+                r[0]
+                for r in duck.execute(
+                    "select column_name from information_schema.columns where table_name = ? order by ordinal_position",
+                    [mart],
+                ).fetchall()
+            ]
+            p_cols = [
+                r[0]
+                for r in pg.execute(
+                    "select column_name from information_schema.columns where "
+                    "table_schema = 'city_marts' and table_name = %s order by ordinal_position",
+                    (mart,),
+                ).fetchall()
+            ]
             assert p_cols == d_cols
         # the city's incidents arrive whole: the same total per district in both databases
         query = "select district_code, sum(incident_count) from {} group by 1 order by 1"
-        assert [tuple(map(str, r)) for r in pg.execute(query.format("city_marts.mart_incident_district_week")).fetchall()] \
-            == [tuple(map(str, r)) for r in duck.execute(query.format("mart_incident_district_week")).fetchall()]
+        assert [
+            tuple(map(str, r)) for r in pg.execute(query.format("city_marts.mart_incident_district_week")).fetchall()
+        ] == [tuple(map(str, r)) for r in duck.execute(query.format("mart_incident_district_week")).fetchall()]
     duck.close()
     assert rows > 1000  # a real city, not empty tables
     assert result["models"][MART] == _count(built_city.warehouse, MART) > 0  # rebuilt from the same silver

@@ -21,8 +21,9 @@ SHORT = "JQ3,2025-03-04 13:22:10,0101"
 
 
 def _settings(tmp_path):
-    return load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-                                  "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn")})
+    return load_settings(
+        environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn")}
+    )
 
 
 def _deliver(tmp_path, name, lines):
@@ -48,8 +49,14 @@ def test_ingest_records_one_row_per_committed_batch_once(spark, tmp_path):
     rows = _batches(settings)
     assert list(rows) == [batch_id]
     row = rows[batch_id]
-    assert (row["source"], row["connector_type"], row["file_count"], row["row_count"], row["malformed_row_count"],
-            row["byte_count"]) == ("police_incidents", "files", 1, 2, 1, size)
+    assert (
+        row["source"],
+        row["connector_type"],
+        row["file_count"],
+        row["row_count"],
+        row["malformed_row_count"],
+        row["byte_count"],
+    ) == ("police_incidents", "files", 1, 2, 1, size)
     assert row["watermark_from"] is None and row["watermark_to"] is None  # a file drop has no watermark
     assert list(bronze_at) == [row["ingested_at"]]  # the bronze load time, to the microsecond
     assert row["landed_at"] == dt.datetime.fromisoformat(manifest["landed_at"]) <= row["ingested_at"]
@@ -83,9 +90,13 @@ def test_source_registry_mirrors_the_registry_and_reruns_commit_nothing(spark, t
     from tests_support import write_city_reference
 
     syn = write_city_reference(tmp_path)
-    settings = load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-                                      "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "districts.geojson"),
-                                      "CITYSAFE_DISTRICT_ALIASES": str(syn / "district_aliases.csv")})
+    settings = load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(syn / "district_aliases.csv"),
+        }
+    )
     first = silver_reference.run(spark, settings)
     registry = load_registry()
     assert first["source_registry"]["rows"] == len(registry)
@@ -95,9 +106,16 @@ def test_source_registry_mirrors_the_registry_and_reruns_commit_nothing(spark, t
     for name, source in registry.items():
         row = rows[name]
         assert (row["department"], row["kind"], row["schedule"], row["connector_type"], row["format_type"]) == (
-            source.department, source.kind, source.schedule, source.connector.type, source.format.type)
+            source.department,
+            source.kind,
+            source.schedule,
+            source.connector.type,
+            source.format.type,
+        )
         assert (row["freshness_warn_after_hours"], row["freshness_error_after_hours"]) == (
-            source.freshness.warn_after_hours, source.freshness.error_after_hours)
+            source.freshness.warn_after_hours,
+            source.freshness.error_after_hours,
+        )
         assert row["tags"].split(",") == (source.tags or [""])
         assert row["silver_table"] == (source.silver.table if source.silver else None)
     version = delta_io.version(spec)

@@ -17,7 +17,7 @@ RUNNER = Path(__file__).parent / "portability_runner.py"
 def _result(engine: str) -> dict:
     proc = subprocess.run([sys.executable, str(RUNNER), engine], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT-JSON "))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT-JSON "))
     return json.loads(line.removeprefix("RESULT-JSON "))
 
 

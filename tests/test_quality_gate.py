@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-import silver_fixtures as fx
-from tests_support import captured_log, write_city_reference
 from citysafe import delta_io, quality
 from citysafe.config import load_settings
 from citysafe.errors import ConfigurationError
 from spark_jobs import bronze, silver_incident, tables
+
+import silver_fixtures as fx
+from tests_support import captured_log, write_city_reference
 
 HEADER = ",".join(fx.SOURCE.columns)
 LINES = [
@@ -30,24 +31,34 @@ def lake(tmp_path, monkeypatch):
     (syn / "police" / "police_incidents_2025-03.csv").write_text("\n".join([HEADER, *LINES]) + "\n")
     write_city_reference(syn)
     monkeypatch.setenv("CITYSAFE_PII_KEY", "gate-test-key-0123456789")
-    settings = load_settings(environ={
-        "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
+    settings = load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
+            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
+        }
+    )
     return settings
 
 
 def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypatch):
     bronze.ingest(spark, lake, fx.SOURCE)
     real_suite = quality.load_suite("silver_incident")
-    strict = {**real_suite, "expectations": [*real_suite["expectations"],
-                                             {"expect_table_row_count_to_be_between": {"max_value": 1}}]}
+    strict = {
+        **real_suite,
+        "expectations": [*real_suite["expectations"], {"expect_table_row_count_to_be_between": {"max_value": 1}}],
+    }
     monkeypatch.setattr(quality, "load_suite", lambda name: strict)
-    with pytest.raises(silver_incident.QualityGateFailed,
-                       match=r"expectations: expect_table_row_count_to_be_between\); nothing published") as failure:
+    with pytest.raises(
+        silver_incident.QualityGateFailed,
+        match=r"expectations: expect_table_row_count_to_be_between\); nothing published",
+    ) as failure:
         silver_incident.run(spark, lake, fx.SOURCE, "run-a")
     assert not (tables.incident(lake.silver_dir).path / "_delta_log").exists()
-    assert DeltaTable(str(lake.staging_dir / "incident" / "run-a" / "police_incidents")).to_pyarrow_table().num_rows == 2
+    assert (
+        DeltaTable(str(lake.staging_dir / "incident" / "run-a" / "police_incidents")).to_pyarrow_table().num_rows == 2
+    )
     # The result is GX's, in the lake's GX project: uncommitted/validations/<suite>/<run>/<time>/<batch>.json
     project = quality.gx_project_dir(lake)
     result_path = Path(failure.value.result_path)
@@ -57,14 +68,18 @@ def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypat
     result = json.loads(result_path.read_text())
     assert result["success"] is False and result["meta"]["run_id"]["run_name"] == "run-a"
     assert [r["expectation_config"]["type"] for r in result["results"] if not r["success"]] == [
-        "expect_table_row_count_to_be_between"]
+        "expect_table_row_count_to_be_between"
+    ]
     # The suite parameters are GX's: stored as {"$PARAMETER": name}, substituted by GX in the result.
     stored = json.loads((project / "expectations" / "silver_incident.json").read_text())
     in_set = {"column": "subcategory_code", "value_set": {"$PARAMETER": "subcategory_codes"}}
     assert in_set in [e["kwargs"] for e in stored["expectations"]]
-    (validated,) = [r["expectation_config"]["kwargs"] for r in result["results"]
-                    if r["expectation_config"]["kwargs"].get("column") == "subcategory_code"
-                    and r["expectation_config"]["type"] == "expect_column_values_to_be_in_set"]
+    (validated,) = [
+        r["expectation_config"]["kwargs"]
+        for r in result["results"]
+        if r["expectation_config"]["kwargs"].get("column") == "subcategory_code"
+        and r["expectation_config"]["type"] == "expect_column_values_to_be_in_set"
+    ]
     assert "PS0101" in validated["value_set"] and len(validated["value_set"]) > 100
     recorded = DeltaTable(str(quality.validation_result_spec(lake).path)).to_pyarrow_table().to_pylist()
     assert any(not r["success"] for r in recorded)
@@ -74,7 +89,7 @@ def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypat
     entry = silver_incident.run(spark, lake, fx.SOURCE, "run-b")
     assert entry["published"] == 2 and entry["quarantined"] == {"unmapped_code": 1} and entry["reconciled"]
     assert not (lake.staging_dir / "incident" / "run-b").exists()  # published: staging copy removed
-    assert (lake.staging_dir / "incident" / "run-a").exists()      # failed run's evidence kept
+    assert (lake.staging_dir / "incident" / "run-a").exists()  # failed run's evidence kept
     again = silver_incident.run(spark, lake, fx.SOURCE, "run-c")
     assert again["rows_read"] == 0
 
@@ -82,14 +97,21 @@ def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypat
 def test_suite_catches_bad_rows():
     import pandas as pd
 
-    suite = {"suite": "t", "table": "t", "expectations": [
-        {"expect_column_values_to_be_unique": {"column": "incident_id"}},
-        {"expect_column_values_to_be_in_set": {"column": "subcategory_code", "value_set": "$codes"}}]}
+    suite = {
+        "suite": "t",
+        "table": "t",
+        "expectations": [
+            {"expect_column_values_to_be_unique": {"column": "incident_id"}},
+            {"expect_column_values_to_be_in_set": {"column": "subcategory_code", "value_set": "$codes"}},
+        ],
+    }
     df = pd.DataFrame({"incident_id": ["a", "a", "b"], "subcategory_code": ["PS0101", "XX9999", "PS0101"]})
     success, rows = quality.run_suite(df, suite, {"codes": ["PS0101"]})
     assert success is False
     assert {r["expectation"]: r["unexpected_count"] for r in rows} == {
-        "expect_column_values_to_be_unique": 2, "expect_column_values_to_be_in_set": 1}
+        "expect_column_values_to_be_unique": 2,
+        "expect_column_values_to_be_in_set": 1,
+    }
     with pytest.raises(ConfigurationError, match=r"suite t: parameter\(s\) \$codes not defined"):
         quality.run_suite(df, suite, {"other": 1})
 
@@ -98,8 +120,7 @@ def test_fixing_reference_data_releases_quarantined_rows(spark, lake, monkeypatc
     """Adding the missing alias and re-running publishes the rows quarantined for it; nothing else moves."""
     from spark_jobs import tables
 
-    typo = ("JQ4,2025-03-04 15:00:00,1101,入室盗窃,江按区,,,解放大道9号,赵六,13800138004,,已受理,"
-            "2025-03-05 09:00:00")
+    typo = "JQ4,2025-03-04 15:00:00,1101,入室盗窃,江按区,,,解放大道9号,赵六,13800138004,,已受理,2025-03-05 09:00:00"
     police = lake.synthetic_root / "police" / "police_incidents_2025-03.csv"
     police.write_text(police.read_text() + typo + "\n")
     bronze.ingest(spark, lake, fx.SOURCE)
@@ -131,7 +152,7 @@ def test_reference_change_that_releases_nothing_passes_without_a_gate(spark, lak
     batches) and commits nothing, and the row keeps the run that first quarantined it."""
     bronze.ingest(spark, lake, fx.SOURCE)
     first = silver_incident.run(spark, lake, fx.SOURCE, "run-1")
-    assert first["quarantined"] == {"unmapped_code": 1}                       # JQ3: code 0000
+    assert first["quarantined"] == {"unmapped_code": 1}  # JQ3: code 0000
     q_spec, i_spec = tables.quarantine(lake.silver_dir), tables.incident(lake.silver_dir)
     versions = (delta_io.version(q_spec), delta_io.version(i_spec))
 

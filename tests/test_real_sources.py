@@ -46,8 +46,11 @@ def _records(source: Source, path: Path) -> tuple[list[str], list[list[str]]]:
     if path.name.endswith(".gz"):
         data = gzip.decompress(data)
     encoding = "utf-8-sig" if source.format.encoding in ("utf-8", "auto") else source.format.encoding
-    reader = csv.reader(io.StringIO(data.decode(encoding), newline=""), delimiter=source.format.delimiter,
-                        quotechar=source.format.quotechar)
+    reader = csv.reader(
+        io.StringIO(data.decode(encoding), newline=""),
+        delimiter=source.format.delimiter,
+        quotechar=source.format.quotechar,
+    )
     header = [source.format.rename.get(h.strip(), h.strip()) for h in next(reader)]
     return header, [record for record in reader if record]
 
@@ -70,7 +73,9 @@ def test_real_registry_entries_load_tagged_with_samples():
             assert sorted(header) == sorted(source.columns), f"{name}: {path.name} header differs from the schema"
     every_sample = {p for p in SAMPLES.rglob("*") if p.is_file() and p.name != "README.md"}
     assert set(claimed) == every_sample, f"sample files no source reads: {sorted(every_sample - set(claimed))}"
-    assert all(n == 1 for n in claimed.values()), f"files read by two sources: {[p for p, n in claimed.items() if n > 1]}"
+    assert all(n == 1 for n in claimed.values()), (
+        f"files read by two sources: {[p for p, n in claimed.items() if n > 1]}"
+    )
 
 
 def test_real_samples_are_small_and_attributed():

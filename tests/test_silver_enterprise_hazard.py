@@ -11,7 +11,6 @@ import hmac
 import pyarrow as pa
 import pytest
 
-import silver_fixtures as fx
 from citysafe import reference
 from citysafe.config import load_settings
 from citysafe.identifiers import _USCC_WEIGHTS, USCC_CHARS
@@ -20,6 +19,8 @@ from spark_jobs import silver_enterprise as se
 from spark_jobs import silver_hazard as sh
 from spark_jobs.bronze import bronze_spec
 from spark_jobs.common import Places
+
+import silver_fixtures as fx
 
 SETTINGS = load_settings(environ={})
 INGESTED = dt.datetime(2025, 4, 1, tzinfo=dt.UTC)
@@ -54,38 +55,67 @@ def _bronze(spark, source, rows: list[dict], batch="b1"):
     records = []
     for i, values in enumerate(rows, start=1):
         r = {c: values.get(c) for c in source.columns}
-        r.update({"_source": source.name, "_parse_error": values.get("_parse_error"), "_raw_record": None,
-                  "_extra_fields": None, "_batch_id": batch, "_source_file": f"{batch}.csv",
-                  "_source_row_number": i, "_ingested_at": INGESTED})
+        r.update(
+            {
+                "_source": source.name,
+                "_parse_error": values.get("_parse_error"),
+                "_raw_record": None,
+                "_extra_fields": None,
+                "_batch_id": batch,
+                "_source_file": f"{batch}.csv",
+                "_source_row_number": i,
+                "_ingested_at": INGESTED,
+            }
+        )
         records.append(r)
     return spark.createDataFrame(pa.Table.from_pylist(records, schema=bronze_spec(SETTINGS, source).arrow_schema()))
 
 
 def ent(code, name, updated="2024-06-01 10:00:00", **kw):
-    row = {"credit_code": code, "legacy_reg_no": "", "enterprise_name": name, "industry_code": "C26",
-           "industry_name": "化学原料", "district": "江岸区", "address": "解放大道1号", "lon": "114.25", "lat": "30.55",
-           "established_date": "2010-03-05", "registered_capital_wan": "500.00", "legal_representative": REP,
-           "reg_status": "存续", "updated_at": updated}
+    row = {
+        "credit_code": code,
+        "legacy_reg_no": "",
+        "enterprise_name": name,
+        "industry_code": "C26",
+        "industry_name": "化学原料",
+        "district": "江岸区",
+        "address": "解放大道1号",
+        "lon": "114.25",
+        "lat": "30.55",
+        "established_date": "2010-03-05",
+        "registered_capital_wan": "500.00",
+        "legal_representative": REP,
+        "reg_status": "存续",
+        "updated_at": updated,
+    }
     row.update(kw)
     return row
 
 
 ENT_ROWS = [
     ent(A, "江城市华信化工有限公司", legacy_reg_no=L1, updated="2024-06-01 10:00:00"),
-    ent(A, "江城市华信化工有限责任公司", legacy_reg_no=L1, updated="2023-01-01 10:00:00"),   # stale: duplicate
-    ent(A, "江城市华信化工有限公司", legacy_reg_no=L1, updated="2024-06-01 10:00:00"),       # exact duplicate
-    ent(B.lower(), " 江城市ＡＢ机械有限公司", lon="", lat="", district="江汉区", established_date="2010年3月5日",
-        registered_capital_wan="abc", reg_status="注销"),                                    # lower case, no point
+    ent(A, "江城市华信化工有限责任公司", legacy_reg_no=L1, updated="2023-01-01 10:00:00"),  # stale: duplicate
+    ent(A, "江城市华信化工有限公司", legacy_reg_no=L1, updated="2024-06-01 10:00:00"),  # exact duplicate
+    ent(
+        B.lower(),
+        " 江城市ＡＢ机械有限公司",
+        lon="",
+        lat="",
+        district="江汉区",
+        established_date="2010年3月5日",
+        registered_capital_wan="abc",
+        reg_status="注销",
+    ),  # lower case, no point
     ent(C, "江城市同名商贸有限公司"),
-    ent(D, "江城市同名商贸有限公司（江岸分公司）", lon="114.35"),                                # same normalised name
-    ent(bad_check(A), "江城市错码有限公司"),                                                  # invalid_credit_code
-    ent(A[:17], "江城市短码有限公司"),                                                        # invalid_credit_code
-    ent(uscc("91420109111111110"), "江城市远方有限公司", lon="116.40", lat="39.90"),            # coordinates_outside_city
-    ent("", "江城市无码有限公司"),                                                            # missing_key
+    ent(D, "江城市同名商贸有限公司（江岸分公司）", lon="114.35"),  # same normalised name
+    ent(bad_check(A), "江城市错码有限公司"),  # invalid_credit_code
+    ent(A[:17], "江城市短码有限公司"),  # invalid_credit_code
+    ent(uscc("91420109111111110"), "江城市远方有限公司", lon="116.40", lat="39.90"),  # coordinates_outside_city
+    ent("", "江城市无码有限公司"),  # missing_key
     ent(None, None, legal_representative=None, _parse_error="expected 14 fields, found 3"),  # malformed_record
-    ent(uscc("91420109222222220"), "江城市坏时有限公司", updated="昨天"),                       # invalid_timestamp
-    ent(uscc("91420109333333330"), "江城市未来有限公司", updated="2099-01-01 00:00:00"),        # timestamp_out_of_range
-    ent(uscc("91420109444444440"), "（）"),                                                   # invalid_value: no name
+    ent(uscc("91420109222222220"), "江城市坏时有限公司", updated="昨天"),  # invalid_timestamp
+    ent(uscc("91420109333333330"), "江城市未来有限公司", updated="2099-01-01 00:00:00"),  # timestamp_out_of_range
+    ent(uscc("91420109444444440"), "（）"),  # invalid_value: no name
 ]
 
 
@@ -97,16 +127,41 @@ def places(spark):
 @pytest.fixture(scope="module")
 def enterprises(spark, places):
     out = se.transform(_bronze(spark, ENT_SOURCE, ENT_ROWS), ENT_SOURCE, places, fx.PII_KEY, TZ, fx.NOW)
-    return (out, {r.enterprise_id: r.asDict() for r in out.published.collect()},
-            [r.asDict() for r in out.quarantined.collect()])
+    return (
+        out,
+        {r.enterprise_id: r.asDict() for r in out.published.collect()},
+        [r.asDict() for r in out.quarantined.collect()],
+    )
 
 
 def test_pure_helpers(spark):
-    assert [se._identifier_kind(v) for v in (A, A.lower(), bad_check(A), A[:17], L1, f"{L1[:7]} {L1[7:]}",
-                                            L1[:14] + str((int(L1[14]) + 1) % 10), "待补录", None)] == [
-        "uscc", "uscc", "uscc_bad_check", None, "legacy_reg_no", "legacy_reg_no", "legacy_bad_check", None, None]
-    values = ["2025-01-05", "2025/1/5", "2025年01月05日", " 2025-01-05 09:30 ", "20250105", "2025-02-30", "0000-00-00",
-              "2O25-01-01", "待定", "", None]
+    assert [
+        se._identifier_kind(v)
+        for v in (
+            A,
+            A.lower(),
+            bad_check(A),
+            A[:17],
+            L1,
+            f"{L1[:7]} {L1[7:]}",
+            L1[:14] + str((int(L1[14]) + 1) % 10),
+            "待补录",
+            None,
+        )
+    ] == ["uscc", "uscc", "uscc_bad_check", None, "legacy_reg_no", "legacy_reg_no", "legacy_bad_check", None, None]
+    values = [
+        "2025-01-05",
+        "2025/1/5",
+        "2025年01月05日",
+        " 2025-01-05 09:30 ",
+        "20250105",
+        "2025-02-30",
+        "0000-00-00",
+        "2O25-01-01",
+        "待定",
+        "",
+        None,
+    ]
     df = spark.createDataFrame([(v,) for v in values], "s string").select(se.parse_local_date("s").alias("d"))
     got = [r.d for r in df.collect()]
     assert got == [dt.date(2025, 1, 5)] * 5 + [None] * 6
@@ -116,8 +171,16 @@ def test_enterprise_rules(enterprises):
     out, published, quarantined = enterprises
     assert set(published) == {A, B, C, D}
     reasons = sorted(q["reason"] for q in quarantined)
-    assert reasons == ["coordinates_outside_city", "invalid_credit_code", "invalid_credit_code", "invalid_timestamp",
-                       "invalid_value", "malformed_record", "missing_key", "timestamp_out_of_range"]
+    assert reasons == [
+        "coordinates_outside_city",
+        "invalid_credit_code",
+        "invalid_credit_code",
+        "invalid_timestamp",
+        "invalid_value",
+        "malformed_record",
+        "missing_key",
+        "timestamp_out_of_range",
+    ]
     assert out.duplicates.count() == 2
     assert len(published) + len(quarantined) + 2 == len(ENT_ROWS)
     detail = {q["source_record_id"]: q["detail"] for q in quarantined}
@@ -160,63 +223,138 @@ def test_identifier_lookup(spark, enterprises):
 # --- hazards -----------------------------------------------------------------------------------------------
 
 
-def haz(hid, eid, name="江城市华信化工有限公司", code="XF-01", found="2025-01-06", deadline="2025-01-21",
-        rectified="", accepted="", status="待整改", updated="2025-01-06 10:00:00", severity="一般", district="江岸区"):
-    return {"hazard_id": hid, "enterprise_id": eid, "enterprise_name": name, "hazard_code": code,
-            "hazard_desc": "", "severity": severity, "found_date": found, "rectify_deadline": deadline,
-            "rectified_date": rectified, "accepted_date": accepted, "status": status, "inspector_id": "AJ0001",
-            "district": district, "updated_at": updated}
+def haz(
+    hid,
+    eid,
+    name="江城市华信化工有限公司",
+    code="XF-01",
+    found="2025-01-06",
+    deadline="2025-01-21",
+    rectified="",
+    accepted="",
+    status="待整改",
+    updated="2025-01-06 10:00:00",
+    severity="一般",
+    district="江岸区",
+):
+    return {
+        "hazard_id": hid,
+        "enterprise_id": eid,
+        "enterprise_name": name,
+        "hazard_code": code,
+        "hazard_desc": "",
+        "severity": severity,
+        "found_date": found,
+        "rectify_deadline": deadline,
+        "rectified_date": rectified,
+        "accepted_date": accepted,
+        "status": status,
+        "inspector_id": "AJ0001",
+        "district": district,
+        "updated_at": updated,
+    }
 
 
 HAZ_ROWS = [
-    haz("YH2025010600001", A, district=""),                                                   # H1 found
+    haz("YH2025010600001", A, district=""),  # H1 found
     haz("YH2025010600001", A, rectified="2025/01/25", status="已整改", updated="2025-02-03 09:00:00", district=""),
-    haz("YH2025010600001", A, rectified="2025/01/25", accepted="2025年02月05日", status="已验收",
-        updated="2025-02-05 15:00:00", district=""),                                          # H1 latest: late
-    haz("YH2025021000001", f"{L1[:7]} {L1[7:]}", code="WH-01", severity="重大", found="2025-02-10",
-        deadline="2025-03-12", updated="2025-02-10 11:00:00"),                                # H2 legacy, overdue
-    haz("YH2025030100001", "", name="江城市华信化工有限责任公司 ", code="JZ-01", found="2025-03-01",
-        deadline="2025-03-31", rectified="2025-03-10", status="已整改", updated="2025-03-10 16:00:00"),  # H3 by name
-    haz("YH2025031800001", "待补录", name="江城市AB机械有限公司", code="RQ-02", found="2025-03-18",
-        deadline="2025-04-01", updated="2025-03-20 09:00:00", district="jianghan"),           # H4 by name
-    haz("YH2025020100001", A, found="2025-02-30"),                                            # invalid_timestamp
-    haz("YH2025020100002", A, found="2025-02-10", rectified="2025-02-01", status="已整改",
-        updated="2025-02-10 10:00:00"),                                                       # time_order_violation
-    haz("YH2025020100003", A, code="QT-99"),                                                  # unmapped_code
-    haz("YH2025020100004", bad_check(A)),              # unknown_enterprise (bad check char; the name is A's)
-    haz("YH2025020100005", UNKNOWN_CODE),                                                     # unknown_enterprise
-    haz("YH2025020100006", UNKNOWN_LEGACY),                                                   # unknown_enterprise
-    haz("YH2025020100007", "", name="江城市同名商贸有限公司"),   # unknown_enterprise: ambiguous name
-    haz("YH2025020100008", A, severity="特大"),                                               # invalid_value
-    haz("", A),                                                                               # missing_key
-    haz("YH2025020100009", A, updated="2099-02-01 10:00:00"),                                 # timestamp_out_of_range
-    haz("YH2025020100010", A, deadline="下月"),                                               # invalid_timestamp
+    haz(
+        "YH2025010600001",
+        A,
+        rectified="2025/01/25",
+        accepted="2025年02月05日",
+        status="已验收",
+        updated="2025-02-05 15:00:00",
+        district="",
+    ),  # H1 latest: late
+    haz(
+        "YH2025021000001",
+        f"{L1[:7]} {L1[7:]}",
+        code="WH-01",
+        severity="重大",
+        found="2025-02-10",
+        deadline="2025-03-12",
+        updated="2025-02-10 11:00:00",
+    ),  # H2 legacy, overdue
+    haz(
+        "YH2025030100001",
+        "",
+        name="江城市华信化工有限责任公司 ",
+        code="JZ-01",
+        found="2025-03-01",
+        deadline="2025-03-31",
+        rectified="2025-03-10",
+        status="已整改",
+        updated="2025-03-10 16:00:00",
+    ),  # H3 by name
+    haz(
+        "YH2025031800001",
+        "待补录",
+        name="江城市AB机械有限公司",
+        code="RQ-02",
+        found="2025-03-18",
+        deadline="2025-04-01",
+        updated="2025-03-20 09:00:00",
+        district="jianghan",
+    ),  # H4 by name
+    haz("YH2025020100001", A, found="2025-02-30"),  # invalid_timestamp
+    haz(
+        "YH2025020100002", A, found="2025-02-10", rectified="2025-02-01", status="已整改", updated="2025-02-10 10:00:00"
+    ),  # time_order_violation
+    haz("YH2025020100003", A, code="QT-99"),  # unmapped_code
+    haz("YH2025020100004", bad_check(A)),  # unknown_enterprise (bad check char; the name is A's)
+    haz("YH2025020100005", UNKNOWN_CODE),  # unknown_enterprise
+    haz("YH2025020100006", UNKNOWN_LEGACY),  # unknown_enterprise
+    haz("YH2025020100007", "", name="江城市同名商贸有限公司"),  # unknown_enterprise: ambiguous name
+    haz("YH2025020100008", A, severity="特大"),  # invalid_value
+    haz("", A),  # missing_key
+    haz("YH2025020100009", A, updated="2099-02-01 10:00:00"),  # timestamp_out_of_range
+    haz("YH2025020100010", A, deadline="下月"),  # invalid_timestamp
 ]
 
 
 def _hazard_reference(spark, enterprise_out):
     xw = reference.crosswalk("hazard_codes").rename(columns={"source_label": "source_label_ref"})
     tax = reference.taxonomy()[["subcategory_code", "category_code", "domain_code"]]
-    return sh.Reference(crosswalk=spark.createDataFrame(xw), taxonomy=spark.createDataFrame(tax),
-                        identifiers=se.identifiers(enterprise_out.published), enterprises=enterprise_out.published,
-                        aliases=spark.createDataFrame(fx.ALIASES), timezone=TZ)
+    return sh.Reference(
+        crosswalk=spark.createDataFrame(xw),
+        taxonomy=spark.createDataFrame(tax),
+        identifiers=se.identifiers(enterprise_out.published),
+        enterprises=enterprise_out.published,
+        aliases=spark.createDataFrame(fx.ALIASES),
+        timezone=TZ,
+    )
 
 
 @pytest.fixture(scope="module")
 def hazards(spark, enterprises):
     ref = _hazard_reference(spark, enterprises[0])
     out = sh.transform(_bronze(spark, HAZ_SOURCE, HAZ_ROWS), HAZ_SOURCE, ref, None, now=fx.NOW)
-    return (ref, out, {r.hazard_id: r.asDict() for r in out.published.collect()},
-            [r.asDict() for r in out.quarantined.collect()])
+    return (
+        ref,
+        out,
+        {r.hazard_id: r.asDict() for r in out.published.collect()},
+        [r.asDict() for r in out.quarantined.collect()],
+    )
 
 
 def test_hazard_rules(hazards):
     _, out, published, quarantined = hazards
     assert set(published) == {"YH2025010600001", "YH2025021000001", "YH2025030100001", "YH2025031800001"}
     reasons = sorted(q["reason"] for q in quarantined)
-    assert reasons == ["invalid_timestamp", "invalid_timestamp", "invalid_value", "missing_key",
-                       "time_order_violation", "timestamp_out_of_range", "unknown_enterprise", "unknown_enterprise",
-                       "unknown_enterprise", "unknown_enterprise", "unmapped_code"]
+    assert reasons == [
+        "invalid_timestamp",
+        "invalid_timestamp",
+        "invalid_value",
+        "missing_key",
+        "time_order_violation",
+        "timestamp_out_of_range",
+        "unknown_enterprise",
+        "unknown_enterprise",
+        "unknown_enterprise",
+        "unknown_enterprise",
+        "unmapped_code",
+    ]
     assert out.duplicates.count() == 2
     assert len(published) + len(quarantined) + 2 == len(HAZ_ROWS)
     detail = {q["source_record_id"]: q["detail"] for q in quarantined}
@@ -228,8 +366,12 @@ def test_hazard_rules(hazards):
 def test_enterprise_resolution(hazards):
     _, _, published, _ = hazards
     got = {h: (p["enterprise_id"], p["enterprise_match"]) for h, p in published.items()}
-    assert got == {"YH2025010600001": (A, "uscc"), "YH2025021000001": (A, "legacy_reg_no"),
-                   "YH2025030100001": (A, "name_normalized"), "YH2025031800001": (B, "name_normalized")}
+    assert got == {
+        "YH2025010600001": (A, "uscc"),
+        "YH2025021000001": (A, "legacy_reg_no"),
+        "YH2025030100001": (A, "name_normalized"),
+        "YH2025031800001": (B, "name_normalized"),
+    }
     assert published["YH2025021000001"]["enterprise_ref"] == L1
     # district: the delivered name when it resolves, else the enterprise's
     assert published["YH2025010600001"]["district_code"] == "420102"
@@ -238,21 +380,35 @@ def test_enterprise_resolution(hazards):
 
 def test_hazard_codes_and_lifecycle(hazards):
     _, _, published, _ = hazards
-    h1, h2, h3, h4 = (published[k] for k in ("YH2025010600001", "YH2025021000001", "YH2025030100001",
-                                              "YH2025031800001"))
+    h1, h2, h3, h4 = (
+        published[k] for k in ("YH2025010600001", "YH2025021000001", "YH2025030100001", "YH2025031800001")
+    )
     assert (h1["source_code"], h1["subcategory_code"], h1["category_code"], h1["domain_code"]) == (
-        "XF-01", "FE0501", "FE05", "FE")
+        "XF-01",
+        "FE0501",
+        "FE05",
+        "FE",
+    )
     assert h1["source_label"] == "疏散通道安全出口堵塞" and h2["severity"] == "major" and h1["severity"] == "general"
     # as_of_date: the latest update date in the data (H4, 2025-03-20 local), the same for every row
     assert {p["as_of_date"] for p in published.values()} == {dt.date(2025, 3, 20)}
     assert (h1["status"], h1["status_raw"], h1["is_closed"], h1["closed_late"], h1["is_overdue_open"]) == (
-        "accepted", "已验收", True, True, False)
+        "accepted",
+        "已验收",
+        True,
+        True,
+        False,
+    )
     assert (h1["rectified_date"], h1["accepted_date"]) == (dt.date(2025, 1, 25), dt.date(2025, 2, 5))
     assert (h1["days_to_rectify"], h1["days_to_accept"]) == (19, 30)
     assert (h2["status"], h2["is_closed"], h2["is_overdue_open"], h2["closed_late"]) == ("open", False, True, False)
     assert (h2["days_to_rectify"], h2["days_to_accept"]) == (None, None)
     assert (h3["status"], h3["closed_late"], h3["days_to_rectify"], h3["is_overdue_open"]) == (
-        "rectified", False, 9, False)
+        "rectified",
+        False,
+        9,
+        False,
+    )
     assert (h4["is_overdue_open"], h4["closed_late"]) == (False, False)  # deadline 04-01 is after as_of
 
 
@@ -265,14 +421,15 @@ def test_lifecycle_moves_forward_with_the_data(spark, hazards, tmp_path):
     staged = lambda df: spark.createDataFrame(df.toArrow())  # noqa: E731  (as run_job stages before MERGE)
     delta_io.merge_upsert(spark, staged(out.published), spec)
     later = [haz("YH2025040800001", A, found="2025-04-08", deadline="2025-04-15", updated="2025-04-10 09:00:00")]
-    second = sh.transform(_bronze(spark, HAZ_SOURCE, later, batch="b2"), HAZ_SOURCE, ref, None,
-                          previous_as_of=dt.date(2025, 3, 20))
+    second = sh.transform(
+        _bronze(spark, HAZ_SOURCE, later, batch="b2"), HAZ_SOURCE, ref, None, previous_as_of=dt.date(2025, 3, 20)
+    )
     delta_io.merge_upsert(spark, staged(second.published), spec)
     result = sh.refresh_lifecycle(spark, spec, TZ)
     assert result == {"as_of_date": "2025-04-10", "lifecycle_rows_refreshed": 4}
     rows = {r.hazard_id: r for r in delta_io.read(spark, spec).collect()}
     assert {r.as_of_date for r in rows.values()} == {dt.date(2025, 4, 10)}
-    assert rows["YH2025031800001"].is_overdue_open is True       # deadline 04-01 has now passed
+    assert rows["YH2025031800001"].is_overdue_open is True  # deadline 04-01 has now passed
     assert rows["YH2025040800001"].is_overdue_open is False
     version = delta_io.version(spec)
     assert sh.refresh_lifecycle(spark, spec, TZ)["lifecycle_rows_refreshed"] == 0
@@ -296,10 +453,14 @@ def test_synthetic_city_reconciles_with_truth(spark, tmp_path, monkeypatch):
     syn = tmp_path / "syn"
     start, days = dt.date(2025, 1, 1), 120
     generate(syn, scale=0.005, seed=5, start_date=start, days=days, timezone=TZ, h3_resolution=8)
-    settings = load_settings(environ={
-        "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
+    settings = load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
+            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
+        }
+    )
     key = "enterprise-hazard-test-key-0123456789"
     monkeypatch.setenv("CITYSAFE_PII_KEY", key)
     sources = (ENT_SOURCE, HAZ_SOURCE)
@@ -311,7 +472,10 @@ def test_synthetic_city_reconciles_with_truth(spark, tmp_path, monkeypatch):
     for source in sources:
         got, want = entries[source.name], truth[source.name]
         assert (got["published"], got["duplicates"], got["quarantined"]) == (
-            want["published"], want["duplicates"], {k: v for k, v in want["quarantined"].items() if v}), source.name
+            want["published"],
+            want["duplicates"],
+            {k: v for k, v in want["quarantined"].items() if v},
+        ), source.name
         assert got["reconciled"]
     report = reconcile.against_truth(settings, {"enterprise_registry": "enterprise", "hazard_inspections": "hazard"})
     assert report["ok"], report
@@ -331,17 +495,27 @@ def test_synthetic_city_reconciles_with_truth(spark, tmp_path, monkeypatch):
     assert set(hz.domain_code) <= {"PR", "FE", "UL", "PH"}
 
     # as_of_date = the latest local update date among the published hazards' delivered rows
-    raw = pd.concat([pd.read_csv(f, encoding="utf-8-sig", dtype=str, keep_default_na=False)
-                     for f in sorted((syn / "inspections").glob("hazards_*.csv"))])
+    raw = pd.concat(
+        [
+            pd.read_csv(f, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+            for f in sorted((syn / "inspections").glob("hazards_*.csv"))
+        ]
+    )
     as_of = pd.to_datetime(raw[raw.hazard_id.isin(set(hz.hazard_id))].updated_at).max().date()
     assert set(hz.as_of_date) == {as_of}
 
     def date(col):
         return pd.to_datetime(m[col].replace("", None))
-    found, deadline, rectified, accepted = (date(f"{c}_truth") for c in
-                                            ("found_date", "rectify_deadline", "rectified_date", "accepted_date"))
-    for col, truth_dates in (("found_date", found), ("rectify_deadline", deadline), ("rectified_date", rectified),
-                             ("accepted_date", accepted)):
+
+    found, deadline, rectified, accepted = (
+        date(f"{c}_truth") for c in ("found_date", "rectify_deadline", "rectified_date", "accepted_date")
+    )
+    for col, truth_dates in (
+        ("found_date", found),
+        ("rectify_deadline", deadline),
+        ("rectified_date", rectified),
+        ("accepted_date", accepted),
+    ):
         assert (pd.to_datetime(m[col]).fillna(pd.Timestamp(0)) == truth_dates.fillna(pd.Timestamp(0))).all(), col
     overdue = rectified.isna() & (deadline < pd.Timestamp(as_of))
     assert (m.is_overdue_open == overdue).all()
@@ -359,15 +533,20 @@ def test_synthetic_city_reconciles_with_truth(spark, tmp_path, monkeypatch):
     reg = pd.read_csv(syn / "enterprise" / "enterprise_registry.csv", dtype=str, keep_default_na=False)
     latest = reg.sort_values("updated_at").drop_duplicates("credit_code", keep="last").set_index("credit_code")
     expected = latest.loc[ents.enterprise_id, "legal_representative"].map(
-        lambda v: hmac.new(key.encode(), v.encode(), hashlib.sha256).hexdigest())
+        lambda v: hmac.new(key.encode(), v.encode(), hashlib.sha256).hexdigest()
+    )
     assert list(ents.legal_representative_hash) == list(expected)
     quarantine = DeltaTable(str(silver_dir / "quarantine")).to_pandas()
     for record in quarantine[quarantine.source == ENT_SOURCE.name].record_json:
         assert len(json.loads(record)["legal_representative"]) == 64
 
     # a re-run changes no Delta version
-    specs = [se.enterprise(silver_dir), se.enterprise_identifier(silver_dir), sh.hazard(silver_dir),
-             tables.quarantine(silver_dir)]
+    specs = [
+        se.enterprise(silver_dir),
+        se.enterprise_identifier(silver_dir),
+        sh.hazard(silver_dir),
+        tables.quarantine(silver_dir),
+    ]
     versions = [delta_io.version(s) for s in specs]
     again = [silver.run(spark, settings, s, "second") for s in sources]
     assert [e["published"] for e in again] == [0, 0]

@@ -22,7 +22,6 @@ import pyarrow as pa
 import pytest
 import yaml
 
-import silver_fixtures as fx
 from citysafe import reference
 from citysafe.config import load_settings
 from citysafe.sources import SourceError, get_source, load_source_file
@@ -30,6 +29,8 @@ from spark_jobs import incident_links, silver_incident, text_classifier
 from spark_jobs.bronze import bronze_spec
 from spark_jobs.common import Places
 from spark_jobs.silver_incident import Reference
+
+import silver_fixtures as fx
 
 FIRE = get_source("fire_calls")
 HOTLINE = get_source("hotline_tickets")
@@ -45,25 +46,31 @@ def _mac(value: str) -> str:
 
 
 def test_every_code_book_label_maps_to_its_subcategory():
-    book = pd.read_csv(reference.REFERENCE_DIR.parent / "synthetic_city" / "codes" / "hotline_categories.csv",
-                       dtype=str, keep_default_na=False)
+    book = pd.read_csv(
+        reference.REFERENCE_DIR.parent / "synthetic_city" / "codes" / "hotline_categories.csv",
+        dtype=str,
+        keep_default_na=False,
+    )
     for row in book.itertuples():
         for label in (row.label_zh, row.label_en):
             result = RULES.classify(label)
             assert (result.subcategory_code, result.confidence) == (row.subcategory_code, 1.0), label
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("噪声扰民 — 施工噪声", "PO0101"),          # other dash, spaces
-    ("ＮＯＩＳＥ－construction", "PO0101"),       # full-width letters and hyphen (NFKC)
-    ("Gas smell", "UL0101"),
-    ("施工噪音扰民", "PO0101"),                  # keyword, not the code-book label
-    ("楼道里电动车充电", "FE0504"),
-    ("Burst water main on my street", "UL0201"),
-    ("stray dogs near the school", "PO0404"),   # English plural
-    ("消防通道被堵塞", "FE0501"),
-    ("路面塌陷", "NH0202"),                       # the longer keyword wins over 路面 inside it
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("噪声扰民 — 施工噪声", "PO0101"),  # other dash, spaces
+        ("ＮＯＩＳＥ－construction", "PO0101"),  # full-width letters and hyphen (NFKC)
+        ("Gas smell", "UL0101"),
+        ("施工噪音扰民", "PO0101"),  # keyword, not the code-book label
+        ("楼道里电动车充电", "FE0504"),
+        ("Burst water main on my street", "UL0201"),
+        ("stray dogs near the school", "PO0404"),  # English plural
+        ("消防通道被堵塞", "FE0501"),
+        ("路面塌陷", "NH0202"),  # the longer keyword wins over 路面 inside it
+    ],
+)
 def test_keywords_and_normalisation(text, expected):
     result = RULES.classify(text)
     assert result.subcategory_code == expected, result
@@ -92,13 +99,19 @@ def test_classifier_is_deterministic_and_validates_rules():
     assert [shuffled.classify(t) for t in texts] == first
     base = {"language": "zh", "match": "contains", "weight": "0.9", "since": "1", "note": ""}
     with pytest.raises(text_classifier.RuleError, match="not in the taxonomy"):
-        text_classifier.build(pd.DataFrame([{**base, "pattern": "x", "subcategory_code": "ZZ9999"}]),
-                              "t", {"PO0101"})
+        text_classifier.build(pd.DataFrame([{**base, "pattern": "x", "subcategory_code": "ZZ9999"}]), "t", {"PO0101"})
     with pytest.raises(text_classifier.RuleError, match="only an exact rule"):
         text_classifier.build(pd.DataFrame([{**base, "pattern": "x", "subcategory_code": ""}]), "t", {"PO0101"})
     with pytest.raises(text_classifier.RuleError, match="appears twice"):
-        text_classifier.build(pd.DataFrame([{**base, "pattern": "施工", "subcategory_code": "PO0101"},
-                                            {**base, "pattern": "施 工", "subcategory_code": "PO0101"}]), "t")
+        text_classifier.build(
+            pd.DataFrame(
+                [
+                    {**base, "pattern": "施工", "subcategory_code": "PO0101"},
+                    {**base, "pattern": "施 工", "subcategory_code": "PO0101"},
+                ]
+            ),
+            "t",
+        )
     assert RULES.version == "1.1"
 
 
@@ -120,9 +133,18 @@ def _bronze(spark, source, rows: list[dict]):
     records = []
     for i, values in enumerate(rows, start=1):
         r = {c: values.get(c) for c in source.columns}
-        r.update({"_source": source.name, "_parse_error": None, "_raw_record": None, "_extra_fields": None,
-                  "_batch_id": "b1", "_source_file": f"{source.name}_2025-03.x", "_source_row_number": i,
-                  "_ingested_at": fx.INGESTED})
+        r.update(
+            {
+                "_source": source.name,
+                "_parse_error": None,
+                "_raw_record": None,
+                "_extra_fields": None,
+                "_batch_id": "b1",
+                "_source_file": f"{source.name}_2025-03.x",
+                "_source_row_number": i,
+                "_ingested_at": fx.INGESTED,
+            }
+        )
         records.append(r)
     return spark.createDataFrame(pa.Table.from_pylist(records, schema=bronze_spec(SETTINGS, source).arrow_schema()))
 
@@ -132,40 +154,70 @@ def _reference(spark, *, crosswalk=None, classifier=None, min_confidence=1.0) ->
     return Reference(
         crosswalk=spark.createDataFrame(crosswalk) if crosswalk is not None else None,
         taxonomy=spark.createDataFrame(tax[["subcategory_code", "category_code", "domain_code", "severity"]]),
-        places=Places(spark.createDataFrame(fx.ALIASES), fx.DISTRICTS, 8), timezone="Asia/Shanghai",
-        classifier=classifier, min_confidence=min_confidence)
+        places=Places(spark.createDataFrame(fx.ALIASES), fx.DISTRICTS, 8),
+        timezone="Asia/Shanghai",
+        classifier=classifier,
+        min_confidence=min_confidence,
+    )
 
 
 def _transform(spark, source, rows, ref):
-    published, quarantined, duplicates = silver_incident.transform(_bronze(spark, source, rows), source, ref,
-                                                                   fx.PII_KEY, fx.NOW)
-    return ({r.source_record_id: r.asDict() for r in published.collect()},
-            {r.source_record_id: r.asDict() for r in quarantined.collect()}, duplicates.count())
+    published, quarantined, duplicates = silver_incident.transform(
+        _bronze(spark, source, rows), source, ref, fx.PII_KEY, fx.NOW
+    )
+    return (
+        {r.source_record_id: r.asDict() for r in published.collect()},
+        {r.source_record_id: r.asDict() for r in quarantined.collect()},
+        duplicates.count(),
+    )
 
 
-def fire_row(call_id, received="1741065730123", dispatched="2025-03-04T05:23:20Z", on_scene="2025-03-04 13:31:00",
-             code="F01", last_update="1741069330000", status="closed", lon="114.25", lat="30.55",
-             phone="13800138000"):
-    return {"call_id": call_id, "received": received, "dispatched": dispatched, "on_scene": on_scene,
-            "call_type": code, "call_type_name": None, "priority": "1", "district": "420102", "lon": lon,
-            "lat": lat, "address": "解放大道1号", "caller_phone": phone, "units": '["JA-E01"]', "status": status,
-            "last_update": last_update}
+def fire_row(
+    call_id,
+    received="1741065730123",
+    dispatched="2025-03-04T05:23:20Z",
+    on_scene="2025-03-04 13:31:00",
+    code="F01",
+    last_update="1741069330000",
+    status="closed",
+    lon="114.25",
+    lat="30.55",
+    phone="13800138000",
+):
+    return {
+        "call_id": call_id,
+        "received": received,
+        "dispatched": dispatched,
+        "on_scene": on_scene,
+        "call_type": code,
+        "call_type_name": None,
+        "priority": "1",
+        "district": "420102",
+        "lon": lon,
+        "lat": lat,
+        "address": "解放大道1号",
+        "caller_phone": phone,
+        "units": '["JA-E01"]',
+        "status": status,
+        "last_update": last_update,
+    }
 
 
 FIRE_ROWS = [
-    fire_row("OK1"),                                                     # epoch ms / ISO Z / local naive
+    fire_row("OK1"),  # epoch ms / ISO Z / local naive
     fire_row("OK2", received="2025-03-04T13:22:10+08:00", on_scene=None, status="dispatched"),
     fire_row("OK2", received="2025-03-04T13:22:10+08:00", status="closed", last_update="1741070000000"),  # revision
-    fire_row("TO1", dispatched="2025-03-04T05:20:00Z"),                  # dispatched before received
-    fire_row("TO2", on_scene="2025-03-04 13:23:00"),                     # on scene before dispatched
-    fire_row("Q0", received="0"),                                        # epoch zero
+    fire_row("TO1", dispatched="2025-03-04T05:20:00Z"),  # dispatched before received
+    fire_row("TO2", on_scene="2025-03-04 13:23:00"),  # on scene before dispatched
+    fire_row("Q0", received="0"),  # epoch zero
     fire_row("Q1", received="N/A"),
-    fire_row("Q2", received="4077489730123"),                            # 2099: after last_update (and dispatched)
+    fire_row("Q2", received="4077489730123"),  # 2099: after last_update (and dispatched)
     fire_row("Q3", on_scene="soon"),
     fire_row("U1", code="Z99"),
 ]
-FIRE_CROSSWALK = pd.DataFrame({"source_code": ["F01"], "source_label_ref": ["住宅火灾"],
-                               "subcategory_code": ["FE0101"]})
+FIRE_CROSSWALK = pd.DataFrame(
+    {"source_code": ["F01"], "source_label_ref": ["住宅火灾"], "subcategory_code": ["FE0101"]}
+)
 
 
 @pytest.fixture(scope="module")
@@ -177,12 +229,18 @@ def test_fire_time_order_and_timestamp_rules(fire_out):
     published, quarantined, duplicates = fire_out
     assert set(published) == {"OK1", "OK2"} and duplicates == 1
     assert {k: q["reason"] for k, q in quarantined.items()} == {
-        "TO1": "time_order_violation", "TO2": "time_order_violation", "Q0": "timestamp_out_of_range",
-        "Q1": "invalid_timestamp", "Q2": "timestamp_out_of_range", "Q3": "invalid_timestamp",
-        "U1": "unmapped_code"}
-    assert quarantined["TO1"]["detail"] == ("dispatched_at 2025-03-04T05:20:00Z is before received_at "
-                                            "1741065730123")
-    assert quarantined["TO2"]["detail"] == "on_scene_at 2025-03-04 13:23:00 is before dispatched_at 2025-03-04T05:23:20Z"
+        "TO1": "time_order_violation",
+        "TO2": "time_order_violation",
+        "Q0": "timestamp_out_of_range",
+        "Q1": "invalid_timestamp",
+        "Q2": "timestamp_out_of_range",
+        "Q3": "invalid_timestamp",
+        "U1": "unmapped_code",
+    }
+    assert quarantined["TO1"]["detail"] == ("dispatched_at 2025-03-04T05:20:00Z is before received_at 1741065730123")
+    assert (
+        quarantined["TO2"]["detail"] == "on_scene_at 2025-03-04 13:23:00 is before dispatched_at 2025-03-04T05:23:20Z"
+    )
     assert quarantined["Q3"]["detail"] == "on_scene_at: cannot parse soon"
 
 
@@ -191,30 +249,52 @@ def test_fire_dispatch_chain_columns(fire_out):
     ok1 = published["OK1"]
     assert ok1["received_at_utc"] == ok1["occurred_at_utc"] == dt.datetime(2025, 3, 4, 5, 22, 10, 123000)
     assert ok1["dispatched_at_utc"] == dt.datetime(2025, 3, 4, 5, 23, 20)
-    assert ok1["on_scene_at_utc"] == dt.datetime(2025, 3, 4, 5, 31, 0)          # local naive -> UTC
+    assert ok1["on_scene_at_utc"] == dt.datetime(2025, 3, 4, 5, 31, 0)  # local naive -> UTC
     assert ok1["updated_at_utc"] == dt.datetime(2025, 3, 4, 6, 22, 10)
     assert (ok1["subcategory_code"], ok1["classification_confidence"]) == ("FE0101", 1.0)
     assert ok1["source_label"] == "住宅火灾"
     ok2 = published["OK2"]
     assert ok2["received_at_utc"] == dt.datetime(2025, 3, 4, 5, 22, 10) and ok2["status"] == "closed"
-    assert ok2["on_scene_at_utc"] == dt.datetime(2025, 3, 4, 5, 31, 0)          # from the revision
+    assert ok2["on_scene_at_utc"] == dt.datetime(2025, 3, 4, 5, 31, 0)  # from the revision
     assert ok1["reporter_phone_hash"] == _mac("13800138000") and ok1["reporter_name_hash"] is None
     assert "13800138000" not in repr(published) + repr(quarantined)
 
 
-def hotline_row(ticket, category, accepted="2025年03月04日 13:22", content="市民反映问题", name="王小明",
-                phone="13912345678", address="江岸区解放大道1号", lon="114.25", lat="30.55"):
-    return {"ticket_no": ticket, "accepted_at": accepted, "channel": "电话", "category": category,
-            "content": content, "caller_name": name, "caller_phone": phone, "district": "江岸区",
-            "address": address, "lon": lon, "lat": lat, "status": "已受理", "updated_at": "2025-03-05 09:00:00"}
+def hotline_row(
+    ticket,
+    category,
+    accepted="2025年03月04日 13:22",
+    content="市民反映问题",
+    name="王小明",
+    phone="13912345678",
+    address="江岸区解放大道1号",
+    lon="114.25",
+    lat="30.55",
+):
+    return {
+        "ticket_no": ticket,
+        "accepted_at": accepted,
+        "channel": "电话",
+        "category": category,
+        "content": content,
+        "caller_name": name,
+        "caller_phone": phone,
+        "district": "江岸区",
+        "address": address,
+        "lon": lon,
+        "lat": lat,
+        "status": "已受理",
+        "updated_at": "2025-03-05 09:00:00",
+    }
 
 
 HOTLINE_ROWS = [
     hotline_row("H1", "噪声扰民-施工噪声"),
     hotline_row("H2", "Noise - construction", accepted="2025/03/04 13:22", phone="027-86617610"),
     hotline_row("H3", "小区停水两天了", accepted="2025-03-04 13:22:00", lon="", lat=""),
-    hotline_row("H4", "其他", name="李四", content="请回电13912345678，联系人李四。",
-                address="李四家楼下 电话027-86617610"),
+    hotline_row(
+        "H4", "其他", name="李四", content="请回电13912345678，联系人李四。", address="李四家楼下 电话027-86617610"
+    ),
     hotline_row("H5", "随便说说"),
     hotline_row("H6", "noise from construction site at night"),
     hotline_row("H7", "违章停车", name="赵六", address="赵六家门口"),
@@ -238,10 +318,14 @@ def test_hotline_classified_categories(hotline_out):
     assert (published["H3"]["subcategory_code"], published["H3"]["classification_confidence"]) == ("UL0202", 0.9)
     assert published["H3"]["location_quality"] == "district_only"
     assert {k: q["reason"] for k, q in quarantined.items()} == {
-        "H4": "unmapped_code", "H5": "needs_review", "H6": "needs_review"}
+        "H4": "unmapped_code",
+        "H5": "needs_review",
+        "H6": "needs_review",
+    }
     assert quarantined["H4"]["detail"].startswith("category: 其他 has no taxonomy counterpart (exact:其他; rules 1.1)")
-    assert quarantined["H5"]["detail"] == ("category: 随便说说: classifier confidence 0.00 < 0.6; best guess none "
-                                           "(no rule matched; rules 1.1)")
+    assert quarantined["H5"]["detail"] == (
+        "category: 随便说说: classifier confidence 0.00 < 0.6; best guess none (no rule matched; rules 1.1)"
+    )
     assert "best guess PO0101" in quarantined["H6"]["detail"]
 
 
@@ -249,8 +333,8 @@ def test_hotline_personal_data_hashed_and_free_text_scrubbed(hotline_out):
     published, quarantined, _ = hotline_out
     assert published["H1"]["reporter_name_hash"] == _mac("王小明")
     assert published["H1"]["reporter_phone_hash"] == _mac("13912345678")
-    assert published["H2"]["reporter_phone_hash"] == _mac("02786617610")            # landline digits
-    assert published["H7"]["address_scrubbed"] == "[name]家门口"                     # the caller's own name
+    assert published["H2"]["reporter_phone_hash"] == _mac("02786617610")  # landline digits
+    assert published["H7"]["address_scrubbed"] == "[name]家门口"  # the caller's own name
     record = json.loads(quarantined["H4"]["record_json"])
     assert record["content"] == "请回电[phone]，联系人[name]。"
     assert record["address"] == "[name]家楼下 电话[phone]"
@@ -288,31 +372,44 @@ def test_links_within_distance_time_and_category(spark):
 
     def add(incident_id, source, sub, east_m, north_m, minutes, has_cell=True):
         lon, lat = _offset(lon0, lat0, east_m, north_m)
-        rows.append({"incident_id": incident_id, "source": source, "subcategory_code": sub, "category_code": sub[:4],
-                     "occurred_at_utc": base_t + dt.timedelta(minutes=minutes), "lon": lon if has_cell else None,
-                     "lat": lat if has_cell else None, "h3_cell": h3.latlng_to_cell(lat, lon, 8) if has_cell else None})
+        rows.append(
+            {
+                "incident_id": incident_id,
+                "source": source,
+                "subcategory_code": sub,
+                "category_code": sub[:4],
+                "occurred_at_utc": base_t + dt.timedelta(minutes=minutes),
+                "lon": lon if has_cell else None,
+                "lat": lat if has_cell else None,
+                "h3_cell": h3.latlng_to_cell(lat, lon, 8) if has_cell else None,
+            }
+        )
 
     add("police_incidents:P1", "police_incidents", "PS0503", 0, 0, 0)
-    add("hotline_tickets:H1", "hotline_tickets", "PS0503", 120, 60, 20)      # linked, same subcategory
-    add("hotline_tickets:H2", "hotline_tickets", "PS0502", -100, 0, -4)      # same category PS05
-    add("hotline_tickets:H3", "hotline_tickets", "PS0503", 260, 0, 5)        # too far
-    add("hotline_tickets:H4", "hotline_tickets", "PS0503", 50, 0, 31)        # too late
-    add("hotline_tickets:H9", "hotline_tickets", "PS0503", 40, 0, -11)       # too early (min_minutes -10)
-    add("hotline_tickets:H5", "hotline_tickets", "PO0101", 10, 0, 1)         # other category
+    add("hotline_tickets:H1", "hotline_tickets", "PS0503", 120, 60, 20)  # linked, same subcategory
+    add("hotline_tickets:H2", "hotline_tickets", "PS0502", -100, 0, -4)  # same category PS05
+    add("hotline_tickets:H3", "hotline_tickets", "PS0503", 260, 0, 5)  # too far
+    add("hotline_tickets:H4", "hotline_tickets", "PS0503", 50, 0, 31)  # too late
+    add("hotline_tickets:H9", "hotline_tickets", "PS0503", 40, 0, -11)  # too early (min_minutes -10)
+    add("hotline_tickets:H5", "hotline_tickets", "PO0101", 10, 0, 1)  # other category
     add("hotline_tickets:H6", "hotline_tickets", "PS0503", 10, 0, 1, has_cell=False)  # no point
     add("fire_calls:F1", "fire_calls", "UL0101", 5000, 0, 0)
-    add("fire_calls:F2", "fire_calls", "UL0101", 5150, 0, 12)                # fire vs fire: never linked
-    add("hotline_tickets:H7", "hotline_tickets", "UL0101", 5100, 0, 10)      # two candidates: F2 is closer
+    add("fire_calls:F2", "fire_calls", "UL0101", 5150, 0, 12)  # fire vs fire: never linked
+    add("hotline_tickets:H7", "hotline_tickets", "UL0101", 5100, 0, 10)  # two candidates: F2 is closer
     # Across an hour boundary: 29 minutes apart in adjacent 30-minute buckets.
     add("police_incidents:P2", "police_incidents", "TR0202", -3000, 0, 29)
     add("hotline_tickets:H8", "hotline_tickets", "TR0202", -3000, 150, 58)
     frame = spark.createDataFrame(pd.DataFrame(rows))
     rule = HOTLINE.silver.links
-    got = {r.incident_id: r.asDict() for r in incident_links.find_links(spark, frame, "hotline_tickets", rule, 8)
-           .collect()}
+    got = {
+        r.incident_id: r.asDict() for r in incident_links.find_links(spark, frame, "hotline_tickets", rule, 8).collect()
+    }
     assert {k: v["linked_incident_id"] for k, v in got.items()} == {
-        "hotline_tickets:H1": "police_incidents:P1", "hotline_tickets:H2": "police_incidents:P1",
-        "hotline_tickets:H7": "fire_calls:F2", "hotline_tickets:H8": "police_incidents:P2"}
+        "hotline_tickets:H1": "police_incidents:P1",
+        "hotline_tickets:H2": "police_incidents:P1",
+        "hotline_tickets:H7": "fire_calls:F2",
+        "hotline_tickets:H8": "police_incidents:P2",
+    }
     h1 = got["hotline_tickets:H1"]
     assert h1["event_id"] == "police_incidents:P1" and h1["minutes_apart"] == 20.0
     assert abs(h1["distance_m"] - math.hypot(120, 60)) < 1.0
@@ -335,22 +432,32 @@ def city(spark, tmp_path_factory):
     started = time.monotonic()
     tmp = tmp_path_factory.mktemp("fire_hotline_city")
     syn = tmp / "synthetic"
-    synthetic_city.generate(syn, scale=0.005, seed=9, start_date=dt.date(2025, 1, 1), days=60,
-                            timezone="Asia/Shanghai", h3_resolution=8)
-    settings = load_settings(environ={
-        "CITYSAFE_LAKE_ROOT": str(tmp / "lake"), "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv")})
+    synthetic_city.generate(
+        syn, scale=0.005, seed=9, start_date=dt.date(2025, 1, 1), days=60, timezone="Asia/Shanghai", h3_resolution=8
+    )
+    settings = load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(tmp / "lake"),
+            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
+        }
+    )
     sources = {n: source_named(n) for n in CITY_SOURCES}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYSAFE_PII_KEY", "fire-hotline-test-key-0123456789")
         for source in sources.values():
             bronze.ingest(spark, settings, source)
-        results = {s.name: silver.run(spark, settings, s, "first")
-                   for s in silver.ordered(list(sources.values()))}
+        results = {s.name: silver.run(spark, settings, s, "first") for s in silver.ordered(list(sources.values()))}
     truth = json.loads((syn / "truth" / "expected_counts.json").read_text())["sources"]
-    return {"settings": settings, "syn": syn, "sources": sources, "results": results, "truth": truth,
-            "seconds": time.monotonic() - started}
+    return {
+        "settings": settings,
+        "syn": syn,
+        "sources": sources,
+        "results": results,
+        "truth": truth,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def _table(settings, name) -> pd.DataFrame:
@@ -370,7 +477,10 @@ def test_city_counts_equal_the_truth(city):
         assert quarantined.pop("needs_review", 0) == 0, name
         assert quarantined == {k: v for k, v in expected["quarantined"].items() if v}, name
         assert (got["published"], got["duplicates"], got["rows_read"]) == (
-            expected["published"], expected["duplicates"], expected["rows_delivered"]), name
+            expected["published"],
+            expected["duplicates"],
+            expected["rows_delivered"],
+        ), name
         rows = incident[incident.source == name]
         assert len(rows) == expected["published"] and rows.h3_cell.isna().sum() == expected["published_without_cell"]
         assert got["reconciled"] and got["validation"]["success"]
@@ -434,9 +544,15 @@ def test_city_fire_response_times(city):
 def test_city_no_raw_phone_or_caller_name_in_silver(city):
     syn, settings = city["syn"], city["settings"]
     phones, names = set(), set()
-    police = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted((syn / "police").glob("*.csv"))])
-    hotline = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False, encoding="gbk")
-                         for p in sorted((syn / "hotline").glob("*.csv"))])
+    police = pd.concat(
+        [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted((syn / "police").glob("*.csv"))]
+    )
+    hotline = pd.concat(
+        [
+            pd.read_csv(p, dtype=str, keep_default_na=False, encoding="gbk")
+            for p in sorted((syn / "hotline").glob("*.csv"))
+        ]
+    )
     phones |= set(police.reporter_phone) | set(hotline.caller_phone)
     phones |= {r["caller_phone"] for r in _raw_fire_latest(syn).values()}
     for text in [*police.address, *hotline.content, *hotline.address]:  # numbers written into free text
@@ -463,14 +579,16 @@ def test_city_no_raw_phone_or_caller_name_in_silver(city):
 def test_city_cross_department_links(city):
     links = _table(city["settings"], "incident_link")
     truth = pd.read_csv(city["syn"] / "truth" / "cross_department_links.csv", dtype=str)
-    want = {(f"hotline_tickets:{r.hotline_ticket_no}", f"{r.other_source}:{r.other_record_id}")
-            for r in truth.itertuples()}
+    want = {
+        (f"hotline_tickets:{r.hotline_ticket_no}", f"{r.other_source}:{r.other_record_id}") for r in truth.itertuples()
+    }
     got = set(zip(links.incident_id, links.linked_incident_id))
     hits = len(got & want)
     precision = hits / len(got) if got else 1.0
     recall = hits / len(want) if want else 1.0
-    print(f"\ncross-department links: truth {len(want)}, found {len(got)}, precision {precision:.3f}, "
-          f"recall {recall:.3f}")
+    print(
+        f"\ncross-department links: truth {len(want)}, found {len(got)}, precision {precision:.3f}, recall {recall:.3f}"
+    )
     assert recall >= 0.9 and precision >= 0.8
     assert (links.event_id == links.linked_incident_id).all()
     assert (links.distance_m <= 200).all() and (links.minutes_apart.abs() <= 30).all()
@@ -489,8 +607,10 @@ def test_city_rerun_changes_no_delta_version(spark, city):
     lake = settings.lake_root
 
     def versions():
-        return {str(p.parent.relative_to(lake)): DeltaTable(str(p.parent)).version()
-                for p in sorted(lake.glob("*/*/_delta_log"))}
+        return {
+            str(p.parent.relative_to(lake)): DeltaTable(str(p.parent)).version()
+            for p in sorted(lake.glob("*/*/_delta_log"))
+        }
 
     before = versions()
     assert {"silver/incident", "silver/quarantine", "silver/incident_link", "bronze/fire_calls"} <= set(before)

@@ -8,15 +8,20 @@ import hmac
 
 import h3
 
-import silver_fixtures as fx
 from spark_jobs import silver_incident
+
+import silver_fixtures as fx
 
 
 def _run(spark):
     published, quarantined, duplicates = silver_incident.transform(
-        fx.bronze_frame(spark), fx.SOURCE, fx.reference(spark), fx.PII_KEY, fx.NOW)
-    return ({r.source_record_id: r.asDict() for r in published.collect()},
-            [r.asDict() for r in quarantined.collect()], [r.asDict() for r in duplicates.collect()])
+        fx.bronze_frame(spark), fx.SOURCE, fx.reference(spark), fx.PII_KEY, fx.NOW
+    )
+    return (
+        {r.source_record_id: r.asDict() for r in published.collect()},
+        [r.asDict() for r in quarantined.collect()],
+        [r.asDict() for r in duplicates.collect()],
+    )
 
 
 def test_every_row_is_published_quarantined_or_a_duplicate(spark):

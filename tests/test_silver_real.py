@@ -25,8 +25,14 @@ from spark_jobs import bronze, silver, silver_incident
 from spark_jobs.bronze import bronze_spec
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "real"
-SOURCES = ["real_chicago_crimes", "real_houston_crime", "real_nyc_vehicle_thefts", "real_nypd_collisions",
-           "real_sf_fire_calls", "real_nyc_constituent_complaints"]
+SOURCES = [
+    "real_chicago_crimes",
+    "real_houston_crime",
+    "real_nyc_vehicle_thefts",
+    "real_nypd_collisions",
+    "real_sf_fire_calls",
+    "real_nyc_constituent_complaints",
+]
 PII_KEY = "real-silver-test-key-0123456789abcdef"
 
 # source -> (source_record_id, delivered local time, expected occurred_at_utc, expected district_code)
@@ -34,8 +40,12 @@ KNOWN = {
     # 3/17/2017 4:30 Chicago daylight time (UTC-5)
     "real_chicago_crimes": ("10880845.0", "2017-03-17 04:30", dt.datetime(2017, 3, 17, 9, 30), "CHI-024"),
     # date 1/1/2010 + hour 0, Houston standard time (UTC-6); the delivered UTC `time` says 06:00 too
-    "real_houston_crime": ("2010-01-01 06:00:00|burglary|070|7C20|4400-4499|liberty|rd|-|1", "2010-01-01 00:00",
-                           dt.datetime(2010, 1, 1, 6, 0), "HOU-07"),
+    "real_houston_crime": (
+        "2010-01-01 06:00:00|burglary|070|7C20|4400-4499|liberty|rd|-|1",
+        "2010-01-01 00:00",
+        dt.datetime(2010, 1, 1, 6, 0),
+        "HOU-07",
+    ),
     # 2014-01-01 01:25 New York standard time (UTC-5); census block 36005... = the Bronx
     "real_nyc_vehicle_thefts": ("12386093", "2014-01-01 01:25", dt.datetime(2014, 1, 1, 6, 25), "NYC-BX"),
     # 01/01/2013 + 1:40
@@ -49,8 +59,12 @@ KNOWN = {
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
-    settings = load_settings(environ={"CITYSAFE_LAKE_ROOT": str(tmp_path_factory.mktemp("real-silver") / "lake"),
-                                      "CITYSAFE_REAL_DATA_ROOT": str(SAMPLES)})
+    settings = load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(tmp_path_factory.mktemp("real-silver") / "lake"),
+            "CITYSAFE_REAL_DATA_ROOT": str(SAMPLES),
+        }
+    )
     results = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYSAFE_PII_KEY", PII_KEY)
@@ -126,7 +140,9 @@ def test_local_time_of_a_known_row_becomes_utc(lake, name):
     assert len(row) == 1, f"{name}: {record_id} not published"
     row = row.iloc[0]
     assert row["occurred_at_utc"].tz_convert("UTC").tz_localize(None).to_pydatetime() == utc
-    assert pd.Timestamp(row["occurred_at_local"]).strftime("%Y-%m-%d %H:%M" + (":%S" if len(local) > 16 else "")) == local
+    assert (
+        pd.Timestamp(row["occurred_at_local"]).strftime("%Y-%m-%d %H:%M" + (":%S" if len(local) > 16 else "")) == local
+    )
     assert row["district_code"] == district
 
 
@@ -156,7 +172,12 @@ def test_suite_variables_follow_the_sources_geography(lake):
     v = quality.suite_variables(settings, dt.datetime.now(dt.UTC), source)
     assert v["district_codes"] == source.silver.geography.district.district_codes()
     assert "CHI-011" in v["district_codes"]
-    assert (v["city_min_lon"], v["city_min_lat"], v["city_max_lon"], v["city_max_lat"]) == source.silver.geography.bounds
+    assert (
+        v["city_min_lon"],
+        v["city_min_lat"],
+        v["city_max_lon"],
+        v["city_max_lat"],
+    ) == source.silver.geography.bounds
 
 
 def test_outside_unknown_and_missing_places(spark, lake):
@@ -166,12 +187,13 @@ def test_outside_unknown_and_missing_places(spark, lake):
     table = DeltaTable(str(settings.bronze_dir / source.name)).to_pyarrow_table()
     df = table.to_pandas()
     df = df[df["offense"] == "burglary"].head(4).reset_index(drop=True)
-    df.loc[0, ["lon", "lat"]] = ["-95.4", "37.3"]      # outside Houston
-    df.loc[1, ["beat"]] = ["UNK"]                       # not in the district crosswalk
-    df.loc[2, ["lon", "lat"]] = ["", ""]                # no point: district only
-    df.loc[3, ["hour"]] = ["99"]                        # unreadable time
-    frame = spark.createDataFrame(pa.Table.from_pandas(df, schema=bronze_spec(settings, source).arrow_schema(),
-                                                       preserve_index=False))
+    df.loc[0, ["lon", "lat"]] = ["-95.4", "37.3"]  # outside Houston
+    df.loc[1, ["beat"]] = ["UNK"]  # not in the district crosswalk
+    df.loc[2, ["lon", "lat"]] = ["", ""]  # no point: district only
+    df.loc[3, ["hour"]] = ["99"]  # unreadable time
+    frame = spark.createDataFrame(
+        pa.Table.from_pandas(df, schema=bronze_spec(settings, source).arrow_schema(), preserve_index=False)
+    )
     ref = silver_incident.load_reference(spark, settings, source)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     published, quarantined, duplicates = silver_incident.transform(frame, source, ref, b"k" * 32, now)
@@ -180,8 +202,10 @@ def test_outside_unknown_and_missing_places(spark, lake):
     pub = {r["_source_row_number"]: r for r in published.collect()}
     assert set(reasons) | set(pub) == set(rows)
     assert reasons[rows[0]][0] == "coordinates_outside_city"
-    assert reasons[rows[1]] == ("unknown_district",
-                                "district: beat UNK not in reference/districts/houston_police_districts.csv")
+    assert reasons[rows[1]] == (
+        "unknown_district",
+        "district: beat UNK not in reference/districts/houston_police_districts.csv",
+    )
     assert reasons[rows[3]][0] == "invalid_timestamp"
     third = pub[rows[2]]
     assert (third["location_quality"], third["lon"], third["h3_cell"]) == ("district_only", None, None)

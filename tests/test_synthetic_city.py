@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,24 @@ REPO = Path(__file__).resolve().parent.parent
 TAXONOMY = REPO / "reference" / "taxonomy" / "taxonomy.csv"
 POLICE_XWALK = REPO / "reference" / "crosswalks" / "police_offence_codes.csv"
 ARGS = dict(scale=0.005, seed=11, start_date=date(2025, 1, 1), days=60, timezone="Asia/Shanghai", h3_resolution=8)
-SOURCES = ["police_incidents", "fire_calls", "hotline_tickets", "hazard_inspections", "enterprise_registry",
-           "device_registry", "device_readings", "weather_daily"]
+SOURCES = [
+    "police_incidents",
+    "fire_calls",
+    "hotline_tickets",
+    "hazard_inspections",
+    "enterprise_registry",
+    "device_registry",
+    "device_readings",
+    "weather_daily",
+]
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +77,18 @@ def test_different_seed_gives_different_data(city, tmp_path):
 # ------------------------------------------------------------------------------------------ reference data
 def test_taxonomy_shape_and_codes():
     t = pd.read_csv(TAXONOMY, dtype=str, keep_default_na=False)
-    assert list(t.columns) == ["domain_code", "domain_en", "domain_zh", "category_code", "category_en", "category_zh",
-                               "subcategory_code", "subcategory_en", "subcategory_zh", "severity_default"]
+    assert list(t.columns) == [
+        "domain_code",
+        "domain_en",
+        "domain_zh",
+        "category_code",
+        "category_en",
+        "category_zh",
+        "subcategory_code",
+        "subcategory_en",
+        "subcategory_zh",
+        "severity_default",
+    ]
     assert (t.domain_code.nunique(), t.category_code.nunique(), t.subcategory_code.nunique()) == (8, 42, 136)
     assert len(t) == 136 and not t.subcategory_code.duplicated().any()
     assert set(t.domain_code) == {"PS", "FE", "TR", "NH", "PR", "UL", "PH", "PO"}
@@ -105,7 +126,7 @@ def test_districts_tile_the_city(city):
         assert a.intersection(b).area < 1e-12
     union = shapely.union_all(polys)
     assert abs(union.area - sum(p.area for p in polys)) < 1e-10
-    assert union.geom_type == "Polygon" and len(union.interiors) == 0   # no holes, no gaps
+    assert union.geom_type == "Polygon" and len(union.interiors) == 0  # no holes, no gaps
     minx, miny, maxx, maxy = union.bounds
     assert 35 < (maxx - minx) * 95.9 < 45 and 25 < (maxy - miny) * 111 < 35
     aliases = pd.read_csv(root / "reference" / "district_aliases.csv", dtype=str)
@@ -118,17 +139,29 @@ def test_expected_counts_invariants(city):
     root, counts = city
     on_disk = json.loads((root / "truth" / "expected_counts.json").read_text(encoding="utf-8"))
     assert on_disk == counts
-    assert counts["generator"] == {"seed": 11, "scale": 0.005, "start_date": "2025-01-01", "days": 60,
-                                   "h3_resolution": 8, "timezone": "Asia/Shanghai"}
+    assert counts["generator"] == {
+        "seed": 11,
+        "scale": 0.005,
+        "start_date": "2025-01-01",
+        "days": 60,
+        "h3_resolution": 8,
+        "timezone": "Asia/Shanghai",
+    }
     assert set(counts["sources"]) == set(SOURCES)
     for name, s in counts["sources"].items():
         assert s["rows_delivered"] == s["duplicates"] + s["published"] + sum(s["quarantined"].values()), name
         assert 0 <= s["published_without_cell"] <= s["published"]
         assert s["files"] >= 1
-    for name in ("police_incidents", "fire_calls", "hotline_tickets", "hazard_inspections", "enterprise_registry",
-                 "device_readings"):
+    for name in (
+        "police_incidents",
+        "fire_calls",
+        "hotline_tickets",
+        "hazard_inspections",
+        "enterprise_registry",
+        "device_readings",
+    ):
         q = counts["sources"][name]["quarantined"]
-        assert q and all(v >= 1 for v in q.values()), (name, q)   # every corruption kind is exercised
+        assert q and all(v >= 1 for v in q.values()), (name, q)  # every corruption kind is exercised
         assert counts["sources"][name]["duplicates"] >= 1
 
 
@@ -139,10 +172,10 @@ def _parse_report_time(s: str) -> datetime | None:
             d = datetime.strptime(s, fmt)
         except ValueError:
             continue
-        return d.replace(tzinfo=timezone.utc) - (pd.Timedelta(hours=8) if local else pd.Timedelta(0))
+        return d.replace(tzinfo=UTC) - (pd.Timedelta(hours=8) if local else pd.Timedelta(0))
     try:
         if len(s) == 25 and s[10] == "T":
-            return datetime.fromisoformat(s).astimezone(timezone.utc)
+            return datetime.fromisoformat(s).astimezone(UTC)
     except ValueError:
         pass
     return None
@@ -152,14 +185,27 @@ def test_police_counts_recomputed_from_files(city):
     root, counts = city
     exp = counts["sources"]["police_incidents"]
     df = _read_police(root)
-    assert list(df.columns) == ["case_no", "report_time", "offence_code", "offence_desc", "district", "lon", "lat",
-                                "address", "reporter_name", "reporter_phone", "reporter_id_no", "status", "updated_at"]
+    assert list(df.columns) == [
+        "case_no",
+        "report_time",
+        "offence_code",
+        "offence_desc",
+        "district",
+        "lon",
+        "lat",
+        "address",
+        "reporter_name",
+        "reporter_phone",
+        "reporter_id_no",
+        "status",
+        "updated_at",
+    ]
     assert exp["files"] == len(list((root / "police").glob("*.csv")))
     assert len(df) == exp["rows_delivered"]
     assert len(df) - df.case_no.nunique() == exp["duplicates"]
     assert df.case_no.str.fullmatch(r"JQ\d{8}\d{6}").all()
-    assert df.duplicated().sum() >= 1                                   # exact duplicate lines
-    assert (df.groupby("case_no").status.nunique() > 1).sum() >= 1      # revisions with a changed status
+    assert df.duplicated().sum() >= 1  # exact duplicate lines
+    assert (df.groupby("case_no").status.nunique() > 1).sum() >= 1  # revisions with a changed status
     # keep the latest delivery per case, then classify with the documented rules
     latest = df.sort_values(["case_no", "updated_at"]).drop_duplicates("case_no", keep="last")
     codes = set(pd.read_csv(POLICE_XWALK, dtype=str).source_code)
@@ -170,7 +216,7 @@ def test_police_counts_recomputed_from_files(city):
     published = without_cell = 0
     for r in latest.itertuples():
         t = _parse_report_time(r.report_time)
-        upd = datetime.strptime(r.updated_at, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc) - pd.Timedelta(hours=8)
+        upd = datetime.strptime(r.updated_at, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) - pd.Timedelta(hours=8)
         missing = (r.lon, r.lat) in (("", ""), ("0", "0"))
         if t is None:
             got["invalid_timestamp"] += 1
@@ -190,7 +236,7 @@ def test_police_counts_recomputed_from_files(city):
     truth = pd.read_csv(root / "truth" / "police_incidents_clean.csv.gz", dtype=str, keep_default_na=False)
     assert len(truth) == exp["published"] and set(truth.case_no) <= set(df.case_no)
     assert (truth.h3_cell == "").sum() == exp["published_without_cell"]
-    assert truth.district_code.nunique() == 10                         # every district present
+    assert truth.district_code.nunique() == 10  # every district present
     final = latest.set_index("case_no").status
     assert (truth.set_index("case_no").status == final.loc[truth.case_no]).all()
 
@@ -206,8 +252,8 @@ def test_police_personal_data_is_well_formed(city):
     assert age.between(15, 87).all()
     phones = df.reporter_phone[df.reporter_phone != ""]
     assert phones.str.fullmatch(r"1[3-9]\d{9}").all()
-    assert df.address.str.contains(r"1[3-9]\d{9}").sum() >= 1          # phone numbers in free text
-    assert df.address.str.contains(",").any()                         # RFC 4180 quoting exercised
+    assert df.address.str.contains(r"1[3-9]\d{9}").sum() >= 1  # phone numbers in free text
+    assert df.address.str.contains(",").any()  # RFC 4180 quoting exercised
 
 
 # ------------------------------------------------------------------------------------------ other sources
@@ -236,7 +282,9 @@ def test_cross_department_links_are_close(city):
 
 def test_fire_and_device_counts_from_files(city):
     root, counts = city
-    lines = [json.loads(ln) for f in sorted((root / "fire").glob("*.jsonl")) for ln in f.read_text("utf-8").splitlines()]
+    lines = [
+        json.loads(ln) for f in sorted((root / "fire").glob("*.jsonl")) for ln in f.read_text("utf-8").splitlines()
+    ]
     fc = counts["sources"]["fire_calls"]
     assert len(lines) == fc["rows_delivered"]
     assert len(lines) - len({ln["call_id"] for ln in lines}) == fc["duplicates"]
@@ -332,8 +380,13 @@ def test_hotline_quarantine_rules_reproduce_counts(city):
     labels = set(cats.label_zh) | set(cats.label_en)
     aliases = set(pd.read_csv(root / "reference" / "district_aliases.csv", dtype=str).alias)
     boundary = _city_shape(root)
-    df = pd.concat([pd.read_csv(f, encoding="gbk", dtype=str, keep_default_na=False)
-                    for f in sorted((root / "hotline").glob("*.csv"))], ignore_index=True)
+    df = pd.concat(
+        [
+            pd.read_csv(f, encoding="gbk", dtype=str, keep_default_na=False)
+            for f in sorted((root / "hotline").glob("*.csv"))
+        ],
+        ignore_index=True,
+    )
     assert len(df) - df.ticket_no.nunique() == exp["duplicates"]
     latest = df.sort_values(["ticket_no", "updated_at"]).drop_duplicates("ticket_no", keep="last")
     got = {k: 0 for k in exp["quarantined"]}
@@ -369,14 +422,21 @@ def test_inspection_rules_reproduce_counts(city):
     exp = counts["sources"]["hazard_inspections"]
     boundary = _city_shape(root)
     reg = pd.read_csv(root / "enterprise" / "enterprise_registry.csv", dtype=str, keep_default_na=False)
-    ok = reg.credit_code.map(people.credit_code_is_valid) & np.array([_inside(boundary, a, b) for a, b in zip(reg.lon, reg.lat)])
+    ok = reg.credit_code.map(people.credit_code_is_valid) & np.array(
+        [_inside(boundary, a, b) for a, b in zip(reg.lon, reg.lat)]
+    )
     reg_exp = counts["sources"]["enterprise_registry"]
     assert reg[ok].credit_code.nunique() == reg_exp["published"]
     assert len(reg) - reg.credit_code.nunique() == reg_exp["duplicates"]
     ids = set(reg[ok].credit_code) | set(reg[ok].legacy_reg_no[reg[ok].legacy_reg_no != ""])
     codes = set(pd.read_csv(REPO / "synthetic_city" / "codes" / "hazard_codes.csv", dtype=str).source_code)
-    df = pd.concat([pd.read_csv(f, encoding="utf-8-sig", dtype=str, keep_default_na=False)
-                    for f in sorted((root / "inspections").glob("*.csv"))], ignore_index=True)
+    df = pd.concat(
+        [
+            pd.read_csv(f, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+            for f in sorted((root / "inspections").glob("*.csv"))
+        ],
+        ignore_index=True,
+    )
     assert len(df) - df.hazard_id.nunique() == exp["duplicates"]
     latest = df.sort_values(["hazard_id", "updated_at"]).drop_duplicates("hazard_id", keep="last")
 

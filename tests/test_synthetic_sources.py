@@ -29,20 +29,29 @@ SYNTHETIC = {name: s for name, s in load_registry().items() if "synthetic" in s.
 
 
 def _settings(root: Path, synthetic: Path):
-    return load_settings(environ={
-        "CITYSAFE_LAKE_ROOT": str(root / "lake"),
-        "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(synthetic / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(synthetic / "reference" / "district_aliases.csv"),
-    })
+    return load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(root / "lake"),
+            "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(synthetic / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(synthetic / "reference" / "district_aliases.csv"),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("synthetic_sources")
     synthetic = tmp / "synthetic"
-    truth = synthetic_city.generate(synthetic, scale=0.005, seed=7, start_date=dt.date(2025, 1, 1), days=60,
-                                    timezone="Asia/Shanghai", h3_resolution=8)
+    truth = synthetic_city.generate(
+        synthetic,
+        scale=0.005,
+        seed=7,
+        start_date=dt.date(2025, 1, 1),
+        days=60,
+        timezone="Asia/Shanghai",
+        h3_resolution=8,
+    )
     return tmp, synthetic, _settings(tmp, synthetic), truth
 
 
@@ -57,8 +66,7 @@ def _versions(settings) -> dict[str, int | None]:
 @pytest.fixture(scope="module")
 def ingested(spark, city):
     _, _, settings, _ = city
-    results = {name: bronze.ingest(spark, settings, source)
-               for name, source in SYNTHETIC.items()}
+    results = {name: bronze.ingest(spark, settings, source) for name, source in SYNTHETIC.items()}
     return results, _versions(settings)
 
 
@@ -67,9 +75,14 @@ def test_every_delivery_has_a_synthetic_registry_entry(city):
     assert set(SYNTHETIC) == set(truth["sources"])
     departments = {name: s.department for name, s in SYNTHETIC.items()}
     assert departments == {
-        "police_incidents": "police", "fire_calls": "fire", "hotline_tickets": "hotline_12345",
-        "hazard_inspections": "emergency_management", "enterprise_registry": "market_regulation",
-        "device_registry": "iot_platform", "device_readings": "iot_platform", "weather_daily": "meteorology",
+        "police_incidents": "police",
+        "fire_calls": "fire",
+        "hotline_tickets": "hotline_12345",
+        "hazard_inspections": "emergency_management",
+        "enterprise_registry": "market_regulation",
+        "device_registry": "iot_platform",
+        "device_readings": "iot_platform",
+        "weather_daily": "meteorology",
     }
     for name, source in SYNTHETIC.items():
         assert source.connector.type == "files" and source.connector.path.startswith("{synthetic_root}/"), name
@@ -136,8 +149,10 @@ def test_personal_columns_are_declared(city, ingested):
     assert found["fire_calls"] == ["caller_phone"]
     # Free text (address, complaint content) carries a phone or a name only now and then: it stays internal
     # in bronze (never public) and is scrubbed in silver; the truth lists those records.
-    free_text = {(line.split(",")[0], line.split(",")[2]) for line in
-                 (synthetic / "truth" / "pii_in_free_text.csv").read_text(encoding="utf-8").splitlines()[1:]}
+    free_text = {
+        (line.split(",")[0], line.split(",")[2])
+        for line in (synthetic / "truth" / "pii_in_free_text.csv").read_text(encoding="utf-8").splitlines()[1:]
+    }
     for source_name, column in free_text:
         sensitivity = {c.name: c.sensitivity for c in SYNTHETIC[source_name].schema_}[column]
         assert sensitivity != "public", (source_name, column)
@@ -202,8 +217,11 @@ def test_redelivered_device_batches(spark, city):
     assert after.num_rows == before.num_rows + len(original)
     # The re-sent readings are field-for-field the originals, visible twice with different lineage ...
     assert _reading_rows(after, "batch_90006.jsonl") == _reading_rows(after, "batch_00006.jsonl")
-    lineage = {(f, b) for f, b in zip(after["_source_file"].to_pylist(), after["_batch_id"].to_pylist())
-               if f in ("batch_00006.jsonl", "batch_90006.jsonl")}
+    lineage = {
+        (f, b)
+        for f, b in zip(after["_source_file"].to_pylist(), after["_batch_id"].to_pylist())
+        if f in ("batch_00006.jsonl", "batch_90006.jsonl")
+    }
     assert len(lineage) == 2 and len({b for _, b in lineage}) == 2
     keys_after = Counter(zip(after["device_id"].to_pylist(), after["seq"].to_pylist()))
     resent_keys = Counter((r[0], r[2]) for r in _reading_rows(after, "batch_90006.jsonl"))

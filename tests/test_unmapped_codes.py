@@ -13,19 +13,31 @@ from citysafe.config import load_settings
 from citysafe.sources import load_registry
 from spark_jobs import tables, unmapped_codes
 
-T0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc)
-T1 = dt.datetime(2026, 1, 6, 9, 30, tzinfo=dt.timezone.utc)
-T2 = dt.datetime(2026, 1, 7, 10, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+T1 = dt.datetime(2026, 1, 6, 9, 30, tzinfo=dt.UTC)
+T2 = dt.datetime(2026, 1, 7, 10, 0, tzinfo=dt.UTC)
 CHI = "real_chicago_crimes"
 
-QUARANTINE_SCHEMA = ("source string, source_record_id string, reason string, detail string, record_json string, "
-                     "run_id string, _batch_id string, _source_file string, _source_row_number bigint, "
-                     "_ingested_at timestamp")
+QUARANTINE_SCHEMA = (
+    "source string, source_record_id string, reason string, detail string, record_json string, "
+    "run_id string, _batch_id string, _source_file string, _source_row_number bigint, "
+    "_ingested_at timestamp"
+)
 
 
 def _row(source, record_id, reason, detail, record, batch, row_number, ingested):
-    return (source, record_id, reason, detail, json.dumps(record, ensure_ascii=False) if record else None,
-            "run-test", batch, "f.csv", row_number, ingested)
+    return (
+        source,
+        record_id,
+        reason,
+        detail,
+        json.dumps(record, ensure_ascii=False) if record else None,
+        "run-test",
+        batch,
+        "f.csv",
+        row_number,
+        ingested,
+    )
 
 
 ROWS_FIRST = [
@@ -35,24 +47,71 @@ ROWS_FIRST = [
     _row(CHI, "c3", "unmapped_code", "code: no crosswalk entry for 820", {"iucr": "820"}, "b2", 1, T1),
     _row(CHI, "c4", "unmapped_code", "code: no crosswalk entry for 1310", {"iucr": "1310"}, "b2", 2, T1),
     # NYC complaints: no detail, so the composite code comes from the record (type|descriptor).
-    _row("real_nyc_constituent_complaints", "k1", "unmapped_code", None,
-         {"complaint_type": "Aging", "descriptor": "Senior Centers"}, "b3", 1, T0),
-    _row("real_nyc_constituent_complaints", "k2", "unmapped_code", None,
-         {"complaint_type": " Aging ", "descriptor": "Senior Centers"}, "b3", 2, T0),
+    _row(
+        "real_nyc_constituent_complaints",
+        "k1",
+        "unmapped_code",
+        None,
+        {"complaint_type": "Aging", "descriptor": "Senior Centers"},
+        "b3",
+        1,
+        T0,
+    ),
+    _row(
+        "real_nyc_constituent_complaints",
+        "k2",
+        "unmapped_code",
+        None,
+        {"complaint_type": " Aging ", "descriptor": "Senior Centers"},
+        "b3",
+        2,
+        T0,
+    ),
     # FARS: float-formatted code in the record, normalised like the mapping does.
     _row("real_fars_crashes", "f1", "unmapped_code", None, {"harm_ev": "12.0"}, "b4", 1, T0),
     # Synthetic police source: code field from its YAML; 1101 has since been added to the crosswalk.
-    _row("police_incidents", "p1", "unmapped_code", "code: no crosswalk entry for 9999", {"offence_code": "9999"},
-         "b5", 1, T0),
-    _row("police_incidents", "p2", "unmapped_code", "code: no crosswalk entry for 1101", {"offence_code": "1101"},
-         "b5", 2, T0),
+    _row(
+        "police_incidents",
+        "p1",
+        "unmapped_code",
+        "code: no crosswalk entry for 9999",
+        {"offence_code": "9999"},
+        "b5",
+        1,
+        T0,
+    ),
+    _row(
+        "police_incidents",
+        "p2",
+        "unmapped_code",
+        "code: no crosswalk entry for 1101",
+        {"offence_code": "1101"},
+        "b5",
+        2,
+        T0,
+    ),
     _row("police_incidents", "p3", "unmapped_code", "code: no crosswalk entry for (empty)", {}, "b5", 3, T0),
     # Free-text classifier: below the threshold (needs_review) and a known catch-all (unmapped_code).
-    _row("hotline_tickets", "h1", "needs_review",
-         "category: 路灯不亮: classifier confidence 0.40 < 0.6; best guess UL0401 (contains 灯; rules 1.0)",
-         {"category": "路灯不亮"}, "b6", 1, T0),
-    _row("hotline_tickets", "h2", "unmapped_code",
-         "category: 其他 has no taxonomy counterpart (exact 其他; rules 1.0)", {"category": "其他"}, "b6", 2, T0),
+    _row(
+        "hotline_tickets",
+        "h1",
+        "needs_review",
+        "category: 路灯不亮: classifier confidence 0.40 < 0.6; best guess UL0401 (contains 灯; rules 1.0)",
+        {"category": "路灯不亮"},
+        "b6",
+        1,
+        T0,
+    ),
+    _row(
+        "hotline_tickets",
+        "h2",
+        "unmapped_code",
+        "category: 其他 has no taxonomy counterpart (exact 其他; rules 1.0)",
+        {"category": "其他"},
+        "b6",
+        2,
+        T0,
+    ),
     # Other reasons are not the stewards' code queue.
     _row(CHI, "c5", "invalid_timestamp", "occurred_at: cannot parse x", {"iucr": "820"}, "b2", 3, T1),
 ]
@@ -107,7 +166,7 @@ def test_refresh_groups_counts_and_is_idempotent(spark, settings, registry):
     theft = got[("real_chicago_crimes", "unmapped_code", "820")]
     assert theft["count"] == 3
     assert theft["first_seen"] == T0 and theft["last_seen"] == T1
-    assert theft["example_source_record_id"] == "c2"          # earliest by (ingested, batch, file, row)
+    assert theft["example_source_record_id"] == "c2"  # earliest by (ingested, batch, file, row)
     assert json.loads(theft["example_record_json"]) == {"iucr": "820"}
     # 820 was quarantined before taxonomy v1.1 added PS0107 Other theft: the queue shows a re-run maps it.
     assert theft["lookup"] == "real_chicago_iucr" and theft["mapped_now"] == "PS0107"
@@ -119,7 +178,7 @@ def test_refresh_groups_counts_and_is_idempotent(spark, settings, registry):
     assert got[("police_incidents", "unmapped_code", "1101")]["mapped_now"] == "PS0101"
     assert got[("police_incidents", "unmapped_code", "9999")]["mapped_now"] is None
     assert got[("hotline_tickets", "needs_review", "路灯不亮")]["lookup"].startswith("classifier:")
-    assert first["codes"] == 9 and first["quarantine_rows"] == 12   # the invalid_timestamp row is not counted
+    assert first["codes"] == 9 and first["quarantine_rows"] == 12  # the invalid_timestamp row is not counted
     assert first["by_source"]["real_chicago_crimes"] == {"codes": 2, "rows": 4}
 
     # Unchanged quarantine: the second refresh commits nothing.

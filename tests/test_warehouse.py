@@ -26,8 +26,6 @@ import pyarrow as pa
 import pytest
 import yaml
 from deltalake import DeltaTable, write_deltalake
-from pg_server import pg_server  # noqa: F401  (session fixture)
-from tests_support import captured_log
 
 from citysafe import reference
 from citysafe.config import load_settings
@@ -44,12 +42,15 @@ from citysafe.warehouse import (
 from spark_jobs import silver_reference, tables
 from spark_jobs.catalog import silver_tables
 
+from pg_server import pg_server  # noqa: F401  (session fixture)
+from tests_support import captured_log
+
 CITY_TZ = "Asia/Shanghai"
 # Column names that would mean personal data got through (enterprise, district and category names may).
 PERSONAL = re.compile(r"hash|phone|address|reporter|record_json|inspector|legal_rep|id_no", re.IGNORECASE)
 MART = "mart_incident_district_week"
 H3_CELL = "8831aa5a1dfffff"
-INGESTED_AT = dt.datetime(2025, 3, 18, tzinfo=dt.timezone.utc)
+INGESTED_AT = dt.datetime(2025, 3, 18, tzinfo=dt.UTC)
 
 # (source, record id, local wall-clock time in the city, district, taxonomy subcategory)
 ROWS = [
@@ -60,7 +61,7 @@ ROWS = [
     ("police_incidents", "P5", "2025-03-10 08:00", "D02", "PS0103"),
     ("police_incidents", "P6", "2025-03-16 23:59", "D02", "TR0102"),
     ("police_incidents", "P7", "2025-03-17 00:00", "D02", "TR0101"),
-    ("fire_calls", "F1", "2025-03-10 09:00", "D01", "PS0101"),        # a second department
+    ("fire_calls", "F1", "2025-03-10 09:00", "D01", "PS0101"),  # a second department
 ]
 
 # (district, week_start, domain) -> (incident_count, source_count, police_incidents_count, fire_calls_count,
@@ -78,25 +79,62 @@ EXPECTED = {
 # One inspected enterprise and one hazard found there, rectified and accepted in time (the rows of the
 # generator's city, moved to district D01).
 ENTERPRISE = {
-    "enterprise_id": "9142010200859806XN", "source": "enterprise_registry", "legacy_reg_no": "420102164121950",
-    "name": "江城市联汉能源有限公司", "name_normalized": "江城市联汉能源", "industry_code": "D44",
-    "industry_name": "电力热力生产和供应业", "district_code": "D01", "lon": 121.47, "lat": 31.23, "h3_cell": H3_CELL,
-    "location_quality": "point", "address_scrubbed": "友谊大道115号", "established_date": dt.date(2013, 8, 7),
-    "registered_capital_wan": 2700.69, "status": "active", "status_raw": "存续", "legal_representative_hash": "d" * 64,
-    "updated_at_utc": dt.datetime(2024, 9, 17, 2, 19, 34, tzinfo=dt.timezone.utc),
-    "_batch_id": "enterprise_registry-batch-1", "_source_file": "enterprise_registry.csv", "_source_row_number": 1,
+    "enterprise_id": "9142010200859806XN",
+    "source": "enterprise_registry",
+    "legacy_reg_no": "420102164121950",
+    "name": "江城市联汉能源有限公司",
+    "name_normalized": "江城市联汉能源",
+    "industry_code": "D44",
+    "industry_name": "电力热力生产和供应业",
+    "district_code": "D01",
+    "lon": 121.47,
+    "lat": 31.23,
+    "h3_cell": H3_CELL,
+    "location_quality": "point",
+    "address_scrubbed": "友谊大道115号",
+    "established_date": dt.date(2013, 8, 7),
+    "registered_capital_wan": 2700.69,
+    "status": "active",
+    "status_raw": "存续",
+    "legal_representative_hash": "d" * 64,
+    "updated_at_utc": dt.datetime(2024, 9, 17, 2, 19, 34, tzinfo=dt.UTC),
+    "_batch_id": "enterprise_registry-batch-1",
+    "_source_file": "enterprise_registry.csv",
+    "_source_row_number": 1,
     "_ingested_at": INGESTED_AT,
 }
 HAZARD = {
-    "hazard_id": "YH2025030200004", "source": "hazard_inspections", "enterprise_id": ENTERPRISE["enterprise_id"],
-    "enterprise_match": "uscc", "enterprise_ref": ENTERPRISE["enterprise_id"], "enterprise_name": ENTERPRISE["name"],
-    "source_code": "XF-01", "source_label": "疏散通道安全出口堵塞", "domain_code": "FE", "category_code": "FE05",
-    "subcategory_code": "FE0501", "severity": "general", "found_date": dt.date(2025, 3, 2),
-    "rectify_deadline": dt.date(2025, 3, 9), "rectified_date": dt.date(2025, 3, 3), "accepted_date": dt.date(2025, 3, 5),
-    "status": "accepted", "status_raw": "已验收", "is_closed": True, "is_overdue_open": False, "closed_late": False,
-    "days_to_rectify": 1, "days_to_accept": 3, "as_of_date": dt.date(2025, 3, 17), "inspector_id": "AJ0001",
-    "district_code": "D01", "h3_cell": H3_CELL, "updated_at_utc": dt.datetime(2025, 3, 5, 8, 52, tzinfo=dt.timezone.utc),
-    "_batch_id": "hazard_inspections-batch-1", "_source_file": "hazards_2025-03.csv", "_source_row_number": 1,
+    "hazard_id": "YH2025030200004",
+    "source": "hazard_inspections",
+    "enterprise_id": ENTERPRISE["enterprise_id"],
+    "enterprise_match": "uscc",
+    "enterprise_ref": ENTERPRISE["enterprise_id"],
+    "enterprise_name": ENTERPRISE["name"],
+    "source_code": "XF-01",
+    "source_label": "疏散通道安全出口堵塞",
+    "domain_code": "FE",
+    "category_code": "FE05",
+    "subcategory_code": "FE0501",
+    "severity": "general",
+    "found_date": dt.date(2025, 3, 2),
+    "rectify_deadline": dt.date(2025, 3, 9),
+    "rectified_date": dt.date(2025, 3, 3),
+    "accepted_date": dt.date(2025, 3, 5),
+    "status": "accepted",
+    "status_raw": "已验收",
+    "is_closed": True,
+    "is_overdue_open": False,
+    "closed_late": False,
+    "days_to_rectify": 1,
+    "days_to_accept": 3,
+    "as_of_date": dt.date(2025, 3, 17),
+    "inspector_id": "AJ0001",
+    "district_code": "D01",
+    "h3_cell": H3_CELL,
+    "updated_at_utc": dt.datetime(2025, 3, 5, 8, 52, tzinfo=dt.UTC),
+    "_batch_id": "hazard_inspections-batch-1",
+    "_source_file": "hazards_2025-03.csv",
+    "_source_row_number": 1,
     "_ingested_at": INGESTED_AT,
 }
 
@@ -116,10 +154,16 @@ def declared_source_tables() -> set[str]:
 
 
 def _district_row(code: str, lon: float) -> dict:
-    return {"district_code": code, "name_zh": f"区{code}", "name_en": f"District {code}", "area_km2": 100.0,
-            "centroid_lon": lon, "centroid_lat": 31.23,
-            "geometry_wkt": f"POLYGON (({lon - .05} 31.18, {lon + .05} 31.18, {lon + .05} 31.28, {lon - .05} 31.28, "
-                            f"{lon - .05} 31.18))"}
+    return {
+        "district_code": code,
+        "name_zh": f"区{code}",
+        "name_en": f"District {code}",
+        "area_km2": 100.0,
+        "centroid_lon": lon,
+        "centroid_lat": 31.23,
+        "geometry_wkt": f"POLYGON (({lon - 0.05} 31.18, {lon + 0.05} 31.18, {lon + 0.05} 31.28, {lon - 0.05} 31.28, "
+        f"{lon - 0.05} 31.18))",
+    }
 
 
 def reference_rows(rows=ROWS) -> dict[str, list[dict]]:
@@ -129,36 +173,83 @@ def reference_rows(rows=ROWS) -> dict[str, list[dict]]:
     per_source = collections.Counter([r[0] for r in rows] + [ENTERPRISE["source"], HAZARD["source"]])
     return {
         "enterprise": [ENTERPRISE],
-        "enterprise_identifier": [{"identifier_type": "uscc", "identifier": ENTERPRISE["enterprise_id"],
-                                   "enterprise_id": ENTERPRISE["enterprise_id"]},
-                                  {"identifier_type": "legacy_reg_no", "identifier": ENTERPRISE["legacy_reg_no"],
-                                   "enterprise_id": ENTERPRISE["enterprise_id"]}],
+        "enterprise_identifier": [
+            {
+                "identifier_type": "uscc",
+                "identifier": ENTERPRISE["enterprise_id"],
+                "enterprise_id": ENTERPRISE["enterprise_id"],
+            },
+            {
+                "identifier_type": "legacy_reg_no",
+                "identifier": ENTERPRISE["legacy_reg_no"],
+                "enterprise_id": ENTERPRISE["enterprise_id"],
+            },
+        ],
         "hazard": [HAZARD],
         "taxonomy": reference.taxonomy().to_dict("records"),
         "district": [_district_row("D01", 121.45), _district_row("D02", 121.55)],
-        "h3_cell": [{"h3_cell": H3_CELL, "resolution": 8, "district_code": "D01", "centroid_lon": 121.47,
-                     "centroid_lat": 31.23, "neighbors": "[]"}],
+        "h3_cell": [
+            {
+                "h3_cell": H3_CELL,
+                "resolution": 8,
+                "district_code": "D01",
+                "centroid_lon": 121.47,
+                "centroid_lat": 31.23,
+                "neighbors": "[]",
+            }
+        ],
         "source_registry": registry.to_dict("records"),
-        "ingest_batch": [{"batch_id": f"{s}-batch-1", "source": s, "connector_type": "files", "file_count": 1,
-                          "row_count": n, "malformed_row_count": 0, "byte_count": 1000,
-                          "watermark_from": None, "watermark_to": None, "landed_at": INGESTED_AT,
-                          "ingested_at": INGESTED_AT} for s, n in sorted(per_source.items())],
+        "ingest_batch": [
+            {
+                "batch_id": f"{s}-batch-1",
+                "source": s,
+                "connector_type": "files",
+                "file_count": 1,
+                "row_count": n,
+                "malformed_row_count": 0,
+                "byte_count": 1000,
+                "watermark_from": None,
+                "watermark_to": None,
+                "landed_at": INGESTED_AT,
+                "ingested_at": INGESTED_AT,
+            }
+            for s, n in sorted(per_source.items())
+        ],
     }
 
 
 def incident_row(source: str, record_id: str, local: str, district: str, subcategory: str, n: int) -> dict:
     at_local = dt.datetime.fromisoformat(local)
-    at_utc = at_local.replace(tzinfo=ZoneInfo(CITY_TZ)).astimezone(dt.timezone.utc)
+    at_utc = at_local.replace(tzinfo=ZoneInfo(CITY_TZ)).astimezone(dt.UTC)
     return {
-        "incident_id": f"{source}:{record_id}", "source": source, "source_record_id": record_id,
-        "source_code": "C1", "source_label": "label", "domain_code": subcategory[:2],
-        "category_code": subcategory[:4], "subcategory_code": subcategory, "severity": "medium",
-        "occurred_at_utc": at_utc, "occurred_at_local": at_local, "occurred_date_local": at_local.date(),
-        "district_code": district, "lon": 121.47, "lat": 31.23, "h3_cell": H3_CELL,
-        "location_quality": "point", "status": "open", "address_scrubbed": "1 Main Road",
-        "reporter_name_hash": "a" * 64, "reporter_phone_hash": "b" * 64, "reporter_id_hash": "c" * 64,
-        "classification_confidence": 1.0, "updated_at_utc": at_utc, "_batch_id": f"{source}-batch-1", "_source_file": f"{source}_2025_03.csv",
-        "_source_row_number": n, "_ingested_at": INGESTED_AT,
+        "incident_id": f"{source}:{record_id}",
+        "source": source,
+        "source_record_id": record_id,
+        "source_code": "C1",
+        "source_label": "label",
+        "domain_code": subcategory[:2],
+        "category_code": subcategory[:4],
+        "subcategory_code": subcategory,
+        "severity": "medium",
+        "occurred_at_utc": at_utc,
+        "occurred_at_local": at_local,
+        "occurred_date_local": at_local.date(),
+        "district_code": district,
+        "lon": 121.47,
+        "lat": 31.23,
+        "h3_cell": H3_CELL,
+        "location_quality": "point",
+        "status": "open",
+        "address_scrubbed": "1 Main Road",
+        "reporter_name_hash": "a" * 64,
+        "reporter_phone_hash": "b" * 64,
+        "reporter_id_hash": "c" * 64,
+        "classification_confidence": 1.0,
+        "updated_at_utc": at_utc,
+        "_batch_id": f"{source}-batch-1",
+        "_source_file": f"{source}_2025_03.csv",
+        "_source_row_number": n,
+        "_ingested_at": INGESTED_AT,
     }
 
 
@@ -172,18 +263,22 @@ def write_silver(lake_root: Path, rows=ROWS) -> None:
 
 
 def settings_for(lake_root: Path, warehouse: Path):
-    return load_settings(environ={
-        "CITYSAFE_LAKE_ROOT": str(lake_root),
-        "CITYSAFE_WAREHOUSE_PATH": str(warehouse),
-        "CITYSAFE_TIMEZONE": CITY_TZ,
-    })
+    return load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(lake_root),
+            "CITYSAFE_WAREHOUSE_PATH": str(warehouse),
+            "CITYSAFE_TIMEZONE": CITY_TZ,
+        }
+    )
 
 
 def mart_rows(path: Path) -> dict:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        rows = con.execute(f"select district_code, week_start, domain_code, incident_count, source_count, "
-                           f"police_incidents_count, fire_calls_count, other_source_count from {MART}").fetchall()
+        rows = con.execute(
+            f"select district_code, week_start, domain_code, incident_count, source_count, "
+            f"police_incidents_count, fire_calls_count, other_source_count from {MART}"
+        ).fetchall()
     finally:
         con.close()
     return {r[:3]: tuple(r[3:]) for r in rows}
@@ -195,10 +290,10 @@ def built(tmp_path_factory):
     lake = base / "lake"
     write_silver(lake)
     settings = settings_for(lake, base / "served" / "citysafe_marts.duckdb")
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     with captured_log("citysafe.warehouse") as lines:
         result = build_marts(settings, "run-1")
-    result["built_between"] = (before, dt.datetime.now(dt.timezone.utc))
+    result["built_between"] = (before, dt.datetime.now(dt.UTC))
     return settings, result, lines, base
 
 
@@ -220,8 +315,11 @@ def test_build_marts_counts_per_district_week_domain(built):
     served = Path(settings.warehouse_path)
     assert result["warehouse"] == str(served) and served.is_file()
     target = Path(settings.runs_dir) / "run-1" / "dbt_target"
-    models = {n["name"] for n in json.loads((target / "manifest.json").read_text())["nodes"].values()
-              if n["resource_type"] == "model"}
+    models = {
+        n["name"]
+        for n in json.loads((target / "manifest.json").read_text())["nodes"].values()
+        if n["resource_type"] == "model"
+    }
     assert set(result["models"]) == models and {MART, "mart_source_freshness", "mart_data_quality"} <= models
     assert result["models"][MART] == len(EXPECTED)
     assert result["models"]["stg_silver__incident"] == len(ROWS) and result["models"]["stg_silver__quarantine"] == 0
@@ -242,8 +340,14 @@ def test_ops_marts_measure_freshness_at_build_time_and_account_for_rows(built):
     settings, result, _, _ = built
     served = Path(settings.warehouse_path)
     registry = load_registry()
-    rows = {r[0]: r[1:] for r in _query(served, "select source, freshness_status, lag_hours, rows_loaded, "
-                                                "freshness_error_after_hours, as_of_utc from mart_source_freshness")}
+    rows = {
+        r[0]: r[1:]
+        for r in _query(
+            served,
+            "select source, freshness_status, lag_hours, rows_loaded, "
+            "freshness_error_after_hours, as_of_utc from mart_source_freshness",
+        )
+    }
     assert set(rows) == set(registry)
     earliest, latest = result["built_between"]
     loaded_sources = ("police_incidents", "fire_calls", "hazard_inspections", "enterprise_registry")
@@ -254,11 +358,16 @@ def test_ops_marts_measure_freshness_at_build_time_and_account_for_rows(built):
         expected_lag = (as_of - INGESTED_AT).total_seconds() / 3600
         assert abs(lag - expected_lag) < 0.001 and lag > error_after and status == "error"
     assert {s for name, (s, *_) in rows.items() if name not in loaded_sources} == {"never_loaded"}
-    quality_rows = _query(served, "select source, rows_read, rows_published, rows_quarantined, rows_deduplicated, "
-                                  "quarantine_rate, last_validation_status from mart_data_quality "
-                                  "where source in ('police_incidents', 'fire_calls') order by source")
-    assert quality_rows == [("fire_calls", 1, 1, 0, 0, 0.0, "not_validated"),
-                            ("police_incidents", 7, 7, 0, 0, 0.0, "not_validated")]
+    quality_rows = _query(
+        served,
+        "select source, rows_read, rows_published, rows_quarantined, rows_deduplicated, "
+        "quarantine_rate, last_validation_status from mart_data_quality "
+        "where source in ('police_incidents', 'fire_calls') order by source",
+    )
+    assert quality_rows == [
+        ("fire_calls", 1, 1, 0, 0, 0.0, "not_validated"),
+        ("police_incidents", 7, 7, 0, 0, 0.0, "not_validated"),
+    ]
 
 
 def test_no_personal_columns_reach_the_warehouse(built):
@@ -267,8 +376,9 @@ def test_no_personal_columns_reach_the_warehouse(built):
     assert {"reporter_name_hash", "address_scrubbed"} <= set(silver_cols)  # the source has them ...
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     try:
-        cols = con.execute("select table_name, column_name from information_schema.columns "
-                           "where table_schema = 'main'").fetchall()
+        cols = con.execute(
+            "select table_name, column_name from information_schema.columns where table_schema = 'main'"
+        ).fetchall()
     finally:
         con.close()
     assert {t for t, _ in cols} >= {MART, "stg_silver__incident", "stg_silver__quarantine"}
@@ -299,8 +409,11 @@ def test_failing_data_test_leaves_served_file_untouched(built, tmp_path):
     dup = pa.Table.from_pylist([incident_row(*ROWS[0], n=99)], schema=tables.incident(lake / "silver").arrow_schema())
     write_deltalake(str(lake / "silver" / "incident"), dup, mode="append")
     with pytest.raises(WarehouseBuildError) as err:
-        build_marts(settings.model_copy(update={"lake_root": lake}), "run-dup",
-                    select=["source:silver.incident", "stg_silver__incident"])
+        build_marts(
+            settings.model_copy(update={"lake_root": lake}),
+            "run-dup",
+            select=["source:silver.incident", "stg_silver__incident"],
+        )
     # the source test fails first; everything downstream of it is skipped
     assert "test source_unique_silver_incident_incident_id" in err.value.failed_nodes
     results = json.loads((err.value.run_dir / "dbt_target" / "run_results.json").read_text())["results"]
@@ -347,8 +460,12 @@ PUBLISHER, PUBLISHER_PASSWORD = "marts_publisher", "Pub-pw 'q9"
 
 def _postgres_counts(pg_server, schema: str) -> dict[str, int]:
     with pg_server.connect() as con:
-        names = [r[0] for r in con.execute("select table_name from information_schema.tables where table_schema = %s",
-                                           (schema,)).fetchall()]
+        names = [
+            r[0]
+            for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = %s", (schema,)
+            ).fetchall()
+        ]
         return {n: con.execute(f'select count(*) from "{schema}"."{n}"').fetchone()[0] for n in names}
 
 
@@ -366,8 +483,9 @@ def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server
 
     # every mart table of the project, with the row counts of the served DuckDB warehouse
     manifest = json.loads((Path(result["target_path"]) / "manifest.json").read_text())
-    marts = sorted(n["name"] for n in manifest["nodes"].values()
-                   if n["resource_type"] == "model" and n["fqn"][1] == "marts")
+    marts = sorted(
+        n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["fqn"][1] == "marts"
+    )
     assert result["published"] == {"schema": "marts", "tables": marts} and MART in marts
     duck = {m: _query(served, f"select count(*) from {m}")[0][0] for m in marts}
     assert _postgres_counts(pg_server, "marts") == duck
@@ -399,8 +517,12 @@ def test_prod_target_needs_the_dsn_variable(built, tmp_path, monkeypatch):
     monkeypatch.delenv(DSN_ENV, raising=False)
     served = tmp_path / "served.duckdb"
     with pytest.raises(WarehouseBuildError, match=f"set the environment variable {DSN_ENV}"):
-        build_marts(settings.model_copy(update={"warehouse_path": served}), "run-no-dsn",
-                    target="prod", postgres_dsn_env=DSN_ENV)
+        build_marts(
+            settings.model_copy(update={"warehouse_path": served}),
+            "run-no-dsn",
+            target="prod",
+            postgres_dsn_env=DSN_ENV,
+        )
     assert not served.exists()
 
 
@@ -420,6 +542,8 @@ def test_dbt_docs_generate_works_offline(built, monkeypatch):
     node = catalog["nodes"]["model.citysafe.mart_source_freshness"]
     assert {"source", "lag_hours", "freshness_status"} <= set(node["columns"])
     manifest = json.loads((docs / "manifest.json").read_text())
-    assert manifest["nodes"]["model.citysafe.mart_data_quality"]["description"].startswith("One row per registered source")
+    assert manifest["nodes"]["model.citysafe.mart_data_quality"]["description"].startswith(
+        "One row per registered source"
+    )
     assert served.read_bytes() == before  # documented from a copy; the served file was not opened for writing
     assert not list((Path(settings.runs_dir) / "run-docs").rglob("*.duckdb"))

@@ -17,9 +17,17 @@ def write_city_reference(tmp_path: Path) -> Path:
     """The fixture's two-district city as the files a real city hands over: GeoJSON + alias table."""
     folder = tmp_path / "reference"
     folder.mkdir(parents=True, exist_ok=True)
-    geo = {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"district_code": d["district_code"], "name_zh": None, "name_en": None},
-         "geometry": shapely.geometry.mapping(shapely.from_wkb(d["wkb"]))} for d in fx.DISTRICTS]}
+    geo = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"district_code": d["district_code"], "name_zh": None, "name_en": None},
+                "geometry": shapely.geometry.mapping(shapely.from_wkb(d["wkb"])),
+            }
+            for d in fx.DISTRICTS
+        ],
+    }
     (folder / "districts.geojson").write_text(json.dumps(geo))
     (folder / "district_aliases.csv").write_text("alias,district_code\n江岸区,420102\n江汉区,420103\n")
     return folder

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from citysafe.config import Settings
-from citysafe.sources import Source
 from citysafe.errors import InputError
+from citysafe.sources import Source
 
 
 class ConnectorError(InputError):
@@ -22,8 +22,8 @@ class ConnectorError(InputError):
 
 @dataclasses.dataclass(frozen=True)
 class Fetched:
-    name: str                     # file name inside the landing batch
-    content: bytes                # the raw bytes, exactly as received
+    name: str  # file name inside the landing batch
+    content: bytes  # the raw bytes, exactly as received
     meta: dict = dataclasses.field(default_factory=dict)  # original path / URL / query
 
 
@@ -35,8 +35,9 @@ class FetchBatch:
 
 
 class Connector(Protocol):
-    def batches(self, source: Source, settings: Settings, watermark: str | None,
-                seen_checksums: set[str]) -> Iterator[FetchBatch]: ...
+    def batches(
+        self, source: Source, settings: Settings, watermark: str | None, seen_checksums: set[str]
+    ) -> Iterator[FetchBatch]: ...
 
 
 def connector_for(source: Source) -> Connector:

@@ -14,14 +14,17 @@ MAX_BATCH_BYTES = 256 << 20
 
 
 class FilesConnector:
-    def batches(self, source: Source, settings: Settings, watermark: str | None,
-                seen_checksums: set[str]) -> Iterator[FetchBatch]:
+    def batches(
+        self, source: Source, settings: Settings, watermark: str | None, seen_checksums: set[str]
+    ) -> Iterator[FetchBatch]:
         cfg = source.connector
         folder = cfg.folder(settings)
         if not folder.is_dir():
-            raise ConnectorError(f"source {source.name}: delivery folder {folder} does not exist "
-                                 "(run `citysafe generate` for the synthetic city, or fix connector.path in "
-                                 f"{source.file})")
+            raise ConnectorError(
+                f"source {source.name}: delivery folder {folder} does not exist "
+                "(run `citysafe generate` for the synthetic city, or fix connector.path in "
+                f"{source.file})"
+            )
         paths = sorted(p for p in (folder.rglob if cfg.recursive else folder.glob)(cfg.pattern) if p.is_file())
         items, size, seen = [], 0, set(seen_checksums)
         for path in paths:

@@ -109,6 +109,7 @@ def _configure(conn) -> None:
                     return super().load(data)
                 except DataError:
                     return bytes(data).decode()
+
         return Loader
 
     conn.adapters.register_loader("timestamptz", tolerant(pgdt.TimestamptzLoader))
@@ -156,8 +157,9 @@ def chunk_name(table: str, start: list[str] | None, end: list[str]) -> str:
 
 
 class PostgresTableConnector:
-    def batches(self, source: Source, settings: Settings, watermark: str | None,
-                seen_checksums: set[str]) -> Iterator[FetchBatch]:
+    def batches(
+        self, source: Source, settings: Settings, watermark: str | None, seen_checksums: set[str]
+    ) -> Iterator[FetchBatch]:
         # seen_checksums is not needed: the position only moves forward, and a chunk re-read after a
         # crash has the same bytes, so landing recognises it.
         pull = _Pull(source)
@@ -174,8 +176,11 @@ class PostgresTableConnector:
                 start_text = None if position is None else dump_watermark(position)
                 end_text = dump_watermark(end)
                 meta = {"table": pull.cfg.table, "query_watermark_from": start_text, "query_watermark_to": end_text}
-                yield FetchBatch((Fetched(chunk_name(pull.cfg.table, position, end), content, meta),),
-                                 watermark_from=start_text, watermark_to=end_text)
+                yield FetchBatch(
+                    (Fetched(chunk_name(pull.cfg.table, position, end), content, meta),),
+                    watermark_from=start_text,
+                    watermark_to=end_text,
+                )
                 if pull.last_chunk:
                     return
                 position = end
@@ -192,16 +197,22 @@ class _Pull:
         self.where = where
         self.prefix = f"source {source.name}: "
         if source.format.type != "jsonl":
-            raise ConnectorError(f"{self.prefix}the postgres connector delivers JSON lines: set format.type to "
-                                 f"jsonl in {where} (it is {source.format.type!r})")
+            raise ConnectorError(
+                f"{self.prefix}the postgres connector delivers JSON lines: set format.type to "
+                f"jsonl in {where} (it is {source.format.type!r})"
+            )
         if source.format.encoding != "auto" and codecs.lookup(source.format.encoding).name != "utf-8":
-            raise ConnectorError(f"{self.prefix}the postgres connector delivers UTF-8: set format.encoding to "
-                                 f"utf-8 in {where} (it is {source.format.encoding!r})")
+            raise ConnectorError(
+                f"{self.prefix}the postgres connector delivers UTF-8: set format.encoding to "
+                f"utf-8 in {where} (it is {source.format.encoding!r})"
+            )
         if not source.watermark:
-            raise ConnectorError(f"{self.prefix}the postgres connector pulls by watermark: set `watermark:` "
-                                 f"(e.g. the updated_at column) in {where}")
+            raise ConnectorError(
+                f"{self.prefix}the postgres connector pulls by watermark: set `watermark:` "
+                f"(e.g. the updated_at column) in {where}"
+            )
         delivered = {declared: raw for raw, declared in source.format.rename.items()}
-        self.output = [delivered.get(c, c) for c in source.columns]          # table column names, in order
+        self.output = [delivered.get(c, c) for c in source.columns]  # table column names, in order
         self.w = delivered.get(source.watermark, source.watermark)
         self.tb = delivered.get(self.cfg.tie_breaker, self.cfg.tie_breaker) if self.cfg.tie_breaker else None
         self.selected = [*self.output, *([self.tb] if self.tb and self.tb not in self.output else [])]
@@ -220,21 +231,27 @@ class _Pull:
             import psycopg
             from psycopg.conninfo import conninfo_to_dict
         except ImportError:
-            raise ConnectorError(f"{self.prefix}the postgres connector needs psycopg 3 (`pip install "
-                                 "'psycopg[binary]'`, in requirements/pipeline.in)") from None
+            raise ConnectorError(
+                f"{self.prefix}the postgres connector needs psycopg 3 (`pip install "
+                "'psycopg[binary]'`, in requirements/pipeline.in)"
+            ) from None
         env = self.cfg.dsn_env
         dsn = os.environ.get(env)
         if not dsn:
-            raise ConnectorError(f"{self.prefix}environment variable {env} is not set; it must hold the "
-                                 f"connection string (DSN) for table {self.cfg.table} (connector.dsn_env in "
-                                 f"{self.where})")
+            raise ConnectorError(
+                f"{self.prefix}environment variable {env} is not set; it must hold the "
+                f"connection string (DSN) for table {self.cfg.table} (connector.dsn_env in "
+                f"{self.where})"
+            )
         try:
             info = conninfo_to_dict(dsn)
         except psycopg.Error:
             # libpq's message may quote part of the string, password included: do not repeat it.
-            raise ConnectorError(f"{self.prefix}the DSN in environment variable {env} is not a valid PostgreSQL "
-                                 "connection string (expected postgresql://user:password@host:port/dbname or "
-                                 "'host=... dbname=... user=...'); fix the variable") from None
+            raise ConnectorError(
+                f"{self.prefix}the DSN in environment variable {env} is not a valid PostgreSQL "
+                "connection string (expected postgresql://user:password@host:port/dbname or "
+                "'host=... dbname=... user=...'); fix the variable"
+            ) from None
         host = info.get("host") or info.get("hostaddr") or "localhost"
         self.target = f"PostgreSQL at {host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or ''}"
         extra = {}
@@ -259,16 +276,25 @@ class _Pull:
         detail = _one_line((message.rsplit("failed:", 1)[-1].strip().splitlines() or [""])[0])  # libpq's reason
         low = message.lower()
         check = f"check the DSN in environment variable {self.cfg.dsn_env}"
-        if "password authentication failed" in low or "authentication failed" in low \
-                or "no password supplied" in low or "password" in low and "required" in low:
-            return (f"{self.prefix}{self.target} refused the login for user {user!r} (authentication failed): "
-                    f"{check} (user and password)")
+        if (
+            "password authentication failed" in low
+            or "authentication failed" in low
+            or "no password supplied" in low
+            or "password" in low
+            and "required" in low
+        ):
+            return (
+                f"{self.prefix}{self.target} refused the login for user {user!r} (authentication failed): "
+                f"{check} (user and password)"
+            )
         if "no pg_hba.conf entry" in low or re.search(r'role ".*" does not exist', low):
             return f"{self.prefix}{self.target} refused the login for user {user!r} ({detail}): {check}"
         if re.search(r'database ".*" does not exist', low):
             return f"{self.prefix}{self.target}: {detail}: {check} (database name)"
-        return (f"{self.prefix}cannot reach {self.target} ({detail}): is the server up and reachable from "
-                f"here? {check} (host and port)")
+        return (
+            f"{self.prefix}cannot reach {self.target} ({detail}): is the server up and reachable from "
+            f"here? {check} (host and port)"
+        )
 
     # queries ----------------------------------------------------------------------------------------
 
@@ -286,20 +312,29 @@ class _Pull:
             with conn.transaction():
                 yield
         except psycopg.errors.UndefinedTable:
-            raise ConnectorError(f"{self.prefix}table {self.cfg.table} does not exist in {self.target}: check "
-                                 f"connector.table in {self.where} (schema.table, as named in the database)") from None
+            raise ConnectorError(
+                f"{self.prefix}table {self.cfg.table} does not exist in {self.target}: check "
+                f"connector.table in {self.where} (schema.table, as named in the database)"
+            ) from None
         except psycopg.errors.InvalidSchemaName:
-            raise ConnectorError(f"{self.prefix}the schema of table {self.cfg.table} does not exist in "
-                                 f"{self.target}: check connector.table in {self.where}") from None
+            raise ConnectorError(
+                f"{self.prefix}the schema of table {self.cfg.table} does not exist in "
+                f"{self.target}: check connector.table in {self.where}"
+            ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise ConnectorError(f"{self.prefix}{self.target} denies reading {self.cfg.table} ({_one_line(exc)}): "
-                                 f"grant SELECT to the DSN's user, or check {self.cfg.dsn_env}") from None
+            raise ConnectorError(
+                f"{self.prefix}{self.target} denies reading {self.cfg.table} ({_one_line(exc)}): "
+                f"grant SELECT to the DSN's user, or check {self.cfg.dsn_env}"
+            ) from None
         except psycopg.OperationalError as exc:
-            raise ConnectorError(f"{self.prefix}lost the connection to {self.target} ({_one_line(exc)}); the "
-                                 "chunks already committed stay, re-run to go on from there") from None
+            raise ConnectorError(
+                f"{self.prefix}lost the connection to {self.target} ({_one_line(exc)}); the "
+                "chunks already committed stay, re-run to go on from there"
+            ) from None
         except psycopg.Error as exc:
-            raise ConnectorError(f"{self.prefix}query on {self.cfg.table} failed in {self.target}: "
-                                 f"{_one_line(exc)}") from None
+            raise ConnectorError(
+                f"{self.prefix}query on {self.cfg.table} failed in {self.target}: {_one_line(exc)}"
+            ) from None
 
     def check_columns(self, conn) -> None:
         from psycopg import sql
@@ -309,11 +344,15 @@ class _Pull:
             names = [d.name for d in cur.description or []]
         missing = [c for c in self.output if c not in names]
         if missing:
-            raise ConnectorError(f"{self.prefix}table {self.cfg.table} has no column(s) {missing} declared in "
-                                 f"{self.where}; it has {names}: fix the schema (or format.rename)")
+            raise ConnectorError(
+                f"{self.prefix}table {self.cfg.table} has no column(s) {missing} declared in "
+                f"{self.where}; it has {names}: fix the schema (or format.rename)"
+            )
         if self.tb and self.tb not in names:
-            raise ConnectorError(f"{self.prefix}table {self.cfg.table} has no tie_breaker column {self.tb!r}: "
-                                 f"fix connector.tie_breaker in {self.where}")
+            raise ConnectorError(
+                f"{self.prefix}table {self.cfg.table} has no tie_breaker column {self.tb!r}: "
+                f"fix connector.tie_breaker in {self.where}"
+            )
 
     def chunk(self, conn, position: list[str] | None) -> tuple[list[tuple], list[str]]:
         """The next rows after `position` and the position after them (empty: nothing new)."""
@@ -352,9 +391,11 @@ class _Pull:
         if self.tb_index is not None:
             nulls = sum(r[self.tb_index] is None for r in rows)
             if nulls:
-                raise ConnectorError(f"{self.prefix}tie_breaker column {self.tb!r} is NULL in {nulls} row(s) of "
-                                     f"{self.cfg.table}: it must be a unique NOT NULL column (e.g. the key); fix "
-                                     f"connector.tie_breaker in {self.where}")
+                raise ConnectorError(
+                    f"{self.prefix}tie_breaker column {self.tb!r} is NULL in {nulls} row(s) of "
+                    f"{self.cfg.table}: it must be a unique NOT NULL column (e.g. the key); fix "
+                    f"connector.tie_breaker in {self.where}"
+                )
             end.append(_text(last[self.tb_index]))
         return rows, end
 
@@ -371,7 +412,8 @@ class _Pull:
             return kept
         # The whole chunk shares one watermark value: take every row with it (more than batch_size).
         query = sql.SQL("SELECT {} FROM {} WHERE {} AND {} = %s ORDER BY {}").format(
-            columns, self._table(), where, sql.Identifier(self.w), order)
+            columns, self._table(), where, sql.Identifier(self.w), order
+        )
         return conn.execute(query, [*params, _text(last)]).fetchall()
 
 

@@ -64,8 +64,9 @@ def soql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def build_query(column: str, tie_breaker: str | None, after: Watermark | None, page_size: int,
-                offset: int = 0) -> dict[str, str]:
+def build_query(
+    column: str, tie_breaker: str | None, after: Watermark | None, page_size: int, offset: int = 0
+) -> dict[str, str]:
     """The Socrata query parameters for the page after `after` (None: from the beginning)."""
     query = {}
     if after is not None:
@@ -117,8 +118,9 @@ def resolve_env(text: str, what: str) -> str:
 
 
 class RestApiConnector:
-    def batches(self, source: Source, settings: Settings, watermark: str | None,
-                seen_checksums: set[str]) -> Iterator[FetchBatch]:
+    def batches(
+        self, source: Source, settings: Settings, watermark: str | None, seen_checksums: set[str]
+    ) -> Iterator[FetchBatch]:
         """Pages after `watermark`, one batch each. (Checksums are not needed: the watermark moves on.)"""
         cfg, what = source.connector, f"source {source.name}"
         api_name = {declared: delivered for delivered, declared in source.format.rename.items()}
@@ -130,8 +132,10 @@ class RestApiConnector:
         headers = {"Accept": "application/json", "User-Agent": "citysafe-lake"}
         if cfg.token_env:
             if not os.environ.get(cfg.token_env):
-                raise ConnectorError(f"{what}: app token missing: set the environment variable {cfg.token_env} "
-                                     f"(connector.token_env in {source.file})")
+                raise ConnectorError(
+                    f"{what}: app token missing: set the environment variable {cfg.token_env} "
+                    f"(connector.token_env in {source.file})"
+                )
             headers["X-App-Token"] = os.environ[cfg.token_env]
 
         start, current, offset, page = decode_watermark(watermark), watermark, 0, 0
@@ -151,8 +155,11 @@ class RestApiConnector:
                 return
             page += 1
             name = "page-" + hashlib.sha256(f"{current}|{offset}".encode()).hexdigest()[:16] + ".json"
-            batch = FetchBatch((Fetched(name, content, {"url": shown, "page": page, "offset": offset}),),
-                               watermark_from=current, watermark_to=encode_watermark(*new))
+            batch = FetchBatch(
+                (Fetched(name, content, {"url": shown, "page": page, "offset": offset}),),
+                watermark_from=current,
+                watermark_to=encode_watermark(*new),
+            )
             yield batch
             if len(records) < cfg.page_size:
                 return
@@ -179,7 +186,8 @@ class RestApiConnector:
                     if exc.code < 500 and exc.code != 429:
                         raise ConnectorError(
                             f"source {source.name}: HTTP {exc.code} {exc.reason} from {shown}: {_message(exc)} "
-                            f"(check connector.url, the schema and token in {source.file})") from None
+                            f"(check connector.url, the schema and token in {source.file})"
+                        ) from None
                 problem = f"kept failing (HTTP {exc.code})"
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
@@ -187,8 +195,10 @@ class RestApiConnector:
                     problem = f"timed out (no answer within {cfg.timeout_seconds:g}s)"
                 else:
                     problem = f"unreachable ({reason})"
-        raise ConnectorError(f"source {source.name}: server at {host} {problem} after {tries} tries; "
-                             f"check connector.url in {source.file} or retry later")
+        raise ConnectorError(
+            f"source {source.name}: server at {host} {problem} after {tries} tries; "
+            f"check connector.url in {source.file} or retry later"
+        )
 
 
 def _message(exc: urllib.error.HTTPError) -> str:

@@ -122,7 +122,9 @@ class DagTestResult:
 
     def cli_output(self) -> list[str]:
         """The lines the CLI printed (BashOperator logs each one through its SubprocessHook)."""
-        marker = re.compile(r"^\S+ \[info\s*\] (.*) \[airflow\.task\.hooks\.\S+SubprocessHook\] loc=subprocess\.py:106$")
+        marker = re.compile(
+            r"^\S+ \[info\s*\] (.*) \[airflow\.task\.hooks\.\S+SubprocessHook\] loc=subprocess\.py:106$"
+        )
         return [m.group(1) for m in map(marker.match, self.output.splitlines()) if m]
 
     def tail(self, lines: int = 60) -> str:
