@@ -75,7 +75,7 @@ def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[
             builder = SparkSession.builder.remote(url).appName(app_name)
             for key, value in SESSION_CONF.items():
                 builder = builder.config(key, value)
-            spark = builder.getOrCreate()
+            spark = builder.create()  # never an existing session: stopping ours must not stop a caller's
         except Exception as exc:  # connection refused, bad URL ...
             raise EngineError(f"cannot connect to Spark Connect at {url}: {exc}") from exc
         yield spark
