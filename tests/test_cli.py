@@ -62,7 +62,9 @@ def test_missing_delivery_folder_exits_5(cli):
     assert code == 5 and "delivery folder" in err and "citysafe generate" in err
 
 
-def test_missing_pii_key_exits_2(cli, tmp_path):
+@pytest.fixture
+def tiny_city(tmp_path):
+    """A 30-day synthetic city's deliveries where the `cli` fixture's lake expects them."""
     from synthetic_city import generate
 
     generate(
@@ -74,24 +76,16 @@ def test_missing_pii_key_exits_2(cli, tmp_path):
         timezone="Asia/Shanghai",
         h3_resolution=8,
     )
+
+
+def test_missing_pii_key_exits_2(cli, tiny_city):
     assert cli("ingest", "police_incidents")[0] == 0
     code, _, err = cli("silver", "police_incidents")
     assert code == 2 and "set the environment variable CITYSAFE_PII_KEY" in err and "Traceback" not in err
 
 
-def test_progress_lines_name_the_stage(cli, tmp_path):
+def test_progress_lines_name_the_stage(cli, tiny_city):
     """One log handler: each line carries the elapsed time, the stage and the level."""
-    from synthetic_city import generate
-
-    generate(
-        tmp_path / "syn",
-        scale=0.005,
-        seed=1,
-        start_date=dt.date(2025, 1, 1),
-        days=30,
-        timezone="Asia/Shanghai",
-        h3_resolution=8,
-    )
     code, _, err = cli("ingest", "police_incidents")
     assert code == 0
     line = next(x for x in err.splitlines() if "landed " in x)
