@@ -43,7 +43,7 @@ run: setup $(PII_KEY_FILE)  ## the whole pipeline on the embedded engine (Sail),
 	CITYSAFE_PII_KEY=$(PII_KEY) $(CITYSAFE) run
 
 test: setup lint  ## lint, then the full test suite (pipeline venv, then Airflow venv)
-	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -p no:cacheprovider --durations=15
+	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -p no:cacheprovider --durations=15 -n 2 --dist loadgroup
 	$(AIRFLOW)/bin/python -m pytest tests/airflow -q -p no:cacheprovider --durations=5
 
 lint: setup  ## ruff: lint rules and formatting (configured in pyproject.toml)
@@ -55,7 +55,7 @@ format: setup  ## apply ruff's fixes and formatting
 	$(PIPELINE)/bin/ruff format .
 
 test-fast: setup  ## the suite without the slow end-to-end tests
-	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -m "not slow" -p no:cacheprovider
+	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -m "not slow" -p no:cacheprovider -n 2 --dist loadgroup
 
 lock:  ## re-resolve the lock files after editing requirements/*.in
 	$(UV) pip compile --quiet requirements/pipeline.in -o requirements/pipeline.txt --python $(PYTHON) --python-version 3.11

@@ -27,6 +27,7 @@ _NON_KEY_ENV = {
     # set by citysafe.warehouse for dbt's own process
     "CITYSAFE_WAREHOUSE_BUILD_PATH",
     "CITYSAFE_SILVER_DIR",
+    "CITYSAFE_GOLD_DIR",
     "CITYSAFE_DUCKDB_DELTA_EXTENSION",
     "CITYSAFE_DUCKDB_EXTENSION_DIR",
 }
@@ -37,6 +38,7 @@ _PATH_KEYS = (
     "districts_geojson",
     "district_aliases",
     "real_data_root",
+    "mlflow_root",
 )
 
 
@@ -48,6 +50,59 @@ class CityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start_date: dt.date = dt.date(2025, 1, 1)
     days: int = Field(365, ge=7, le=3660)
+
+
+class RiskLevels(BaseModel):
+    """Graded risk levels by a cell's rank share among the study area's cells (top 1% red, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+    red: float = Field(0.01, gt=0, lt=1)
+    orange: float = Field(0.05, gt=0, lt=1)
+    yellow: float = Field(0.15, gt=0, lt=1)
+
+    @field_validator("yellow")
+    @classmethod
+    def _ordered(cls, v: float, info) -> float:
+        red, orange = info.data.get("red", 0), info.data.get("orange", 0)
+        if not (red < orange < v):
+            raise ValueError(f"need red < orange < yellow, got {red} / {orange} / {v}")
+        return v
+
+
+class HotspotConfig(BaseModel):
+    """The cell x week risk model (LightGBM, count objective) and its rolling-origin backtest."""
+
+    model_config = ConfigDict(extra="forbid")
+    backtest_weeks: int = Field(26, ge=2, le=520)  # target weeks scored, the newest ones
+    retrain_every_weeks: int = Field(4, ge=1, le=13)  # refit the model every n backtest weeks (at most 4 asked)
+    objective: str = Field("poisson", pattern="^(poisson|tweedie)$")
+    num_boost_round: int = Field(150, ge=10, le=5000)
+    learning_rate: float = Field(0.08, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2, le=1024)
+    min_data_in_leaf: int = Field(50, ge=1)
+    kde_bandwidths_km: tuple[float, ...] = (0.4, 0.7, 1.0, 1.5, 2.5)  # candidates, chosen on validation weeks
+    kde_validation_weeks: int = Field(8, ge=1, le=104)  # the weeks just before the backtest
+    domain_min_weekly_events: float = Field(25, ge=0)  # a domain gets its own map above this city-wide mean
+
+
+class ForecastConfig(BaseModel):
+    """District x domain weekly forecasts (mlforecast + LightGBM, conformal intervals)."""
+
+    model_config = ConfigDict(extra="forbid")
+    horizon_weeks: int = Field(13, ge=1, le=52)
+    backtest_weeks: int = Field(26, ge=1, le=520)  # rolling origins cover this many of the newest weeks
+    step_weeks: int = Field(4, ge=1, le=52)  # scored origins this many weeks apart (and the refit interval)
+    lags: tuple[int, ...] = (1, 2, 3, 4, 8, 13, 52)  # weekly lags of the target (52: same week last year)
+    min_train_weeks: int = Field(16, ge=4, le=520)  # history before the first backtest origin
+
+
+class MLConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = Field(20260101, ge=0)
+    threads: int = Field(2, ge=1, le=64)
+    risk_levels: RiskLevels = RiskLevels()
+    hotspot: HotspotConfig = HotspotConfig()
+    forecast: ForecastConfig = ForecastConfig()
 
 
 class Settings(BaseModel):
@@ -67,6 +122,8 @@ class Settings(BaseModel):
     pii_key_env: str = "CITYSAFE_PII_KEY"
     lake_lock_wait_seconds: float = Field(0, ge=0, le=86400)
     city: CityConfig = CityConfig()
+    mlflow_root: Path = Path("var/mlflow")
+    ml: MLConfig = MLConfig()
     config_file: Path | None = None
 
     @field_validator("engine")
@@ -111,6 +168,11 @@ class Settings(BaseModel):
         return self.lake_root / "staging"
 
     @property
+    def gold_dir(self) -> Path:
+        """Model outputs (risk maps, forecasts, backtests, model runs) as Delta tables."""
+        return self.lake_root / "gold"
+
+    @property
     def runs_dir(self) -> Path:
         return self.lake_root / "runs"
 
@@ -137,6 +199,11 @@ def _set_nested(data: dict, dotted: list[str], value: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"environment override for {'.'.join(dotted)}: {part} is not a section")
+    if value.strip().startswith("["):  # a list, e.g. CITYSAFE_ML__FORECAST__LAGS="[1, 2, 4]"
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment override for {'.'.join(dotted)}: not a valid list: {exc}") from None
     node[dotted[-1]] = value
 
 

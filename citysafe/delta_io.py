@@ -411,6 +411,60 @@ def delete_keys(spark: SparkSession, keys: DataFrame, spec: TableSpec) -> int:
     return n
 
 
+def arrow_rows(rows, spec: TableSpec) -> pa.Table:
+    """A pandas frame (or Arrow table) as an Arrow table of exactly the declared columns and types;
+    missing or extra columns, and values that do not convert safely, are refused naming the column."""
+    names = spec.column_names
+    have = list(rows.column_names if isinstance(rows, pa.Table) else rows.columns)
+    missing, extra = [c for c in names if c not in have], [c for c in have if c not in names]
+    if missing or extra:
+        raise DeltaSchemaError(f"table {spec.name}: missing columns {missing}, unexpected columns {extra}")
+    arrays = []
+    for col in spec.columns:
+        values = rows[col.name] if isinstance(rows, pa.Table) else pa.array(rows[col.name], from_pandas=True)
+        target = _TYPES[col.type][0]
+        try:
+            arrays.append(values.cast(target) if values.type != target else values)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DeltaSchemaError(
+                f"table {spec.name}: column {col.name} does not convert to {col.type}: {exc}"
+            ) from None
+    return pa.Table.from_arrays(arrays, schema=spec.arrow_schema().with_metadata(None))
+
+
+def _same_rows(existing: pa.Table, new: pa.Table, spec: TableSpec, delete_missing: bool) -> bool:
+    """True when the table already holds exactly the new rows (and, with delete_missing, nothing else)."""
+    if delete_missing and existing.num_rows != new.num_rows:
+        return False
+    old = existing.select(spec.column_names).to_pandas()
+    fresh = new.to_pandas()
+    key = list(spec.key)
+    merged = fresh.merge(old, on=key, how="left", suffixes=("", "__old"), indicator=True)
+    if len(merged) != len(fresh) or (merged["_merge"] != "both").any():
+        return False
+    for c in spec.column_names:
+        if c in key:
+            continue
+        a, b = merged[c], merged[f"{c}__old"]
+        if not ((a == b) | (a.isna() & b.isna())).all():
+            return False
+    return True
+
+
+def sync_rows(spark: SparkSession, rows, spec: TableSpec, *, delete_missing: bool = True) -> WriteResult:
+    """`merge_sync` for rows computed in Python (model outputs): converted to the declared Arrow schema,
+    compared with the table first (delta-rs read: an unchanged result touches neither Spark nor the
+    table), else one MERGE through `merge_sync`."""
+    table = arrow_rows(rows, spec)
+    existing = ensure_table(spec)
+    before = existing.version()
+    if _same_rows(existing.to_pyarrow_table(), table, spec, delete_missing):
+        return WriteResult(
+            spec.name, "none", rows_unchanged=table.num_rows, version_before=before, version_after=before
+        )
+    return merge_sync(spark, spark.createDataFrame(table), spec, delete_missing=delete_missing)
+
+
 # --- reads and maintenance --------------------------------------------------------------------------
 
 

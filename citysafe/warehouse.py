@@ -181,6 +181,7 @@ def dbt_env(
         {
             "CITYSAFE_WAREHOUSE_BUILD_PATH": str(build_path),
             "CITYSAFE_SILVER_DIR": str(Path(settings.silver_dir)),
+            "CITYSAFE_GOLD_DIR": str(Path(settings.gold_dir)),
             "CITYSAFE_DUCKDB_DELTA_EXTENSION": str(delta_extension_path()),
             "CITYSAFE_DUCKDB_EXTENSION_DIR": str(Path(settings.state_dir) / "duckdb_extensions"),
             "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
@@ -439,6 +440,52 @@ def _count_and_close(build_path: Path, model_relations: dict[str, str]) -> dict[
     return counts
 
 
+def build_marker_path(served: Path) -> Path:
+    return Path(f"{served}.build.json")
+
+
+def _write_build_marker(served: Path, settings: Settings, run_id: str, select: list[str]) -> None:
+    """Which run built the served file last in full (a selected build keeps that) and which last touched it."""
+    marker = build_marker_path(served)
+    previous = served_build(settings)
+    data = {
+        "full_build_run_id": previous.get("full_build_run_id") if select else run_id,
+        "last_run_id": run_id,
+        "last_select": select,
+    }
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, marker)
+
+
+def served_build(settings: Settings) -> dict:
+    """{"exists": bool, "full_build_run_id": ...}: identifies the served warehouse's last full build
+    (a selected build, e.g. the gold marts after a model run, does not change it)."""
+    served = Path(settings.warehouse_path)
+    if not served.is_file():
+        return {"exists": False}
+    try:
+        data = json.loads(build_marker_path(served).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        data = {}
+    return {"exists": True, "full_build_run_id": data.get("full_build_run_id")}
+
+
+def has_models(settings: Settings, *models: str) -> bool:
+    """True when the served warehouse has every named model (table or view)."""
+    served = Path(settings.warehouse_path)
+    if not served.is_file():
+        return False
+    import duckdb
+
+    con = duckdb.connect(str(served), read_only=True)
+    try:
+        names = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    finally:
+        con.close()
+    return all(m in names for m in models)
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -639,6 +686,7 @@ def _build(
             )
         os.replace(build_path, served)
         _fsync_dir(served.parent)
+        _write_build_marker(served, settings, run_dir.name, select)
     except BaseException:
         _remove_build(build_path)
         raise
@@ -741,3 +789,25 @@ def dbt_parse(settings: Settings, target_path: Path | None = None, *, timeout_s:
         raise WarehouseBuildError(f"dbt parse failed (exit code {rc})" + (f": {detail}" if detail else ""))
     log.info(f"dbt parse -> {manifest}")
     return manifest
+
+
+def query(settings: Settings, sql: str, params: Sequence | None = None):
+    """Run one read-only query against the served warehouse and return a pandas DataFrame (models, reports).
+
+    Tables (marts) read without any extension; views over the lake need the Delta extension, loaded from
+    the wheel. Raises MartsError when the warehouse has not been built."""
+    import duckdb
+
+    served = Path(settings.warehouse_path)
+    if not served.is_file():
+        raise MartsError(f"warehouse {served} not found: run `citysafe build-marts` (or `citysafe run`) first")
+    con = duckdb.connect(
+        str(served),
+        read_only=True,
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(sql, params or []).df()
+    finally:
+        con.close()

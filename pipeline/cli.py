@@ -229,6 +229,85 @@ def _print_summary(ctx: RunContext) -> None:
     click.echo(f"  summary: {ctx.summary.path}")
 
 
+@main.group("ml")
+def ml_group():
+    """Risk models: cell x week hotspot maps and district x domain forecasts, scored against baselines."""
+
+
+@ml_group.command("train")
+@run_id_option
+@_exit_on_error
+def ml_train(run_id):
+    """Backtest every method (rolling origin), fit the models, publish the champions into gold.
+
+    Writes gold/* (a re-run with the same inputs commits nothing), logs the run to MLflow and rebuilds
+    the marts that read gold. Prints the comparison table."""
+    with _context(run_id) as ctx:
+        result = stages.run_stage(ctx, stages.stage("ml"))
+    _print_comparison(ctx.settings)
+    click.echo(f"model run {result['model_run_key'][:12]} (MLflow run {result['mlflow_run_id']})")
+    for scope, choice in result["published"].items():
+        click.echo(f"  published {scope}: {choice['method']} - {choice['reason']}")
+
+
+@ml_group.command("predict")
+@run_id_option
+@_exit_on_error
+def ml_predict(run_id):
+    """Publish the newest maps and forecasts with the methods the last `ml train` chose (no backtest):
+    a cheap weekly refresh between trainings. Commits nothing when nothing new arrived."""
+    with _context(run_id) as ctx:
+        result = stages.run_ml_predict(ctx)
+    click.echo(
+        f"model run {result['model_run_key'][:12]}: "
+        + ", ".join(f"{k}={v}" for k, v in result["written"].items())
+        + f" in {result['seconds']:.1f}s"
+    )
+
+
+@ml_group.command("evaluate")
+@click.option("--scope", default=None, help="Only this hotspot scope (ALL or a domain code).")
+@_exit_on_error
+def ml_evaluate(scope):
+    """Print every method's backtest scores (hotspots: PAI, PEI*, hit rate, deviance; forecasts: MASE,
+    coverage, Winkler) from the gold tables of the last model run."""
+    _print_comparison(_settings(), scope)
+
+
+def _print_comparison(settings: Settings, scope: str | None = None) -> None:
+    from ml import risk_models
+
+    try:
+        hot, fc = risk_models.comparison_tables(settings)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    if scope:
+        hot = hot[hot["scope"] == scope]
+    cols = [
+        c
+        for c in (
+            "scope",
+            "method",
+            "weeks",
+            "pai_1",
+            "pai_5",
+            "pai_10",
+            "pei_5",
+            "hit_rate_5",
+            "poisson_deviance",
+            "spearman_truth",
+            "pai_5_share_of_oracle",
+        )
+        if c in hot.columns
+    ]
+    click.echo("Hotspot backtest (mean over target weeks):")
+    click.echo(hot[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    pivot = fc.pivot_table(index=["measure", "horizon"], columns="method", values="mase")
+    click.echo("\nForecast backtest, MASE by horizon (scale: " + ", ".join(sorted(set(fc["mase_scale"]))) + "):")
+    cov = fc[fc["method"] == "lightgbm"].set_index(["measure", "horizon"])[["coverage_80", "winkler_80"]]
+    click.echo(pivot.join(cov).to_string(float_format=lambda v: f"{v:.3f}"))
+
+
 @main.command("stages")
 def show_stages():
     """List the stages of a run in order, with what each reads and writes."""

@@ -21,18 +21,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from citysafe import fingerprint, lake_lock, logs, reconcile, warehouse
+from citysafe import delta_io, fingerprint, lake_lock, logs, reconcile, warehouse
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.engine import spark_session
 from citysafe.errors import MartsError, ReconcileError
 from citysafe.runs import RunSummary, write_json_atomic
 from citysafe.sources import Source, get_source, load_registry
+from ml import gold as gold_tables
+from ml import risk_models
 from spark_jobs import bronze, catalog, silver, silver_reference, unmapped_codes
 from synthetic_city import generate as generate_city
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC_TAG = "synthetic"
+GOLD_TAG = "gold"  # dbt models that read the gold zone (rebuilt by the ml stage)
+GOLD_MARTS_PROBE = "mart_risk_map"
 
 
 class RunContext:
@@ -181,6 +185,9 @@ def run_marts(
             f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): wrong lake_root, or "
             f"run `citysafe reference` (it creates every silver table no job has written yet)"
         )
+    # The gold marts (risk maps, forecasts) read the gold tables: they exist, empty, before the first model run.
+    for spec in gold_tables.gold_tables(ctx.settings.gold_dir).values():
+        delta_io.ensure_table(spec)
     result = warehouse.build_marts(
         ctx.settings,
         ctx.run_id,
@@ -213,6 +220,32 @@ def run_reconcile(ctx: RunContext) -> dict:
     return report
 
 
+def run_ml(ctx: RunContext) -> dict:
+    """Backtest and fit the risk models, publish the champions into gold, then rebuild the marts that
+    read gold (only those: the rest of the served warehouse is copied)."""
+    result = risk_models.train_and_publish(ctx.settings, lambda: ctx.spark, ctx.run_id)
+    if result["changed"] or not warehouse.has_models(ctx.settings, GOLD_MARTS_PROBE):
+        result["marts"] = warehouse.build_marts(ctx.settings, ctx.run_id, select=[f"tag:{GOLD_TAG}"])
+    ctx.summary.record_table(
+        "gold", {k: v for k, v in result.items() if k not in ("summary", "forecast_metrics", "marts")}
+    )
+    return result
+
+
+def run_ml_predict(ctx: RunContext) -> dict:
+    """`citysafe ml predict`: the last training's methods on the newest data, no backtest."""
+    with lake_lock.lake_lock(
+        ctx.settings.lake_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
+    ):
+        try:
+            result = risk_models.predict_and_publish(ctx.settings, lambda: ctx.spark, ctx.run_id)
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
+        if result["changed"]:
+            result["marts"] = warehouse.build_marts(ctx.settings, ctx.run_id, select=[f"tag:{GOLD_TAG}"])
+    return result
+
+
 # --- fingerprints ---------------------------------------------------------------------------------
 
 
@@ -243,9 +276,19 @@ def _marts_inputs(ctx: RunContext) -> dict:
         "silver": fingerprint.delta_versions(s.silver_dir),
         "dbt_project": fingerprint.files_digest([warehouse.DBT_PROJECT_DIR], REPO_ROOT),
         "vars": warehouse.dbt_vars(s),
-        "warehouse": [str(s.warehouse_path), fingerprint.file_state(s.warehouse_path)],
+        # the served file and its last FULL build (the ml stage's rebuild of the gold marts does not count)
+        "warehouse": [str(s.warehouse_path), warehouse.served_build(s)],
         # Freshness is measured when the marts are built: rebuild at least once a day.
         "day": dt.datetime.now(dt.UTC).date().isoformat(),
+    }
+
+
+def _ml_inputs(ctx: RunContext) -> dict:
+    s = ctx.settings
+    return {
+        **risk_models.inputs(s),
+        "gold": fingerprint.delta_versions(s.gold_dir),
+        "warehouse_exists": warehouse.served_build(s)["exists"],
     }
 
 
@@ -308,6 +351,14 @@ STAGES: tuple[Stage, ...] = (
         writes=(),
         run=run_reconcile,
         writes_lake=False,
+    ),
+    Stage(
+        "ml",
+        "risk models: backtest every method, publish the champions' maps and forecasts, rebuild gold marts",
+        reads=("<warehouse_path> (feature mart, fct_incident, fct_hazard)", "ml/", "<synthetic_root>/truth/"),
+        writes=("gold/*", "<mlflow_root>/", "<warehouse_path> (marts tagged gold)"),
+        run=run_ml,
+        fingerprint=_ml_inputs,
     ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

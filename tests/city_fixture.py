@@ -49,6 +49,17 @@ def city_env(root: Path) -> dict:
         "CITYSAFE_SCALE": SCALE,
         "CITYSAFE_CITY__DAYS": DAYS,
         "CITYSAFE_PII_KEY": "e2e-test-key-0123456789",
+        "CITYSAFE_MLFLOW_ROOT": str(root / "mlflow"),
+        # 13 weeks of data: a short backtest and horizon (the defaults need a year or more)
+        "CITYSAFE_ML__HOTSPOT__BACKTEST_WEEKS": "4",
+        "CITYSAFE_ML__HOTSPOT__KDE_VALIDATION_WEEKS": "2",
+        "CITYSAFE_ML__HOTSPOT__NUM_BOOST_ROUND": "60",
+        "CITYSAFE_ML__HOTSPOT__MIN_DATA_IN_LEAF": "20",
+        "CITYSAFE_ML__FORECAST__HORIZON_WEEKS": "2",
+        "CITYSAFE_ML__FORECAST__BACKTEST_WEEKS": "4",
+        "CITYSAFE_ML__FORECAST__STEP_WEEKS": "1",
+        "CITYSAFE_ML__FORECAST__LAGS": "[1, 2, 4]",
+        "CITYSAFE_ML__FORECAST__MIN_TRAIN_WEEKS": "5",
     }
 
 

@@ -58,3 +58,12 @@ def cli(monkeypatch, tmp_path):
         return result.exit_code, result.stdout, result.stderr
 
     return invoke
+
+
+def pytest_itemcollected(item):
+    """With pytest-xdist (`-n 2 --dist loadgroup`, as `make test` runs): a test file's tests stay on one
+    worker (module fixtures are built once), and every test of the built city shares one worker (the
+    city is built once per session, not once per worker). Marked at collection, before xdist's own
+    pytest_collection_modifyitems reads the marks."""
+    group = "built_city" if "built_city" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+    item.add_marker(pytest.mark.xdist_group(group))

@@ -30,6 +30,7 @@ COMMANDS = [
     "history",
     "maintain",
     "data-docs",
+    "ml",
 ]
 
 
@@ -90,3 +91,19 @@ def test_progress_lines_name_the_stage(cli, tiny_city):
     assert code == 0
     line = next(x for x in err.splitlines() if "landed " in x)
     assert line.startswith("[") and "s] ingest " in line and " INFO " in line
+
+
+@pytest.mark.parametrize("sub", ["train", "predict", "evaluate"])
+def test_help_on_every_ml_command(cli, sub):
+    code, out, _ = cli("ml", sub, "--help")
+    assert code == 0 and f"Usage: citysafe ml {sub}" in out
+
+
+def test_ml_evaluate_before_any_training_exits_2_naming_the_command(cli):
+    code, _, err = cli("ml", "evaluate")
+    assert code == 2 and "citysafe ml train" in err and "Traceback" not in err
+
+
+def test_ml_predict_before_any_training_exits_2_naming_the_command(cli):
+    code, _, err = cli("ml", "predict")
+    assert code == 2 and "citysafe ml train" in err and "Traceback" not in err

@@ -72,6 +72,7 @@ def test_second_run_changes_nothing(first_run):
     assert summary["stages"]["silver"]["status"] == "skipped"
     assert summary["stages"]["marts"]["status"] == "skipped"
     assert summary["stages"]["reconcile"]["status"] == "ok"
+    assert summary["stages"]["ml"]["status"] == "skipped"
     assert warehouse.stat().st_mtime_ns == served
     assert _versions(tmp / "lake") == before
     # The silver jobs themselves also change nothing when they run with nothing new.

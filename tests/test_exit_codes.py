@@ -216,9 +216,10 @@ def test_run_and_stage_commands_share_the_stage_graph():
     """`citysafe run` walks pipeline.stages.STAGES; every stage has a command or is part of run."""
     from pipeline import stages
 
-    assert stages.STAGE_NAMES == ("generate", "reference", "ingest", "silver", "marts", "reconcile")
+    assert stages.STAGE_NAMES == ("generate", "reference", "ingest", "silver", "marts", "reconcile", "ml")
     commands = set(main.commands)
-    assert {"generate", "reference", "ingest", "silver", "build-marts", "reconcile", "run", "stages"} <= commands
+    assert {"generate", "reference", "ingest", "silver", "build-marts", "reconcile", "run", "stages", "ml"} <= commands
+    assert {"train", "predict", "evaluate"} == set(main.commands["ml"].commands)
 
 
 def test_stages_command_lists_reads_and_writes(cli):

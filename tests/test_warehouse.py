@@ -39,6 +39,7 @@ from citysafe.warehouse import (
     generate_docs,
     partial_parse_state,
 )
+from ml.gold import gold_tables
 from spark_jobs import silver_reference, tables
 from spark_jobs.catalog import silver_tables
 
@@ -140,12 +141,14 @@ HAZARD = {
 
 
 def silver_specs(lake_root: Path) -> dict[str, TableSpec]:
-    """Every declared table the dbt project can read, by name (the Spark jobs' own declarations)."""
-    return silver_tables(load_settings(environ={"CITYSAFE_LAKE_ROOT": str(lake_root)}))
+    """Every declared table the dbt project can read, by name (the Spark jobs' and the models' own
+    declarations: silver and ops tables, and the gold tables the risk models write)."""
+    settings = load_settings(environ={"CITYSAFE_LAKE_ROOT": str(lake_root)})
+    return {**silver_tables(settings), **gold_tables(settings.gold_dir)}
 
 
 def declared_source_tables() -> set[str]:
-    """Table names of every dbt source (all read from <lake_root>/silver/<name>)."""
+    """Table names of every dbt source (read from <lake_root>/silver/<name> or <lake_root>/gold/<name>)."""
     names = set()
     for path in (DBT_PROJECT_DIR / "models").rglob("_*__sources.yml"):
         for source in yaml.safe_load(path.read_text(encoding="utf-8"))["sources"]:
@@ -254,7 +257,7 @@ def incident_row(source: str, record_id: str, local: str, district: str, subcate
 
 
 def write_silver(lake_root: Path, rows=ROWS) -> None:
-    """Every declared source table: the incidents and what they point at; the other tables empty."""
+    """Every declared source table: the incidents and what they point at; the other tables (gold too) empty."""
     specs = silver_specs(lake_root)
     data = {"incident": [incident_row(*r, n=i + 1) for i, r in enumerate(rows)], **reference_rows(rows)}
     for name, spec in specs.items():
@@ -297,6 +300,11 @@ def built(tmp_path_factory):
     return settings, result, lines, base
 
 
+def served_files(served: Path) -> list[str]:
+    """What a build leaves next to the served file: the file and its build marker, nothing else."""
+    return sorted([served.name] + ([f"{served.name}.build.json"] if Path(f"{served}.build.json").exists() else []))
+
+
 def _query(path: Path, sql: str) -> list[tuple]:
     con = duckdb.connect(str(path), read_only=True)
     try:
@@ -331,7 +339,7 @@ def test_build_marts_counts_per_district_week_domain(built):
     statuses = {r["unique_id"]: r["status"] for r in json.loads((target / "run_results.json").read_text())["results"]}
     unit = [s for uid, s in statuses.items() if uid.startswith("unit_test.")]
     assert len(unit) >= 3 and set(unit) == {"pass"}
-    assert sorted(p.name for p in served.parent.iterdir()) == [served.name]
+    assert sorted(p.name for p in served.parent.iterdir()) == served_files(served)
     # dbt's partial-parse state is kept for the next run, not in the run's own target folder
     assert partial_parse_state(settings).is_file() and not (target / "partial_parse.msgpack").exists()
 
@@ -397,7 +405,7 @@ def test_missing_silver_table_leaves_served_file_untouched(built, tmp_path):
     assert "test source_unique_silver_incident_incident_id" in err.value.failed_nodes
     assert "Path does not exist" in str(err.value)
     assert served.read_bytes() == before
-    assert sorted(p.name for p in served.parent.iterdir()) == [served.name]
+    assert sorted(p.name for p in served.parent.iterdir()) == served_files(served)
 
 
 def test_failing_data_test_leaves_served_file_untouched(built, tmp_path):
@@ -419,7 +427,7 @@ def test_failing_data_test_leaves_served_file_untouched(built, tmp_path):
     results = json.loads((err.value.run_dir / "dbt_target" / "run_results.json").read_text())["results"]
     assert {r["unique_id"]: r["status"] for r in results}["model.citysafe.stg_silver__incident"] == "skipped"
     assert served.read_bytes() == before
-    assert sorted(p.name for p in served.parent.iterdir()) == [served.name]
+    assert sorted(p.name for p in served.parent.iterdir()) == served_files(served)
 
 
 def test_rebuild_swaps_atomically_under_an_open_reader(built, tmp_path):
@@ -509,7 +517,7 @@ def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server
     assert "must be owner" in str(err.value)
     assert _postgres_counts(pg_server, "marts") == before_pg and _schemas(pg_server) == {"marts"}
     assert served.read_bytes() == before_file
-    assert sorted(p.name for p in served.parent.iterdir()) == [served.name]
+    assert sorted(p.name for p in served.parent.iterdir()) == served_files(served)
 
 
 def test_prod_target_needs_the_dsn_variable(built, tmp_path, monkeypatch):

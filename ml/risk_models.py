@@ -1,0 +1,405 @@
+"""The ML stage: read the warehouse, backtest and fit the hotspot and forecast models, publish the
+champions' outputs into the gold zone, track the run in MLflow.
+
+`train_and_publish` does it all (`citysafe ml train` and the `ml` stage of `citysafe run`);
+`evaluate` prints the comparison tables from the gold tables. Deterministic: the same inputs give the
+same rows, so a re-run commits no new table version and logs no new MLflow run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from citysafe import delta_io, fingerprint
+from citysafe.config import REPO_ROOT, Settings
+from ml import forecast, gold, hotspot, tracking
+from ml.panel import DOMAINS, Panel, history, kde_weights, read_panel
+
+log = logging.getLogger(__name__)
+
+ALL = "ALL"
+FORECAST = "forecast"  # key of the forecast model in `published` and among the MLflow models
+HISTORY_KEPT = ("risk_cell_week", "forecast")  # every week's map / origin's forecast is kept
+ML_CODE = Path(__file__).resolve().parent
+LIBRARIES = ("lightgbm", "mlforecast", "utilsforecast", "numpy", "pandas")
+
+
+def truth_matrix(settings: Settings, panel: Panel) -> dict[str, np.ndarray] | None:
+    """The synthetic generator's true expected counts per scope as (cells, weeks) matrices, or None when
+    the lake is not the synthetic city's (no truth file, or it does not cover the panel's cells)."""
+    path = settings.synthetic_root / "truth" / "intensity_cell_week.csv.gz"
+    if not path.is_file():
+        return None
+    t = pd.read_csv(path, dtype={"h3_cell": str, "domain_code": str}, parse_dates=["week_start"])
+    if t["h3_cell"].isin(set(panel.cells)).mean() < 0.5 or not set(panel.cells) & set(t["h3_cell"]):
+        return None
+    cell_idx = pd.Series(np.arange(panel.n_cells), index=panel.cells)
+    week_idx = pd.Series(np.arange(panel.n_weeks), index=panel.weeks)
+    t = t[t["h3_cell"].isin(cell_idx.index) & t["week_start"].isin(week_idx.index)]
+    out = {}
+    for scope in (ALL, *DOMAINS):
+        sub = t if scope == ALL else t[t["domain_code"] == scope]
+        m = np.zeros((panel.n_cells, panel.n_weeks))
+        np.add.at(
+            m, (cell_idx[sub["h3_cell"]].to_numpy(), week_idx[sub["week_start"]].to_numpy()), sub["expected_count"]
+        )
+        out[scope] = m
+    return out
+
+
+def study_area(settings: Settings, panel: Panel) -> tuple[np.ndarray, str]:
+    """Cells that are scored and mapped: the city grid when the city has district polygons, else the
+    cells with at least one event in the data (a city known only from its records' points)."""
+    if Path(settings.districts_geojson).is_file():
+        return np.ones(panel.n_cells, dtype=bool), "city grid (district polygons)"
+    active = panel.counts.sum(axis=1) > 0
+    return active, "cells with at least one event"
+
+
+def scopes(panel: Panel, min_weekly: float) -> list[str]:
+    """ALL, plus every domain whose city-wide weekly mean reaches `min_weekly` events."""
+    out = [ALL]
+    for d in DOMAINS:
+        if panel.domain_counts[d][:, panel.complete].sum(axis=0).mean() >= min_weekly:
+            out.append(d)
+    return out
+
+
+def inputs(settings: Settings) -> dict:
+    """What the models read: silver versions, the marts build, the dbt project, the ML code and config."""
+    marts_state = settings.state_dir / "stages" / "marts.json"
+    build = json.loads(marts_state.read_text()) if marts_state.is_file() else {}
+    truth = settings.synthetic_root / "truth" / "intensity_cell_week.csv.gz"
+    return {
+        "silver": fingerprint.delta_versions(settings.silver_dir),
+        "warehouse_build": {"run_id": build.get("run_id"), "path": str(settings.warehouse_path)},
+        "dbt_project": fingerprint.files_digest([REPO_ROOT / "dbt"], REPO_ROOT),
+        "ml_code": fingerprint.files_digest([ML_CODE], REPO_ROOT),
+        "config": {"ml": settings.ml.model_dump(mode="json"), "districts": str(settings.districts_geojson)},
+        "truth": fingerprint.file_state(truth),
+        "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES},
+    }
+
+
+def cell_geometry(panel: Panel, area: np.ndarray) -> pd.DataFrame:
+    """Each mapped cell's polygon as GeoJSON (lon/lat, closed ring) and its centre."""
+    import h3
+
+    rows = []
+    for cell, district, lon, lat in zip(panel.cells[area], panel.district[area], panel.lon[area], panel.lat[area]):
+        ring = [[round(p[1], 7), round(p[0], 7)] for p in h3.cell_to_boundary(str(cell))]
+        ring.append(ring[0])
+        rows.append(
+            {
+                "h3_cell": cell,
+                "district_code": district or None,
+                "centroid_lon": float(lon),
+                "centroid_lat": float(lat),
+                "boundary_geojson": json.dumps({"type": "Polygon", "coordinates": [ring]}, separators=(",", ":")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_key(inp: dict) -> str:
+    stable = {k: v for k, v in inp.items() if k != "warehouse_build"}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _dates(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    for c in cols:
+        frame[c] = pd.to_datetime(frame[c]).dt.date
+    return frame
+
+
+def train_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
+    """Backtest, fit and publish every model; write the gold tables; log the run to MLflow."""
+    started = time.monotonic()
+    steps: dict[str, float] = {}
+    inp = inputs(settings)
+    key = run_key(inp)
+    cfg = settings.ml
+
+    t = time.monotonic()
+    panel = read_panel(settings)
+    truth = truth_matrix(settings, panel)
+    area, area_rule = study_area(settings, panel)
+    chosen = scopes(panel, cfg.hotspot.domain_min_weekly_events)
+    steps["read"] = time.monotonic() - t
+    log.info(
+        "hotspot: %d cells (%s: %d), %d weeks %s..%s, scopes %s, truth %s",
+        panel.n_cells,
+        area_rule,
+        int(area.sum()),
+        panel.n_weeks,
+        panel.weeks[0].date(),
+        panel.weeks[-1].date(),
+        ",".join(chosen),
+        "yes" if truth is not None else "no",
+    )
+    results: dict[str, hotspot.ScopeResult] = {}
+    t = time.monotonic()
+    for scope in chosen:
+        target_scope = "all" if scope == ALL else scope
+        results[scope] = hotspot.run_scope(
+            panel,
+            target_scope,
+            cfg.hotspot,
+            cfg.risk_levels,
+            seed=cfg.seed,
+            threads=cfg.threads,
+            study_area=area,
+            truth=None if truth is None else truth[scope],
+            on_step=log.info,
+        )
+    steps["hotspot"] = time.monotonic() - t
+
+    t = time.monotonic()
+    series = forecast.read_series(settings)
+    fc = forecast.run(series, cfg.forecast, seed=cfg.seed, threads=cfg.threads, on_step=log.info)
+    steps["forecast"] = time.monotonic() - t
+
+    # --- gold rows -------------------------------------------------------------------------------
+    t = time.monotonic()
+    rows = {}
+    maps, preds, scores = [], [], []
+    for scope, r in results.items():
+        maps.append(r.published.assign(scope=scope))
+        preds.append(r.predictions.assign(scope=scope))
+        scores.append(r.scores.assign(scope=scope))
+    risk = pd.concat(maps, ignore_index=True)
+    risk["model_run_key"] = key
+    rows["risk_cell_week"] = _dates(risk, "feature_week_start", "target_week_start")
+    rows["risk_backtest_prediction"] = _dates(
+        pd.concat(preds, ignore_index=True), "target_week_start", "origin_week_start"
+    )
+    rows["risk_backtest_score"] = _dates(pd.concat(scores, ignore_index=True), "target_week_start")
+
+    rows["forecast"] = _dates(_forecast_rows(fc.forecast, series, key), "origin_week_start", "target_week_start")
+    b = fc.backtest.rename(
+        columns={
+            "unique_id": "series_id",
+            "cutoff": "cutoff_week_start",
+            "ds": "target_week_start",
+            "y": "actual",
+            "lo": "lightgbm_p10",
+            "hi": "lightgbm_p90",
+        }
+    )
+    rows["forecast_backtest"] = _dates(b, "cutoff_week_start", "target_week_start")
+    m = fc.metrics.rename(columns={"coverage": "coverage_80", "winkler": "winkler_80", "mase_n": "series_points"}).drop(
+        columns=["interval_n"]
+    )
+    rows["forecast_metric"] = m
+    rows["cell_geometry"] = cell_geometry(panel, area)
+
+    published = {
+        scope: {"method": r.champion, "reason": r.champion_reason, "kde_bandwidth_km": r.bandwidth_km}
+        for scope, r in results.items()
+    }
+    published[FORECAST] = {
+        "method": forecast.LIGHTGBM,
+        "reason": "the only forecaster with intervals; see the forecast metrics for how it compares",
+        "conformal_quantiles": {str(k): v for k, v in fc.quantiles.items()},
+    }
+    summary = {scope: r.summary.set_index("method").round(6).to_dict(orient="index") for scope, r in results.items()}
+    forecast_summary = (
+        fc.metrics[fc.metrics["horizon"].isin([1, 4, 13])]
+        .set_index(["measure", "method", "horizon"])[["mase", "coverage", "winkler"]]
+        .round(6)
+    )
+    metrics_json = {
+        "hotspot": summary,
+        "forecast": {"|".join(map(str, k)): v for k, v in forecast_summary.to_dict(orient="index").items()},
+    }
+    params = {
+        "ml": cfg.model_dump(mode="json"),
+        "study_area": area_rule,
+        "scopes": chosen,
+        "libraries": inp["libraries"],
+        "hotspot_lightgbm": hotspot.lgb_params(cfg.hotspot, cfg.seed, cfg.threads),
+    }
+    steps["assemble"] = time.monotonic() - t
+
+    # --- writes ----------------------------------------------------------------------------------
+    t = time.monotonic()
+    specs = gold.gold_tables(settings.gold_dir)
+    spark = spark_factory()
+    written = write_gold(spark, specs, rows)
+    steps["write"] = time.monotonic() - t
+
+    t = time.monotonic()
+    flat_metrics = {
+        f"{scope}.{method}.{metric}": value
+        for scope, by_method in summary.items()
+        for method, values in by_method.items()
+        for metric, value in values.items()
+        if isinstance(value, (int, float))
+    }
+    flat_metrics.update(
+        {
+            f"forecast.{k.replace('|', '.')}.{metric}": v
+            for k, values in metrics_json["forecast"].items()
+            for metric, v in values.items()
+        }
+    )
+    models = {scope: r.model for scope, r in results.items()}
+    models[FORECAST] = fc.model
+    mlflow_run = tracking.log_run(
+        settings.mlflow_root,
+        key,
+        run_id,
+        {"model_run_key": key, **{k: json.dumps(v, default=str) for k, v in params.items()}},
+        flat_metrics,
+        {k: v for k, v in models.items() if v is not None},
+        published,
+    )
+    steps["mlflow"] = time.monotonic() - t
+
+    r_all = results[ALL]
+    run_row = pd.DataFrame(
+        [
+            {
+                "model_run_key": key,
+                "run_id": run_id,
+                "created_at": pd.Timestamp(dt.datetime.now(dt.UTC)),
+                "feature_weeks": f"{panel.weeks[0].date()}..{panel.weeks[-1].date()}",
+                "hotspot_train_weeks": "..".join(r_all.train_weeks),
+                "silver_versions": json.dumps(inp["silver"], sort_keys=True),
+                "warehouse_build": json.dumps(inp["warehouse_build"], sort_keys=True),
+                "parameters": json.dumps(params, sort_keys=True, default=str),
+                "metrics": json.dumps(metrics_json, sort_keys=True, default=str),
+                "published": json.dumps(published, sort_keys=True),
+                "mlflow_run_id": mlflow_run,
+            }
+        ]
+    )
+    model_runs = specs["model_run"]
+    delta_io.ensure_table(model_runs)
+    seen = delta_io.arrow_rows(run_row, model_runs)
+    existing = delta_io.DeltaTable(str(model_runs.path)).to_pyarrow_table(columns=["model_run_key"])
+    if key in set(existing.column("model_run_key").to_pylist()):
+        written["model_run"] = delta_io.WriteResult(model_runs.name, "none", rows_unchanged=1)
+    else:
+        written["model_run"] = delta_io.append(spark.createDataFrame(seen), model_runs, expected_rows=1)
+    steps["total"] = time.monotonic() - started
+    for name, seconds in steps.items():
+        log.info("ml step %-10s %6.1f s", name, seconds)
+    return {
+        "model_run_key": key,
+        "mlflow_run_id": mlflow_run,
+        "published": published,
+        "scopes": chosen,
+        "written": {k: v.operation for k, v in written.items()},
+        "changed": any(v.operation != "none" for v in written.values()),
+        "seconds": {k: round(v, 2) for k, v in steps.items()},
+        "hotspot_seconds": {s: {k: round(v, 2) for k, v in r.seconds.items()} for s, r in results.items()},
+        "forecast_seconds": {k: round(v, 2) for k, v in fc.seconds.items()},
+        "summary": {scope: r.summary for scope, r in results.items()},
+        "forecast_metrics": fc.metrics,
+    }
+
+
+def write_gold(spark, specs: dict, rows: dict[str, pd.DataFrame]) -> dict[str, delta_io.WriteResult]:
+    written = {}
+    for name, frame in rows.items():
+        spec = specs[name]
+        frame = frame[[c.name for c in spec.columns]]
+        written[name] = delta_io.sync_rows(spark, frame, spec, delete_missing=name not in HISTORY_KEPT)
+        log.info("gold.%s: %s (%d rows)", name, written[name].operation, len(frame))
+    return written
+
+
+def latest_model_run(settings: Settings) -> dict:
+    spec = gold.gold_tables(settings.gold_dir)["model_run"]
+    if delta_io.version(spec) is None:
+        raise FileNotFoundError(f"{spec.path}: no model run yet; run `citysafe ml train` first")
+    runs = delta_io.DeltaTable(str(spec.path)).to_pandas()
+    if runs.empty:
+        raise FileNotFoundError(f"{spec.path}: no model run yet; run `citysafe ml train` first")
+    return runs.sort_values(["created_at", "model_run_key"]).iloc[-1].to_dict()
+
+
+def predict_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
+    """The newest maps and forecasts from the current warehouse with the methods the last training run
+    chose (no backtest): refit on every labelled week, publish. For a weekly refresh between trainings."""
+    started = time.monotonic()
+    last = latest_model_run(settings)
+    published = json.loads(last["published"])
+    cfg = settings.ml
+    panel = read_panel(settings)
+    area, _ = study_area(settings, panel)
+    maps = []
+    for scope, choice in published.items():
+        if scope == FORECAST:
+            continue
+        target_scope = "all" if scope == ALL else scope
+        hist = history(panel, target_scope, kde_weights(panel, float(choice["kde_bandwidth_km"])))
+        _, risk, _, _ = hotspot.fit_and_publish(
+            panel,
+            hist,
+            target_scope,
+            choice["method"],
+            area,
+            cfg.hotspot,
+            cfg.risk_levels,
+            seed=cfg.seed,
+            threads=cfg.threads,
+        )
+        maps.append(risk.assign(scope=scope))
+        log.info("predict %s: %s map for %s", scope, choice["method"], risk["target_week_start"].iloc[0].date())
+    series = forecast.read_series(settings)
+    quantiles = {str(k): float(v) for k, v in published[FORECAST]["conformal_quantiles"].items()}
+    rows_fc, _ = forecast.fit_future(series, cfg.forecast, quantiles, seed=cfg.seed, threads=cfg.threads)
+    key = last["model_run_key"]
+    risk = pd.concat(maps, ignore_index=True).assign(model_run_key=key)
+    rows = {
+        "risk_cell_week": _dates(risk, "feature_week_start", "target_week_start"),
+        "forecast": _dates(_forecast_rows(rows_fc, series, key), "origin_week_start", "target_week_start"),
+        "cell_geometry": cell_geometry(panel, area),
+    }
+    written = write_gold(spark_factory(), gold.gold_tables(settings.gold_dir), rows)
+    return {
+        "model_run_key": key,
+        "published": {s: c["method"] for s, c in published.items()},
+        "written": {k: v.operation for k, v in written.items()},
+        "changed": any(v.operation != "none" for v in written.values()),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def _forecast_rows(rows: pd.DataFrame, series: pd.DataFrame, key: str) -> pd.DataFrame:
+    meta = series.drop_duplicates("unique_id").set_index("unique_id")
+    f = rows.rename(columns={"unique_id": "series_id"})
+    for c in ("measure", "level", "district_code", "domain_code"):
+        f[c] = f["series_id"].map(meta[c])
+    f["method"], f["model_run_key"] = forecast.LIGHTGBM, key
+    return f
+
+
+def comparison_tables(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(hotspot summary per scope and method, forecast metrics per measure, method and horizon) from gold."""
+    specs = gold.gold_tables(settings.gold_dir)
+    for name in ("risk_backtest_score", "forecast_metric"):
+        if delta_io.version(specs[name]) is None:
+            raise FileNotFoundError(
+                f"{specs[name].path}: no backtest yet; run `citysafe ml train` (or `citysafe run`) first"
+            )
+    scores = delta_io.DeltaTable(str(specs["risk_backtest_score"].path)).to_pandas()
+    parts = []
+    for scope, g in scores.groupby("scope"):
+        s = hotspot.summarise(g)
+        s.insert(0, "scope", scope)
+        parts.append(s)
+    hot = pd.concat(parts, ignore_index=True)
+    fm = delta_io.DeltaTable(str(specs["forecast_metric"].path)).to_pandas()
+    return hot, fm.sort_values(["measure", "horizon", "method"], ignore_index=True)
