@@ -24,6 +24,7 @@ from citysafe.config import ConfigError, Settings, load_settings
 from citysafe.errors import EXIT_CODES, EXIT_CONFIG, EXIT_ERROR, CitySafeError
 from citysafe.runs import new_run_id, sanitize_run_id
 from citysafe.sources import load_registry
+from ml.tracking import tracking_uri
 from pipeline import stages
 from pipeline.stages import RunContext
 
@@ -226,6 +227,14 @@ def _print_summary(ctx: RunContext) -> None:
     rec = data["tables"].get("reconciliation")
     if rec:
         click.echo(f"  reconciliation with the generator's truth: {'OK' if rec['ok'] else 'MISMATCH'}")
+    gold = data["tables"].get("gold")
+    if gold:
+        published = ", ".join(f"{scope} {c['method']}" for scope, c in gold["published"].items())
+        click.echo(f"  risk models (model run {gold['model_run_key'][:12]}): published {published}")
+        click.echo(
+            f"    the risk map: table mart_risk_map in {ctx.settings.warehouse_path}; scores: `citysafe ml evaluate`; "
+            f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(ctx.settings.mlflow_root)}"
+        )
     click.echo(f"  summary: {ctx.summary.path}")
 
 

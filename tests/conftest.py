@@ -65,5 +65,7 @@ def pytest_itemcollected(item):
     worker (module fixtures are built once), and every test of the built city shares one worker (the
     city is built once per session, not once per worker). Marked at collection, before xdist's own
     pytest_collection_modifyitems reads the marks."""
+    if not item.config.pluginmanager.hasplugin("xdist"):  # the Airflow venv runs without it
+        return
     group = "built_city" if "built_city" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
     item.add_marker(pytest.mark.xdist_group(group))
