@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,13 @@ def run_key(inp: dict) -> str:
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate maps; a baseline's map has no 2nd/3rd contribution (all-NULL columns), which is fine."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message="The behavior of DataFrame concatenation")
+        return pd.concat(frames, ignore_index=True)
+
+
 def _dates(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
     for c in cols:
         frame[c] = pd.to_datetime(frame[c]).dt.date
@@ -176,7 +184,7 @@ def train_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
         maps.append(r.published.assign(scope=scope))
         preds.append(r.predictions.assign(scope=scope))
         scores.append(r.scores.assign(scope=scope))
-    risk = pd.concat(maps, ignore_index=True)
+    risk = _concat(maps)
     risk["model_run_key"] = key
     rows["risk_cell_week"] = _dates(risk, "feature_week_start", "target_week_start")
     rows["risk_backtest_prediction"] = _dates(
@@ -361,7 +369,7 @@ def predict_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
     quantiles = {str(k): float(v) for k, v in published[FORECAST]["conformal_quantiles"].items()}
     rows_fc, _ = forecast.fit_future(series, cfg.forecast, quantiles, seed=cfg.seed, threads=cfg.threads)
     key = last["model_run_key"]
-    risk = pd.concat(maps, ignore_index=True).assign(model_run_key=key)
+    risk = _concat(maps).assign(model_run_key=key)
     rows = {
         "risk_cell_week": _dates(risk, "feature_week_start", "target_week_start"),
         "forecast": _dates(_forecast_rows(rows_fc, series, key), "origin_week_start", "target_week_start"),

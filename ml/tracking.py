@@ -32,6 +32,8 @@ def _client(mlflow_root: Path):
     # MLflow installs its own handler at import; keep its INFO chatter out of the run's log
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "Failed to resolve installed pip version": the requirements are given explicitly, pip is irrelevant
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
     Path(mlflow_root).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri(mlflow_root))
