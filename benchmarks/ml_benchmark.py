@@ -66,13 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--days", type=int, default=365)
-    p.add_argument("--start", default=None, help="first day (default: the Monday --days before the last full week)")
+    p.add_argument("--start", default=None, help="first day (default: a Monday, so the city ends a week before today)")
     p.add_argument("--seed", type=int, default=20260101)
     p.add_argument("--out", default="var/benchmark_ml")
     p.add_argument("--budget", type=float, default=120.0, help="seconds the whole ml stage may take")
     args = p.parse_args(argv)
     today = dt.date.today()
-    start = args.start or str(today - dt.timedelta(days=today.weekday() + 7 + args.days))
+    first = today - dt.timedelta(days=args.days + 7)  # the city ends before today (no future timestamps)
+    start = args.start or str(first - dt.timedelta(days=first.weekday()))  # on a Monday
     root = Path(args.out).resolve() / f"scale_{args.scale:g}_days_{args.days}_{start}"
     env = city_env(root, args.scale, args.days, start, args.seed)
     print(f"# city: scale {args.scale:g}, {args.days} days from {start}, at {root}", file=sys.stderr)

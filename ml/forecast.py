@@ -33,6 +33,7 @@ import pandas as pd
 
 from citysafe import warehouse
 from citysafe.config import ForecastConfig, Settings
+from citysafe.errors import ConfigurationError
 from ml.panel import DOMAINS
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ _WEEKS_SQL = "select week_start, bool_and(is_complete_week) as complete from mar
 _DISTRICTS_SQL = "select distinct district_code from dim_h3_cell where district_code is not null"
 
 
-class NotEnoughHistory(ValueError):
-    pass
+class NotEnoughHistory(ConfigurationError):
+    """Too few complete weeks for the configured backtest and horizon (exit 2: shorten them, or load more)."""
 
 
 @dataclasses.dataclass

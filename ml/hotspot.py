@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from citysafe.config import HotspotConfig, RiskLevels
+from citysafe.errors import ConfigurationError
 from ml import metrics
 from ml.panel import History, Panel, feature_frame, history, kde_weights
 
@@ -34,8 +35,8 @@ CHAMPION_METRIC = "pai_5"
 CONTRIBUTIONS = 3
 
 
-class NotEnoughHistory(ValueError):
-    """Too few complete weeks to backtest and train."""
+class NotEnoughHistory(ConfigurationError):
+    """Too few complete weeks for the configured backtest and horizon (exit 2: shorten them, or load more)."""
 
 
 def lgb_params(cfg: HotspotConfig, seed: int, threads: int) -> dict:

@@ -58,8 +58,8 @@ def _settings() -> Settings:
 
 
 @contextlib.contextmanager
-def _context(run_id: str | None, sources: tuple[str, ...] | None = None, force: bool = False):
-    settings = _settings()
+def _context(run_id: str | None, sources: tuple[str, ...] | None = None, force: bool = False, settings=None):
+    settings = settings or _settings()
     with RunContext(settings, sanitize_run_id(run_id) if run_id else new_run_id(), sources=sources, force=force) as ctx:
         yield ctx
 
@@ -244,14 +244,34 @@ def ml_group():
 
 
 @ml_group.command("train")
+@click.option(
+    "--backtest-weeks",
+    type=click.IntRange(2, 520),
+    default=None,
+    help="Score the newest N weeks (hotspots and forecasts; e.g. 104 for two years). "
+    "Default: ml.hotspot.backtest_weeks / ml.forecast.backtest_weeks.",
+)
 @run_id_option
 @_exit_on_error
-def ml_train(run_id):
+def ml_train(backtest_weeks, run_id):
     """Backtest every method (rolling origin), fit the models, publish the champions into gold.
 
     Writes gold/* (a re-run with the same inputs commits nothing), logs the run to MLflow and rebuilds
     the marts that read gold. Prints the comparison table."""
-    with _context(run_id) as ctx:
+    settings = _settings()
+    if backtest_weeks:
+        ml = settings.ml
+        settings = settings.model_copy(
+            update={
+                "ml": ml.model_copy(
+                    update={
+                        "hotspot": ml.hotspot.model_copy(update={"backtest_weeks": backtest_weeks}),
+                        "forecast": ml.forecast.model_copy(update={"backtest_weeks": backtest_weeks}),
+                    }
+                )
+            }
+        )
+    with _context(run_id, settings=settings) as ctx:
         result = stages.run_stage(ctx, stages.stage("ml"))
     _print_comparison(ctx.settings)
     click.echo(f"model run {result['model_run_key'][:12]} (MLflow run {result['mlflow_run_id']})")

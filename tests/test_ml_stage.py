@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -129,3 +130,15 @@ def test_train_again_commits_nothing_and_evaluate_prints_every_method(built_city
 def test_ml_train_without_a_warehouse_exits_6(cli, tmp_path):
     code, out, err = cli("ml", "train", env={"CITYSAFE_WAREHOUSE_PATH": str(tmp_path / "none.duckdb")})
     assert code == 6 and "run `citysafe build-marts`" in err and "Traceback" not in err
+
+
+def test_a_backtest_longer_than_the_data_exits_2_in_one_line(built_city):
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "citysafe"), "ml", "train", "--backtest-weeks", "500"],
+        env=built_city.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "backtest needs 500" in proc.stderr and "Traceback" not in proc.stderr
