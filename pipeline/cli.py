@@ -231,6 +231,7 @@ def _print_summary(ctx: RunContext) -> None:
     if gold:
         published = ", ".join(f"{scope} {c['method']}" for scope, c in gold["published"].items())
         click.echo(f"  risk models (model run {gold['model_run_key'][:12]}): published {published}")
+    if gold or "ml" in data.get("stages", {}):
         click.echo(
             f"    the risk map: table mart_risk_map in {ctx.settings.warehouse_path}; scores: `citysafe ml evaluate`; "
             f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(ctx.settings.mlflow_root)}"
