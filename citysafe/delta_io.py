@@ -476,6 +476,14 @@ def read(spark: SparkSession, spec: TableSpec, *, version_as_of: int | None = No
     return reader.load(str(spec.path))
 
 
+def read_arrow(spec: TableSpec, columns: Sequence[str] | None = None) -> pa.Table:
+    """The table's current rows via delta-rs (no engine), after checking its schema against the declaration."""
+    table = check_table_schema(spec)
+    if table is None:
+        raise FileNotFoundError(f"table {spec.name} not found at {spec.path}")
+    return table.to_pyarrow_table(columns=list(columns) if columns is not None else None)
+
+
 def history(path: Path, limit: int | None = None) -> list[dict]:
     """Commit history (newest first) via delta-rs: version, timestamp, operation, metrics."""
     return DeltaTable(str(path)).history(limit)

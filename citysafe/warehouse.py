@@ -66,6 +66,7 @@ from pathlib import Path
 from citysafe import logs
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.errors import MartsError
+from citysafe.runs import write_json_atomic
 from citysafe.sources import load_registry
 
 log = logging.getLogger(__name__)
@@ -419,14 +420,21 @@ def _remove_build(build_path: Path) -> None:
         pass  # not empty or gone: leave it
 
 
-def _count_and_close(build_path: Path, model_relations: dict[str, str]) -> dict[str, int]:
-    """Row count of every built model, then CHECKPOINT so the file is whole without its WAL."""
+def _connect(path: Path, *, read_only: bool = False):
+    """A DuckDB connection that never installs or auto-loads an extension (nothing downloads)."""
     import duckdb
 
-    counts: dict[str, int] = {}
-    con = duckdb.connect(
-        str(build_path), config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    return duckdb.connect(
+        str(path),
+        read_only=read_only,
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
     )
+
+
+def _count_and_close(build_path: Path, model_relations: dict[str, str]) -> dict[str, int]:
+    """Row count of every built model, then CHECKPOINT so the file is whole without its WAL."""
+    counts: dict[str, int] = {}
+    con = _connect(build_path)
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"LOAD '{str(delta_extension_path()).replace(chr(39), chr(39) * 2)}'")  # staging views read Delta
@@ -453,9 +461,7 @@ def _write_build_marker(served: Path, settings: Settings, run_id: str, select: l
         "last_run_id": run_id,
         "last_select": select,
     }
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, marker)
+    write_json_atomic(marker, data)
 
 
 def served_build(settings: Settings) -> dict:
@@ -473,16 +479,9 @@ def served_build(settings: Settings) -> dict:
 
 def has_models(settings: Settings, *models: str) -> bool:
     """True when the served warehouse has every named model (table or view)."""
-    served = Path(settings.warehouse_path)
-    if not served.is_file():
+    if not Path(settings.warehouse_path).is_file():
         return False
-    import duckdb
-
-    con = duckdb.connect(str(served), read_only=True)
-    try:
-        names = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
-    finally:
-        con.close()
+    names = set(query(settings, "select table_name from information_schema.tables")["table_name"])
     return all(m in names for m in models)
 
 
@@ -796,16 +795,10 @@ def query(settings: Settings, sql: str, params: Sequence | None = None):
 
     Tables (marts) read without any extension; views over the lake need the Delta extension, loaded from
     the wheel. Raises MartsError when the warehouse has not been built."""
-    import duckdb
-
     served = Path(settings.warehouse_path)
     if not served.is_file():
         raise MartsError(f"warehouse {served} not found: run `citysafe build-marts` (or `citysafe run`) first")
-    con = duckdb.connect(
-        str(served),
-        read_only=True,
-        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
-    )
+    con = _connect(served, read_only=True)
     try:
         con.execute("SET TimeZone = 'UTC'")
         return con.execute(sql, params or []).df()

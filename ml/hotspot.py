@@ -20,7 +20,7 @@ import pandas as pd
 from citysafe.config import HotspotConfig, RiskLevels
 from citysafe.errors import ConfigurationError
 from ml import metrics
-from ml.panel import History, Panel, feature_frame, history, kde_weights
+from ml.panel import LONG_RUN_WEEKS, History, Panel, feature_frame, history, kde_weights, trailing_mean
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class ScopeResult:
     champion: str
     champion_reason: str
     published: pd.DataFrame  # next week's map
-    model: object | None  # the final LightGBM booster (None when a baseline won and... always trained)
+    model: object  # the final LightGBM booster (trained even when a baseline is published: MLflow logs it)
     feature_names: list[str]
     train_weeks: tuple[str, str]  # first and last feature week of the final model's training rows
     seconds: dict[str, float]
@@ -108,8 +108,6 @@ def backtest_plan(panel: Panel, backtest_weeks: int, retrain_every: int, validat
 def choose_bandwidth(panel: Panel, scope: str, candidates, validation: np.ndarray, tie: np.ndarray):
     """The KDE bandwidth with the best mean PAI@5% over the validation weeks (ties: the narrower)."""
     y = panel.target(scope)
-    from ml.panel import LONG_RUN_WEEKS, trailing_mean
-
     mean_long = trailing_mean(y, LONG_RUN_WEEKS)
     scores = {}
     for bw in candidates:
@@ -200,9 +198,7 @@ def run_scope(
         on_step(f"{scope}: origin {origin.date()} scored ({len(block)} weeks)")
     seconds["backtest"] = time.monotonic() - t1
     predictions = pd.concat(rows, ignore_index=True)
-    scores = score_predictions(
-        predictions, truth_col=_truth_column(predictions, truth is not None), tie=tie, cells=cells
-    )
+    scores = score_predictions(predictions, tie=tie, cells=cells)
     summary = summarise(scores)
     champion, reason = choose_champion(summary)
     on_step(f"{scope}: champion {champion} ({reason})")
@@ -255,10 +251,6 @@ def fit_and_publish(
     return booster, published, span, list(X.columns)
 
 
-def _truth_column(predictions: pd.DataFrame, has_truth: bool) -> bool:
-    return has_truth and (predictions["method"] == ORACLE).any()
-
-
 def _restrict(panel: Panel, keep: np.ndarray) -> Panel:
     return dataclasses.replace(
         panel,
@@ -272,16 +264,14 @@ def _restrict(panel: Panel, keep: np.ndarray) -> Panel:
     )
 
 
-def score_predictions(
-    predictions: pd.DataFrame, *, truth_col: bool, tie: np.ndarray, cells: np.ndarray
-) -> pd.DataFrame:
-    """Scores per method and target week from the kept backtest predictions (cells in `cells` order)."""
+def score_predictions(predictions: pd.DataFrame, *, tie: np.ndarray, cells: np.ndarray) -> pd.DataFrame:
+    """Scores per method and target week from the kept backtest predictions (cells in `cells` order); the
+    oracle's predictions, when present, are the truth the rank correlation is measured against."""
     order = pd.Series(np.arange(len(cells)), index=cells)
     truth_by_week = {}
-    if truth_col:
-        oracle = predictions[predictions["method"] == ORACLE]
-        for week, g in oracle.groupby("target_week_start"):
-            truth_by_week[week] = g.set_index("h3_cell")["predicted"].reindex(cells).to_numpy()
+    oracle = predictions[predictions["method"] == ORACLE]
+    for week, g in oracle.groupby("target_week_start"):
+        truth_by_week[week] = g.set_index("h3_cell")["predicted"].reindex(cells).to_numpy()
     out = []
     for (method, week), g in predictions.groupby(["method", "target_week_start"], sort=True):
         g = g.iloc[np.argsort(order[g["h3_cell"]].to_numpy())]

@@ -41,7 +41,7 @@ def truth_matrix(settings: Settings, panel: Panel) -> dict[str, np.ndarray] | No
     if not path.is_file():
         return None
     t = pd.read_csv(path, dtype={"h3_cell": str, "domain_code": str}, parse_dates=["week_start"])
-    if t["h3_cell"].isin(set(panel.cells)).mean() < 0.5 or not set(panel.cells) & set(t["h3_cell"]):
+    if t["h3_cell"].isin(set(panel.cells)).mean() < 0.5:
         return None
     cell_idx = pd.Series(np.arange(panel.n_cells), index=panel.cells)
     week_idx = pd.Series(np.arange(panel.n_weeks), index=panel.weeks)
@@ -294,7 +294,7 @@ def train_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
     model_runs = specs["model_run"]
     delta_io.ensure_table(model_runs)
     seen = delta_io.arrow_rows(run_row, model_runs)
-    existing = delta_io.DeltaTable(str(model_runs.path)).to_pyarrow_table(columns=["model_run_key"])
+    existing = delta_io.read_arrow(model_runs, columns=["model_run_key"])
     if key in set(existing.column("model_run_key").to_pylist()):
         written["model_run"] = delta_io.WriteResult(model_runs.name, "none", rows_unchanged=1)
     else:
@@ -331,7 +331,7 @@ def latest_model_run(settings: Settings) -> dict:
     spec = gold.gold_tables(settings.gold_dir)["model_run"]
     if delta_io.version(spec) is None:
         raise FileNotFoundError(f"{spec.path}: no model run yet; run `citysafe ml train` first")
-    runs = delta_io.DeltaTable(str(spec.path)).to_pandas()
+    runs = delta_io.read_arrow(spec).to_pandas()
     if runs.empty:
         raise FileNotFoundError(f"{spec.path}: no model run yet; run `citysafe ml train` first")
     return runs.sort_values(["created_at", "model_run_key"]).iloc[-1].to_dict()
@@ -402,12 +402,12 @@ def comparison_tables(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise FileNotFoundError(
                 f"{specs[name].path}: no backtest yet; run `citysafe ml train` (or `citysafe run`) first"
             )
-    scores = delta_io.DeltaTable(str(specs["risk_backtest_score"].path)).to_pandas()
+    scores = delta_io.read_arrow(specs["risk_backtest_score"]).to_pandas()
     parts = []
     for scope, g in scores.groupby("scope"):
         s = hotspot.summarise(g)
         s.insert(0, "scope", scope)
         parts.append(s)
     hot = pd.concat(parts, ignore_index=True)
-    fm = delta_io.DeltaTable(str(specs["forecast_metric"].path)).to_pandas()
+    fm = delta_io.read_arrow(specs["forecast_metric"]).to_pandas()
     return hot, fm.sort_values(["measure", "horizon", "method"], ignore_index=True)

@@ -45,8 +45,7 @@ def _client(mlflow_root: Path):
     return mlflow
 
 
-def existing_run(mlflow_root: Path, model_run_key: str) -> str | None:
-    mlflow = _client(mlflow_root)
+def _existing_run(mlflow, model_run_key: str) -> str | None:
     runs = mlflow.search_runs(
         experiment_names=[EXPERIMENT], filter_string=f"tags.model_run_key = '{model_run_key}'", output_format="list"
     )
@@ -63,11 +62,11 @@ def log_run(
     published: dict[str, dict],
 ) -> str:
     """Log one model run; returns the MLflow run id (the existing one when this key was logged before)."""
-    found = existing_run(mlflow_root, model_run_key)
+    mlflow = _client(mlflow_root)
+    found = _existing_run(mlflow, model_run_key)
     if found:
         log.info("MLflow: model run %s already logged as %s", model_run_key[:12], found)
         return found
-    mlflow = _client(mlflow_root)
     from mlflow import lightgbm as mlflow_lightgbm
 
     requirements = [f"lightgbm=={importlib.metadata.version('lightgbm')}"]

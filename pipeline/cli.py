@@ -24,6 +24,7 @@ from citysafe.config import ConfigError, Settings, load_settings
 from citysafe.errors import EXIT_CODES, EXIT_CONFIG, EXIT_ERROR, CitySafeError
 from citysafe.runs import new_run_id, sanitize_run_id
 from citysafe.sources import load_registry
+from ml import risk_models
 from ml.tracking import tracking_uri
 from pipeline import stages
 from pipeline.stages import RunContext
@@ -305,8 +306,6 @@ def ml_evaluate(scope):
 
 
 def _print_comparison(settings: Settings, scope: str | None = None) -> None:
-    from ml import risk_models
-
     try:
         hot, fc = risk_models.comparison_tables(settings)
     except FileNotFoundError as exc:
