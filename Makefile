@@ -39,8 +39,12 @@ $(PII_KEY_FILE):
 
 setup: $(PIPELINE)/.synced $(AIRFLOW)/.synced  ## build the venvs from the lock files (idempotent)
 
-run: setup $(PII_KEY_FILE)  ## the whole pipeline on the embedded engine (Sail), small default scale
-	CITYSAFE_PII_KEY=$(PII_KEY) $(CITYSAFE) run
+# CITY=chicago (or nyc): the city profile config/cities/$(CITY).yaml instead of the synthetic city
+CITY_CONFIG = $(if $(CITY),CITYSAFE_CONFIG=config/cities/$(CITY).yaml)
+
+run: setup $(PII_KEY_FILE)  ## the whole pipeline on the embedded engine (Sail); CITY=chicago|nyc for a real city
+	$(if $(CITY),test -f config/cities/$(CITY).yaml || { echo "no city profile config/cities/$(CITY).yaml (have: $$(ls config/cities | sed 's/.yaml//' | tr '\n' ' '))"; exit 2; })
+	CITYSAFE_PII_KEY=$(PII_KEY) $(CITY_CONFIG) $(CITYSAFE) run
 
 test: setup lint  ## lint, then the full test suite (pipeline venv, then Airflow venv)
 	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -p no:cacheprovider --durations=15 -n 2 --dist loadgroup

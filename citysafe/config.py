@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from citysafe.errors import ConfigurationError
 
@@ -47,7 +47,10 @@ class ConfigError(ConfigurationError):
 
 
 class CityConfig(BaseModel):
+    """The city's display name; start and length of the synthetic city (the generator reads them)."""
+
     model_config = ConfigDict(extra="forbid")
+    name: str = "CitySafe synthetic city"
     start_date: dt.date = dt.date(2025, 1, 1)
     days: int = Field(365, ge=7, le=3660)
 
@@ -111,9 +114,13 @@ class Settings(BaseModel):
     lake_root: Path
     warehouse_path: Path
     synthetic_root: Path
-    districts_geojson: Path
-    district_aliases: Path
+    # None (a city profile without polygons): districts come from the records' own area codes and the
+    # H3 grid is the cells the published incidents fall in (see citysafe.city).
+    districts_geojson: Path | None
+    district_aliases: Path | None
     real_data_root: Path
+    sources: tuple[str, ...] | None = None  # the sources this city runs (None: the synthetic city's)
+    bounds: tuple[float, float, float, float] | None = None  # min_lon, min_lat, max_lon, max_lat
     engine: str = "sail"
     scale: float = Field(0.02, gt=0, le=10)
     seed: int = Field(20260101, ge=0)
@@ -141,6 +148,23 @@ class Settings(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {v!r}") from None
         return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v):
+        if v is not None:
+            min_lon, min_lat, max_lon, max_lat = v
+            if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
+                raise ValueError("give [min_lon, min_lat, max_lon, max_lat] with min < max")
+        return v
+
+    @model_validator(mode="after")
+    def _city_places(self):
+        if self.districts_geojson is None and (self.bounds is None or not self.sources):
+            raise ValueError("a city without district polygons (districts_geojson: null) needs `bounds` and `sources`")
+        if self.districts_geojson is not None and self.district_aliases is None:
+            raise ValueError("district_aliases is required with districts_geojson (the alias table of the polygons)")
+        return self
 
     @field_validator("pii_key_env")
     @classmethod
@@ -217,10 +241,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, tuple[list[str], str]]:
     return out
 
 
-def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Read, override from the environment, resolve paths and validate; raise ConfigError on any problem."""
-    environ = dict(os.environ if environ is None else environ)
-    path = Path(path or environ.get("CITYSAFE_CONFIG") or DEFAULT_CONFIG).resolve()
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} (set CITYSAFE_CONFIG or create config/citysafe.yaml)")
     try:
@@ -229,6 +250,48 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
+    return data
+
+
+def _deep_merge(base: dict, overlay: dict) -> dict:
+    """The overlay's keys win; sections (mappings) merge key by key, lists and values are replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_layers(path: Path, chain: tuple[Path, ...]) -> dict:
+    """A config file, merged over the file its `extends:` names (relative to it): a city profile is an
+    overlay on config/citysafe.yaml that states only what differs."""
+    if path in chain:
+        raise ConfigError(f"{path}: `extends` forms a cycle ({' -> '.join(str(p) for p in (*chain, path))})")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: extends: give the path of the base config file")
+    return _deep_merge(_read_layers((path.parent / parent).resolve(), (*chain, path)), data)
+
+
+def _path_base(path: Path) -> Path:
+    """Relative paths resolve against the folder that holds config/ (the repository root for
+    config/citysafe.yaml and config/cities/*.yaml), else against the config file's folder."""
+    for folder in path.parents:
+        if folder.name == "config":
+            return folder.parent
+    return path.parent
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read, override from the environment, resolve paths and validate; raise ConfigError on any problem."""
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(path or environ.get("CITYSAFE_CONFIG") or DEFAULT_CONFIG).resolve()
+    data = _read_layers(path, ())
 
     known = set(Settings.model_fields) - {"config_file"}
     # The variable that holds the PII key is a secret, not a config key.
@@ -242,7 +305,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
             )
         _set_nested(data, keys, value)
 
-    base = path.parent.parent if path.parent.name == "config" else path.parent
+    base = _path_base(path)
     for key in _PATH_KEYS:
         if key in data and data[key] is not None:
             p = Path(str(data[key])).expanduser()
@@ -259,4 +322,6 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
                 msg = "unknown key"
             problems.append(f"{loc}: {msg}")
         raise ConfigError(f"{path}: invalid configuration: " + "; ".join(problems)) from None
-    return settings.model_copy(update={k: Path(getattr(settings, k)).resolve() for k in _PATH_KEYS})
+    return settings.model_copy(
+        update={k: Path(getattr(settings, k)).resolve() for k in _PATH_KEYS if getattr(settings, k) is not None}
+    )

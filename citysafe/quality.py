@@ -112,7 +112,8 @@ def suite_variables(settings: Settings, now: dt.datetime, source=None) -> dict:
     """Every value a suite may reference as $name: reference codes, city bounds, time limits.
 
     `source` (a citysafe.sources.Source): when its silver section has a `geography` (another city than
-    the synthetic one), $district_codes are its district crosswalk's codes and $city_* its bounds."""
+    the synthetic one), $district_codes are its district crosswalk's codes and $city_* its bounds; else
+    they are the city's (citysafe.city: its polygons, or the profile's bounds and sources' districts)."""
     import pandas as pd
 
     geography = getattr(getattr(source, "silver", None), "geography", None)
@@ -120,8 +121,10 @@ def suite_variables(settings: Settings, now: dt.datetime, source=None) -> dict:
         min_lon, min_lat, max_lon, max_lat = geography.bounds
         district_codes = geography.district.district_codes()
     else:
-        min_lon, min_lat, max_lon, max_lat = reference.city_bounds(settings.districts_geojson)
-        district_codes = sorted(d["district_code"] for d in reference.districts(settings.districts_geojson))
+        from citysafe import city
+
+        min_lon, min_lat, max_lon, max_lat = city.bounds(settings)
+        district_codes = sorted(city.district_names(settings))
     units = reference.device_units()
     # An H3 cell on the city's edge may have its centre outside the city, but never further out than
     # one cell radius (the longest edge: 1.25x the average covers every cell of a resolution).

@@ -81,7 +81,8 @@ class ForecastResult:
 
 
 def read_series(settings: Settings) -> pd.DataFrame:
-    """Dense weekly counts: (measure, level, district, domain) x every complete week of the data."""
+    """Dense weekly counts: (measure, level, district, domain) x every complete week of the data, for
+    every measure x domain with at least one event."""
     weeks = warehouse.query(settings, _WEEKS_SQL)
     incidents = warehouse.query(settings, _INCIDENT_SQL)
     hazards = warehouse.query(settings, _HAZARD_SQL)
@@ -119,6 +120,13 @@ def dense_series(weeks: pd.DataFrame, counts: dict[str, pd.DataFrame], districts
         both["measure"] = measure
         frames.append(both)
     out = pd.concat(frames, ignore_index=True)
+    # A measure x domain with no event in the whole history is one no source reports (a city without a
+    # hazard inspection feed, a police-only city's fire domain): nothing to forecast, so no series.
+    reported = out[out["level"] == "city"].groupby(["measure", "domain_code"])["y"].sum()
+    reported = set(reported[reported > 0].index)
+    out = out[[pair in reported for pair in zip(out["measure"], out["domain_code"])]].copy()
+    if out.empty:
+        raise NotEnoughHistory("no event in any complete week: nothing to forecast")
     out["unique_id"] = out["measure"] + "|" + out["district_code"] + "|" + out["domain_code"]
     out["y"] = out["y"].astype(float)
     return out[["unique_id", "measure", "level", "district_code", "domain_code", "ds", "y"]].sort_values(

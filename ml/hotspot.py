@@ -146,13 +146,15 @@ def run_scope(
     seed: int,
     threads: int,
     study_area: np.ndarray,
+    publish_area: np.ndarray | None = None,
     truth: np.ndarray | None = None,
     on_step: Callable[[str], None] = lambda _msg: None,
 ) -> ScopeResult:
     """Backtest every method for one scope, choose the champion, train the final model, publish the map.
 
-    study_area: boolean mask of the cells that are scored and published. truth: (cells, weeks) true
-    expected counts of the scope (synthetic city) or None."""
+    study_area: boolean mask of the cells that are scored in the backtest; publish_area: those the final
+    model trains on and the map shows (default: the same). truth: (cells, weeks) true expected counts of
+    the scope (synthetic city) or None."""
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
     y = panel.target(scope)
@@ -206,7 +208,15 @@ def run_scope(
     # the final model: every labelled week; the map: the newest complete week's rows
     t2 = time.monotonic()
     booster, published, train_span, names = fit_and_publish(
-        panel, hist, scope, champion, study_area, cfg, levels, seed=seed, threads=threads
+        panel,
+        hist,
+        scope,
+        champion,
+        study_area if publish_area is None else publish_area,
+        cfg,
+        levels,
+        seed=seed,
+        threads=threads,
     )
     seconds["final_fit"] = time.monotonic() - t2
     seconds["total"] = time.monotonic() - t0

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from citysafe import delta_io, fingerprint
+from citysafe import city, delta_io, fingerprint
 from citysafe.config import REPO_ROOT, Settings
 from ml import forecast, gold, hotspot, tracking
 from ml.panel import DOMAINS, Panel, history, kde_weights, read_panel
@@ -57,20 +57,30 @@ def truth_matrix(settings: Settings, panel: Panel) -> dict[str, np.ndarray] | No
     return out
 
 
-def study_area(settings: Settings, panel: Panel) -> tuple[np.ndarray, str]:
-    """Cells that are scored and mapped: the city grid when the city has district polygons, else the
-    cells with at least one event in the data (a city known only from its records' points)."""
-    if Path(settings.districts_geojson).is_file():
-        return np.ones(panel.n_cells, dtype=bool), "city grid (district polygons)"
-    active = panel.counts.sum(axis=1) > 0
-    return active, "cells with at least one event"
+def study_area(settings: Settings, panel: Panel) -> tuple[np.ndarray, np.ndarray, str]:
+    """(cells scored in the backtest, cells published, the rule). The city grid when the city has
+    district polygons; else the cells with at least one event in the training window: for the backtest,
+    the weeks before its first target week (a cell first seen in the scored weeks would tell the methods
+    where events will be); for the published map, every week."""
+    if city.has_polygons(settings):
+        every = np.ones(panel.n_cells, dtype=bool)
+        return every, every, "city grid (district polygons)"
+    hot = settings.ml.hotspot
+    _, blocks = hotspot.backtest_plan(panel, hot.backtest_weeks, hot.retrain_every_weeks, hot.kde_validation_weeks)
+    first_feature_week = int(blocks[0][1][0])
+    backtest = panel.counts[:, : first_feature_week + 1].sum(axis=1) > 0
+    return backtest, panel.counts.sum(axis=1) > 0, "cells with at least one event in the training window"
 
 
 def scopes(panel: Panel, min_weekly: float) -> list[str]:
-    """ALL, plus every domain whose city-wide weekly mean reaches `min_weekly` events."""
+    """ALL, plus every domain whose city-wide weekly mean reaches `min_weekly` events and which is not
+    ALL under another name (a city whose only source reports one domain)."""
     out = [ALL]
     for d in DOMAINS:
-        if panel.domain_counts[d][:, panel.complete].sum(axis=0).mean() >= min_weekly:
+        counts = panel.domain_counts[d]
+        if np.array_equal(counts, panel.counts):
+            continue
+        if counts[:, panel.complete].sum(axis=0).mean() >= min_weekly:
             out.append(d)
     return out
 
@@ -140,14 +150,15 @@ def train_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
     t = time.monotonic()
     panel = read_panel(settings)
     truth = truth_matrix(settings, panel)
-    area, area_rule = study_area(settings, panel)
+    area, publish_area, area_rule = study_area(settings, panel)
     chosen = scopes(panel, cfg.hotspot.domain_min_weekly_events)
     steps["read"] = time.monotonic() - t
     log.info(
-        "hotspot: %d cells (%s: %d), %d weeks %s..%s, scopes %s, truth %s",
+        "hotspot: %d cells (%s: %d scored, %d mapped), %d weeks %s..%s, scopes %s, truth %s",
         panel.n_cells,
         area_rule,
         int(area.sum()),
+        int(publish_area.sum()),
         panel.n_weeks,
         panel.weeks[0].date(),
         panel.weeks[-1].date(),
@@ -166,6 +177,7 @@ def train_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
             seed=cfg.seed,
             threads=cfg.threads,
             study_area=area,
+            publish_area=publish_area,
             truth=None if truth is None else truth[scope],
             on_step=log.info,
         )
@@ -208,7 +220,7 @@ def train_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
         columns=["interval_n"]
     )
     rows["forecast_metric"] = m
-    rows["cell_geometry"] = cell_geometry(panel, area)
+    rows["cell_geometry"] = cell_geometry(panel, area | publish_area)
 
     published = {
         scope: {"method": r.champion, "reason": r.champion_reason, "kde_bandwidth_km": r.bandwidth_km}
@@ -345,7 +357,7 @@ def predict_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
     published = json.loads(last["published"])
     cfg = settings.ml
     panel = read_panel(settings)
-    area, _ = study_area(settings, panel)
+    _, area, _ = study_area(settings, panel)
     maps = []
     for scope, choice in published.items():
         if scope == FORECAST:

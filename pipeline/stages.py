@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from citysafe import delta_io, fingerprint, lake_lock, logs, reconcile, warehouse
+from citysafe import city, delta_io, fingerprint, lake_lock, logs, reconcile, warehouse
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.engine import spark_session
 from citysafe.errors import MartsError, ReconcileError
 from citysafe.runs import RunSummary, write_json_atomic
-from citysafe.sources import Source, get_source, load_registry
+from citysafe.sources import Source, get_source
 from ml import gold as gold_tables
 from ml import risk_models
 from spark_jobs import bronze, catalog, silver, silver_reference, unmapped_codes
@@ -34,7 +34,6 @@ from synthetic_city import generate as generate_city
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_TAG = "synthetic"
 GOLD_TAG = "gold"  # dbt models that read the gold zone (rebuilt by the ml stage)
 GOLD_MARTS_PROBE = "mart_risk_map"
 
@@ -73,14 +72,8 @@ class RunContext:
         self.close()
 
     def selected(self, *, silver_only: bool = False) -> list[Source]:
-        """The sources this run works on: the named ones, else every synthetic source."""
-        registry = load_registry()
-        names = (
-            self.sources
-            if self.sources is not None
-            else tuple(n for n, s in registry.items() if SYNTHETIC_TAG in s.tags)
-        )
-        chosen = [get_source(n) for n in names]
+        """The sources this run works on: the named ones, else the city profile's, else the synthetic city's."""
+        chosen = [get_source(n) for n in city.source_names(self.settings, self.sources)]
         if silver_only:
             chosen = [s for s in chosen if s.silver is not None]
         return chosen
@@ -102,6 +95,9 @@ class Stage:
 
 def run_generate(ctx: RunContext, force: bool = False) -> dict:
     s = ctx.settings
+    if not any(city.SYNTHETIC_TAG in src.tags for src in ctx.selected()):
+        log.info("no synthetic source in this city's sources: nothing to generate")
+        return {"skipped": "no synthetic source selected"}
     params = {
         "seed": s.seed,
         "scale": s.scale,
@@ -159,6 +155,11 @@ def run_silver(ctx: RunContext) -> dict:
         log.info("silver %s", source.name)
         out[source.name] = silver.run(ctx.spark, ctx.settings, source, ctx.run_id)
         ctx.summary.record_table(f"silver.{source.silver.table}[{source.name}]", out[source.name])
+    if not city.has_polygons(ctx.settings):
+        # A city known only from its records: its districts and H3 grid are where its incidents fall.
+        grid = silver_reference.derive_event_grid(ctx.spark, ctx.settings, ctx.run_id)
+        ctx.summary.record_table("silver.event_grid", grid)
+        log.info("city grid from the incidents: %s cells in %s districts", grid["cells"], grid["districts"])
     # The stewards' review list: codes and texts that could not be mapped, from the quarantine.
     review = unmapped_codes.refresh(ctx.spark, ctx.settings)
     ctx.summary.record_table("silver.unmapped_codes", review)
@@ -202,8 +203,12 @@ def run_marts(
 
 
 def run_reconcile(ctx: RunContext) -> dict:
-    """Sources with a silver path reconcile end to end; the other synthetic ones at bronze."""
-    chosen = ctx.selected()
+    """Synthetic sources with a silver path reconcile end to end, the other synthetic ones at bronze
+    (a real city has no generator truth: its rows are accounted for by the silver jobs' own checks)."""
+    chosen = [s for s in ctx.selected() if city.SYNTHETIC_TAG in s.tags]
+    if not chosen:
+        log.info("no synthetic source in this city's sources: no generator truth to reconcile with")
+        return {"skipped": "no synthetic source selected", "ok": True}
     full = {s.name: s.silver.table for s in chosen if s.silver}
     bronze_only = tuple(s.name for s in chosen if not s.silver)
     report = reconcile.against_truth(ctx.settings, full, bronze_only)
@@ -261,12 +266,11 @@ def _silver_inputs(ctx: RunContext) -> dict:
                 REPO_ROOT / "sources",
                 REPO_ROOT / "reference",
                 REPO_ROOT / "expectations",
-                s.districts_geojson,
-                s.district_aliases,
+                *[p for p in (s.districts_geojson, s.district_aliases) if p is not None],
             ],
             REPO_ROOT,
         ),
-        "settings": [s.timezone, s.h3_resolution, s.pii_key_env],
+        "settings": [s.timezone, s.h3_resolution, s.pii_key_env, s.bounds],
     }
 
 

@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from citysafe import reference
-from citysafe.config import Settings
+from citysafe.config import ConfigError, Settings
 from citysafe.runs import write_json_atomic
 from citysafe.sources import Source
 from spark_jobs import udfs
@@ -94,6 +94,12 @@ class Places:
 
 
 def load_places(spark: SparkSession, settings: Settings) -> Places:
+    if settings.districts_geojson is None or settings.district_aliases is None:
+        raise ConfigError(
+            f"{settings.config_file}: this city has no district polygons (districts_geojson: null), and a "
+            "source without silver.geography locates its records by them; give the source a geography "
+            "(time zone, bounds, district crosswalk) in sources/<name>.yaml"
+        )
     return Places(
         spark.createDataFrame(reference.district_aliases(settings.district_aliases)),
         reference.districts(settings.districts_geojson),
@@ -265,7 +271,7 @@ def reference_fingerprint(settings: Settings, tables_read: Sequence[Path] = ()) 
 
     digest = hashlib.sha256()
     files = sorted(p for p in reference.REFERENCE_DIR.rglob("*") if p.is_file())
-    for path in [*files, settings.districts_geojson, settings.district_aliases]:
+    for path in [*files, *[p for p in (settings.districts_geojson, settings.district_aliases) if p is not None]]:
         digest.update(str(path).encode())
         digest.update(path.read_bytes() if path.exists() else b"-")
     for table in tables_read:

@@ -15,7 +15,7 @@ import time
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from citysafe import delta_io, reference
+from citysafe import city, delta_io, reference
 from citysafe.config import Settings
 from citysafe.runs import write_json_atomic
 from citysafe.sources import load_registry
@@ -135,21 +135,38 @@ SUITES = {"taxonomy": "silver_taxonomy", "district": "silver_district", "h3_cell
 
 
 def run(spark: SparkSession, settings: Settings, run_id: str = "reference") -> dict:
-    """Validate each reference table (its suite, where it has one) and load it; a failed suite loads nothing."""
+    """Validate each reference table (its suite, where it has one) and load it; a failed suite loads nothing.
+    A city without district polygons gets its districts and H3 grid from its records after the silver
+    jobs (derive_event_grid); here they are left empty."""
+    started = time.monotonic()
+    frames = {
+        tables.taxonomy(settings.silver_dir): reference.taxonomy(),
+        tables.source_registry(settings.silver_dir): source_registry_frame(load_registry()),
+    }
+    if city.has_polygons(settings):
+        districts = reference.districts(settings.districts_geojson)
+        frames[tables.district(settings.silver_dir)] = district_frame(districts)
+        frames[tables.district_alias(settings.silver_dir)] = reference.district_aliases(settings.district_aliases)
+        frames[tables.h3_cell(settings.silver_dir)] = h3_cell_frame(districts, settings.h3_resolution)
+    out = _validate_and_load(spark, settings, frames, run_id, "reference")
+    from spark_jobs.catalog import ensure_silver_tables
+
+    created = ensure_silver_tables(settings)
+    if created:
+        log.info(f"  created empty silver tables (no job has written them yet): {', '.join(created)}")
+    out["created_empty"] = created
+    out["seconds"] = round(time.monotonic() - started, 3)
+    return out
+
+
+def _validate_and_load(spark: SparkSession, settings: Settings, frames: dict, run_id: str, state_name: str) -> dict:
+    """Load each frame into its table with merge_sync (validated first by its suite, where it has one);
+    frames whose content was loaded before (digest in _state/<state_name>.json) are skipped."""
     from citysafe import quality
     from spark_jobs.publish import QualityGateFailed
 
-    started = time.monotonic()
-    districts = reference.districts(settings.districts_geojson)
-    frames = {
-        tables.taxonomy(settings.silver_dir): reference.taxonomy(),
-        tables.district(settings.silver_dir): district_frame(districts),
-        tables.district_alias(settings.silver_dir): reference.district_aliases(settings.district_aliases),
-        tables.h3_cell(settings.silver_dir): h3_cell_frame(districts, settings.h3_resolution),
-        tables.source_registry(settings.silver_dir): source_registry_frame(load_registry()),
-    }
     frames = {spec: frame[spec.column_names] for spec, frame in frames.items()}
-    state_path = settings.state_dir / "reference.json"
+    state_path = settings.state_dir / f"{state_name}.json"
     loaded = json.loads(state_path.read_text()) if state_path.exists() else {}
     digests = {
         spec.name: hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest() for spec, frame in frames.items()
@@ -167,17 +184,17 @@ def run(spark: SparkSession, settings: Settings, run_id: str = "reference") -> d
     }
     for spec, frame in frames.items():
         if spec.name in SUITES:
-            outcome = quality.validate_frame(spark, settings, SUITES[spec.name], frame, run_id, "reference")
+            outcome = quality.validate_frame(spark, settings, SUITES[spec.name], frame, run_id, state_name)
             if not outcome["success"]:
                 raise QualityGateFailed(
-                    f"reference {spec.name}: suite {outcome['suite']} failed "
+                    f"{state_name} {spec.name}: suite {outcome['suite']} failed "
                     f"({outcome['failed']} of {outcome['evaluated']}); nothing loaded; result "
                     f"{outcome['result_path']}",
                     outcome["result_path"],
                 )
     for spec, frame in frames.items():
         result = delta_io.merge_sync(spark, spark.createDataFrame(frame), spec)
-        log.info(f"  reference {spec.name}: {len(frame)} rows ({result.operation}, version {result.version_after})")
+        log.info(f"  {state_name} {spec.name}: {len(frame)} rows ({result.operation}, version {result.version_after})")
         out[spec.name] = {
             "rows": len(frame),
             "inserted": result.rows_inserted,
@@ -188,12 +205,77 @@ def run(spark: SparkSession, settings: Settings, run_id: str = "reference") -> d
         loaded[spec.name] = digests[spec.name]
         write_json_atomic(state_path, loaded)
     if not frames:
-        log.info("  reference tables unchanged")
-    from spark_jobs.catalog import ensure_silver_tables
+        log.info(f"  {state_name} tables unchanged")
+    return out
 
-    created = ensure_silver_tables(settings)
-    if created:
-        log.info(f"  created empty silver tables (no job has written them yet): {', '.join(created)}")
-    out["created_empty"] = created
-    out["seconds"] = round(time.monotonic() - started, 3)
+
+# --- a city known only from its records ---------------------------------------------------------------
+
+
+def event_grid_frames(
+    cell_districts: pd.DataFrame, names: dict[str, str | None], resolution: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(district, h3_cell) frames for a city without district polygons, from the published incidents'
+    (h3_cell, district_code) pairs: the grid is every cell with at least one incident; a cell belongs to
+    the district most of its incidents carry (ties: the smaller code); a district's polygon is the union
+    of its cells (so its area and map shape are those of where its records fall)."""
+    import h3
+    import shapely
+
+    counts = (
+        cell_districts.dropna(subset=["h3_cell", "district_code"])
+        .groupby(["h3_cell", "district_code"])
+        .size()
+        .rename("n")
+        .reset_index()
+        .sort_values(["h3_cell", "n", "district_code"], ascending=[True, False, True])
+    )
+    owner = counts.drop_duplicates("h3_cell").set_index("h3_cell")["district_code"].to_dict()
+    cells = sorted(owner)
+    rows = []
+    for cell in cells:
+        lat, lon = h3.cell_to_latlng(cell)
+        ring = sorted(c for c in h3.grid_disk(cell, 1) if c != cell and c in owner)
+        rows.append(
+            {
+                "h3_cell": cell,
+                "resolution": resolution,
+                "district_code": owner[cell],
+                "centroid_lon": round(lon, 6),
+                "centroid_lat": round(lat, 6),
+                "neighbors": json.dumps(ring),
+            }
+        )
+    h3_frame = pd.DataFrame(rows, columns=[c.name for c in tables.H3_CELL_COLUMNS]).astype({"resolution": "int32"})
+    districts = []
+    for code in sorted(set(owner.values())):
+        hexes = [
+            shapely.Polygon([(lon, lat) for lat, lon in h3.cell_to_boundary(c)]) for c in cells if owner[c] == code
+        ]
+        # snap to a fine grid first: neighbouring hexagons share edges only up to floating-point noise
+        union = shapely.union_all(shapely.set_precision(hexes, 1e-7))
+        districts.append({"district_code": code, "name_en": names.get(code), "wkb": shapely.to_wkb(union)})
+    district = (
+        district_frame(districts) if districts else pd.DataFrame(columns=[c.name for c in tables.DISTRICT_COLUMNS])
+    )
+    return district, h3_frame
+
+
+def derive_event_grid(spark: SparkSession, settings: Settings, run_id: str) -> dict:
+    """After the silver jobs, for a city without district polygons: silver `district` and `h3_cell` from
+    silver `incident` (event_grid_frames), validated by their suites. A re-run on the same incidents loads nothing."""
+    started = time.monotonic()
+    incidents = delta_io.read_arrow(tables.incident(settings.silver_dir), columns=["h3_cell", "district_code"])
+    district, h3_frame = event_grid_frames(incidents.to_pandas(), city.district_names(settings), settings.h3_resolution)
+    if h3_frame.empty:
+        log.info("  no published incident has a cell yet: the city's grid stays empty")
+        return {"cells": 0, "districts": 0}
+    out = _validate_and_load(
+        spark,
+        settings,
+        {tables.district(settings.silver_dir): district, tables.h3_cell(settings.silver_dir): h3_frame},
+        run_id,
+        "event_grid",
+    )
+    out.update(cells=len(h3_frame), districts=len(district), seconds=round(time.monotonic() - started, 3))
     return out
