@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from citysafe import data_docs as gx_docs
-from citysafe import delta_io, lake_lock, logs
+from citysafe import city, delta_io, lake_lock, logs
 from citysafe.config import ConfigError, Settings, load_settings
 from citysafe.errors import EXIT_CODES, EXIT_CONFIG, EXIT_ERROR, CitySafeError
 from citysafe.runs import new_run_id, sanitize_run_id
@@ -197,7 +197,10 @@ def reconcile(sources, run_id):
 @_exit_on_error
 def run(force, run_id):
     """The whole stage graph on the configured engine: generate, reference, ingest, silver, marts,
-    reconcile. Stages whose inputs and outputs did not change since their last success are skipped."""
+    reconcile, ml. Stages whose inputs and outputs did not change since their last success are skipped.
+
+    The city is the config's: the synthetic city by default, a real one with a city profile, e.g.
+    CITYSAFE_CONFIG=config/cities/chicago.yaml (no generator, no reconciliation with its truth)."""
     with _context(run_id, force=force) as ctx:
         s = ctx.settings
         log.info("run %s: engine=%s scale=%s lake=%s", ctx.run_id, s.engine, s.scale, s.lake_root)
@@ -211,6 +214,10 @@ def _print_summary(ctx: RunContext) -> None:
     data = ctx.summary.load()
     click.echo("")
     click.echo(f"CitySafe Lake run {ctx.run_id} finished in {time.monotonic() - ctx.started:.1f}s")
+    click.echo(
+        f"  city: {ctx.settings.city.name} (config {ctx.settings.config_file}; sources: "
+        f"{', '.join(city.source_names(ctx.settings, ctx.sources))})"
+    )
     for name, st in data.get("stages", {}).items():
         if st.get("status") == "skipped":
             click.echo(f"  {name}: skipped, nothing it reads or writes changed since run {st.get('since_run')}")
