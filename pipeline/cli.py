@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 
-from citysafe import data_docs as gx_docs
 from citysafe import city, delta_io, lake_lock, logs
+from citysafe import data_docs as gx_docs
 from citysafe.config import ConfigError, Settings, load_settings
 from citysafe.errors import EXIT_CODES, EXIT_CONFIG, EXIT_ERROR, CitySafeError
 from citysafe.runs import new_run_id, sanitize_run_id
