@@ -97,6 +97,8 @@ class ForecastConfig(BaseModel):
     step_weeks: int = Field(4, ge=1, le=52)  # scored origins this many weeks apart (and the refit interval)
     lags: tuple[int, ...] = (1, 2, 3, 4, 8, 13, 52)  # weekly lags of the target (52: same week last year)
     min_train_weeks: int = Field(16, ge=4, le=520)  # history before the first backtest origin
+    # a measure x domain is forecast when its city-wide weekly mean reaches this (else too sparse)
+    min_weekly_events: float = Field(0.5, ge=0)
 
 
 class MLConfig(BaseModel):

@@ -87,10 +87,17 @@ def read_series(settings: Settings) -> pd.DataFrame:
     incidents = warehouse.query(settings, _INCIDENT_SQL)
     hazards = warehouse.query(settings, _HAZARD_SQL)
     districts = warehouse.query(settings, _DISTRICTS_SQL)["district_code"].tolist()
-    return dense_series(weeks, {"incidents": incidents, "hazards_found": hazards}, districts)
+    return dense_series(
+        weeks,
+        {"incidents": incidents, "hazards_found": hazards},
+        districts,
+        min_weekly=settings.ml.forecast.min_weekly_events,
+    )
 
 
-def dense_series(weeks: pd.DataFrame, counts: dict[str, pd.DataFrame], districts: list[str]) -> pd.DataFrame:
+def dense_series(
+    weeks: pd.DataFrame, counts: dict[str, pd.DataFrame], districts: list[str], min_weekly: float = 0.0
+) -> pd.DataFrame:
     weeks = weeks.sort_values("week_start")
     complete = pd.to_datetime(weeks.loc[weeks["complete"].astype(bool), "week_start"])
     if complete.empty:
@@ -120,11 +127,20 @@ def dense_series(weeks: pd.DataFrame, counts: dict[str, pd.DataFrame], districts
         both["measure"] = measure
         frames.append(both)
     out = pd.concat(frames, ignore_index=True)
-    # A measure x domain with no event in the whole history is one no source reports (a city without a
-    # hazard inspection feed, a police-only city's fire domain): nothing to forecast, so no series.
-    reported = out[out["level"] == "city"].groupby(["measure", "domain_code"])["y"].sum()
-    reported = set(reported[reported > 0].index)
-    out = out[[pair in reported for pair in zip(out["measure"], out["domain_code"])]].copy()
+    # A measure x domain that no source reports (a city without a hazard inspection feed) or that is too
+    # rare to forecast per district (a police-only city's two fire calls in three years) gets no series:
+    # its city-wide weekly mean must reach min_weekly (and be above zero).
+    weekly = out[out["level"] == "city"].groupby(["measure", "domain_code"])["y"].mean()
+    kept = weekly[(weekly > 0) & (weekly >= min_weekly)]
+    dropped = weekly.drop(kept.index)
+    if len(dropped):
+        log.info(
+            "forecast: no series for %s (city-wide mean per week below %s)",
+            ", ".join(f"{m} {d} ({v:.2f})" for (m, d), v in dropped.items()),
+            max(min_weekly, 0),
+        )
+    kept = set(kept.index)
+    out = out[[pair in kept for pair in zip(out["measure"], out["domain_code"])]].copy()
     if out.empty:
         raise NotEnoughHistory("no event in any complete week: nothing to forecast")
     out["unique_id"] = out["measure"] + "|" + out["district_code"] + "|" + out["domain_code"]

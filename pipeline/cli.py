@@ -231,7 +231,9 @@ def _print_summary(ctx: RunContext) -> None:
             )
     wh = data["tables"].get("warehouse")
     if wh:
-        click.echo(f"  warehouse {wh['warehouse']}: " + ", ".join(f"{m}={n}" for m, n in wh["models"].items()))
+        # the ml stage rebuilt the marts over the gold zone after the marts stage: show their new counts
+        models = {**wh["models"], **data["tables"].get("warehouse.gold", {}).get("models", {})}
+        click.echo(f"  warehouse {wh['warehouse']}: " + ", ".join(f"{m}={n}" for m, n in sorted(models.items())))
     rec = data["tables"].get("reconciliation")
     if rec:
         click.echo(f"  reconciliation with the generator's truth: {'OK' if rec['ok'] else 'MISMATCH'}")

@@ -231,6 +231,7 @@ def run_ml(ctx: RunContext) -> dict:
     result = risk_models.train_and_publish(ctx.settings, lambda: ctx.spark, ctx.run_id)
     if result["changed"] or not warehouse.has_models(ctx.settings, GOLD_MARTS_PROBE):
         result["marts"] = warehouse.build_marts(ctx.settings, ctx.run_id, select=[f"tag:{GOLD_TAG}"])
+        ctx.summary.record_table("warehouse.gold", result["marts"])
     ctx.summary.record_table(
         "gold", {k: v for k, v in result.items() if k not in ("summary", "forecast_metrics", "marts")}
     )
