@@ -5,6 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
+# Byte-compile the venvs at install: with PYTHONDONTWRITEBYTECODE set (as on this machine) every process
+# would otherwise compile each module it imports, every time (measured: 3 of the 7 s an MLflow log took).
+export UV_COMPILE_BYTECODE := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 export SPARK_LOCAL_IP := 127.0.0.1
