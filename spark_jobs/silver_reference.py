@@ -90,6 +90,13 @@ def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
         best = max(sorted(overlap), key=lambda code: overlap[code])
         if overlap[best] > 0:
             owner[cell] = best
+    return cell_rows(owner, resolution)
+
+
+def cell_rows(owner: dict[str, str], resolution: int) -> pd.DataFrame:
+    """The h3_cell table for cells -> their district: centre and the ring-1 neighbours inside the grid."""
+    import h3
+
     rows = []
     for cell in sorted(owner):
         lat, lon = h3.cell_to_latlng(cell)
@@ -104,7 +111,7 @@ def h3_cell_frame(districts: list[dict], resolution: int) -> pd.DataFrame:
                 "neighbors": json.dumps(ring),
             }
         )
-    return pd.DataFrame(rows).astype({"resolution": "int32"})
+    return pd.DataFrame(rows, columns=[c.name for c in tables.H3_CELL_COLUMNS]).astype({"resolution": "int32"})
 
 
 def source_registry_frame(registry: dict) -> pd.DataFrame:
@@ -232,21 +239,7 @@ def event_grid_frames(
     )
     owner = counts.drop_duplicates("h3_cell").set_index("h3_cell")["district_code"].to_dict()
     cells = sorted(owner)
-    rows = []
-    for cell in cells:
-        lat, lon = h3.cell_to_latlng(cell)
-        ring = sorted(c for c in h3.grid_disk(cell, 1) if c != cell and c in owner)
-        rows.append(
-            {
-                "h3_cell": cell,
-                "resolution": resolution,
-                "district_code": owner[cell],
-                "centroid_lon": round(lon, 6),
-                "centroid_lat": round(lat, 6),
-                "neighbors": json.dumps(ring),
-            }
-        )
-    h3_frame = pd.DataFrame(rows, columns=[c.name for c in tables.H3_CELL_COLUMNS]).astype({"resolution": "int32"})
+    h3_frame = cell_rows(owner, resolution)
     districts = []
     for code in sorted(set(owner.values())):
         hexes = [
