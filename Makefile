@@ -14,12 +14,13 @@ export SPARK_LOCAL_IP := 127.0.0.1
 
 PIPELINE := .venv/pipeline
 AIRFLOW := .venv/airflow
+SUPERSET := .venv/superset
 CITYSAFE := $(PIPELINE)/bin/citysafe
 PII_KEY_FILE := var/secrets/pii.key
 # The PII key comes from the environment; for local runs one is made once under var/ (never committed).
 PII_KEY = $${CITYSAFE_PII_KEY:-$$(cat $(PII_KEY_FILE))}
 
-.PHONY: help setup run test test-fast lint format lock clean
+.PHONY: help setup run serve test test-fast lint format lock clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -37,10 +38,15 @@ $(AIRFLOW)/.synced: requirements/airflow.txt | $(UV)
 	VIRTUAL_ENV=$(AIRFLOW) $(UV) pip sync --quiet requirements/airflow.txt
 	touch $@
 
+$(SUPERSET)/.synced: requirements/superset.txt | $(UV)
+	test -x $(SUPERSET)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(SUPERSET)
+	VIRTUAL_ENV=$(SUPERSET) $(UV) pip sync --quiet requirements/superset.txt
+	touch $@
+
 $(PII_KEY_FILE):
 	mkdir -p $(dir $@) && umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@
 
-setup: $(PIPELINE)/.synced $(AIRFLOW)/.synced  ## build the venvs from the lock files (idempotent)
+setup: $(PIPELINE)/.synced $(AIRFLOW)/.synced $(SUPERSET)/.synced  ## build the venvs from the lock files (idempotent)
 
 # CITY=chicago (or nyc): the city profile config/cities/$(CITY).yaml instead of the synthetic city
 CITY_CONFIG = $(if $(CITY),CITYSAFE_CONFIG=config/cities/$(CITY).yaml)
@@ -48,6 +54,9 @@ CITY_CONFIG = $(if $(CITY),CITYSAFE_CONFIG=config/cities/$(CITY).yaml)
 run: setup $(PII_KEY_FILE)  ## the whole pipeline on the embedded engine (Sail); CITY=chicago|nyc for a real city
 	$(if $(CITY),test -f config/cities/$(CITY).yaml || { echo "no city profile config/cities/$(CITY).yaml (have: $$(ls config/cities | sed 's/.yaml//' | tr '\n' ' '))"; exit 2; })
 	CITYSAFE_PII_KEY=$(PII_KEY) $(CITY_CONFIG) $(CITYSAFE) run
+
+serve: setup $(PII_KEY_FILE)  ## the analysts' dashboards (Superset) on the served warehouse; prints URL and login
+	$(CITYSAFE) serve
 
 test: setup lint  ## lint, then the full test suite (pipeline venv, then Airflow venv)
 	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -p no:cacheprovider --durations=15 -n 2 --dist loadgroup
@@ -67,6 +76,7 @@ test-fast: setup  ## the suite without the slow end-to-end tests
 lock:  ## re-resolve the lock files after editing requirements/*.in
 	$(UV) pip compile --quiet requirements/pipeline.in -o requirements/pipeline.txt --python $(PYTHON) --python-version 3.11
 	$(UV) pip compile --quiet requirements/airflow.in -o requirements/airflow.txt --python $(PYTHON) --python-version 3.11
+	$(UV) pip compile --quiet requirements/superset.in -o requirements/superset.txt --python $(PYTHON) --python-version 3.11
 
 clean:  ## remove the lake, warehouse and generated data under var/ (keeps venvs and the PII key)
 	rm -rf var/lake var/warehouse var/synthetic var/airflow

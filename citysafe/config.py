@@ -30,6 +30,10 @@ _NON_KEY_ENV = {
     "CITYSAFE_GOLD_DIR",
     "CITYSAFE_DUCKDB_DELTA_EXTENSION",
     "CITYSAFE_DUCKDB_EXTENSION_DIR",
+    # secrets and derived values for Superset (pipeline/serve.py), never config keys
+    "CITYSAFE_SUPERSET_ADMIN_PASSWORD",
+    "CITYSAFE_SUPERSET_METADATA_URI",
+    "CITYSAFE_SUPERSET_LOG_LEVEL",
 }
 _PATH_KEYS = (
     "lake_root",
@@ -101,6 +105,17 @@ class ForecastConfig(BaseModel):
     min_weekly_events: float = Field(0.5, ge=0)
 
 
+class SupersetConfig(BaseModel):
+    """The analysts' dashboards (`citysafe serve`): where Superset keeps its state and where it listens."""
+
+    model_config = ConfigDict(extra="forbid")
+    port: int = Field(8088, ge=1024, le=65535)
+    home: Path = Path("var/superset")  # metadata (SQLite by default), caches; relative to the repository
+    # production: PostgreSQL metadata, e.g. postgresql://superset@db/superset (password from PGPASSWORD)
+    metadata_uri: str | None = None
+    workers: int = Field(2, ge=1, le=32)
+
+
 class MLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = Field(20260101, ge=0)
@@ -133,6 +148,7 @@ class Settings(BaseModel):
     city: CityConfig = CityConfig()
     mlflow_root: Path = Path("var/mlflow")
     ml: MLConfig = MLConfig()
+    superset: SupersetConfig = SupersetConfig()
     config_file: Path | None = None
 
     @field_validator("engine")

@@ -249,6 +249,23 @@ def _print_summary(ctx: RunContext) -> None:
     click.echo(f"  summary: {ctx.summary.path}")
 
 
+@main.command()
+@click.option("--no-start", is_flag=True, help="Provision (metadata, assets, roles, RLS) and exit; do not serve.")
+@_exit_on_error
+def serve(no_start):
+    """The analysts' dashboards: Superset on 127.0.0.1 (port in config) over the served warehouse.
+
+    Upgrades Superset's metadata DB, imports the dashboards kept in dashboards/assets.py, provisions
+    roles and per-district row-level security, then serves until Ctrl-C. Prints the URL and the login."""
+    from pipeline import serve as superset
+
+    settings = _settings()
+    click.echo(f"dashboards: {superset.login_hint(settings)}")
+    code = superset.serve(settings, start=not no_start)
+    if code:
+        sys.exit(code)
+
+
 @main.group("ml")
 def ml_group():
     """Risk models: cell x week hotspot maps and district x domain forecasts, scored against baselines."""

@@ -1,0 +1,485 @@
+"""The analysts' Superset assets as code: the warehouse database, its datasets, the charts and the
+dashboards, declared here and turned into an import bundle (Superset's v1 YAML format).
+
+Every UUID is derived from a stable name (uuid5), so a re-import updates in place; every asset is marked
+`is_managed_externally`, so provision.py can delete the managed assets that left this file. Dataset
+columns are read from the served warehouse, so the bundle always matches the marts it points at.
+Runs in the Superset venv (PyYAML and DuckDB only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from pathlib import Path
+
+import yaml
+
+NAMESPACE = uuid.UUID("6f1c2a57-3d0e-4d47-9a53-0c1f7b1e5a11")  # CitySafe Lake's asset namespace; never change
+DATABASE_NAME = "CitySafe warehouse"
+VERSION = "1.0.0"
+DISTRICT_COLUMN = "district_code"
+
+
+def uid(kind: str, key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{kind}:{key}"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    key: str  # table name in the warehouse, or the name of a virtual dataset
+    description: str
+    sql: str | None = None  # a virtual dataset's query over the marts
+
+    @property
+    def uuid(self) -> str:
+        return uid("dataset", self.key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    key: str
+    title: str
+    description: str  # what it counts: shown under the chart title
+    dataset: str
+    viz_type: str
+    params: dict
+    query: dict  # the chart-data query Superset saves with the chart (columns, metrics, orderby, filters, row_limit)
+    width: int = 6
+    height: int = 50
+
+    @property
+    def uuid(self) -> str:
+        return uid("chart", self.key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dashboard:
+    slug: str
+    title: str
+    rows: list[list[str]]  # chart keys, row by row
+    filters: list[tuple[str, str, str]] = ()  # (name, dataset, column): native select filters
+
+    @property
+    def uuid(self) -> str:
+        return uid("dashboard", self.slug)
+
+
+# --- helpers that keep chart definitions short -----------------------------------------------------------
+
+
+def sql_metric(expression: str, label: str) -> dict:
+    return {"expressionType": "SQL", "sqlExpression": expression, "label": label, "hasCustomLabel": True}
+
+
+def where(column: str, value) -> dict:
+    return {"clause": "WHERE", "expressionType": "SIMPLE", "subject": column, "operator": "==", "comparator": value}
+
+
+def table(key, title, description, dataset, columns, *, order=None, limit=1000, filters=(), width=6, height=50):
+    """A raw-records table."""
+    params = {
+        "query_mode": "raw",
+        "all_columns": list(columns),
+        "order_by_cols": [json.dumps([c, asc]) for c, asc in (order or [])],
+        "row_limit": limit,
+        "adhoc_filters": [where(c, v) for c, v in filters],
+        "server_pagination": False,
+        "table_timestamp_format": "smart_date",
+    }
+    query = {
+        "columns": list(columns),
+        "metrics": None,  # raw records: no GROUP BY (an empty list would group by every column)
+        "orderby": [[c, asc] for c, asc in (order or [])],
+        "row_limit": limit,
+        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+    }
+    return Chart(key, title, description, dataset, "table", params, query, width, height)
+
+
+def pie(key, title, description, dataset, groupby, metric, *, filters=(), width=4, height=50):
+    params = {
+        "groupby": [groupby],
+        "metric": metric,
+        "adhoc_filters": [where(c, v) for c, v in filters],
+        "row_limit": 100,
+        "show_legend": True,
+        "label_type": "key_value",
+        "sort_by_metric": True,
+    }
+    query = {
+        "columns": [groupby],
+        "metrics": [metric],
+        "orderby": [[metric, False]],
+        "row_limit": 100,
+        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+    }
+    return Chart(key, title, description, dataset, "pie", params, query, width, height)
+
+
+def polygons(key, title, description, dataset, ring_column, metric, *, filters=(), viewport=None, width=12, height=80):
+    """deck.gl polygons drawn from a JSON ring column; no base map (nothing is fetched from a tile server)."""
+    params = {
+        "line_column": ring_column,
+        "line_type": "json",
+        "metric": metric,
+        "adhoc_filters": [where(c, v) for c, v in filters],
+        "filled": True,
+        "stroked": True,
+        "extruded": False,
+        "line_width": 1,
+        "line_width_unit": "pixels",
+        "linear_color_scheme": "oranges",
+        "opacity": 80,
+        "legend_position": "tr",
+        "legend_format": ".2f",
+        "reverse_long_lat": False,
+        "mapbox_style": "",
+        "autozoom": True,
+        "viewport": viewport or {"zoom": 10, "latitude": 0, "longitude": 0, "pitch": 0, "bearing": 0},
+        "row_limit": 20000,
+        "js_columns": [],
+        "js_data_mutator": "",
+        "js_tooltip": "",
+        "js_onclick_href": "",
+        "fill_color_picker": {"r": 3, "g": 65, "b": 73, "a": 1},
+        "stroke_color_picker": {"r": 60, "g": 60, "b": 60, "a": 1},
+    }
+    query = {
+        "columns": [ring_column, "h3_cell"],
+        "metrics": [metric],
+        "orderby": [],
+        "row_limit": 20000,
+        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+    }
+    return Chart(key, title, description, dataset, "deck_polygon", params, query, width, height)
+
+
+# --- what the analysts see --------------------------------------------------------------------------------
+
+DATASETS = [
+    Dataset("mart_risk_map", "Next week's published risk per H3 cell (champion method of the latest model run)."),
+    Dataset(
+        "risk_map_cells",
+        "mart_risk_map with each cell's outline as a JSON ring of [lon, lat] points (the deck.gl polygon layer's input).",
+        sql=(
+            "select *, cast(json_extract(boundary_geojson, '$.coordinates[0]') as varchar) as boundary_ring\n"
+            "from main.mart_risk_map"
+        ),
+    ),
+    Dataset("mart_risk_backtest", "Every method's rolling-origin backtest scores (PAI, PEI*, hit rate, deviance)."),
+    Dataset("mart_source_freshness", "Per source: last load, lag and freshness status against its expectation."),
+    Dataset("mart_data_quality", "Per source: rows read, published, quarantined, deduplicated; last quality gate."),
+    Dataset("mart_data_quality_by_reason", "Per source and reason: rows quarantined and the quarantine rate."),
+]
+
+RISK = sql_metric("MAX(risk_score)", "risk score")
+CELLS = sql_metric("COUNT(*)", "cells")
+QUARANTINED = sql_metric("SUM(rows_quarantined)", "rows quarantined")
+
+CHARTS = [
+    polygons(
+        "risk_map",
+        "Risk map: next week, all incidents",
+        "Each H3 cell of the study area coloured by its risk score (expected incidents next week from the "
+        "published method, all domains). Darker = higher. No base map is drawn.",
+        "risk_map_cells",
+        "boundary_ring",
+        RISK,
+        filters=[("scope", "ALL")],
+    ),
+    pie(
+        "risk_levels",
+        "Cells by risk level",
+        "Number of cells per graded level (red = top 1% of cells, orange = next 4%, yellow = next 10%, blue = rest).",
+        "mart_risk_map",
+        "risk_level",
+        CELLS,
+        filters=[("scope", "ALL")],
+    ),
+    table(
+        "risk_top_cells",
+        "Top 20 cells and why",
+        "The 20 cells with the highest expected incidents next week, with the three features that raised "
+        "(or lowered) each prediction most (LightGBM contributions; empty when a baseline is published).",
+        "mart_risk_map",
+        [
+            "risk_rank",
+            "h3_cell",
+            "district_code",
+            "risk_level",
+            "expected_count",
+            "contribution_1_feature",
+            "contribution_1_value",
+            "contribution_2_feature",
+            "contribution_3_feature",
+        ],
+        order=[("risk_rank", True)],
+        limit=20,
+        filters=[("scope", "ALL")],
+        width=8,
+    ),
+    table(
+        "risk_backtest",
+        "Backtest: the model against its baselines",
+        "Mean over the backtest weeks of PAI at 5% of the area (how much more often incidents fall in the "
+        "flagged 5% than by chance), per method; the published method is marked. All incidents.",
+        "mart_risk_backtest",
+        ["method", "pai_5", "pai_1", "pai_10", "pei_5", "poisson_deviance", "is_published", "weeks"],
+        order=[("pai_5", False)],
+        filters=[("scope", "ALL")],
+        width=12,
+        height=40,
+    ),
+    table(
+        "freshness",
+        "Freshness per source",
+        "When each source last loaded, how late it is against its expected schedule, and its status.",
+        "mart_source_freshness",
+        ["source", "department", "freshness_status", "last_loaded_at_utc", "lag_hours", "rows_loaded"],
+        order=[("lag_over_expected_hours", False)],
+        width=12,
+    ),
+    pie(
+        "quarantine_reasons",
+        "Quarantined rows by reason",
+        "Rows held back from silver, by the reason recorded with each (all sources).",
+        "mart_data_quality_by_reason",
+        "reason",
+        QUARANTINED,
+        width=6,
+    ),
+    table(
+        "gate_results",
+        "Last quality gate per source",
+        "Rows read / published / quarantined per source and the result of its last Great Expectations gate.",
+        "mart_data_quality",
+        [
+            "source",
+            "rows_read",
+            "rows_published",
+            "rows_quarantined",
+            "quarantine_rate",
+            "last_validation_status",
+            "last_validation_failed_expectations",
+        ],
+        order=[("quarantine_rate", False)],
+        width=6,
+    ),
+]
+
+DASHBOARDS = [
+    Dashboard(
+        "citysafe-risk-map",
+        "Risk map",
+        [["risk_map"], ["risk_levels", "risk_top_cells"], ["risk_backtest"]],
+        filters=[("District", "mart_risk_map", DISTRICT_COLUMN)],
+    ),
+    Dashboard("citysafe-data-health", "Data health", [["freshness"], ["quarantine_reasons", "gate_results"]]),
+]
+
+
+# --- the bundle ---------------------------------------------------------------------------------------------
+
+
+def _columns(warehouse: Path, dataset: Dataset) -> list[dict]:
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True, config={"enable_external_access": False})
+    try:
+        sql = dataset.sql or f"select * from main.{dataset.key}"
+        described = con.execute(f"describe {sql}").fetchall()
+    finally:
+        con.close()
+    return [
+        {
+            "column_name": name,
+            "type": kind,
+            "is_dttm": kind.startswith(("DATE", "TIMESTAMP")),
+            "groupby": True,
+            "filterable": True,
+            "is_active": True,
+            "verbose_name": None,
+            "description": None,
+            "expression": None,
+            "python_date_format": None,
+            "extra": {},
+        }
+        for name, kind, *_ in described
+    ]
+
+
+def database_uri(warehouse: Path) -> str:
+    return f"duckdb:///{warehouse}"
+
+
+def bundle(warehouse: Path) -> dict[str, str]:
+    """{path: YAML text} for Superset's ImportAssetsCommand."""
+    warehouse = Path(warehouse).resolve()
+    db_uuid = uid("database", DATABASE_NAME)
+    files: dict[str, dict] = {
+        "metadata.yaml": {"version": VERSION, "type": "assets", "timestamp": "2026-01-01T00:00:00+00:00"},
+        "databases/citysafe_warehouse.yaml": {
+            "database_name": DATABASE_NAME,
+            "sqlalchemy_uri": database_uri(warehouse),
+            "cache_timeout": None,
+            "expose_in_sqllab": True,
+            "allow_run_async": False,
+            "allow_ctas": False,
+            "allow_cvas": False,
+            "allow_dml": False,
+            "allow_file_upload": False,
+            # read-only, and no DuckDB function may read or write server files (read_text, COPY, ATTACH)
+            "extra": {
+                "engine_params": {"connect_args": {"read_only": True, "config": {"enable_external_access": False}}},
+                "allows_virtual_table_explore": True,
+            },
+            "uuid": db_uuid,
+            "version": VERSION,
+            "is_managed_externally": True,
+        },
+    }
+    by_key = {d.key: d for d in DATASETS}
+    for d in DATASETS:
+        files[f"datasets/{d.key}.yaml"] = {
+            "table_name": d.key,
+            "schema": None if d.sql else "main",
+            "sql": d.sql,
+            "description": d.description,
+            "main_dttm_col": None,
+            "offset": 0,
+            "cache_timeout": None,
+            "filter_select_enabled": True,
+            "params": None,
+            "template_params": None,
+            "extra": None,
+            "uuid": d.uuid,
+            "metrics": [
+                {
+                    "metric_name": "count",
+                    "verbose_name": "rows",
+                    "metric_type": "count",
+                    "expression": "COUNT(*)",
+                    "description": None,
+                    "d3format": None,
+                    "extra": {},
+                    "warning_text": None,
+                }
+            ],
+            "columns": _columns(warehouse, d),
+            "version": VERSION,
+            "database_uuid": db_uuid,
+            "is_managed_externally": True,
+        }
+    for c in CHARTS:
+        form = {**c.params, "viz_type": c.viz_type, "datasource": "0__table"}
+        context = {
+            "datasource": {"id": 0, "type": "table"},
+            "force": False,
+            "queries": [
+                {
+                    **c.query,
+                    "extras": {"having": "", "where": ""},
+                    "annotation_layers": [],
+                    "series_columns": [],
+                    "url_params": {},
+                    "custom_params": {},
+                    "custom_form_data": {},
+                }
+            ],
+            "form_data": form,
+            "result_format": "json",
+            "result_type": "full",
+        }
+        files[f"charts/{c.key}.yaml"] = {
+            "slice_name": c.title,
+            "description": c.description,
+            "viz_type": c.viz_type,
+            "params": form,
+            "query_context": json.dumps(context),
+            "cache_timeout": None,
+            "uuid": c.uuid,
+            "version": VERSION,
+            "dataset_uuid": by_key[c.dataset].uuid,
+            "is_managed_externally": True,
+        }
+    charts = {c.key: c for c in CHARTS}
+    for dash in DASHBOARDS:
+        files[f"dashboards/{dash.slug}.yaml"] = _dashboard(dash, charts, by_key)
+    return {path: yaml.safe_dump(body, sort_keys=True, allow_unicode=True) for path, body in files.items()}
+
+
+def _dashboard(dash: Dashboard, charts: dict[str, Chart], datasets: dict[str, Dataset]) -> dict:
+    position: dict = {
+        "DASHBOARD_VERSION_KEY": "v2",
+        "ROOT_ID": {"type": "ROOT", "id": "ROOT_ID", "children": ["GRID_ID"]},
+        "GRID_ID": {"type": "GRID", "id": "GRID_ID", "children": [], "parents": ["ROOT_ID"]},
+        "HEADER_ID": {"type": "HEADER", "id": "HEADER_ID", "meta": {"text": dash.title}},
+    }
+    placeholder = 0
+    for r, row in enumerate(dash.rows):
+        row_id = f"ROW-{dash.slug}-{r}"
+        position["GRID_ID"]["children"].append(row_id)
+        position[row_id] = {
+            "type": "ROW",
+            "id": row_id,
+            "children": [],
+            "parents": ["ROOT_ID", "GRID_ID"],
+            "meta": {"background": "BACKGROUND_TRANSPARENT"},
+        }
+        for key in row:
+            c = charts[key]
+            placeholder += 1
+            chart_id = f"CHART-{key}"
+            position[row_id]["children"].append(chart_id)
+            position[chart_id] = {
+                "type": "CHART",
+                "id": chart_id,
+                "children": [],
+                "parents": ["ROOT_ID", "GRID_ID", row_id],
+                "meta": {
+                    "chartId": placeholder,  # replaced by the real id on import
+                    "uuid": c.uuid,
+                    "width": c.width,
+                    "height": c.height,
+                    "sliceName": c.title,
+                },
+            }
+    native_filters = [
+        {
+            "id": f"NATIVE_FILTER-{dash.slug}-{column}",
+            "name": name,
+            "filterType": "filter_select",
+            "targets": [{"datasetUuid": datasets[dataset].uuid, "column": {"name": column}}],
+            "defaultDataMask": {"filterState": {}, "extraFormData": {}},
+            "controlValues": {"multiSelect": True, "enableEmptyFilter": False, "searchAllOptions": False},
+            "cascadeParentIds": [],
+            "scope": {"rootPath": ["ROOT_ID"], "excluded": []},
+            "type": "NATIVE_FILTER",
+            "description": f"Only the chosen {name.lower()}s, on every chart that has a {column} column",
+            "chartsInScope": [],
+            "tabsInScope": [],
+        }
+        for name, dataset, column in dash.filters
+    ]
+    return {
+        "dashboard_title": dash.title,
+        "slug": dash.slug,
+        "description": None,
+        "css": "",
+        "position": position,
+        "metadata": {
+            "native_filter_configuration": native_filters,
+            "color_scheme": "supersetColors",
+            "refresh_frequency": 0,
+            "timed_refresh_immune_slices": [],
+            "expanded_slices": {},
+            "cross_filters_enabled": False,
+            "default_filters": "{}",
+        },
+        "uuid": dash.uuid,
+        "version": VERSION,
+        "is_managed_externally": True,
+        "published": True,
+    }

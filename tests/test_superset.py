@@ -1,0 +1,295 @@
+"""The analysts' dashboards on the built city's warehouse: a real Superset (its own venv, gunicorn on a
+free loopback port) brought up the way `citysafe serve` does it, its chart-data API, row-level security
+per district (also across the data cache), idempotent asset imports, and a real headless browser
+(Debian's chromium driven by Playwright; nothing is downloaded) that opens every dashboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from citysafe.config import REPO_ROOT, load_settings
+from pipeline import serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+ADMIN_PASSWORD = "superset-test-admin-0123456789"
+USER_PASSWORD = "superset-test-user-0123456789"
+
+pytestmark = pytest.mark.skipif(
+    not (serve.SUPERSET_VENV / "bin" / "python").is_file(), reason="Superset venv missing: run `make setup`"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    """A logged-in REST client: JWT for the API, the session cookie and CSRF token for POSTs that need them."""
+
+    def __init__(self, base: str, username: str, password: str):
+        import http.cookiejar
+
+        self.base = base
+        self.token = None
+        self.csrf = None
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        status, body = self.call(
+            "POST", "/api/v1/security/login", {"username": username, "password": password, "provider": "db"}
+        )
+        assert status == 200, body
+        self.token = body["access_token"]
+        status, body = self.call("GET", "/api/v1/security/csrf_token/")
+        assert status == 200, body
+        self.csrf = body["result"]
+
+    def call(self, method: str, path: str, body: dict | None = None):
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.csrf:
+            headers["X-CSRFToken"] = self.csrf
+            headers["Referer"] = self.base
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with self.opener.open(req, timeout=120) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            text = err.read().decode(errors="replace")
+            try:
+                return err.code, json.loads(text)
+            except ValueError:
+                return err.code, text
+
+    def charts(self) -> dict[str, int]:
+        status, body = self.call("GET", "/api/v1/chart/?q=(page_size:100)")
+        assert status == 200, body
+        return {c["slice_name"]: c["id"] for c in body["result"]}
+
+    def chart_rows(self, chart_id: int) -> list[dict]:
+        status, body = self.call("GET", f"/api/v1/chart/{chart_id}/data/")
+        assert status == 200, body
+        result = body["result"][0]
+        assert not result.get("error"), result["error"]
+        return result["data"]
+
+
+@pytest.fixture(scope="module")
+def superset(built_city, tmp_path_factory):
+    home = tmp_path_factory.mktemp("superset")
+    port = _free_port()
+    env = {
+        **built_city.env,
+        "CITYSAFE_SUPERSET__HOME": str(home),
+        "CITYSAFE_SUPERSET__PORT": str(port),
+        "CITYSAFE_SUPERSET__WORKERS": "2",
+        "SUPERSET_SECRET_KEY": "superset-test-secret-key-0123456789abcdef",
+        serve.ADMIN_PASSWORD_ENV: ADMIN_PASSWORD,
+    }
+    settings = load_settings(environ=env)
+    started = time.monotonic()
+    log = (home / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(REPO_ROOT / ".venv" / "pipeline" / "bin" / "citysafe"), "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() - started > 240:
+                raise AssertionError(f"Superset did not come up:\n{(home / 'serve.log').read_text()[-4000:]}")
+            time.sleep(1)
+        bring_up = time.monotonic() - started
+        sup_env = {**serve.environment(settings, env), **_superset_process_env(home)}
+        yield {"base": base, "env": env, "sup_env": sup_env, "settings": settings, "home": home, "seconds": bring_up}
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+        log.close()
+
+
+def _superset_process_env(home: Path) -> dict:
+    return {
+        "SUPERSET_HOME": str(home),
+        "SUPERSET_CONFIG_PATH": str(REPO_ROOT / "dashboards" / "superset_config.py"),
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONWARNINGS": "ignore",
+    }
+
+
+def _superset_python(sup: dict, *args: str) -> str:
+    proc = subprocess.run(
+        [str(serve.SUPERSET_VENV / "bin" / "python"), *args],
+        env=sup["sup_env"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def _districts(sup) -> list[str]:
+    con = duckdb.connect(str(sup["settings"].warehouse_path), read_only=True)
+    try:
+        return [r[0] for r in con.execute("select district_code from dim_district order by 1").fetchall()]
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def users(superset):
+    a, b = _districts(superset)[:2]
+    specs = [
+        {"username": "district_a", "password": USER_PASSWORD, "roles": [f"CitySafe District Analyst {a}"]},
+        {"username": "district_b", "password": USER_PASSWORD, "roles": [f"CitySafe District Analyst {b}"]},
+        {"copy_role": {"name": "Test analyst without district", "from": f"CitySafe District Analyst {a}"}},
+        {"username": "no_district", "password": USER_PASSWORD, "roles": ["Test analyst without district"]},
+    ]
+    _superset_python(superset, str(REPO_ROOT / "tests" / "superset_users.py"), json.dumps(specs))
+    return {"a": a, "b": b}
+
+
+def test_bring_up_and_every_chart_returns_data(superset):
+    api = Api(superset["base"], "admin", ADMIN_PASSWORD)
+    charts = api.charts()
+    assert len(charts) == 7
+    for title, chart_id in charts.items():
+        rows = api.chart_rows(chart_id)
+        assert rows, f"chart {title!r} returned no rows"
+    assert superset["seconds"] < 240
+
+
+def test_no_default_password_and_wrong_password_is_refused(superset):
+    req = urllib.request.Request(
+        superset["base"] + "/api/v1/security/login",
+        data=json.dumps({"username": "admin", "password": "admin", "provider": "db"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 401
+
+
+def test_district_analysts_see_only_their_district_also_from_the_cache(superset, users):
+    admin = Api(superset["base"], "admin", ADMIN_PASSWORD)
+    charts = admin.charts()
+    top, cells = charts["Top 20 cells and why"], charts["Risk map: next week, all incidents"]
+    everyone = {r["district_code"] for r in admin.chart_rows(top)}
+    assert len(everyone) >= 1
+    # A first fills the cache, then B asks for the same charts: each sees only its own district
+    for who, code in (("district_a", users["a"]), ("district_b", users["b"]), ("district_a", users["a"])):
+        api = Api(superset["base"], who, USER_PASSWORD)
+        rows = api.chart_rows(top)
+        assert rows and {r["district_code"] for r in rows} == {code}, (who, {r["district_code"] for r in rows})
+        con = duckdb.connect(str(superset["settings"].warehouse_path), read_only=True)
+        try:
+            own = {
+                r[0]
+                for r in con.execute(
+                    "select h3_cell from mart_risk_map where scope = 'ALL' and district_code = ?", [code]
+                ).fetchall()
+            }
+        finally:
+            con.close()
+        assert {r["h3_cell"] for r in api.chart_rows(cells)} == own
+
+
+def test_a_user_matched_by_no_rule_sees_nothing_and_district_roles_have_no_sql_lab(superset, users):
+    # the same permissions as a district analyst, but no district rule: the Base filter leaves no row
+    nobody = Api(superset["base"], "no_district", USER_PASSWORD)
+    charts = nobody.charts()
+    district_charts = ["Top 20 cells and why", "Risk map: next week, all incidents", "Cells by risk level"]
+    for title in district_charts:
+        assert nobody.chart_rows(charts[title]) == [], title
+    analyst = Api(superset["base"], "district_a", USER_PASSWORD)
+    status, body = analyst.call(
+        "POST",
+        "/api/v1/sqllab/execute/",
+        {"database_id": 1, "sql": "select 1", "schema": "main", "runAsync": False, "client_id": "t1", "tab": "t"},
+    )
+    assert status in (401, 403), (status, body)
+
+
+def test_reimport_is_idempotent_and_removed_charts_are_deleted(superset):
+    admin = Api(superset["base"], "admin", ADMIN_PASSWORD)
+    before = admin.charts()
+    wh = str(superset["settings"].warehouse_path)
+    _superset_python(superset, "-m", "dashboards.provision", "--warehouse", wh)
+    assert admin.charts() == before  # same titles, same ids
+    drop = (
+        "import sys; from dashboards import assets, provision; "
+        "assets.CHARTS = [c for c in assets.CHARTS if c.key != 'risk_levels']; "
+        "assets.DASHBOARDS[0].rows[1].remove('risk_levels'); "
+        f"sys.exit(provision.main(['--warehouse', {wh!r}]))"
+    )
+    _superset_python(superset, "-c", drop)
+    assert set(admin.charts()) == set(before) - {"Cells by risk level"}
+    _superset_python(superset, "-m", "dashboards.provision", "--warehouse", wh)
+    assert set(admin.charts()) == set(before)
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium not installed")
+def test_every_dashboard_renders_in_a_real_browser(superset, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from dashboards.assets import DASHBOARDS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        requests_out = []
+        page.on("request", lambda r: requests_out.append(r.url) if not r.url.startswith(superset["base"]) else None)
+        page.goto(superset["base"] + "/login/")
+        page.wait_for_selector("#username")
+        page.fill("#username", "admin")
+        page.fill("#password", ADMIN_PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/superset/welcome/**", timeout=60000)
+        for dash in DASHBOARDS:
+            page.goto(f"{superset['base']}/superset/dashboard/{dash.slug}/")
+            expected = sum(len(row) for row in dash.rows)
+            # locators only: the page's CSP forbids eval, so no wait_for_function
+            page.locator(".chart-container").nth(expected - 1).wait_for(state="attached", timeout=90000)
+            page.wait_for_load_state("networkidle", timeout=90000)
+            deadline = time.monotonic() + 90
+            while page.locator(".loading").count() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert page.locator(".loading").count() == 0, f"{dash.slug}: charts still loading after 90 s"
+            errors = page.locator(".chart-container .alert-danger, .chart-container [role=alert]").all_inner_texts()
+            assert not errors, (dash.slug, errors)
+            if any("risk_map" in row for row in dash.rows):
+                assert page.locator(".chart-container canvas").count() >= 1  # the deck.gl layer drew
+            shot = tmp_path / f"{dash.slug}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 30_000, "screenshot looks blank"
+        browser.close()
+    # nothing left the machine: no tile server, no telemetry pixel (the CSP blocks it before the network)
+    assert [u for u in requests_out if not u.startswith(("data:", "blob:"))] == []
