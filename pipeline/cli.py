@@ -247,6 +247,9 @@ def _print_summary(ctx: RunContext) -> None:
             f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(ctx.settings.mlflow_root)}"
         )
     click.echo(f"  summary: {ctx.summary.path}")
+    click.echo(
+        f"  dashboards: `make serve` (or `citysafe serve`), then open http://127.0.0.1:{ctx.settings.superset.port}/"
+    )
 
 
 @main.command()
@@ -260,6 +263,7 @@ def serve(no_start):
     from pipeline import serve as superset
 
     settings = _settings()
+    superset.command(settings)  # the warehouse and the Superset venv exist, else one line and exit 2
     click.echo(f"dashboards: {superset.login_hint(settings)}")
     code = superset.serve(settings, start=not no_start)
     if code:

@@ -60,10 +60,10 @@ def environment(settings: Settings, environ: dict | None = None) -> dict:
 
 def command(settings: Settings, *, start: bool = True) -> list[str]:
     python = SUPERSET_VENV / "bin" / "python"
-    if not python.is_file():
-        raise ConfigError(f"the Superset venv is missing ({SUPERSET_VENV}): run `make setup`")
     if not settings.warehouse_path.is_file():
         raise ConfigError(f"no warehouse at {settings.warehouse_path}: run `make run` (or `citysafe run`) first")
+    if not python.is_file():
+        raise ConfigError(f"the Superset venv is missing ({SUPERSET_VENV}): run `make setup`")
     args = [
         str(python),
         "-m",

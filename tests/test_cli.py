@@ -31,6 +31,7 @@ COMMANDS = [
     "maintain",
     "data-docs",
     "ml",
+    "serve",
 ]
 
 
@@ -107,3 +108,10 @@ def test_ml_evaluate_before_any_training_exits_2_naming_the_command(cli):
 def test_ml_predict_before_any_training_exits_2_naming_the_command(cli):
     code, _, err = cli("ml", "predict")
     assert code == 2 and "citysafe ml train" in err and "Traceback" not in err
+
+
+def test_serve_without_a_warehouse_says_so_in_one_line(cli):
+    code, out, err = cli("serve", "--no-start")
+    assert code == 2
+    assert "no warehouse at" in err and "make run" in err
+    assert "Traceback" not in err

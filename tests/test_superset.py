@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -90,8 +91,13 @@ class Api:
 def superset(built_city, tmp_path_factory):
     home = tmp_path_factory.mktemp("superset")
     port = _free_port()
+    # a copy of the built city's warehouse: the swap test replaces it under the running server
+    warehouse = home / "warehouse" / "citysafe_marts.duckdb"
+    warehouse.parent.mkdir()
+    shutil.copyfile(built_city.warehouse, warehouse)
     env = {
         **built_city.env,
+        "CITYSAFE_WAREHOUSE_PATH": str(warehouse),
         "CITYSAFE_SUPERSET__HOME": str(home),
         "CITYSAFE_SUPERSET__PORT": str(port),
         "CITYSAFE_SUPERSET__WORKERS": "2",
@@ -298,3 +304,21 @@ def test_every_dashboard_renders_in_a_real_browser(superset, tmp_path):
     # nothing left the machine: no tile server; the frontend's telemetry pixel is blocked by the CSP
     assert responses_out == []
     assert all(failure == "csp" for _, failure in failed_out), failed_out
+
+
+def test_serving_goes_on_across_the_atomic_warehouse_swap(superset):
+    """The pipeline builds a new warehouse file and os.replace()s it over the served one: queries after
+    the swap see the new build, without restarting Superset."""
+    admin = Api(superset["base"], "admin", ADMIN_PASSWORD)
+    chart = admin.charts()["Backtest: the model against its baselines"]
+    weeks = {r["weeks"] for r in admin.chart_rows(chart)}
+    served = superset["settings"].warehouse_path
+    new = served.with_name("next.duckdb")
+    shutil.copyfile(served, new)
+    con = duckdb.connect(str(new))
+    con.execute("update mart_risk_backtest set weeks = weeks + 1000")
+    con.close()
+    os.replace(new, served)
+    status, body = admin.call("GET", f"/api/v1/chart/{chart}/data/?force=true")
+    assert status == 200, body
+    assert {r["weeks"] for r in body["result"][0]["data"]} == {w + 1000 for w in weeks}
