@@ -34,6 +34,7 @@ _NON_KEY_ENV = {
     "CITYSAFE_SUPERSET_ADMIN_PASSWORD",
     "CITYSAFE_SUPERSET_METADATA_URI",
     "CITYSAFE_SUPERSET_LOG_LEVEL",
+    "CITYSAFE_DASHBOARD_TARGETS",
 }
 _PATH_KEYS = (
     "lake_root",
@@ -114,6 +115,9 @@ class SupersetConfig(BaseModel):
     # production: PostgreSQL metadata, e.g. postgresql://superset@db/superset (password from PGPASSWORD)
     metadata_uri: str | None = None
     workers: int = Field(2, ge=1, le=32)
+    # the hazard closed loop's targets the dashboards compare against
+    hazard_overdue_rate_max: float = Field(0.05, ge=0, le=1)
+    hazard_days_to_rectify_max: float = Field(7, ge=0)
 
 
 class MLConfig(BaseModel):

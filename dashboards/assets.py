@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 
 NAMESPACE = uuid.UUID("6f1c2a57-3d0e-4d47-9a53-0c1f7b1e5a11")  # CitySafe Lake's asset namespace; never change
 DATABASE_NAME = "CitySafe warehouse"
+GRADE_COLOURS = {"red": "#d7191c", "orange": "#f28e2b", "yellow": "#e8c547", "blue": "#2c7bb6"}
 VERSION = "1.0.0"
 DISTRICT_COLUMN = "district_code"
 
@@ -87,6 +89,8 @@ def table(key, title, description, dataset, columns, *, order=None, limit=1000, 
         "adhoc_filters": [where(c, v) for c, v in filters],
         "server_pagination": False,
         "table_timestamp_format": "smart_date",
+        # numbers with at most 3 decimals (trailing zeros dropped); text columns ignore it
+        "column_config": {c: {"d3NumberFormat": ",.3~f"} for c in columns},
     }
     query = {
         "columns": list(columns),
@@ -116,6 +120,59 @@ def pie(key, title, description, dataset, groupby, metric, *, filters=(), width=
         "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
     }
     return Chart(key, title, description, dataset, "pie", params, query, width, height)
+
+
+def timeseries(
+    key, title, description, dataset, x_axis, metrics, *, groupby=None, filters=(), kind="line", width=12, height=50
+):
+    """Weekly lines (or bars) over `x_axis`, one series per `groupby` value."""
+    params = {
+        "x_axis": x_axis,
+        "time_grain_sqla": "P1W",
+        "metrics": list(metrics),
+        "groupby": [groupby] if groupby else [],
+        "adhoc_filters": [where(c, v) for c, v in filters],
+        "row_limit": 50000,
+        "show_legend": True,
+        "legendType": "scroll",
+        "rich_tooltip": True,
+        "x_axis_time_format": "smart_date",
+        "truncate_metric": True,
+        "order_desc": True,
+    }
+    query = {
+        "columns": [x_axis, *([groupby] if groupby else [])],
+        "metrics": list(metrics),
+        "orderby": [[x_axis, True]],
+        "row_limit": 50000,
+        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+    }
+    viz = "echarts_timeseries_bar" if kind == "bar" else "echarts_timeseries_line"
+    return Chart(key, title, description, dataset, viz, params, query, width, height)
+
+
+def bars(key, title, description, dataset, groupby, metric, *, filters=(), limit=50, width=6, height=50):
+    """One bar per `groupby` value, largest first."""
+    params = {
+        "x_axis": groupby,
+        "metrics": [metric],
+        "groupby": [],
+        "adhoc_filters": [where(c, v) for c, v in filters],
+        "row_limit": limit,
+        "x_axis_sort": metric["label"],
+        "x_axis_sort_asc": False,
+        "show_legend": False,
+        "show_value": True,
+        "orientation": "vertical",
+    }
+    query = {
+        "columns": [groupby],
+        "metrics": [metric],
+        "orderby": [[metric, False]],
+        "row_limit": limit,
+        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+    }
+    return Chart(key, title, description, dataset, "echarts_timeseries_bar", params, query, width, height)
 
 
 def polygons(key, title, description, dataset, ring_column, metric, *, filters=(), viewport=None, width=12, height=80):
@@ -158,6 +215,11 @@ def polygons(key, title, description, dataset, ring_column, metric, *, filters=(
 
 # --- what the analysts see --------------------------------------------------------------------------------
 
+# Targets of the hazard closed loop (config `superset.targets`, handed over by pipeline/serve.py).
+_targets = json.loads(os.environ.get("CITYSAFE_DASHBOARD_TARGETS") or "{}")
+OVERDUE_RATE_TARGET = float(_targets.get("hazard_overdue_rate_max", 0.05))
+RECTIFY_DAYS_TARGET = float(_targets.get("hazard_days_to_rectify_max", 7))
+
 DATASETS = [
     Dataset("mart_risk_map", "Next week's published risk per H3 cell (champion method of the latest model run)."),
     Dataset(
@@ -169,6 +231,50 @@ DATASETS = [
         ),
     ),
     Dataset("mart_risk_backtest", "Every method's rolling-origin backtest scores (PAI, PEI*, hit rate, deviance)."),
+    Dataset(
+        "mart_incident_trends",
+        "Weekly incidents per district x category with week-over-week and year-over-year change.",
+    ),
+    Dataset(
+        "incident_latest_week",
+        "The newest complete week of mart_incident_trends per district and domain, with its changes.",
+        sql=(
+            "select district_code, domain_code, week_start, sum(incident_count) as incident_count,\n"
+            "       sum(previous_week_count) as previous_week_count, sum(previous_year_count) as previous_year_count,\n"
+            "       sum(incident_count) - sum(previous_week_count) as week_over_week_change,\n"
+            "       sum(incident_count) - sum(previous_year_count) as year_over_year_change\n"
+            "from main.mart_incident_trends\n"
+            "where week_start = (select max(week_start) from main.mart_incident_trends where is_complete_week)\n"
+            "group by district_code, domain_code, week_start"
+        ),
+    ),
+    Dataset(
+        "forecast_latest",
+        "The newest forecast (LightGBM, P10 / P50 / P90) per series and target week, with the actual once known.",
+        sql=(
+            "select * from main.mart_forecast_vs_actual\n"
+            "where method = 'lightgbm'\n"
+            "  and origin_week_start = (select max(origin_week_start) from main.mart_forecast_vs_actual)"
+        ),
+    ),
+    Dataset(
+        "mart_forecast_metrics", "Backtest of the forecasts: MASE, 80% interval coverage and Winkler score per horizon."
+    ),
+    Dataset(
+        "hazard_loop",
+        "mart_hazard_rectification with the closed-loop targets from config and whether each row meets them.",
+        sql=(
+            f"select *, {OVERDUE_RATE_TARGET} as overdue_rate_target, {RECTIFY_DAYS_TARGET} as days_to_rectify_target,\n"
+            f"       overdue_rate <= {OVERDUE_RATE_TARGET} as meets_overdue_target,\n"
+            f"       median_days_found_to_rectified <= {RECTIFY_DAYS_TARGET} as meets_days_target\n"
+            "from main.mart_hazard_rectification"
+        ),
+    ),
+    Dataset("fct_device_alert", "Alert episodes of the IoT devices: start, peak grade, duration, gaps."),
+    Dataset(
+        "mart_response_times",
+        "Fire/EMS calls per district and week: dispatch, response and travel time median and p90.",
+    ),
     Dataset("mart_source_freshness", "Per source: last load, lag and freshness status against its expectation."),
     Dataset("mart_data_quality", "Per source: rows read, published, quarantined, deduplicated; last quality gate."),
     Dataset("mart_data_quality_by_reason", "Per source and reason: rows quarantined and the quarantine rate."),
@@ -232,6 +338,148 @@ CHARTS = [
         width=12,
         height=40,
     ),
+    timeseries(
+        "incidents_weekly",
+        "Incidents per week by domain",
+        "Incidents per city-local week (Monday start), one line per domain; the district filter narrows it.",
+        "mart_incident_trends",
+        "week_start",
+        [sql_metric("SUM(incident_count)", "incidents")],
+        groupby="domain_code",
+    ),
+    table(
+        "incidents_changes",
+        "Newest week: change on the week before and on the same week last year",
+        "Incidents in the newest complete week per district and domain, and the change against the week "
+        "before and the same ISO week a year earlier (negative = fewer).",
+        "incident_latest_week",
+        ["district_code", "domain_code", "incident_count", "week_over_week_change", "year_over_year_change"],
+        order=[("incident_count", False)],
+        width=12,
+    ),
+    timeseries(
+        "forecast_band",
+        "City forecast of incidents with its 80% band",
+        "The newest forecast of weekly incidents for the whole city (all domains): P50 and the P10-P90 band "
+        "of the LightGBM model with conformal intervals, and the actual count where the week is already known.",
+        "forecast_latest",
+        "target_week_start",
+        [
+            sql_metric("SUM(p10)", "P10"),
+            sql_metric("SUM(p50)", "P50"),
+            sql_metric("SUM(p90)", "P90"),
+            sql_metric("SUM(actual)", "actual"),
+        ],
+        filters=[("level", "city"), ("measure", "incidents")],
+    ),
+    table(
+        "forecast_quality",
+        "How good the forecasts were (backtest)",
+        "Per measure and horizon (weeks ahead): MASE against the seasonal naive (below 1 = better than "
+        "last year's same week), share of actuals inside the 80% interval, and the Winkler interval score.",
+        "mart_forecast_metrics",
+        ["measure", "method", "horizon", "mase", "coverage_80", "winkler_80"],
+        order=[("horizon", True)],
+        filters=[("method", "lightgbm")],
+        width=12,
+    ),
+    table(
+        "hazard_by_district",
+        "Hazard closed loop by district",
+        f"Per district: hazards found, overdue rate (target <= {OVERDUE_RATE_TARGET:.0%}) and median days from "
+        f"found to rectified (target <= {RECTIFY_DAYS_TARGET:g}), and whether each target is met.",
+        "hazard_loop",
+        [
+            "district_code",
+            "hazards_found",
+            "overdue_total",
+            "overdue_rate",
+            "meets_overdue_target",
+            "median_days_found_to_rectified",
+            "meets_days_target",
+            "p90_days_found_to_rectified",
+        ],
+        order=[("overdue_rate", False)],
+        filters=[("grain", "district")],
+        width=12,
+    ),
+    table(
+        "hazard_by_quarter",
+        "Hazard closed loop by quarter found",
+        "Per quarter in which the hazards were found: how many, how many closed, overdue rate, on-time rate.",
+        "hazard_loop",
+        [
+            "found_quarter_label",
+            "hazards_found",
+            "hazards_closed",
+            "overdue_rate",
+            "on_time_rate",
+            "meets_overdue_target",
+        ],
+        order=[("found_quarter_label", True)],
+        filters=[("grain", "quarter")],
+        width=6,
+    ),
+    table(
+        "hazard_overdue_enterprises",
+        "Enterprises with open overdue hazards",
+        "Enterprises holding hazards past their rectification deadline and still open, most first.",
+        "hazard_loop",
+        ["enterprise_id", "district_code", "overdue_open", "hazards_found", "overdue_rate"],
+        order=[("overdue_open", False)],
+        filters=[("grain", "enterprise")],
+        limit=50,
+        width=6,
+    ),
+    timeseries(
+        "alerts_by_grade",
+        "Device alert episodes by peak grade",
+        "Alert episodes started per week, by the highest grade each reached (blue < yellow < orange < red).",
+        "fct_device_alert",
+        "start_date_local",
+        [sql_metric("COUNT(*)", "episodes")],
+        groupby="peak_grade",
+        kind="bar",
+    ),
+    bars(
+        "alerts_open_by_district",
+        "Open alert episodes by district",
+        "Alert episodes still open at the last reading, per district (districts with any alert episode).",
+        "fct_device_alert",
+        "district_code",
+        sql_metric("SUM(CASE WHEN is_open THEN 1 ELSE 0 END)", "open episodes"),
+    ),
+    table(
+        "device_gaps",
+        "Devices with reporting gaps during alerts",
+        "Devices whose alert episodes had hours without readings, most gap hours first.",
+        "fct_device_alert",
+        ["device_id", "device_type", "district_code", "alert_id", "gap_hours", "peak_grade"],
+        order=[("gap_hours", False)],
+        limit=50,
+    ),
+    timeseries(
+        "response_weekly",
+        "Fire/EMS response time per week (seconds)",
+        "Median and 90th percentile of seconds from call to arrival on scene, per week (all districts; the "
+        "district filter narrows it; medians of districts, not of all calls).",
+        "mart_response_times",
+        "week_start",
+        [
+            sql_metric("MEDIAN(response_seconds_median)", "median"),
+            sql_metric("MEDIAN(response_seconds_p90)", "p90"),
+        ],
+    ),
+    bars(
+        "response_by_district",
+        "Median response time by district (seconds)",
+        "Per district: the median over the weeks of the weekly median seconds from call to arrival on scene.",
+        "mart_response_times",
+        "district_code",
+        sql_metric("MEDIAN(response_seconds_median)", "median seconds"),
+        limit=100,
+        width=12,
+    ),
     table(
         "freshness",
         "Freshness per source",
@@ -275,6 +523,33 @@ DASHBOARDS = [
         "Risk map",
         [["risk_map"], ["risk_levels", "risk_top_cells"], ["risk_backtest"]],
         filters=[("District", "mart_risk_map", DISTRICT_COLUMN)],
+    ),
+    Dashboard(
+        "citysafe-trends",
+        "Trends and forecasts",
+        [["incidents_weekly"], ["incidents_changes"], ["forecast_band"], ["forecast_quality"]],
+        filters=[
+            ("District", "mart_incident_trends", DISTRICT_COLUMN),
+            ("Domain", "mart_incident_trends", "domain_code"),
+        ],
+    ),
+    Dashboard(
+        "citysafe-hazards",
+        "Hazard closed loop",
+        [["hazard_by_district"], ["hazard_by_quarter", "hazard_overdue_enterprises"]],
+        filters=[("District", "hazard_loop", DISTRICT_COLUMN)],
+    ),
+    Dashboard(
+        "citysafe-devices",
+        "Devices and early warning",
+        [["alerts_by_grade"], ["alerts_open_by_district", "device_gaps"]],
+        filters=[("District", "fct_device_alert", DISTRICT_COLUMN)],
+    ),
+    Dashboard(
+        "citysafe-response-times",
+        "Response times",
+        [["response_weekly"], ["response_by_district"]],
+        filters=[("District", "mart_response_times", DISTRICT_COLUMN)],
     ),
     Dashboard("citysafe-data-health", "Data health", [["freshness"], ["quarantine_reasons", "gate_results"]]),
 ]
@@ -472,6 +747,8 @@ def _dashboard(dash: Dashboard, charts: dict[str, Chart], datasets: dict[str, Da
         "metadata": {
             "native_filter_configuration": native_filters,
             "color_scheme": "supersetColors",
+            # the graded levels always in their own colours, on every chart of every dashboard
+            "label_colors": GRADE_COLOURS,
             "refresh_frequency": 0,
             "timed_refresh_immune_slices": [],
             "expanded_slices": {},

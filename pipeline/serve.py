@@ -8,6 +8,7 @@ committed); no default password exists anywhere.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -51,6 +52,12 @@ def environment(settings: Settings, environ: dict | None = None) -> dict:
             "SUPERSET_HOME": str(superset_home(settings)),
             "SUPERSET_SECRET_KEY": secret("SUPERSET_SECRET_KEY", SECRET_KEY_FILE, 48, base),
             "SUPERSET_ADMIN_PASSWORD": secret(ADMIN_PASSWORD_ENV, ADMIN_PASSWORD_FILE, 18, base),
+        }
+    )
+    env["CITYSAFE_DASHBOARD_TARGETS"] = json.dumps(
+        {
+            "hazard_overdue_rate_max": settings.superset.hazard_overdue_rate_max,
+            "hazard_days_to_rectify_max": settings.superset.hazard_days_to_rectify_max,
         }
     )
     if settings.superset.metadata_uri:
