@@ -236,16 +236,30 @@ DATASETS = [
         "Weekly incidents per district x category with week-over-week and year-over-year change.",
     ),
     Dataset(
+        "incident_trends_named",
+        "mart_incident_trends with each domain's English and Chinese name (dim_category) as `domain_label`.",
+        sql=(
+            "select t.*, d.domain_name_en, d.domain_name_zh,\n"
+            "       d.domain_name_en || ' · ' || d.domain_name_zh as domain_label\n"
+            "from main.mart_incident_trends as t\n"
+            "left join (select distinct domain_code, domain_name_en, domain_name_zh from main.dim_category) as d\n"
+            "  using (domain_code)"
+        ),
+    ),
+    Dataset(
         "incident_latest_week",
         "The newest complete week of mart_incident_trends per district and domain, with its changes.",
         sql=(
-            "select district_code, domain_code, week_start, sum(incident_count) as incident_count,\n"
+            "select district_code, domain_code, domain_label, week_start, sum(incident_count) as incident_count,\n"
             "       sum(previous_week_count) as previous_week_count, sum(previous_year_count) as previous_year_count,\n"
             "       sum(incident_count) - sum(previous_week_count) as week_over_week_change,\n"
             "       sum(incident_count) - sum(previous_year_count) as year_over_year_change\n"
-            "from main.mart_incident_trends\n"
+            "from (select t.*, d.domain_name_en || ' · ' || d.domain_name_zh as domain_label\n"
+            "      from main.mart_incident_trends as t\n"
+            "      left join (select distinct domain_code, domain_name_en, domain_name_zh from main.dim_category) as d\n"
+            "        using (domain_code))\n"
             "where week_start = (select max(week_start) from main.mart_incident_trends where is_complete_week)\n"
-            "group by district_code, domain_code, week_start"
+            "group by district_code, domain_code, domain_label, week_start"
         ),
     ),
     Dataset(
@@ -342,10 +356,10 @@ CHARTS = [
         "incidents_weekly",
         "Incidents per week by domain",
         "Incidents per city-local week (Monday start), one line per domain; the district filter narrows it.",
-        "mart_incident_trends",
+        "incident_trends_named",
         "week_start",
         [sql_metric("SUM(incident_count)", "incidents")],
-        groupby="domain_code",
+        groupby="domain_label",
     ),
     table(
         "incidents_changes",
@@ -353,7 +367,7 @@ CHARTS = [
         "Incidents in the newest complete week per district and domain, and the change against the week "
         "before and the same ISO week a year earlier (negative = fewer).",
         "incident_latest_week",
-        ["district_code", "domain_code", "incident_count", "week_over_week_change", "year_over_year_change"],
+        ["district_code", "domain_label", "incident_count", "week_over_week_change", "year_over_year_change"],
         order=[("incident_count", False)],
         width=12,
     ),
