@@ -284,6 +284,18 @@ DATASETS = [
             "from main.mart_hazard_rectification"
         ),
     ),
+    Dataset(
+        "hazard_funnel",
+        "Hazards per district at each step of the closed loop: found, closed, accepted, rectified on time.",
+        sql=(
+            "select district_code, stage, hazards from (\n"
+            "  select district_code, '1 found' as stage, hazards_found as hazards from main.mart_hazard_rectification where grain = 'district'\n"
+            "  union all select district_code, '2 closed', hazards_closed from main.mart_hazard_rectification where grain = 'district'\n"
+            "  union all select district_code, '3 accepted', hazards_accepted from main.mart_hazard_rectification where grain = 'district'\n"
+            "  union all select district_code, '4 rectified on time', rectified_on_time from main.mart_hazard_rectification where grain = 'district'\n"
+            ")"
+        ),
+    ),
     Dataset("fct_device_alert", "Alert episodes of the IoT devices: start, peak grade, duration, gaps."),
     Dataset(
         "mart_response_times",
@@ -443,6 +455,68 @@ CHARTS = [
         order=[("overdue_open", False)],
         filters=[("grain", "enterprise")],
         limit=50,
+        width=12,
+    ),
+    table(
+        "hazard_by_domain",
+        "Hazard closed loop by domain",
+        "Per safety domain of the hazard: how many found, overdue rate and median days found to rectified "
+        "against the targets. City-wide rows: a district analyst sees none (they carry no district).",
+        "hazard_loop",
+        [
+            "domain_code",
+            "hazards_found",
+            "overdue_rate",
+            "meets_overdue_target",
+            "median_days_found_to_rectified",
+            "meets_days_target",
+        ],
+        order=[("hazards_found", False)],
+        filters=[("grain", "domain")],
+        width=6,
+    ),
+    table(
+        "hazard_by_severity",
+        "Hazard closed loop by severity",
+        "Per severity (major / general): how many found, overdue rate and median days found to rectified against "
+        "the targets. City-wide rows: a district analyst sees none.",
+        "hazard_loop",
+        [
+            "severity",
+            "hazards_found",
+            "overdue_rate",
+            "meets_overdue_target",
+            "median_days_found_to_rectified",
+            "meets_days_target",
+        ],
+        order=[("hazards_found", False)],
+        filters=[("grain", "severity")],
+        width=6,
+    ),
+    Chart(
+        "hazard_funnel",
+        "Rectification funnel",
+        "Hazards at each step of the closed loop (found, closed, accepted, rectified on time), summed over the "
+        "districts in the filter.",
+        "hazard_funnel",
+        "funnel",
+        {
+            "groupby": ["stage"],
+            "metric": sql_metric("SUM(hazards)", "hazards"),
+            "adhoc_filters": [],
+            "row_limit": 10,
+            "sort_by_metric": True,
+            "show_labels": True,
+            "show_legend": False,
+            "label_type": "key_value_percent",
+        },
+        {
+            "columns": ["stage"],
+            "metrics": [sql_metric("SUM(hazards)", "hazards")],
+            "orderby": [[sql_metric("SUM(hazards)", "hazards"), False]],
+            "row_limit": 10,
+            "filters": [],
+        },
         width=6,
     ),
     timeseries(
@@ -550,7 +624,12 @@ DASHBOARDS = [
     Dashboard(
         "citysafe-hazards",
         "Hazard closed loop",
-        [["hazard_by_district"], ["hazard_by_quarter", "hazard_overdue_enterprises"]],
+        [
+            ["hazard_by_district"],
+            ["hazard_funnel", "hazard_by_quarter"],
+            ["hazard_by_domain", "hazard_by_severity"],
+            ["hazard_overdue_enterprises"],
+        ],
         filters=[("District", "hazard_loop", DISTRICT_COLUMN)],
     ),
     Dashboard(
