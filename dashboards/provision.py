@@ -30,6 +30,16 @@ DISTRICT_PREFIX = "CitySafe District Analyst "
 STEWARD_DATASETS = ("mart_source_freshness", "mart_data_quality", "mart_data_quality_by_reason")
 STEWARD_DASHBOARDS = ("citysafe-data-health",)
 BASE_FILTER = "citysafe: no district role, no rows"
+VIEWER_DENIED = {
+    ("can_explore", "Superset"),
+    ("can_explore_json", "Superset"),
+    ("can_write", "Chart"),
+    ("can_write", "Dashboard"),
+    ("can_write", "Dataset"),
+    ("can_csv", "Superset"),
+    ("can_export", "Chart"),
+    ("can_export", "Dashboard"),
+}
 
 
 def district_codes(warehouse: Path) -> list[str]:
@@ -106,6 +116,8 @@ def provision_roles(warehouse: Path) -> dict:
     city = _role(sm, CITY_ANALYST, ("Gamma", "sql_lab"), list(access.values()))
     steward = _role(sm, DATA_STEWARD, ("Gamma",), [access[n] for n in STEWARD_DATASETS if n in access])
     viewer = _role(sm, POLICY_VIEWER, ("Gamma",), list(access.values()))
+    # policy staff read dashboards: no explore, no saving charts or dashboards, no CSV of the rows
+    viewer.permissions = [p for p in viewer.permissions if (p.permission.name, p.view_menu.name) not in VIEWER_DENIED]
     districts = {
         code: _role(sm, DISTRICT_PREFIX + code, ("Gamma",), list(access.values())) for code in district_codes(warehouse)
     }

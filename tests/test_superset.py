@@ -175,6 +175,7 @@ def users(superset):
         {"username": "district_b", "password": USER_PASSWORD, "roles": [f"CitySafe District Analyst {b}"]},
         {"copy_role": {"name": "Test analyst without district", "from": f"CitySafe District Analyst {a}"}},
         {"username": "no_district", "password": USER_PASSWORD, "roles": ["Test analyst without district"]},
+        {"username": "viewer", "password": USER_PASSWORD, "roles": ["CitySafe Policy Viewer"]},
     ]
     _superset_python(superset, str(REPO_ROOT / "tests" / "superset_users.py"), json.dumps(specs))
     return {"a": a, "b": b}
@@ -321,3 +322,42 @@ def test_serving_goes_on_across_the_atomic_warehouse_swap(superset):
     status, body = admin.call("GET", f"/api/v1/chart/{chart}/data/?force=true")
     assert status == 200, body
     assert {r["weeks"] for r in body["result"][0]["data"]} == {w + 1000 for w in weeks}
+
+
+def test_a_broken_warehouse_gives_a_clear_message_not_a_stack_trace(superset, built_city):
+    """A warehouse file that is not a DuckDB database (a failed copy): the chart-data API answers with an
+    error message naming the cause, no traceback; the next good build serves again."""
+    admin = Api(superset["base"], "admin", ADMIN_PASSWORD)
+    chart = admin.charts()["Top 20 cells and why"]
+    served = superset["settings"].warehouse_path
+    broken = served.with_name("broken.duckdb")
+    broken.write_bytes(b"this is not a DuckDB database file" * 100)
+    os.replace(broken, served)
+    status, body = admin.call("GET", f"/api/v1/chart/{chart}/data/?force=true")
+    text = json.dumps(body)
+    assert status >= 400 and "Traceback" not in text and 'File "' not in text
+    assert "duckdb" in text.lower() or "database" in text.lower(), text[:500]
+    shutil.copyfile(built_city.warehouse, served.with_name("good.duckdb"))
+    os.replace(served.with_name("good.duckdb"), served)
+    assert admin.chart_rows(chart)
+
+
+def test_policy_viewers_read_dashboards_only(superset, users):
+    viewer = Api(superset["base"], "viewer", USER_PASSWORD)
+    charts = viewer.charts()
+    assert viewer.chart_rows(charts["Top 20 cells and why"])  # every district, like the city analyst
+    status, body = viewer.call("GET", "/api/v1/dashboard/?q=(page_size:100)")
+    assert status == 200 and body["count"] == len(DASHBOARDS)
+    some_dataset = 1
+    status, _ = viewer.call(
+        "POST",
+        "/api/v1/chart/",
+        {"slice_name": "mine", "viz_type": "table", "datasource_id": some_dataset, "datasource_type": "table"},
+    )
+    assert status in (401, 403)
+    status, _ = viewer.call(
+        "POST",
+        "/api/v1/sqllab/execute/",
+        {"database_id": 1, "sql": "select 1", "schema": "main", "runAsync": False, "client_id": "v1", "tab": "t"},
+    )
+    assert status in (401, 403)
