@@ -62,6 +62,7 @@ class Dashboard:
     title: str
     rows: list[list[str]]  # chart keys, row by row
     filters: list[tuple[str, str, str]] = ()  # (name, dataset, column): native select filters
+    date_range: bool = False  # a native time-range filter on the charts with a time axis
 
     @property
     def uuid(self) -> str:
@@ -620,6 +621,7 @@ DASHBOARDS = [
             ("District", "mart_incident_trends", DISTRICT_COLUMN),
             ("Domain", "mart_incident_trends", "domain_code"),
         ],
+        date_range=True,
     ),
     Dashboard(
         "citysafe-hazards",
@@ -637,12 +639,14 @@ DASHBOARDS = [
         "Devices and early warning",
         [["alerts_by_grade"], ["alerts_open_by_district", "device_gaps"]],
         filters=[("District", "fct_device_alert", DISTRICT_COLUMN)],
+        date_range=True,
     ),
     Dashboard(
         "citysafe-response-times",
         "Response times",
         [["response_weekly"], ["response_by_district"]],
         filters=[("District", "mart_response_times", DISTRICT_COLUMN)],
+        date_range=True,
     ),
     Dashboard("citysafe-data-health", "Data health", [["freshness"], ["quarantine_reasons", "gate_results"]]),
 ]
@@ -831,6 +835,23 @@ def _dashboard(dash: Dashboard, charts: dict[str, Chart], datasets: dict[str, Da
         }
         for name, dataset, column in dash.filters
     ]
+    if dash.date_range:
+        native_filters.append(
+            {
+                "id": f"NATIVE_FILTER-{dash.slug}-date-range",
+                "name": "Date range",
+                "filterType": "filter_time",
+                "targets": [{}],
+                "defaultDataMask": {"filterState": {}, "extraFormData": {}},
+                "controlValues": {"enableEmptyFilter": False},
+                "cascadeParentIds": [],
+                "scope": {"rootPath": ["ROOT_ID"], "excluded": []},
+                "type": "NATIVE_FILTER",
+                "description": "Only the weeks in this range, on every chart with a time axis",
+                "chartsInScope": [],
+                "tabsInScope": [],
+            }
+        )
     return {
         "dashboard_title": dash.title,
         "slug": dash.slug,
