@@ -47,6 +47,12 @@ _PATH_KEYS = (
 )
 
 
+def bounds_ordered(bounds: tuple[float, float, float, float]) -> bool:
+    """[min_lon, min_lat, max_lon, max_lat] with min < max, inside WGS84's ranges."""
+    min_lon, min_lat, max_lon, max_lat = bounds
+    return -180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90
+
+
 class ConfigError(ConfigurationError):
     """Configuration is missing or invalid; the message names the key and the source."""
 
@@ -174,10 +180,8 @@ class Settings(BaseModel):
     @field_validator("bounds")
     @classmethod
     def _bounds(cls, v):
-        if v is not None:
-            min_lon, min_lat, max_lon, max_lat = v
-            if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
-                raise ValueError("give [min_lon, min_lat, max_lon, max_lat] with min < max")
+        if v is not None and not bounds_ordered(v):
+            raise ValueError("give [min_lon, min_lat, max_lon, max_lat] with min < max")
         return v
 
     @model_validator(mode="after")

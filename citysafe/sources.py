@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from citysafe.config import REPO_ROOT, Settings
+from citysafe.config import REPO_ROOT, Settings, bounds_ordered
 from citysafe.errors import ConfigurationError
 
 SOURCES_DIR = REPO_ROOT / "sources"
@@ -222,8 +222,7 @@ class Geography(_Strict):
     @field_validator("bounds")
     @classmethod
     def _ordered(cls, v):
-        min_lon, min_lat, max_lon, max_lat = v
-        if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
+        if not bounds_ordered(v):
             raise ValueError("bounds: give [min_lon, min_lat, max_lon, max_lat] with min < max")
         return v
 

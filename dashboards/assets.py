@@ -80,6 +80,16 @@ def where(column: str, value) -> dict:
     return {"clause": "WHERE", "expressionType": "SIMPLE", "subject": column, "operator": "==", "comparator": value}
 
 
+def _adhoc_filters(filters) -> list[dict]:
+    """Equality filters as the chart's form data holds them (what Explore shows)."""
+    return [where(c, v) for c, v in filters]
+
+
+def _query_filters(filters) -> list[dict]:
+    """The same equality filters as the saved chart-data query holds them."""
+    return [{"col": c, "op": "==", "val": v} for c, v in filters]
+
+
 def table(key, title, description, dataset, columns, *, order=None, limit=1000, filters=(), width=6, height=50):
     """A raw-records table."""
     params = {
@@ -87,7 +97,7 @@ def table(key, title, description, dataset, columns, *, order=None, limit=1000, 
         "all_columns": list(columns),
         "order_by_cols": [json.dumps([c, asc]) for c, asc in (order or [])],
         "row_limit": limit,
-        "adhoc_filters": [where(c, v) for c, v in filters],
+        "adhoc_filters": _adhoc_filters(filters),
         "server_pagination": False,
         "table_timestamp_format": "smart_date",
         # numbers with at most 3 decimals (trailing zeros dropped); text columns ignore it
@@ -98,7 +108,7 @@ def table(key, title, description, dataset, columns, *, order=None, limit=1000, 
         "metrics": None,  # raw records: no GROUP BY (an empty list would group by every column)
         "orderby": [[c, asc] for c, asc in (order or [])],
         "row_limit": limit,
-        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+        "filters": _query_filters(filters),
     }
     return Chart(key, title, description, dataset, "table", params, query, width, height)
 
@@ -107,7 +117,7 @@ def pie(key, title, description, dataset, groupby, metric, *, filters=(), width=
     params = {
         "groupby": [groupby],
         "metric": metric,
-        "adhoc_filters": [where(c, v) for c, v in filters],
+        "adhoc_filters": _adhoc_filters(filters),
         "row_limit": 100,
         "show_legend": True,
         "label_type": "key_value",
@@ -118,7 +128,7 @@ def pie(key, title, description, dataset, groupby, metric, *, filters=(), width=
         "metrics": [metric],
         "orderby": [[metric, False]],
         "row_limit": 100,
-        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+        "filters": _query_filters(filters),
     }
     return Chart(key, title, description, dataset, "pie", params, query, width, height)
 
@@ -132,7 +142,7 @@ def timeseries(
         "time_grain_sqla": "P1W",
         "metrics": list(metrics),
         "groupby": [groupby] if groupby else [],
-        "adhoc_filters": [where(c, v) for c, v in filters],
+        "adhoc_filters": _adhoc_filters(filters),
         "row_limit": 50000,
         "show_legend": True,
         "legendType": "scroll",
@@ -146,7 +156,7 @@ def timeseries(
         "metrics": list(metrics),
         "orderby": [[x_axis, True]],
         "row_limit": 50000,
-        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+        "filters": _query_filters(filters),
     }
     viz = "echarts_timeseries_bar" if kind == "bar" else "echarts_timeseries_line"
     return Chart(key, title, description, dataset, viz, params, query, width, height)
@@ -158,7 +168,7 @@ def bars(key, title, description, dataset, groupby, metric, *, filters=(), limit
         "x_axis": groupby,
         "metrics": [metric],
         "groupby": [],
-        "adhoc_filters": [where(c, v) for c, v in filters],
+        "adhoc_filters": _adhoc_filters(filters),
         "row_limit": limit,
         "x_axis_sort": metric["label"],
         "x_axis_sort_asc": False,
@@ -171,7 +181,7 @@ def bars(key, title, description, dataset, groupby, metric, *, filters=(), limit
         "metrics": [metric],
         "orderby": [[metric, False]],
         "row_limit": limit,
-        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+        "filters": _query_filters(filters),
     }
     return Chart(key, title, description, dataset, "echarts_timeseries_bar", params, query, width, height)
 
@@ -182,7 +192,7 @@ def polygons(key, title, description, dataset, ring_column, metric, *, filters=(
         "line_column": ring_column,
         "line_type": "json",
         "metric": metric,
-        "adhoc_filters": [where(c, v) for c, v in filters],
+        "adhoc_filters": _adhoc_filters(filters),
         "filled": True,
         "stroked": True,
         "extruded": False,
@@ -209,7 +219,7 @@ def polygons(key, title, description, dataset, ring_column, metric, *, filters=(
         "metrics": [metric],
         "orderby": [],
         "row_limit": 20000,
-        "filters": [{"col": c, "op": "==", "val": v} for c, v in filters],
+        "filters": _query_filters(filters),
     }
     return Chart(key, title, description, dataset, "deck_polygon", params, query, width, height)
 
@@ -307,6 +317,14 @@ DATASETS = [
     Dataset("mart_data_quality_by_reason", "Per source and reason: rows quarantined and the quarantine rate."),
 ]
 
+# what each closed-loop breakdown shows after its key column
+HAZARD_TARGET_COLUMNS = [
+    "hazards_found",
+    "overdue_rate",
+    "meets_overdue_target",
+    "median_days_found_to_rectified",
+    "meets_days_target",
+]
 RISK = sql_metric("MAX(risk_score)", "risk score")
 CELLS = sql_metric("COUNT(*)", "cells")
 QUARANTINED = sql_metric("SUM(rows_quarantined)", "rows quarantined")
@@ -464,14 +482,7 @@ CHARTS = [
         "Per safety domain of the hazard: how many found, overdue rate and median days found to rectified "
         "against the targets. City-wide rows: a district analyst sees none (they carry no district).",
         "hazard_loop",
-        [
-            "domain_code",
-            "hazards_found",
-            "overdue_rate",
-            "meets_overdue_target",
-            "median_days_found_to_rectified",
-            "meets_days_target",
-        ],
+        ["domain_code", *HAZARD_TARGET_COLUMNS],
         order=[("hazards_found", False)],
         filters=[("grain", "domain")],
         width=6,
@@ -482,14 +493,7 @@ CHARTS = [
         "Per severity (major / general): how many found, overdue rate and median days found to rectified against "
         "the targets. City-wide rows: a district analyst sees none.",
         "hazard_loop",
-        [
-            "severity",
-            "hazards_found",
-            "overdue_rate",
-            "meets_overdue_target",
-            "median_days_found_to_rectified",
-            "meets_days_target",
-        ],
+        ["severity", *HAZARD_TARGET_COLUMNS],
         order=[("hazards_found", False)],
         filters=[("grain", "severity")],
         width=6,
@@ -655,15 +659,19 @@ DASHBOARDS = [
 # --- the bundle ---------------------------------------------------------------------------------------------
 
 
-def _columns(warehouse: Path, dataset: Dataset) -> list[dict]:
+def warehouse_rows(warehouse: Path, sql: str) -> list[tuple]:
+    """Rows of one query on the warehouse, opened read-only and without access to server files."""
     import duckdb
 
     con = duckdb.connect(str(warehouse), read_only=True, config={"enable_external_access": False})
     try:
-        sql = dataset.sql or f"select * from main.{dataset.key}"
-        described = con.execute(f"describe {sql}").fetchall()
+        return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def _columns(warehouse: Path, dataset: Dataset) -> list[dict]:
+    described = warehouse_rows(warehouse, f"describe {dataset.sql or f'select * from main.{dataset.key}'}")
     return [
         {
             "column_name": name,

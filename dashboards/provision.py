@@ -43,13 +43,7 @@ VIEWER_DENIED = {
 
 
 def district_codes(warehouse: Path) -> list[str]:
-    import duckdb
-
-    con = duckdb.connect(str(warehouse), read_only=True, config={"enable_external_access": False})
-    try:
-        return [r[0] for r in con.execute("select district_code from main.dim_district order by 1").fetchall()]
-    finally:
-        con.close()
+    return [r[0] for r in assets.warehouse_rows(warehouse, "select district_code from main.dim_district order by 1")]
 
 
 def ensure_admin(sm, password: str):

@@ -32,8 +32,9 @@ def _step(name: str, args: list[str], env: dict) -> None:
     print(f"superset: {name} done in {time.monotonic() - started:.1f}s", flush=True)
 
 
-def environment(home: Path) -> dict:
-    env = dict(os.environ)
+def environment(home: Path, base: dict | None = None) -> dict:
+    """The environment of every Superset process: `base` (default os.environ) plus home and config."""
+    env = dict(os.environ if base is None else base)
     env.update(
         {
             "SUPERSET_HOME": str(home),

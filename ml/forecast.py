@@ -137,7 +137,7 @@ def dense_series(
         log.info(
             "forecast: no series for %s (city-wide mean per week below %s)",
             ", ".join(f"{m} {d} ({v:.2f})" for (m, d), v in dropped.items()),
-            max(min_weekly, 0),
+            min_weekly,
         )
     kept = set(kept.index)
     out = out[[pair in kept for pair in zip(out["measure"], out["domain_code"])]].copy()

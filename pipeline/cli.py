@@ -263,9 +263,9 @@ def serve(no_start):
     from pipeline import serve as superset
 
     settings = _settings()
-    superset.command(settings)  # the warehouse and the Superset venv exist, else one line and exit 2
+    args = superset.command(settings, start=not no_start)  # no warehouse or venv: one line, exit 2
     click.echo(f"dashboards: {superset.login_hint(settings)}")
-    code = superset.serve(settings, start=not no_start)
+    code = superset.serve(settings, args)
     if code:
         sys.exit(code)
 

@@ -92,5 +92,6 @@ def login_hint(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.superset.port}/ - user admin, password in {where}"
 
 
-def serve(settings: Settings, *, start: bool = True) -> int:
-    return subprocess.call(command(settings, start=start), env=environment(settings), cwd=REPO_ROOT)
+def serve(settings: Settings, args: list[str]) -> int:
+    """Run `args` (from `command`) with Superset's environment, until it stops."""
+    return subprocess.call(args, env=environment(settings), cwd=REPO_ROOT)

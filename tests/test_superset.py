@@ -20,6 +20,7 @@ import pytest
 
 from citysafe.config import REPO_ROOT, load_settings
 from dashboards.assets import CHARTS, DASHBOARDS
+from dashboards.serve import environment as superset_env
 from pipeline import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -129,21 +130,12 @@ def superset(built_city, tmp_path_factory):
                 raise AssertionError(f"Superset did not come up:\n{(home / 'serve.log').read_text()[-4000:]}")
             time.sleep(1)
         bring_up = time.monotonic() - started
-        sup_env = {**serve.environment(settings, env), **_superset_process_env(home)}
+        sup_env = superset_env(home, serve.environment(settings, env))
         yield {"base": base, "env": env, "sup_env": sup_env, "settings": settings, "home": home, "seconds": bring_up}
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=60)
         log.close()
-
-
-def _superset_process_env(home: Path) -> dict:
-    return {
-        "SUPERSET_HOME": str(home),
-        "SUPERSET_CONFIG_PATH": str(REPO_ROOT / "dashboards" / "superset_config.py"),
-        "PYTHONPATH": str(REPO_ROOT),
-        "PYTHONWARNINGS": "ignore",
-    }
 
 
 def _superset_python(sup: dict, *args: str) -> str:
