@@ -275,11 +275,11 @@ DATASETS = [
     ),
     Dataset(
         "forecast_latest",
-        "The newest forecast (LightGBM, P10 / P50 / P90) per series and target week, with the actual once known.",
+        "The newest published forecast (P10 / P50 / P90; per measure the backtest champion, LightGBM unless a "
+        "baseline did as well) per series and target week, with the actual once known.",
         sql=(
             "select * from main.mart_forecast_vs_actual\n"
-            "where method = 'lightgbm'\n"
-            "  and origin_week_start = (select max(origin_week_start) from main.mart_forecast_vs_actual)"
+            "where origin_week_start = (select max(origin_week_start) from main.mart_forecast_vs_actual)"
         ),
     ),
     Dataset(
@@ -315,6 +315,10 @@ DATASETS = [
     Dataset("mart_source_freshness", "Per source: last load, lag and freshness status against its expectation."),
     Dataset("mart_data_quality", "Per source: rows read, published, quarantined, deduplicated; last quality gate."),
     Dataset("mart_data_quality_by_reason", "Per source and reason: rows quarantined and the quarantine rate."),
+    Dataset(
+        "mart_unmapped_codes",
+        "The stewards' review queue: codes and categories silver could not map, with the rows waiting on each.",
+    ),
 ]
 
 # what each closed-loop breakdown shows after its key column
@@ -406,7 +410,8 @@ CHARTS = [
         "forecast_band",
         "City forecast of incidents with its 80% band",
         "The newest forecast of weekly incidents for the whole city (all domains): P50 and the P10-P90 band "
-        "of the LightGBM model with conformal intervals, and the actual count where the week is already known.",
+        "of the published method (LightGBM unless a baseline did as well in the backtest) with conformal "
+        "intervals, and the actual count where the week is already known.",
         "forecast_latest",
         "target_week_start",
         [
@@ -416,6 +421,24 @@ CHARTS = [
             sql_metric("SUM(actual)", "actual"),
         ],
         filters=[("level", "city"), ("measure", "incidents")],
+        width=6,
+    ),
+    timeseries(
+        "forecast_band_district",
+        "District forecast of incidents with its 80% band",
+        "The newest district-level forecast of weekly incidents (published method, conformal intervals): P50, P10 and "
+        "P90, and the actual where known. Pick one district and one domain in the filters for that series' "
+        "exact band; over several, the quantiles are summed (a wider band than the sum's own).",
+        "forecast_latest",
+        "target_week_start",
+        [
+            sql_metric("SUM(p10)", "P10"),
+            sql_metric("SUM(p50)", "P50"),
+            sql_metric("SUM(p90)", "P90"),
+            sql_metric("SUM(actual)", "actual"),
+        ],
+        filters=[("level", "district"), ("measure", "incidents")],
+        width=6,
     ),
     table(
         "forecast_quality",
@@ -468,7 +491,8 @@ CHARTS = [
     table(
         "hazard_overdue_enterprises",
         "Enterprises with open overdue hazards",
-        "Enterprises holding hazards past their rectification deadline and still open, most first.",
+        "Enterprises holding hazards past their rectification deadline and still open, most first (one row "
+        "per enterprise and district of its hazards).",
         "hazard_loop",
         ["enterprise_id", "district_code", "overdue_open", "hazards_found", "overdue_rate"],
         order=[("overdue_open", False)],
@@ -608,6 +632,29 @@ CHARTS = [
         order=[("quarantine_rate", False)],
         width=6,
     ),
+    table(
+        "unmapped_codes",
+        "Unmapped codes waiting for review",
+        "Codes and free-text categories silver could not map to the city taxonomy, one row per source and "
+        "code: rows waiting, when first and last seen, one example, and what to do (add it to the source's "
+        "crosswalk or record a decision; the next silver run republishes the rows).",
+        "mart_unmapped_codes",
+        [
+            "review_status",
+            "source",
+            "reason",
+            "code",
+            "rows_quarantined",
+            "first_seen_at_utc",
+            "last_seen_at_utc",
+            "lookup",
+            "example_source_record_id",
+            "mapped_now",
+        ],
+        order=[("rows_quarantined", False)],
+        limit=500,
+        width=12,
+    ),
 ]
 
 DASHBOARDS = [
@@ -620,7 +667,12 @@ DASHBOARDS = [
     Dashboard(
         "citysafe-trends",
         "Trends and forecasts",
-        [["incidents_weekly"], ["incidents_changes"], ["forecast_band"], ["forecast_quality"]],
+        [
+            ["incidents_weekly"],
+            ["incidents_changes"],
+            ["forecast_band", "forecast_band_district"],
+            ["forecast_quality"],
+        ],
         filters=[
             ("District", "mart_incident_trends", DISTRICT_COLUMN),
             ("Domain", "mart_incident_trends", "domain_code"),
@@ -652,7 +704,11 @@ DASHBOARDS = [
         filters=[("District", "mart_response_times", DISTRICT_COLUMN)],
         date_range=True,
     ),
-    Dashboard("citysafe-data-health", "Data health", [["freshness"], ["quarantine_reasons", "gate_results"]]),
+    Dashboard(
+        "citysafe-data-health",
+        "Data health",
+        [["freshness"], ["quarantine_reasons", "gate_results"], ["unmapped_codes"]],
+    ),
 ]
 
 

@@ -27,7 +27,12 @@ CITY_ANALYST = "CitySafe City Analyst"
 POLICY_VIEWER = "CitySafe Policy Viewer"
 DATA_STEWARD = "CitySafe Data Steward"
 DISTRICT_PREFIX = "CitySafe District Analyst "
-STEWARD_DATASETS = ("mart_source_freshness", "mart_data_quality", "mart_data_quality_by_reason")
+STEWARD_DATASETS = (
+    "mart_source_freshness",
+    "mart_data_quality",
+    "mart_data_quality_by_reason",
+    "mart_unmapped_codes",
+)
 STEWARD_DASHBOARDS = ("citysafe-data-health",)
 BASE_FILTER = "citysafe: no district role, no rows"
 VIEWER_DENIED = {

@@ -78,6 +78,7 @@ class ForecastResult:
     quantiles: dict[str, float]  # "<measure>|<level>|<horizon>" -> conformal q of the published forecast
     seconds: dict[str, float]
     model: object = None  # the final fitted LightGBM (sklearn API)
+    published: dict[str, dict] = dataclasses.field(default_factory=dict)  # measure -> {method, reason}
 
 
 def read_series(settings: Settings) -> pd.DataFrame:
@@ -356,9 +357,13 @@ def run(
     metrics = score(scored, series, INTERVAL_LEVEL)
     on_step(f"forecast backtest scored: {scored['cutoff'].nunique()} origins in the last {cfg.backtest_weeks} weeks")
 
-    # the published forecast: fit on everything, intervals from every backtest score
+    # the published forecast per measure: the backtest champion (never worse than a baseline), fit on
+    # everything, intervals from every backtest score of that method
+    published = champions(metrics)
+    for measure, choice in published.items():
+        on_step(f"forecast {measure}: publishing {choice['method']} ({choice['reason']})")
     t1 = time.monotonic()
-    scores = conformity(cv["y"], cv[LIGHTGBM])
+    scores = conformity(cv["y"], published_point(cv, {m: c["method"] for m, c in published.items()}))
     quantiles = {
         f"{group}|{k}": conformal_quantile(
             scores[(cv["horizon"].to_numpy() == k) & (cv["calibration_group"] == group).to_numpy()], INTERVAL_LEVEL
@@ -366,16 +371,51 @@ def run(
         for group in sorted(cv["calibration_group"].unique())
         for k in range(1, h + 1)
     }
-    forecast, model = fit_future(series, cfg, quantiles, seed=seed, threads=threads, forecaster=fcst)
+    methods = {m: c["method"] for m, c in published.items()}
+    forecast, model = fit_future(series, cfg, quantiles, seed=seed, threads=threads, forecaster=fcst, methods=methods)
     seconds["final_fit"] = time.monotonic() - t1
     seconds["total"] = time.monotonic() - t0
-    return ForecastResult(series, cv, metrics, forecast, quantiles, seconds, model)
+    return ForecastResult(series, cv, metrics, forecast, quantiles, seconds, model, published)
+
+
+def champions(metrics: pd.DataFrame) -> dict[str, dict]:
+    """Per measure, the method to publish: LightGBM when its mean backtest MASE over the horizons is below
+    every baseline's, else the baseline with the lowest (the published forecast is never worse than a
+    baseline on the backtest)."""
+    mean = metrics.groupby(["measure", "method"])["mase"].mean()
+    out = {}
+    for measure in sorted(metrics["measure"].unique()):
+        m = mean[measure].dropna()
+        baselines = m.drop(LIGHTGBM, errors="ignore")
+        best = baselines.idxmin() if len(baselines) else None
+        if LIGHTGBM in m and (best is None or m[LIGHTGBM] < baselines[best]):
+            reason = f"mean MASE {m[LIGHTGBM]:.3f} below every baseline (best {best}: {baselines[best]:.3f})"
+            out[measure] = {"method": LIGHTGBM, "reason": reason}
+        elif best is not None:
+            lgb = f"{m[LIGHTGBM]:.3f}" if LIGHTGBM in m else "n/a"
+            reason = f"mean MASE {baselines[best]:.3f}, LightGBM {lgb}: the baseline did as well or better"
+            out[measure] = {"method": str(best), "reason": reason}
+    return out
+
+
+def published_point(frame: pd.DataFrame, methods: dict[str, str]) -> np.ndarray:
+    """Each row's point forecast from its measure's published method (one column per method in `frame`)."""
+    chosen = frame["measure"].map(methods).fillna(LIGHTGBM).to_numpy()
+    return np.select([chosen == m for m in METHODS], [frame[m].to_numpy(dtype=float) for m in METHODS], np.nan)
 
 
 def fit_future(
-    series: pd.DataFrame, cfg: ForecastConfig, quantiles: dict[str, float], *, seed: int, threads: int, forecaster=None
+    series: pd.DataFrame,
+    cfg: ForecastConfig,
+    quantiles: dict[str, float],
+    *,
+    seed: int,
+    threads: int,
+    forecaster=None,
+    methods: dict[str, str] | None = None,
 ):
-    """Fit on every complete week and forecast horizons 1..H with the conformal quantiles per horizon.
+    """Fit on every complete week and forecast horizons 1..H with the conformal quantiles per horizon,
+    each measure by its published method (`methods`; LightGBM when not given).
     Returns (forecast rows, the fitted LightGBM)."""
     h = cfg.horizon_weeks
     last_week = series["ds"].max()
@@ -387,20 +427,24 @@ def fit_future(
     future[LIGHTGBM] = future[LIGHTGBM].clip(lower=0.0)
     future["horizon"] = ((future["ds"] - last_week).dt.days // 7).astype(int)
     meta = series.drop_duplicates("unique_id").set_index("unique_id")
+    future["measure"] = future["unique_id"].map(meta["measure"])
+    future = add_baselines(future.assign(cutoff=last_week), series)
+    point = published_point(future, methods or {})
     group = future["unique_id"].map(calibration_group(meta)) + "|" + future["horizon"].astype(str)
     q = group.map({str(k): float(v) for k, v in quantiles.items()})
     if q.isna().any():
         raise ValueError(f"no conformal quantile for {sorted(set(group[q.isna()]))[:3]}")
-    width = q * np.sqrt(np.maximum(future[LIGHTGBM], 1.0))
+    width = q.to_numpy() * np.sqrt(np.maximum(point, 1.0))
     rows = pd.DataFrame(
         {
             "unique_id": future["unique_id"],
             "origin_week_start": last_week,
             "target_week_start": future["ds"],
             "horizon": future["horizon"],
-            "p10": np.maximum(future[LIGHTGBM] - width, 0.0),
-            "p50": future[LIGHTGBM],
-            "p90": future[LIGHTGBM] + width,
+            "method": future["measure"].map(methods or {}).fillna(LIGHTGBM),
+            "p10": np.maximum(point - width, 0.0),
+            "p50": point,
+            "p90": point + width,
         }
-    )
+    ).sort_values(["unique_id", "target_week_start"], ignore_index=True)
     return rows, fcst.models_[LIGHTGBM]

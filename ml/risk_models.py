@@ -227,8 +227,10 @@ def train_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
         for scope, r in results.items()
     }
     published[FORECAST] = {
-        "method": forecast.LIGHTGBM,
-        "reason": "the only forecaster with intervals; see the forecast metrics for how it compares",
+        "method": ",".join(f"{m}={c['method']}" for m, c in fc.published.items()),
+        "reason": "per measure, the backtest champion by mean MASE; intervals are conformal on its backtest errors",
+        "methods": {m: c["method"] for m, c in fc.published.items()},
+        "reasons": {m: c["reason"] for m, c in fc.published.items()},
         "conformal_quantiles": {str(k): v for k, v in fc.quantiles.items()},
     }
     summary = {scope: r.summary.set_index("method").round(6).to_dict(orient="index") for scope, r in results.items()}
@@ -379,7 +381,14 @@ def predict_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
         log.info("predict %s: %s map for %s", scope, choice["method"], risk["target_week_start"].iloc[0].date())
     series = forecast.read_series(settings)
     quantiles = {str(k): float(v) for k, v in published[FORECAST]["conformal_quantiles"].items()}
-    rows_fc, _ = forecast.fit_future(series, cfg.forecast, quantiles, seed=cfg.seed, threads=cfg.threads)
+    rows_fc, _ = forecast.fit_future(
+        series,
+        cfg.forecast,
+        quantiles,
+        seed=cfg.seed,
+        threads=cfg.threads,
+        methods=published[FORECAST].get("methods"),  # runs recorded before champions published LightGBM
+    )
     key = last["model_run_key"]
     risk = _concat(maps).assign(model_run_key=key)
     rows = {
@@ -402,7 +411,9 @@ def _forecast_rows(rows: pd.DataFrame, series: pd.DataFrame, key: str) -> pd.Dat
     f = rows.rename(columns={"unique_id": "series_id"})
     for c in ("measure", "level", "district_code", "domain_code"):
         f[c] = f["series_id"].map(meta[c])
-    f["method"], f["model_run_key"] = forecast.LIGHTGBM, key
+    if "method" not in f:
+        f["method"] = forecast.LIGHTGBM
+    f["model_run_key"] = key
     return f
 
 

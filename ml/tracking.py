@@ -80,7 +80,9 @@ def log_run(
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # NaN dropped
         for name, model in models.items():
             registered = None
-            if published.get(name, {}).get("method") == "lightgbm":
+            choice = published.get(name, {})
+            # the forecast publishes one method per measure: its model is registered when any measure uses it
+            if choice.get("method") == "lightgbm" or "lightgbm" in choice.get("methods", {}).values():
                 registered = f"citysafe-{name.lower().replace('_', '-')}"
             # explicit requirements: inferring them loads the model in a subprocess (~6 s per model)
             mlflow_lightgbm.log_model(model, name=name, registered_model_name=registered, pip_requirements=requirements)

@@ -205,3 +205,37 @@ def test_conformal_quantile_by_hand():
     assert forecast.conformal_quantile(scores, 80) == 8.0
     assert forecast.conformal_quantile(np.array([1.0, 2.0]), 80) == math.inf  # too few scores: no finite bound
     np.testing.assert_allclose(forecast.conformity([4, 0], [1, 0.25]), [3.0, 0.25])
+
+
+def test_forecast_champion_is_never_worse_than_a_baseline():
+    def metrics(rows):
+        return pd.DataFrame(
+            [
+                {"measure": meas, "method": method, "horizon": h, "mase": v}
+                for meas, method, values in rows
+                for h, v in enumerate(values, start=1)
+            ]
+        )
+
+    m = metrics(
+        [
+            ("incidents", "lightgbm", [0.8, 0.9]),  # mean 0.85: below every baseline
+            ("incidents", "mean_4w", [0.9, 0.9]),
+            ("incidents", "seasonal_naive", [1.0, 1.0]),
+            ("hazards_found", "lightgbm", [1.2, 1.3]),  # mean 1.25: mean_4w's 1.1 wins
+            ("hazards_found", "mean_4w", [1.1, 1.1]),
+            ("hazards_found", "naive", [1.4, np.nan]),
+        ]
+    )
+    chosen = forecast.champions(m)
+    assert chosen["incidents"]["method"] == "lightgbm"
+    assert chosen["hazards_found"]["method"] == "mean_4w"
+    # a tie goes to the baseline: the model must be strictly better to be published
+    tie = forecast.champions(metrics([("x", "lightgbm", [1.0]), ("x", "naive", [1.0])]))
+    assert tie["x"]["method"] == "naive"
+    # each backtest row's point forecast comes from its measure's published method
+    frame = pd.DataFrame(
+        {"measure": ["incidents", "hazards_found"], "lightgbm": [5.0, 6.0], "mean_4w": [7.0, 8.0]}
+        | {b: [0.0, 0.0] for b in ("naive", "seasonal_naive")}
+    )
+    np.testing.assert_allclose(forecast.published_point(frame, {k: v["method"] for k, v in chosen.items()}), [5.0, 8.0])

@@ -255,47 +255,95 @@ def test_reimport_is_idempotent_and_removed_charts_are_deleted(superset):
     assert {t: restored[t] for t in after_drop} == after_drop
 
 
+class Browser:
+    """Debian's chromium driven by Playwright: log in, open dashboards, keep what the page fetched."""
+
+    def __init__(self, playwright, base: str):
+        self.base = base
+        self.browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader"],
+        )
+        self.external_responses, self.external_failures = [], []
+        self.chart_data: list[dict] = []  # bodies of /api/v1/chart/data the page loaded
+
+    def login(self, username: str, password: str):
+        page = self.browser.new_context(viewport={"width": 1400, "height": 1300}).new_page()
+        external = lambda url: not url.startswith((self.base, "data:", "blob:"))  # noqa: E731
+        page.on("response", self._on_response)
+        page.on(
+            "requestfailed", lambda r: self.external_failures.append((r.url, r.failure)) if external(r.url) else None
+        )
+        page.goto(self.base + "/login/")
+        page.wait_for_selector("#username")
+        page.fill("#username", username)
+        page.fill("#password", password)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/superset/welcome/**", timeout=60000)
+        return page
+
+    def _on_response(self, response):
+        if not response.url.startswith((self.base, "data:", "blob:")):
+            self.external_responses.append(response.url)
+        elif "/api/v1/chart/data" in response.url and response.status == 200:
+            self.chart_data.append(response.json())
+
+    def open(self, page, dash) -> None:
+        page.goto(f"{self.base}/superset/dashboard/{dash.slug}/")
+        expected = sum(len(row) for row in dash.rows)
+        # locators only: the page's CSP forbids eval, so no wait_for_function
+        page.locator(".chart-container").nth(expected - 1).wait_for(state="attached", timeout=90000)
+        page.wait_for_load_state("networkidle", timeout=90000)
+        deadline = time.monotonic() + 90
+        while page.locator(".loading").count() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert page.locator(".loading").count() == 0, f"{dash.slug}: charts still loading after 90 s"
+        errors = page.locator(".chart-container .alert-danger, .chart-container [role=alert]").all_inner_texts()
+        assert not errors, (dash.slug, errors)
+
+
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium not installed")
 def test_every_dashboard_renders_in_a_real_browser(superset, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
-        external = lambda url: not url.startswith((superset["base"], "data:", "blob:"))  # noqa: E731
-        responses_out, failed_out = [], []
-        page.on("response", lambda r: responses_out.append(r.url) if external(r.url) else None)
-        page.on("requestfailed", lambda r: failed_out.append((r.url, r.failure)) if external(r.url) else None)
-        page.goto(superset["base"] + "/login/")
-        page.wait_for_selector("#username")
-        page.fill("#username", "admin")
-        page.fill("#password", ADMIN_PASSWORD)
-        page.keyboard.press("Enter")
-        page.wait_for_url("**/superset/welcome/**", timeout=60000)
+        browser = Browser(p, superset["base"])
+        page = browser.login("admin", ADMIN_PASSWORD)
         for dash in DASHBOARDS:
-            page.goto(f"{superset['base']}/superset/dashboard/{dash.slug}/")
-            expected = sum(len(row) for row in dash.rows)
-            # locators only: the page's CSP forbids eval, so no wait_for_function
-            page.locator(".chart-container").nth(expected - 1).wait_for(state="attached", timeout=90000)
-            page.wait_for_load_state("networkidle", timeout=90000)
-            deadline = time.monotonic() + 90
-            while page.locator(".loading").count() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert page.locator(".loading").count() == 0, f"{dash.slug}: charts still loading after 90 s"
-            errors = page.locator(".chart-container .alert-danger, .chart-container [role=alert]").all_inner_texts()
-            assert not errors, (dash.slug, errors)
+            browser.open(page, dash)
             if any("risk_map" in row for row in dash.rows):
                 assert page.locator(".chart-container canvas").count() >= 1  # the deck.gl layer drew
             shot = tmp_path / f"{dash.slug}.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 30_000, "screenshot looks blank"
-        browser.close()
+        browser.browser.close()
     # nothing left the machine: no tile server; the frontend's telemetry pixel is blocked by the CSP
-    assert responses_out == []
-    assert all(failure == "csp" for _, failure in failed_out), failed_out
+    assert browser.external_responses == []
+    assert all(failure == "csp" for _, failure in browser.external_failures), browser.external_failures
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium not installed")
+def test_a_district_analysts_pages_show_only_their_district(superset, users):
+    """On the rendered page (what the browser fetched and what the tables show), after the other district's
+    analyst opened the same dashboard (so its results are in the cache)."""
+    from playwright.sync_api import sync_playwright
+
+    dashboards = [d for d in DASHBOARDS if d.slug in ("citysafe-risk-map", "citysafe-hazards")]
+    with sync_playwright() as p:
+        browser = Browser(p, superset["base"])
+        other = browser.login("district_a", USER_PASSWORD)
+        for dash in dashboards:
+            browser.open(other, dash)
+        browser.chart_data.clear()
+        page = browser.login("district_b", USER_PASSWORD)
+        for dash in dashboards:
+            browser.open(page, dash)
+        shown = set(page.locator(".chart-container td").all_inner_texts())
+        browser.browser.close()
+    rows = [row for body in browser.chart_data for result in body["result"] for row in result["data"]]
+    districts = {row["district_code"] for row in rows if "district_code" in row}
+    assert districts == {users["b"]}, districts
+    assert users["b"] in shown and users["a"] not in shown
 
 
 def test_serving_goes_on_across_the_atomic_warehouse_swap(superset):

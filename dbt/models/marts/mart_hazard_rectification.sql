@@ -4,7 +4,8 @@
 --     district          district_code
 --     domain            domain_code
 --     severity          severity
---     enterprise        enterprise_id
+--     enterprise        district_code x enterprise_id (the district of the enterprise's hazards, so
+--                       district row-level security applies)
 --     quarter           found_quarter (local quarter of found_date)
 --     district_quarter  district_code x found_quarter
 -- Columns of the other grains are NULL. Hazards are counted in the cohort of their found_date; every
@@ -22,11 +23,11 @@ aggregated as (
 
     select
         case
+            when grouping(enterprise_id) = 0 then 'enterprise'
             when grouping(district_code) = 0 and grouping(found_quarter) = 0 then 'district_quarter'
             when grouping(district_code) = 0 then 'district'
             when grouping(domain_code) = 0   then 'domain'
             when grouping(severity) = 0      then 'severity'
-            when grouping(enterprise_id) = 0 then 'enterprise'
             when grouping(found_quarter) = 0 then 'quarter'
             else 'city'
         end                                                         as grain,
@@ -62,7 +63,7 @@ aggregated as (
         (district_code),
         (domain_code),
         (severity),
-        (enterprise_id),
+        (district_code, enterprise_id),
         (found_quarter),
         (district_code, found_quarter)
     )
