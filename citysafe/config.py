@@ -223,6 +223,11 @@ class Settings(BaseModel):
         return self.lake_root / "gold"
 
     @property
+    def reports_dir(self) -> Path:
+        """Quarterly risk reports: <quarter>/report_<lang>.html|.pdf and the frozen inputs they were made from."""
+        return self.lake_root / "reports"
+
+    @property
     def runs_dir(self) -> Path:
         return self.lake_root / "runs"
 

@@ -197,7 +197,7 @@ def reconcile(sources, run_id):
 @_exit_on_error
 def run(force, run_id):
     """The whole stage graph on the configured engine: generate, reference, ingest, silver, marts,
-    reconcile, ml. Stages whose inputs and outputs did not change since their last success are skipped.
+    reconcile, ml, report. Stages whose inputs and outputs did not change since their last success are skipped.
 
     The city is the config's: the synthetic city by default, a real one with a city profile, e.g.
     CITYSAFE_CONFIG=config/cities/chicago.yaml (no generator, no reconciliation with its truth)."""
@@ -246,6 +246,12 @@ def _print_summary(ctx: RunContext) -> None:
             f"    the risk map: table mart_risk_map in {ctx.settings.warehouse_path}; scores: `citysafe ml evaluate`; "
             f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(ctx.settings.mlflow_root)}"
         )
+    report = data["tables"].get("report")
+    if report:
+        pdfs = [f for f in report["files"] if f.endswith(".pdf")]
+        click.echo(f"  quarterly report {report['quarter']} (open the PDF, or the HTML in a browser):")
+        for f in pdfs:
+            click.echo(f"    {f}")
     click.echo(f"  summary: {ctx.summary.path}")
     click.echo(
         f"  dashboards: `make serve` (or `citysafe serve`), then open http://127.0.0.1:{ctx.settings.superset.port}/"
@@ -365,6 +371,32 @@ def _print_comparison(settings: Settings, scope: str | None = None) -> None:
     click.echo("\nForecast backtest, MASE by horizon (scale: " + ", ".join(sorted(set(fc["mase_scale"]))) + "):")
     cov = fc[fc["method"] == "lightgbm"].set_index(["measure", "horizon"])[["coverage_80", "winkler_80"]]
     click.echo(pivot.join(cov).to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+@main.command()
+@click.option("--quarter", default=None, help="The quarter, e.g. 2025Q3. Default: the latest complete quarter.")
+@click.option("--lang", default="all", show_default=True, help="en, zh or all.")
+@click.option("--district", default=None, help="A district code: that district's report instead of the city's.")
+@click.option("--refresh", is_flag=True, help="Freeze the quarter's inputs again from the current warehouse.")
+@run_id_option
+@_exit_on_error
+def report(quarter, lang, district, refresh, run_id):
+    """The quarterly risk report for policy staff: <lake_root>/reports/<quarter>/report_<lang>.html and .pdf.
+
+    The first report of a quarter freezes what it reads (reports/<quarter>/inputs.duckdb and
+    provenance.json); regenerating it later gives the same figures from those inputs, whatever arrived
+    since. --refresh takes the inputs again from the current warehouse."""
+    from reports import build as report_build
+
+    settings = _settings()
+    langs = report_build.parse_langs(lang)
+    result = report_build.generate(
+        settings, quarter, langs=langs, district=district, refresh=refresh, run_id=run_id or new_run_id()
+    )
+    steps = ", ".join(f"{k} {v:.1f}s" for k, v in result["seconds"].items())
+    click.echo(f"report {result['quarter']}: {steps}")
+    for f in result["files"]:
+        click.echo(f"  {f}{'' if f in result['written'] else '  (unchanged)'}")
 
 
 @main.command("stages")

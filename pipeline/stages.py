@@ -29,6 +29,8 @@ from citysafe.runs import RunSummary, write_json_atomic
 from citysafe.sources import Source, get_source
 from ml import gold as gold_tables
 from ml import risk_models
+from reports import build as report_build
+from reports.quarters import UnknownQuarter
 from spark_jobs import bronze, catalog, silver, silver_reference, unmapped_codes
 from synthetic_city import generate as generate_city
 
@@ -252,6 +254,22 @@ def run_ml_predict(ctx: RunContext) -> dict:
     return result
 
 
+def run_report(ctx: RunContext) -> dict:
+    """The quarterly risk report (HTML + PDF, English and Chinese) for the latest complete quarter."""
+    try:
+        result = report_build.generate(ctx.settings, run_id=ctx.run_id)
+    except UnknownQuarter as exc:  # e.g. less than a quarter of data: nothing to report yet, not a failure
+        log.info("no report: %s", exc)
+        return {}
+    entry = {
+        "quarter": result["quarter"],
+        "files": [str(p) for p in result["files"]],
+        "written": len(result["written"]),
+    }
+    ctx.summary.record_table("report", entry)
+    return entry
+
+
 # --- fingerprints ---------------------------------------------------------------------------------
 
 
@@ -294,6 +312,18 @@ def _ml_inputs(ctx: RunContext) -> dict:
         **risk_models.inputs(s),
         "gold": fingerprint.delta_versions(s.gold_dir),
         "warehouse_exists": warehouse.served_build(s)["exists"],
+    }
+
+
+def _report_inputs(ctx: RunContext) -> dict:
+    s = ctx.settings
+    return {
+        "warehouse": warehouse.served_build(s),
+        "code": fingerprint.files_digest(
+            [REPO_ROOT / "reports", REPO_ROOT / "reference" / "report_actions.csv"], REPO_ROOT
+        ),
+        "targets": report_build.targets(s),
+        "reports": sorted(str(p.relative_to(s.reports_dir)) for p in s.reports_dir.glob("*/report_*")),
     }
 
 
@@ -364,6 +394,14 @@ STAGES: tuple[Stage, ...] = (
         writes=("gold/*", "<mlflow_root>/", "<warehouse_path> (marts tagged gold)"),
         run=run_ml,
         fingerprint=_ml_inputs,
+    ),
+    Stage(
+        "report",
+        "the quarterly risk report for the latest complete quarter: HTML and PDF, English and Chinese",
+        reads=("<warehouse_path> (marts and gold marts)", "reports/", "reference/report_actions.csv"),
+        writes=("reports/<quarter>/",),
+        run=run_report,
+        fingerprint=_report_inputs,
     ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
