@@ -14,6 +14,7 @@ Definitions (city-local dates):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -21,10 +22,12 @@ from pathlib import Path
 import duckdb
 
 from citysafe.config import REPO_ROOT
+from citysafe.errors import ConfigurationError
 from reports.quarters import Quarter
 
 GRADES = ("red", "orange", "yellow", "blue")
 ACTIONS_CSV = REPO_ROOT / "reference" / "report_actions.csv"
+ACTION_COLUMNS = ("domain_code", "feature_pattern", "driver_en", "driver_zh", "action_en", "action_zh")
 MIN_HAZARDS_FOR_RATE = 5  # a district's overdue rate is named as "highest" only with at least this many
 
 
@@ -246,7 +249,16 @@ def load_actions(path: Path = ACTIONS_CSV) -> list[dict]:
     import csv
 
     with path.open(encoding="utf-8", newline="") as f:
-        return [r for r in csv.DictReader(f) if (r.get("domain_code") or "").strip()]
+        lines = [line for line in f if not line.startswith("#")]
+    rules = list(csv.DictReader(lines))
+    for n, rule in enumerate(rules, start=1):
+        if None in rule or any(not (rule.get(k) or "").strip() for k in ACTION_COLUMNS):
+            raise ConfigurationError(f"{path.name} rule {n}: every rule needs {', '.join(ACTION_COLUMNS)}")
+        try:
+            re.compile(rule["feature_pattern"])
+        except re.error as exc:
+            raise ConfigurationError(f"{path.name} rule {n}: feature_pattern: {exc}") from None
+    return rules
 
 
 def driver_of(feature: str | None, domain: str, actions: list[dict]) -> dict | None:
@@ -329,17 +341,10 @@ def risk_outlook(con, district=None, actions: list[dict] | None = None) -> dict:
 
 
 def trends(con, q: Quarter, district=None) -> dict:
-    """Weekly incidents per domain over the year to the quarter's end, and the newest forecast band after it."""
+    """Weekly incidents per domain (complete Monday-to-Sunday weeks) over the four quarters to the quarter's
+    end, and the newest forecast band; when that forecast starts after the quarter, the weeks up to its
+    origin are shown too, so the line meets the band."""
     weekly, band, origin = [], [], None
-    if _has(con, "incident_daily"):
-        where, p = _district_clause(district)
-        weekly = _rows(
-            con,
-            "select date_trunc('week', day)::date as week_start, domain_code, sum(incidents) as incidents\n"
-            f"from incident_daily where day between ? and ? and domain_code is not null{where}\n"
-            "group by all order by week_start, domain_code",
-            [q.previous().previous().previous().start, q.end, *p],
-        )
     if _has(con, "forecast"):
         level = "district" if district else "city"
         where, p = _district_clause(district)
@@ -356,6 +361,18 @@ def trends(con, q: Quarter, district=None) -> dict:
                 "order by domain_code, target_week_start",
                 [level, origin, *p],
             )
+    if _has(con, "incident_daily"):
+        where, p = _district_clause(district)
+        lo, _ = data_range(con)
+        first = max(q.previous().previous().previous().start, lo)  # no week the data only half covers
+        last = max(q.end, origin + dt.timedelta(days=6)) if origin is not None else q.end
+        weekly = _rows(
+            con,
+            "select date_trunc('week', day)::date as week_start, domain_code, sum(incidents) as incidents\n"
+            f"from incident_daily where day between ? and ? and domain_code is not null{where}\n"
+            "group by 1, 2 having week_start >= ? and week_start + 6 <= ? order by week_start, domain_code",
+            [first, last, *p, first, last],
+        )
     return {"weekly": weekly, "band": band, "origin_week_start": origin}
 
 

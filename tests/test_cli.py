@@ -32,6 +32,7 @@ COMMANDS = [
     "data-docs",
     "ml",
     "serve",
+    "report",
 ]
 
 
