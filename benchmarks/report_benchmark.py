@@ -55,7 +55,9 @@ def main() -> int:
     # a second run on the same frozen inputs writes nothing
     t1 = time.monotonic()
     again = build.generate(settings, result["quarter"], district=args.district, on_step=lambda _m: None)
-    print(f"  again (frozen inputs, nothing to write): {time.monotonic() - t1:.2f} s, {len(again['written'])} files written")
+    print(
+        f"  again (frozen inputs, nothing to write): {time.monotonic() - t1:.2f} s, {len(again['written'])} files written"
+    )
     if args.keep:
         print(f"kept: {scratch}")
     else:
