@@ -84,5 +84,11 @@ def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[
         if spark is not None:
             with contextlib.suppress(Exception):
                 spark.stop()
+            # pyspark's SparkSession.__del__ closes the client again, which shuts down a release thread pool
+            # SHARED by every Spark Connect session of the process and waits for its pending calls. When
+            # the garbage collector runs that finalizer on a thread the in-process Sail server needs (one
+            # running a Python UDF), the wait never ends (seen as a hung test). The session is stopped:
+            # drop its client, so the finalizer finds nothing to close.
+            spark._client = None
         if server is not None:
             server.stop()
