@@ -216,9 +216,20 @@ def test_run_and_stage_commands_share_the_stage_graph():
     """`citysafe run` walks pipeline.stages.STAGES; every stage has a command or is part of run."""
     from pipeline import stages
 
-    assert stages.STAGE_NAMES == ("generate", "reference", "ingest", "silver", "marts", "reconcile", "ml")
+    assert stages.STAGE_NAMES == ("generate", "reference", "ingest", "silver", "marts", "reconcile", "ml", "report")
     commands = set(main.commands)
-    assert {"generate", "reference", "ingest", "silver", "build-marts", "reconcile", "run", "stages", "ml"} <= commands
+    assert {
+        "generate",
+        "reference",
+        "ingest",
+        "silver",
+        "build-marts",
+        "reconcile",
+        "run",
+        "stages",
+        "ml",
+        "report",
+    } <= (commands)
     assert {"train", "predict", "evaluate"} == set(main.commands["ml"].commands)
 
 
