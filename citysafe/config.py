@@ -33,6 +33,9 @@ _NON_KEY_ENV = {
     # secrets and derived values for Superset (pipeline/serve.py), never config keys
     "CITYSAFE_SUPERSET_ADMIN_PASSWORD",
     "CITYSAFE_SUPERSET_METADATA_URI",
+    "CITYSAFE_SUPERSET_WAREHOUSE_URI",
+    "CITYSAFE_SUPERSET_WAREHOUSE_SCHEMA",
+    "CITYSAFE_SUPERSET_WAREHOUSE_PASSWORD",
     "CITYSAFE_SUPERSET_LOG_LEVEL",
     "CITYSAFE_DASHBOARD_TARGETS",
 }
@@ -120,7 +123,25 @@ class SupersetConfig(BaseModel):
     home: Path = Path("var/superset")  # metadata (SQLite by default), caches; relative to the repository
     # production: PostgreSQL metadata, e.g. postgresql://superset@db/superset (password from PGPASSWORD)
     metadata_uri: str | None = None
+    # production: the charts query the PostgreSQL marts (`citysafe build-marts --target prod`) instead of
+    # the DuckDB file, e.g. postgresql+psycopg2://superset_reader@db/citysafe; the password from
+    # $CITYSAFE_SUPERSET_WAREHOUSE_PASSWORD, never in config
+    warehouse_uri: str | None = None
+    warehouse_schema: str = Field("marts", pattern=r"^[a-z_][a-z0-9_]{0,46}$")
     workers: int = Field(2, ge=1, le=32)
+
+    @field_validator("warehouse_uri")
+    @classmethod
+    def _no_password_in_uri(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith("postgresql"):
+            raise ValueError("must be a PostgreSQL URI (postgresql+psycopg2://user@host/db)")
+        userinfo = v.split("://", 1)[-1].split("@", 1)[0] if "@" in v else ""
+        if ":" in userinfo:
+            raise ValueError("must not hold a password: set $CITYSAFE_SUPERSET_WAREHOUSE_PASSWORD")
+        return v
+
     # the hazard closed loop's targets the dashboards compare against
     hazard_overdue_rate_max: float = Field(0.05, ge=0, le=1)
     hazard_days_to_rectify_max: float = Field(7, ge=0)

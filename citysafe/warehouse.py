@@ -733,7 +733,9 @@ def _publish_to_postgres(
     tables = sorted(
         n["alias"]
         for n in manifest["nodes"].values()
-        if n["resource_type"] == "model" and n["fqn"][1:2] == ["marts"] and n["config"].get("materialized") == "table"
+        if n["resource_type"] == "model"
+        and n["fqn"][1:2] in (["marts"], ["gold"])  # as dbt/macros/publish_marts.sql selects them
+        and n["config"].get("materialized") == "table"
     )
     log.info(f"published {len(tables)} marts to PostgreSQL schema {schema}")
     return {"schema": schema, "tables": tables}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -70,6 +71,11 @@ class Dashboard:
 
 
 # --- helpers that keep chart definitions short -----------------------------------------------------------
+
+
+def median(column: str) -> str:
+    """The median in SQL both DuckDB and PostgreSQL speak (PostgreSQL has no MEDIAN())."""
+    return f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {column})"
 
 
 def sql_metric(expression: str, label: str) -> dict:
@@ -231,15 +237,20 @@ _targets = json.loads(os.environ.get("CITYSAFE_DASHBOARD_TARGETS") or "{}")
 OVERDUE_RATE_TARGET = float(_targets.get("hazard_overdue_rate_max", 0.05))
 RECTIFY_DAYS_TARGET = float(_targets.get("hazard_days_to_rectify_max", 7))
 
+# The virtual datasets are written for the DuckDB warehouse (schema `main`); on the PostgreSQL marts
+# (`superset.warehouse_uri`) the bundle names the published schema instead and swaps this one DuckDB-only
+# expression for PostgreSQL's.
+BOUNDARY_RING = {
+    "duckdb": "cast(json_extract(boundary_geojson, '$.coordinates[0]') as varchar)",
+    "postgresql": "((boundary_geojson::json) -> 'coordinates' -> 0)::text",
+}
+
 DATASETS = [
     Dataset("mart_risk_map", "Next week's published risk per H3 cell (champion method of the latest model run)."),
     Dataset(
         "risk_map_cells",
         "mart_risk_map with each cell's outline as a JSON ring of [lon, lat] points (the deck.gl polygon layer's input).",
-        sql=(
-            "select *, cast(json_extract(boundary_geojson, '$.coordinates[0]') as varchar) as boundary_ring\n"
-            "from main.mart_risk_map"
-        ),
+        sql=(f"select *, {BOUNDARY_RING['duckdb']} as boundary_ring\nfrom main.mart_risk_map"),
     ),
     Dataset("mart_risk_backtest", "Every method's rolling-origin backtest scores (PAI, PEI*, hit rate, deviance)."),
     Dataset(
@@ -268,7 +279,7 @@ DATASETS = [
             "from (select t.*, d.domain_name_en || ' · ' || d.domain_name_zh as domain_label\n"
             "      from main.mart_incident_trends as t\n"
             "      left join (select distinct domain_code, domain_name_en, domain_name_zh from main.dim_category) as d\n"
-            "        using (domain_code))\n"
+            "        using (domain_code)) as named\n"
             "where week_start = (select max(week_start) from main.mart_incident_trends where is_complete_week)\n"
             "group by district_code, domain_code, domain_label, week_start"
         ),
@@ -304,7 +315,7 @@ DATASETS = [
             "  union all select district_code, '2 closed', hazards_closed from main.mart_hazard_rectification where grain = 'district'\n"
             "  union all select district_code, '3 accepted', hazards_accepted from main.mart_hazard_rectification where grain = 'district'\n"
             "  union all select district_code, '4 rectified on time', rectified_on_time from main.mart_hazard_rectification where grain = 'district'\n"
-            ")"
+            ") as stages"
         ),
     ),
     Dataset("fct_device_alert", "Alert episodes of the IoT devices: start, peak grade, duration, gaps."),
@@ -583,8 +594,8 @@ CHARTS = [
         "mart_response_times",
         "week_start",
         [
-            sql_metric("MEDIAN(response_seconds_median)", "median"),
-            sql_metric("MEDIAN(response_seconds_p90)", "p90"),
+            sql_metric(median("response_seconds_median"), "median"),
+            sql_metric(median("response_seconds_p90"), "p90"),
         ],
     ),
     bars(
@@ -593,7 +604,7 @@ CHARTS = [
         "Per district: the median over the weeks of the weekly median seconds from call to arrival on scene.",
         "mart_response_times",
         "district_code",
-        sql_metric("MEDIAN(response_seconds_median)", "median seconds"),
+        sql_metric(median("response_seconds_median"), "median seconds"),
         limit=100,
         width=12,
     ),
@@ -750,38 +761,78 @@ def database_uri(warehouse: Path) -> str:
     return f"duckdb:///{warehouse}"
 
 
-def bundle(warehouse: Path) -> dict[str, str]:
-    """{path: YAML text} for Superset's ImportAssetsCommand."""
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where the charts query: the DuckDB warehouse file (default) or, in production, the PostgreSQL marts
+    (`superset.warehouse_uri`, schema `superset.warehouse_schema`, handed over by pipeline/serve.py)."""
+
+    uri: str | None = None
+    schema: str = "marts"
+
+    @classmethod
+    def from_env(cls, environ=None) -> Target:
+        env = os.environ if environ is None else environ
+        return cls(
+            env.get("CITYSAFE_SUPERSET_WAREHOUSE_URI") or None, env.get("CITYSAFE_SUPERSET_WAREHOUSE_SCHEMA") or "marts"
+        )
+
+    @property
+    def is_postgres(self) -> bool:
+        return bool(self.uri) and self.uri.startswith("postgresql")
+
+    def sql(self, sql: str) -> str:
+        if not self.is_postgres:
+            return sql
+        sql = sql.replace(BOUNDARY_RING["duckdb"], BOUNDARY_RING["postgresql"])
+        return re.sub(r"\bmain\.", f"{self.schema}.", sql)
+
+
+def _database(warehouse: Path, target: Target, db_uuid: str) -> dict:
+    common = {
+        "database_name": DATABASE_NAME,
+        "cache_timeout": None,
+        "expose_in_sqllab": True,
+        "allow_run_async": False,
+        "allow_ctas": False,
+        "allow_cvas": False,
+        "allow_dml": False,
+        "allow_file_upload": False,
+        "uuid": db_uuid,
+        "version": VERSION,
+        "is_managed_externally": True,
+    }
+    if target.is_postgres:
+        # the password is not in the URI: provision.py hands it to the import from the environment;
+        # every session is read-only whatever the role may do
+        engine = {"connect_args": {"options": "-c default_transaction_read_only=on"}}
+        return {**common, "sqlalchemy_uri": target.uri, "extra": {"engine_params": engine}}
+    return {
+        **common,
+        "sqlalchemy_uri": database_uri(warehouse),
+        # read-only, and no DuckDB function may read or write server files (read_text, COPY, ATTACH)
+        "extra": {
+            "engine_params": {"connect_args": {"read_only": True, "config": {"enable_external_access": False}}},
+            "allows_virtual_table_explore": True,
+        },
+    }
+
+
+def bundle(warehouse: Path, target: Target | None = None) -> dict[str, str]:
+    """{path: YAML text} for Superset's ImportAssetsCommand. Dataset columns are read from the DuckDB
+    warehouse file also when the charts query PostgreSQL (the published marts are the same tables)."""
     warehouse = Path(warehouse).resolve()
+    target = target or Target()
     db_uuid = uid("database", DATABASE_NAME)
     files: dict[str, dict] = {
         "metadata.yaml": {"version": VERSION, "type": "assets", "timestamp": "2026-01-01T00:00:00+00:00"},
-        "databases/citysafe_warehouse.yaml": {
-            "database_name": DATABASE_NAME,
-            "sqlalchemy_uri": database_uri(warehouse),
-            "cache_timeout": None,
-            "expose_in_sqllab": True,
-            "allow_run_async": False,
-            "allow_ctas": False,
-            "allow_cvas": False,
-            "allow_dml": False,
-            "allow_file_upload": False,
-            # read-only, and no DuckDB function may read or write server files (read_text, COPY, ATTACH)
-            "extra": {
-                "engine_params": {"connect_args": {"read_only": True, "config": {"enable_external_access": False}}},
-                "allows_virtual_table_explore": True,
-            },
-            "uuid": db_uuid,
-            "version": VERSION,
-            "is_managed_externally": True,
-        },
+        "databases/citysafe_warehouse.yaml": _database(warehouse, target, db_uuid),
     }
     by_key = {d.key: d for d in DATASETS}
     for d in DATASETS:
         files[f"datasets/{d.key}.yaml"] = {
             "table_name": d.key,
-            "schema": None if d.sql else "main",
-            "sql": d.sql,
+            "schema": None if d.sql else (target.schema if target.is_postgres else "main"),
+            "sql": target.sql(d.sql) if d.sql else None,
             "description": d.description,
             "main_dttm_col": None,
             "offset": 0,

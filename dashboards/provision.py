@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from dashboards import assets
 
 log = logging.getLogger("citysafe.superset")
@@ -74,7 +76,19 @@ def import_assets(warehouse: Path) -> dict:
     from superset.models.dashboard import Dashboard
     from superset.models.slice import Slice
 
-    contents = assets.bundle(warehouse)
+    target = assets.Target.from_env()
+    contents = assets.bundle(warehouse, target)
+    password = os.environ.get("CITYSAFE_SUPERSET_WAREHOUSE_PASSWORD")
+    if target.is_postgres and password:
+        # the import takes the password from the URI (an import's `passwords` are overwritten by the URI's
+        # empty one); Superset stores it encrypted with the secret key and shows the URI masked
+        from sqlalchemy.engine.url import make_url
+
+        path = "databases/citysafe_warehouse.yaml"
+        database = yaml.safe_load(contents[path])
+        url = make_url(database["sqlalchemy_uri"]).set(password=password)
+        database["sqlalchemy_uri"] = url.render_as_string(hide_password=False)
+        contents[path] = yaml.safe_dump(database, sort_keys=True, allow_unicode=True)
     ImportAssetsCommand(contents).run()
     declared = {
         Slice: {c.uuid for c in assets.CHARTS},

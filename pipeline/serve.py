@@ -62,6 +62,9 @@ def environment(settings: Settings, environ: dict | None = None) -> dict:
     )
     if settings.superset.metadata_uri:
         env["CITYSAFE_SUPERSET_METADATA_URI"] = settings.superset.metadata_uri
+    if settings.superset.warehouse_uri:  # production: the charts query the PostgreSQL marts
+        env["CITYSAFE_SUPERSET_WAREHOUSE_URI"] = settings.superset.warehouse_uri
+        env["CITYSAFE_SUPERSET_WAREHOUSE_SCHEMA"] = settings.superset.warehouse_schema
     return env
 
 

@@ -36,3 +36,38 @@ def pg_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+CITY_MARTS_SCHEMA = "city_marts"
+
+
+@pytest.fixture(scope="session")
+def city_marts_in_postgres(built_city, pg_server, tmp_path_factory):
+    """The built city's marts (models/marts and models/gold) published once to `city_marts` on the test
+    server by the prod target; shared by the prod-publish test and the Superset-on-PostgreSQL test.
+    Returns (build_marts result, the DuckDB file the prod build served)."""
+    import shutil
+    from pathlib import Path
+
+    from citysafe.config import load_settings
+    from citysafe.warehouse import build_marts
+
+    settings = load_settings(
+        environ={k: v for k, v in built_city.env.items() if k.startswith("CITYSAFE_") and k != "CITYSAFE_PII_KEY"}
+    )
+    served = tmp_path_factory.mktemp("prod") / Path(settings.warehouse_path).name  # not the city's served file
+    shutil.copyfile(built_city.warehouse, served)  # the city's marts, as `citysafe run` built them
+    dsn_env = "TEST_CITY_MARTS_POSTGRES_DSN"
+    os.environ[dsn_env] = pg_server.dsn()
+    try:
+        result = build_marts(
+            settings.model_copy(update={"warehouse_path": served}),
+            "prod-city",
+            target="prod",
+            postgres_dsn_env=dsn_env,
+            postgres_schema=CITY_MARTS_SCHEMA,
+            select=["mart_incident_district_week"],  # one mart rebuilt; the publish copies every mart
+        )
+    finally:
+        os.environ.pop(dsn_env, None)
+    return result, served

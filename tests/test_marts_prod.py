@@ -8,44 +8,27 @@ from nothing is tested on the small lake in test_warehouse.py."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from citysafe.config import load_settings
-from citysafe.warehouse import build_marts
+from pg_server import city_marts_in_postgres, pg_server  # noqa: F401  (session fixtures)
 
-from pg_server import pg_server  # noqa: F401  (session fixture)
-
-DSN_ENV = "TEST_CITY_MARTS_POSTGRES_DSN"
 MART = "mart_incident_district_week"
 
 
 @pytest.mark.slow
-def test_prod_publish_of_the_city_matches_the_duckdb_warehouse(built_city, pg_server, tmp_path, monkeypatch):
-    settings = load_settings(
-        environ={k: v for k, v in built_city.env.items() if k.startswith("CITYSAFE_") and k != "CITYSAFE_PII_KEY"}
-    )
-    served = tmp_path / "prod" / Path(settings.warehouse_path).name  # not the city's served file
-    served.parent.mkdir(parents=True)
-    shutil.copyfile(built_city.warehouse, served)  # the city's marts, as `citysafe run` built them
-    monkeypatch.setenv(DSN_ENV, pg_server.dsn())
-    result = build_marts(
-        settings.model_copy(update={"warehouse_path": served}),
-        "prod-city",
-        target="prod",
-        postgres_dsn_env=DSN_ENV,
-        postgres_schema="city_marts",
-        select=[MART],
-    )
+def test_prod_publish_of_the_city_matches_the_duckdb_warehouse(built_city, city_marts_in_postgres, pg_server):
+    result, served = city_marts_in_postgres
     assert set(result["models"]) == {MART}
     manifest = json.loads((Path(result["target_path"]) / "manifest.json").read_text())
     marts = sorted(
-        n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["fqn"][1] == "marts"
+        n["name"]
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "model" and n["fqn"][1] in ("marts", "gold")
     )
-    assert result["published"]["tables"] == marts
+    assert result["published"]["tables"] == marts and "mart_risk_map" in marts
 
     duck = duckdb.connect(str(served), read_only=True)
     rows = 0

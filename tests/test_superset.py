@@ -23,6 +23,8 @@ from dashboards.assets import CHARTS, DASHBOARDS
 from dashboards.serve import environment as superset_env
 from pipeline import serve
 
+from pg_server import CITY_MARTS_SCHEMA, city_marts_in_postgres, pg_server  # noqa: F401  (session fixtures)
+
 CHROMIUM = Path("/usr/bin/chromium")
 ADMIN_PASSWORD = "superset-test-admin-0123456789"
 USER_PASSWORD = "superset-test-user-0123456789"
@@ -138,10 +140,10 @@ def superset(built_city, tmp_path_factory):
         log.close()
 
 
-def _superset_python(sup: dict, *args: str) -> str:
+def _superset_python(sup: dict, *args: str, env: dict | None = None) -> str:
     proc = subprocess.run(
         [str(serve.SUPERSET_VENV / "bin" / "python"), *args],
-        env=sup["sup_env"],
+        env={**sup["sup_env"], **(env or {})},
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -401,3 +403,31 @@ def test_policy_viewers_read_dashboards_only(superset, users):
         {"database_id": 1, "sql": "select 1", "schema": "main", "runAsync": False, "client_id": "v1", "tab": "t"},
     )
     assert status in (401, 403)
+
+
+@pytest.mark.slow
+def test_in_production_the_charts_query_the_postgresql_marts(superset, city_marts_in_postgres, pg_server):
+    """superset.warehouse_uri: the same datasets and charts on the marts the prod target published to
+    PostgreSQL (password from the environment, never in the URI); every chart returns the rows it returns
+    on DuckDB. Provisioning back to DuckDB afterwards leaves the other tests their warehouse."""
+    admin = Api(superset["base"], "admin", ADMIN_PASSWORD)
+    charts = admin.charts()
+    on_duckdb = {title: admin.chart_rows(chart_id) for title, chart_id in charts.items()}
+    wh = str(superset["settings"].warehouse_path)
+    postgres = {
+        "CITYSAFE_SUPERSET_WAREHOUSE_URI": f"postgresql+psycopg2://{pg_server.superuser}@127.0.0.1:{pg_server.port}/postgres",
+        "CITYSAFE_SUPERSET_WAREHOUSE_SCHEMA": CITY_MARTS_SCHEMA,
+        "CITYSAFE_SUPERSET_WAREHOUSE_PASSWORD": pg_server.password,
+    }
+    try:
+        _superset_python(superset, "-m", "dashboards.provision", "--warehouse", wh, env=postgres)
+        status, body = admin.call("GET", "/api/v1/database/?q=(columns:!(backend,database_name))")
+        assert status == 200 and {d["backend"] for d in body["result"]} == {"postgresql"}, body
+        assert admin.charts() == charts  # the same charts, updated in place
+        for title, chart_id in charts.items():
+            status, body = admin.call("GET", f"/api/v1/chart/{chart_id}/data/?force=true")
+            assert status == 200, (title, body)
+            rows = body["result"][0]["data"]
+            assert len(rows) == len(on_duckdb[title]) and rows, title
+    finally:
+        _superset_python(superset, "-m", "dashboards.provision", "--warehouse", wh)

@@ -1,5 +1,6 @@
 {#-
-    Copy every mart (the table models under models/marts/) from the DuckDB warehouse just built into
+    Copy every mart (the table models under models/marts/ and models/gold/, the model outputs Superset's
+    risk map and forecasts read) from the DuckDB warehouse just built into
     the attached PostgreSQL database (alias `prod_postgres`, target `prod` in profiles.yml), atomically:
 
       one transaction:  <schema>__publishing is (re)created and filled with the marts,
@@ -16,7 +17,7 @@
     {%- set staging_schema = schema ~ '__publishing' -%}
     {%- set marts = [] -%}
     {%- for node in graph.nodes.values() | sort(attribute='name') -%}
-        {%- if node.resource_type == 'model' and node.fqn[1] == 'marts' and node.config.materialized == 'table' -%}
+        {%- if node.resource_type == 'model' and node.fqn[1] in ('marts', 'gold') and node.config.materialized == 'table' -%}
             {%- do marts.append(node) -%}
         {%- endif -%}
     {%- endfor -%}
