@@ -244,10 +244,9 @@ def test_a_district_report(built_city, tmp_path):
         (["--district", "NOPE"], "not in the report's data"),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(built_city, args, message):
-    from city_fixture import CLI
-
-    proc = subprocess.run([str(CLI), "report", *args], env=built_city.env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+def test_bad_arguments_exit_2_with_one_line(built_city, cli, args, message):
+    env = {k: v for k, v in built_city.env.items() if k.startswith("CITYSAFE_")}
+    code, _, err = cli("report", *args, env=env)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err

@@ -411,7 +411,7 @@ def test_policy_viewers_read_dashboards_only(superset, users):
 def test_in_production_the_charts_query_the_postgresql_marts(superset, city_marts_in_postgres, pg_server):
     """superset.warehouse_uri: the same datasets and charts on the marts the prod target published to
     PostgreSQL (password from the environment, never in the URI); every chart returns the rows it returns
-    on DuckDB. Provisioning back to DuckDB afterwards leaves the other tests their warehouse."""
+    on DuckDB. The module's last test: the server is not switched back (it stops after the module)."""
     admin = Api(superset["base"], "admin", ADMIN_PASSWORD)
     charts = admin.charts()
     on_duckdb = {title: admin.chart_rows(chart_id) for title, chart_id in charts.items()}
@@ -421,15 +421,12 @@ def test_in_production_the_charts_query_the_postgresql_marts(superset, city_mart
         "CITYSAFE_SUPERSET_WAREHOUSE_SCHEMA": CITY_MARTS_SCHEMA,
         "CITYSAFE_SUPERSET_WAREHOUSE_PASSWORD": pg_server.password,
     }
-    try:
-        _superset_python(superset, "-m", "dashboards.provision", "--warehouse", wh, env=postgres)
-        status, body = admin.call("GET", "/api/v1/database/?q=(columns:!(backend,database_name))")
-        assert status == 200 and {d["backend"] for d in body["result"]} == {"postgresql"}, body
-        assert admin.charts() == charts  # the same charts, updated in place
-        for title, chart_id in charts.items():
-            status, body = admin.call("GET", f"/api/v1/chart/{chart_id}/data/?force=true")
-            assert status == 200, (title, body)
-            rows = body["result"][0]["data"]
-            assert len(rows) == len(on_duckdb[title]) and rows, title
-    finally:
-        _superset_python(superset, "-m", "dashboards.provision", "--warehouse", wh)
+    _superset_python(superset, "-m", "dashboards.provision", "--warehouse", wh, env=postgres)
+    status, body = admin.call("GET", "/api/v1/database/?q=(columns:!(backend,database_name))")
+    assert status == 200 and {d["backend"] for d in body["result"]} == {"postgresql"}, body
+    assert admin.charts() == charts  # the same charts, updated in place
+    for title, chart_id in charts.items():
+        status, body = admin.call("GET", f"/api/v1/chart/{chart_id}/data/?force=true")
+        assert status == 200, (title, body)
+        rows = body["result"][0]["data"]
+        assert len(rows) == len(on_duckdb[title]) and rows, title
