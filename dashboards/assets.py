@@ -230,6 +230,21 @@ def polygons(key, title, description, dataset, ring_column, metric, *, filters=(
     return Chart(key, title, description, dataset, "deck_polygon", params, query, width, height)
 
 
+def forecast_band(key, title, description, *, level: str):
+    """P10 / P50 / P90 and the actual of the newest published incident forecast at one level (city or district)."""
+    metrics = [sql_metric(f"SUM({c})", label) for c, label in (("p10", "P10"), ("p50", "P50"), ("p90", "P90"))]
+    return timeseries(
+        key,
+        title,
+        description,
+        "forecast_latest",
+        "target_week_start",
+        [*metrics, sql_metric("SUM(actual)", "actual")],
+        filters=[("level", level), ("measure", "incidents")],
+        width=6,
+    )
+
+
 # --- what the analysts see --------------------------------------------------------------------------------
 
 # Targets of the hazard closed loop (config `superset.targets`, handed over by pipeline/serve.py).
@@ -417,39 +432,21 @@ CHARTS = [
         order=[("incident_count", False)],
         width=12,
     ),
-    timeseries(
+    forecast_band(
         "forecast_band",
         "City forecast of incidents with its 80% band",
         "The newest forecast of weekly incidents for the whole city (all domains): P50 and the P10-P90 band "
         "of the published method (LightGBM unless a baseline did as well in the backtest) with conformal "
         "intervals, and the actual count where the week is already known.",
-        "forecast_latest",
-        "target_week_start",
-        [
-            sql_metric("SUM(p10)", "P10"),
-            sql_metric("SUM(p50)", "P50"),
-            sql_metric("SUM(p90)", "P90"),
-            sql_metric("SUM(actual)", "actual"),
-        ],
-        filters=[("level", "city"), ("measure", "incidents")],
-        width=6,
+        level="city",
     ),
-    timeseries(
+    forecast_band(
         "forecast_band_district",
         "District forecast of incidents with its 80% band",
-        "The newest district-level forecast of weekly incidents (published method, conformal intervals): P50, P10 and "
-        "P90, and the actual where known. Pick one district and one domain in the filters for that series' "
-        "exact band; over several, the quantiles are summed (a wider band than the sum's own).",
-        "forecast_latest",
-        "target_week_start",
-        [
-            sql_metric("SUM(p10)", "P10"),
-            sql_metric("SUM(p50)", "P50"),
-            sql_metric("SUM(p90)", "P90"),
-            sql_metric("SUM(actual)", "actual"),
-        ],
-        filters=[("level", "district"), ("measure", "incidents")],
-        width=6,
+        "The newest district-level forecast of weekly incidents (published method, conformal intervals): P50, "
+        "P10 and P90, and the actual where known. Pick one district and one domain in the filters for that "
+        "series' exact band; over several, the quantiles are summed (a wider band than the sum's own).",
+        level="district",
     ),
     table(
         "forecast_quality",
