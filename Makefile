@@ -58,9 +58,15 @@ run: setup $(PII_KEY_FILE)  ## the whole pipeline on the embedded engine (Sail);
 serve: setup $(PII_KEY_FILE)  ## the analysts' dashboards (Superset) on the served warehouse; prints URL and login
 	$(CITYSAFE) serve
 
-test: setup lint  ## lint, then the full test suite (pipeline venv, then Airflow venv)
-	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -p no:cacheprovider --durations=15 -n 2 --dist loadgroup
-	$(AIRFLOW)/bin/python -m pytest tests/airflow -q -p no:cacheprovider --durations=5
+# The Airflow suite (its own venv, mostly waiting on `airflow dags test` subprocesses) runs beside the
+# pipeline suite; its output is printed when both are done and either failing fails the target.
+test: setup lint  ## lint, then the full test suite (pipeline venv and, beside it, the Airflow venv)
+	@mkdir -p var && log=var/test-airflow.log; \
+	$(AIRFLOW)/bin/python -m pytest tests/airflow -q -p no:cacheprovider --durations=5 > $$log 2>&1 & airflow=$$!; \
+	$(PIPELINE)/bin/python -m pytest tests --ignore=tests/airflow -q -p no:cacheprovider --durations=15 -n 2 --dist loadgroup; \
+	pipeline=$$?; wait $$airflow; airflow_rc=$$?; \
+	echo "--- Airflow suite (tests/airflow, ran beside the pipeline suite) ---"; cat $$log; \
+	test $$pipeline -eq 0 && test $$airflow_rc -eq 0
 
 lint: setup  ## ruff: lint rules and formatting (configured in pyproject.toml)
 	$(PIPELINE)/bin/ruff check .
