@@ -378,9 +378,10 @@ def _print_comparison(settings: Settings, scope: str | None = None) -> None:
 @click.option("--lang", default="all", show_default=True, help="en, zh or all.")
 @click.option("--district", default=None, help="A district code: that district's report instead of the city's.")
 @click.option("--refresh", is_flag=True, help="Freeze the quarter's inputs again from the current warehouse.")
+@click.option("--html-only", is_flag=True, help="Write the HTML only (a quick preview; no PDF).")
 @run_id_option
 @_exit_on_error
-def report(quarter, lang, district, refresh, run_id):
+def report(quarter, lang, district, refresh, html_only, run_id):
     """The quarterly risk report for policy staff: <lake_root>/reports/<quarter>/report_<lang>.html and .pdf.
 
     The first report of a quarter freezes what it reads (reports/<quarter>/inputs.duckdb and
@@ -391,7 +392,13 @@ def report(quarter, lang, district, refresh, run_id):
     settings = _settings()
     langs = report_build.parse_langs(lang)
     result = report_build.generate(
-        settings, quarter, langs=langs, district=district, refresh=refresh, run_id=run_id or new_run_id()
+        settings,
+        quarter,
+        langs=langs,
+        district=district,
+        refresh=refresh,
+        pdf=not html_only,
+        run_id=run_id or new_run_id(),
     )
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in result["seconds"].items())
     click.echo(f"report {result['quarter']}: {steps}")

@@ -86,10 +86,11 @@ def generate(
     langs: tuple[str, ...] = LANGS,
     district: str | None = None,
     refresh: bool = False,
+    pdf: bool = True,
     run_id: str | None = None,
     on_step: Callable[[str], None] = log.info,
 ) -> dict:
-    """Write the report files; returns {quarter, files, written, seconds}."""
+    """Write the report files (the PDF too unless `pdf` is False); returns {quarter, files, written, seconds}."""
     seconds: dict[str, float] = {}
     t = time.monotonic()
     q = choose_quarter(settings, quarter)
@@ -138,13 +139,17 @@ def generate(
         html_path, pdf_path = stem.with_suffix(".html"), stem.with_suffix(".pdf")
         changed = _write_if_changed(html_path, html.encode("utf-8"))
         seconds[f"html_{lang}"] = time.monotonic() - t
-        t = time.monotonic()
-        if changed or not pdf_path.is_file():
-            _write_pdf(html, pdf_path)
-            written += [html_path, pdf_path]
-        seconds[f"pdf_{lang}"] = time.monotonic() - t
-        files += [html_path, pdf_path]
-        on_step(f"report {q.label} {lang}{' ' + district if district else ''}: {pdf_path}")
+        if changed:
+            written.append(html_path)
+        files.append(html_path)
+        if pdf:
+            t = time.monotonic()
+            if changed or not pdf_path.is_file():
+                _write_pdf(html, pdf_path)
+                written.append(pdf_path)
+            seconds[f"pdf_{lang}"] = time.monotonic() - t
+            files.append(pdf_path)
+        on_step(f"report {q.label} {lang}{' ' + district if district else ''}: {files[-1]}")
     seconds["total"] = sum(seconds.values())
     return {"quarter": q.label, "files": files, "written": written, "seconds": seconds, "provenance": provenance}
 

@@ -187,7 +187,7 @@ def test_regenerating_a_quarter_after_later_data_gives_the_same_figures(built_ci
     )
     con.execute("update fct_hazard set is_overdue = false")
     con.close()
-    result = build.generate(settings, QUARTER, langs=("en",))
+    result = build.generate(settings, QUARTER, langs=("en",), pdf=False)  # the figures are the point here
     assert result["quarter"] == QUARTER
     assert (settings.reports_dir / QUARTER / "figures.json").read_bytes() == before
     # the provenance names what the figures came from: the warehouse build and every Delta version read
@@ -196,7 +196,7 @@ def test_regenerating_a_quarter_after_later_data_gives_the_same_figures(built_ci
     assert prov["delta_versions"]["silver"]["incident"] >= 1 and "risk_cell_week" in prov["delta_versions"]["gold"]
     assert prov["rows"]["incident_daily"] > 0 and prov["missing"] == []
     # --refresh freezes the new warehouse: the late incidents count now
-    build.generate(settings, QUARTER, langs=("en",), refresh=True)
+    build.generate(settings, QUARTER, langs=("en",), refresh=True, pdf=False)
     after = json.loads((settings.reports_dir / QUARTER / "figures.json").read_text())
     incidents = {k["key"]: k["value"] for k in after["key_figures"]}["incidents"]
     assert incidents == json.loads(before)["key_figures"][0]["value"] + 25
@@ -211,7 +211,8 @@ def test_a_section_without_data_says_so(built_city, tmp_path):
         con.execute(f"drop table {table}")
     con.close()
     (settings.reports_dir / QUARTER / "report_en.html").unlink()
-    build.generate(settings, QUARTER, langs=("en", "zh"))
+    result = build.generate(settings, QUARTER, langs=("en", "zh"), pdf=False)  # `--html-only`
+    assert all(f.suffix == ".html" for f in result["files"]) and len(result["written"]) == 2
     html = (settings.reports_dir / QUARTER / "report_en.html").read_text(encoding="utf-8")
     for section in ("risk", "hazards", "alerts"):
         body = html.split(f'<section id="{section}">')[1].split("</section>")[0]
