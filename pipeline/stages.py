@@ -256,8 +256,12 @@ def run_ml_predict(ctx: RunContext) -> dict:
 
 def run_report(ctx: RunContext) -> dict:
     """The quarterly risk report (HTML + PDF, English and Chinese) for the latest complete quarter."""
+    langs = ("en", "zh")
+    if not report_build.cjk_font_available():
+        log.warning("no CJK font installed (apt-get install fonts-noto-cjk): the report is written in English only")
+        langs = ("en",)
     try:
-        result = report_build.generate(ctx.settings, run_id=ctx.run_id)
+        result = report_build.generate(ctx.settings, langs=langs, run_id=ctx.run_id)
     except UnknownQuarter as exc:  # e.g. less than a quarter of data: nothing to report yet, not a failure
         log.info("no report: %s", exc)
         return {}

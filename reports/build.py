@@ -38,6 +38,13 @@ def parse_langs(lang: str) -> tuple[str, ...]:
     return (lang,)
 
 
+def cjk_font_available() -> bool:
+    """Whether a CJK font is installed (Debian's fonts-noto-cjk); without one Chinese renders as boxes."""
+    from matplotlib import font_manager
+
+    return any("CJK" in f.name for f in font_manager.fontManager.ttflist)
+
+
 def targets(settings: Settings) -> dict:
     return {
         "hazard_overdue_rate_max": settings.superset.hazard_overdue_rate_max,
@@ -93,6 +100,10 @@ def generate(
     """Write the report files (the PDF too unless `pdf` is False); returns {quarter, files, written, seconds}."""
     seconds: dict[str, float] = {}
     t = time.monotonic()
+    if "zh" in langs and not cjk_font_available():
+        raise ConfigurationError(
+            "the Chinese report needs a CJK font: apt-get install fonts-noto-cjk (or use --lang en)"
+        )
     q = choose_quarter(settings, quarter)
     out_dir = snapshot.quarter_dir(settings, q.label)
     if refresh or not snapshot.exists(settings, q.label):

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from citysafe.config import load_settings
+from citysafe.errors import ConfigurationError
 from reports import build, figures, snapshot
 from reports.quarters import Quarter, UnknownQuarter, latest_complete
 from reports.text import Words, num, pct
@@ -251,3 +252,11 @@ def test_bad_arguments_exit_2_with_one_line(built_city, cli, args, message):
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
+
+
+def test_a_chinese_report_without_a_cjk_font_stops_with_the_package_to_install(built_city, tmp_path, monkeypatch):
+    settings, _ = _copy_city(built_city, tmp_path)
+    monkeypatch.setattr(build, "cjk_font_available", lambda: False)
+    with pytest.raises(ConfigurationError, match="apt-get install fonts-noto-cjk"):
+        build.generate(settings, QUARTER, langs=("zh",), pdf=False)
+    assert build.generate(settings, QUARTER, langs=("en",), pdf=False)["quarter"] == QUARTER
