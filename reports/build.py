@@ -121,7 +121,7 @@ def generate(
                 f"district {district!r} is not in the report's data (districts: {', '.join(sorted(name_map['districts']))})"
             )
         f = figures.compute(con, q, targets(settings), district)
-        districts = figures._rows(con, "select * from district") if figures._has(con, "district") else []
+        districts = figures.districts(con)
     finally:
         con.close()
     data_json = figures.to_json(f)

@@ -69,16 +69,16 @@ def _incidents(con, q: Quarter, district):
 
 
 def _hazard_stats(con, q: Quarter, district):
+    """(overdue rate, median days found -> rectified) of the hazards found in the quarter."""
     if not _has(con, "hazard"):
-        return None, None, 0
+        return None, None
     where, p = _district_clause(district)
-    r = con.execute(
+    n, rate, days = con.execute(
         "select count(*), avg(case when is_overdue then 1.0 else 0.0 end), median(days_found_to_rectified)\n"
         f"from hazard where found_date between ? and ?{where}",
         [q.start, q.end, *p],
     ).fetchone()
-    n, rate, days = r
-    return (rate if n else None), (float(days) if days is not None else None), n
+    return (rate if n else None), (float(days) if days is not None else None)
 
 
 def _alerts(con, q: Quarter, district):
@@ -90,22 +90,27 @@ def _alerts(con, q: Quarter, district):
     )
 
 
-def _response(con, q: Quarter, district):
+def _response_minutes(con, q: Quarter, district):
     if not _has(con, "response_call"):
-        return None, 0
+        return None
     where, p = _district_clause(district)
-    r = con.execute(
-        f"select median(response_seconds), count(*) from response_call where day between ? and ?{where}",
+    seconds = _one(
+        con,
+        f"select median(response_seconds) from response_call where day between ? and ?{where}",
         [q.start, q.end, *p],
-    ).fetchone()
-    return (float(r[0]) if r[0] is not None else None), r[1]
+    )
+    return None if seconds is None else float(seconds) / 60.0
 
 
 def key_figures(con, q: Quarter, district=None) -> list[dict]:
     quarters = {"current": q, "previous": q.previous(), "year_before": q.year_before()}
+    # a quarter outside the data's span has no figures (None), not zeros
+    lo, hi = data_range(con)
+    covered = {k: lo is not None and v.end >= lo and v.start <= hi for k, v in quarters.items()}
     out = []
 
-    def add(key, unit, values: dict):
+    def add(key, unit, figure):
+        values = {k: (figure(v) if covered[k] else None) for k, v in quarters.items()}
         cur = values["current"]
         out.append(
             {
@@ -119,21 +124,12 @@ def key_figures(con, q: Quarter, district=None) -> list[dict]:
             }
         )
 
-    # a quarter outside the data's span has no figures (None), not zeros
-    lo, hi = data_range(con)
-    covered = {k: lo is not None and v.end >= lo and v.start <= hi for k, v in quarters.items()}
-
-    def add(key, unit, values: dict, _add=add):
-        _add(key, unit, {k: (v if covered[k] else None) for k, v in values.items()})
-
-    inc = {k: _incidents(con, v, district) for k, v in quarters.items()}
-    add("incidents", "count", inc)
-    hz = {k: _hazard_stats(con, v, district) for k, v in quarters.items()}
-    add("hazard_overdue_rate", "share", {k: v[0] for k, v in hz.items()})
-    add("hazard_cycle_days", "days", {k: v[1] for k, v in hz.items()})
-    add("device_alerts", "count", {k: _alerts(con, v, district) for k, v in quarters.items()})
-    rsp = {k: _response(con, v, district)[0] for k, v in quarters.items()}
-    add("response_minutes", "minutes", {k: (None if v is None else v / 60.0) for k, v in rsp.items()})
+    hazards = {quarter: _hazard_stats(con, quarter, district) for quarter in quarters.values()}
+    add("incidents", "count", lambda quarter: _incidents(con, quarter, district))
+    add("hazard_overdue_rate", "share", lambda quarter: hazards[quarter][0])
+    add("hazard_cycle_days", "days", lambda quarter: hazards[quarter][1])
+    add("device_alerts", "count", lambda quarter: _alerts(con, quarter, district))
+    add("response_minutes", "minutes", lambda quarter: _response_minutes(con, quarter, district))
     return out
 
 
@@ -412,14 +408,16 @@ def appendix(con) -> dict:
 # --- everything ------------------------------------------------------------------------------------------------
 
 
+def districts(con) -> list[dict]:
+    """The districts of the inputs with their names and outline (WKT)."""
+    return _rows(con, "select * from district order by district_code") if _has(con, "district") else []
+
+
 def names(con) -> dict:
-    districts = (
-        {r["district_code"]: r for r in _rows(con, "select * exclude (geometry_wkt) from district")}
-        if _has(con, "district")
-        else {}
-    )
+    """Codes -> names (English and Chinese) of the districts (without their outline) and domains."""
+    by_code = {d["district_code"]: {k: v for k, v in d.items() if k != "geometry_wkt"} for d in districts(con)}
     domains = {r["domain_code"]: r for r in _rows(con, "select * from domain")} if _has(con, "domain") else {}
-    return {"districts": districts, "domains": domains}
+    return {"districts": by_code, "domains": domains}
 
 
 def data_range(con) -> tuple:
