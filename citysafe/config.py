@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -147,6 +148,60 @@ class SupersetConfig(BaseModel):
     hazard_days_to_rectify_max: float = Field(7, ge=0)
 
 
+class AlertChannel(BaseModel):
+    """Where alert notifications go: an Apprise URL (webhook, email, DingTalk, WeCom, Feishu ...) and
+    which alerts it receives. A red alert goes to every channel whatever its filters."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9_\-]{1,40}$")
+    # Apprise URL. Secrets never in config: write ${VAR} and set VAR in the environment, e.g.
+    # mailto://duty:${SMTP_PASSWORD}@mail.city.gov?to=duty@city.gov. "outbox" = files under <lake_root>/alerts/outbox/.
+    url: str
+    districts: tuple[str, ...] | Literal["all"] = "all"  # district codes whose alerts it receives
+    min_level: Literal["blue", "yellow", "orange", "red"] = "blue"
+    language: Literal["en", "zh", "both"] = "both"
+    pipeline_failures: bool = False  # also receives Airflow task failures (the data stewards' channel)
+
+    @field_validator("url")
+    @classmethod
+    def _no_secret_in_url(cls, v: str) -> str:
+        if v == "outbox":
+            return v
+        if "://" not in v:
+            raise ValueError("must be an Apprise URL like json://host/path or mailto://..., or 'outbox'")
+        authority = re.split(r"[/?#]", v.split("://", 1)[1], maxsplit=1)[0]
+        if "@" in authority:
+            password = authority.rsplit("@", 1)[0].partition(":")[2]
+            if password and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", password):
+                raise ValueError("must not hold a password: write ${ENV_VAR} and set it in the environment")
+        return v
+
+
+class AlertsConfig(BaseModel):
+    """Early warning (`citysafe alerts`): the rules file, the clock, the channels and delivery retries."""
+
+    model_config = ConfigDict(extra="forbid")
+    rules: Path = Path("reference/alert_rules.yaml")  # relative to the repository
+    # "now": evaluate at the wall clock (production). "latest_data": at the newest reading or record in
+    # the warehouse (a synthetic or historical city replays as if its last hour were now).
+    clock: Literal["now", "latest_data"] = "now"
+    # events older than this when first seen (a first run over a year of history, a long backfill)
+    # are recorded but not sent: nobody needs last March's reminder today
+    notify_within_hours: float = Field(72, ge=0)
+    notify_events: tuple[Literal["opened", "escalated", "resolved"], ...] = ("opened", "escalated")
+    retries: int = Field(3, ge=0, le=10)  # per message, with exponential backoff
+    retry_backoff_seconds: float = Field(2, ge=0, le=300)
+    channels: tuple[AlertChannel, ...] = (AlertChannel(name="duty_outbox", url="outbox", pipeline_failures=True),)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_names(cls, v):
+        names = [c.name for c in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"channel names must be unique: {names}")
+        return v
+
+
 class MLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = Field(20260101, ge=0)
@@ -180,6 +235,7 @@ class Settings(BaseModel):
     mlflow_root: Path = Path("var/mlflow")
     ml: MLConfig = MLConfig()
     superset: SupersetConfig = SupersetConfig()
+    alerts: AlertsConfig = AlertsConfig()
     config_file: Path | None = None
 
     @field_validator("engine")
@@ -247,6 +303,11 @@ class Settings(BaseModel):
     def reports_dir(self) -> Path:
         """Quarterly risk reports: <quarter>/report_<lang>.html|.pdf and the frozen inputs they were made from."""
         return self.lake_root / "reports"
+
+    @property
+    def alerts_dir(self) -> Path:
+        """Early warning: the alert and alert_delivery Delta tables, and outbox/ (the file channel)."""
+        return self.lake_root / "alerts"
 
     @property
     def runs_dir(self) -> Path:

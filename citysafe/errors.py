@@ -13,6 +13,7 @@ The CLI maps errors to exit codes in one place (`CitySafeError.exit_code`); anyt
 | 5 | unreadable input: a delivery or a table that does not match its declaration |
 | 6 | the dbt marts or their tests failed: the served warehouse is left as it was |
 | 7 | the lake is busy: another run holds the lake lock, or a concurrent commit won; retry later |
+| 8 | some alert notifications were not delivered after their retries (recorded; the next run retries) |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ EXIT_RECONCILE = 4
 EXIT_INPUT = 5
 EXIT_MARTS = 6
 EXIT_BUSY = 7
+EXIT_DELIVERY = 8
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "ok",
@@ -35,6 +37,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INPUT: "unreadable input",
     EXIT_MARTS: "the marts or their tests failed (served warehouse unchanged)",
     EXIT_BUSY: "the lake is busy (another run or a concurrent commit); retry",
+    EXIT_DELIVERY: "alert notifications not delivered (recorded; the next run retries)",
 }
 
 

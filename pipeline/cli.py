@@ -197,7 +197,7 @@ def reconcile(sources, run_id):
 @_exit_on_error
 def run(force, run_id):
     """The whole stage graph on the configured engine: generate, reference, ingest, silver, marts,
-    reconcile, ml, report. Stages whose inputs and outputs did not change since their last success are skipped.
+    reconcile, ml, report, alerts. Stages whose inputs and outputs did not change since their last success are skipped.
 
     The city is the config's: the synthetic city by default, a real one with a city profile, e.g.
     CITYSAFE_CONFIG=config/cities/chicago.yaml (no generator, no reconciliation with its truth)."""
@@ -252,6 +252,14 @@ def _print_summary(ctx: RunContext) -> None:
         click.echo(f"  quarterly report {report['quarter']} (open the PDF, or the HTML in a browser):")
         for f in pdfs:
             click.echo(f"    {f}")
+    alerts = data["tables"].get("alerts")
+    if alerts:
+        sent = alerts["deliveries"]
+        open_now = ", ".join(f"{k} {n}" for k, n in alerts["open_by_rule_level"].items()) or "none"
+        click.echo(
+            f"  early warning at {alerts['as_of']}: open alerts {open_now}; notifications sent {sent.get('sent', 0)} "
+            f"(outbox: {ctx.settings.alerts_dir / 'outbox'}; `citysafe alerts list`)"
+        )
     click.echo(f"  summary: {ctx.summary.path}")
     click.echo(
         f"  dashboards: `make serve` (or `citysafe serve`), then open http://127.0.0.1:{ctx.settings.superset.port}/"
@@ -404,6 +412,103 @@ def report(quarter, lang, district, refresh, html_only, run_id):
     click.echo(f"report {result['quarter']}: {steps}")
     for f in result["files"]:
         click.echo(f"  {f}{'' if f in result['written'] else '  (unchanged)'}")
+
+
+def _as_of(value: str | None):
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--as-of {value!r}: not an ISO 8601 time like 2025-06-30T12:00:00+00:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@main.group("alerts", invoke_without_command=True)
+@click.option("--as-of", "as_of", default=None, help="Evaluate at this time (ISO 8601; default: the config's clock).")
+@run_id_option
+@click.pass_context
+@_exit_on_error
+def alerts_group(click_ctx, as_of, run_id):
+    """Early warning: evaluate the alert rules (reference/alert_rules.yaml), open / escalate / resolve
+    alerts in <lake_root>/alerts/alert, and notify the channels in config `alerts.channels` (each event once).
+
+    Without a sub-command: evaluate and send. Exit 8 when a notification could not be delivered."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    when = _as_of(as_of)
+    with _context(run_id) as ctx:
+        result = stages.run_stage(ctx, stages.stage("alerts"), as_of=when)
+    sent = result["deliveries"]
+    click.echo(
+        f"alerts at {result['as_of']}: {result['opened']} opened, {result['escalated']} escalated, "
+        f"{result['resolved']} resolved; notifications sent {sent.get('sent', 0)}, "
+        f"not sent (older than {ctx.settings.alerts.notify_within_hours:g} h) {sent.get('not_sent_stale', 0)}"
+    )
+    for key, n in result["open_by_rule_level"].items():
+        click.echo(f"  open {key}: {n}")
+    click.echo(f"  list them: citysafe alerts list; outbox: {ctx.settings.alerts_dir / 'outbox'}")
+
+
+@alerts_group.command("list")
+@click.option("--all", "all_", is_flag=True, help="Also resolved alerts.")
+@click.option("--district", default=None, help="Only this district code.")
+@click.option("--limit", default=50, show_default=True, help="At most this many rows (0: all).")
+@_exit_on_error
+def alerts_list(all_, district, limit):
+    """The open alerts (highest level first), or all of them with --all."""
+    from alerts import run as alert_run
+
+    settings = _settings()
+    rows = alert_run.list_alerts(settings, include_resolved=all_, district=district)
+    shown = rows if not limit else rows[:limit]
+    click.echo(
+        f"{len(rows)} alert(s){'' if all_ else ' open'}" + (f", first {len(shown)}" if len(shown) < len(rows) else "")
+    )
+    for r in shown:
+        when = r["opened_at"].strftime("%Y-%m-%d %H:%M")
+        click.echo(
+            f"  {r['alert_id']}  {r['level']:<6} {r['status']:<12} {r['rule_id']:<17} {r['subject_type']} "
+            f"{r['subject_id']}  district {r['district_code'] or '-'}  opened {when} UTC"
+        )
+
+
+@alerts_group.command("ack")
+@click.argument("alert_id")
+@click.option("--by", required=True, help="Who takes the alert (name or duty role).")
+@click.option("--note", default=None, help="What is being done.")
+@run_id_option
+@_exit_on_error
+def alerts_ack(alert_id, by, note, run_id):
+    """Acknowledge alert ALERT_ID (the id in the message; a unique prefix of 6+ characters will do)."""
+    from alerts import run as alert_run
+
+    with _context(run_id) as ctx:
+        with lake_lock.lake_lock(
+            ctx.settings.lake_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
+        ):
+            row = alert_run.acknowledge(ctx.settings, lambda: ctx.spark, alert_id, by, note)
+    click.echo(
+        f"alert {row['alert_id']} ({row['level']}, {row['rule_id']} {row['subject_id']}): {row['status']} by {row['acknowledged_by']}"
+    )
+
+
+@alerts_group.command("notify-failure")
+@click.option("--dag", "dag_id", required=True)
+@click.option("--task", "task_id", required=True)
+@click.option("--airflow-run", required=True, help="The Airflow run id.")
+@click.option("--try", "try_number", default=1, show_default=True, type=int)
+@click.option("--log-url", default=None)
+@run_id_option
+@_exit_on_error
+def alerts_notify_failure(dag_id, task_id, airflow_run, try_number, log_url, run_id):
+    """Tell the data stewards' channels (pipeline_failures: true) that an Airflow task failed."""
+    from alerts import run as alert_run
+
+    n = alert_run.notify_pipeline_failure(_settings(), dag_id, task_id, airflow_run, try_number, log_url)
+    click.echo(f"failure of {dag_id}.{task_id} sent to {n} channel(s)")
 
 
 @main.command("stages")

@@ -1,6 +1,8 @@
-"""The stage graph: every stage of a CitySafe run, its order, and what it reads and writes. Declared once.
+"""The stage graph: every stage of a CitySafe run, its order, and what it reads and writes.
 
-`citysafe run` walks `STAGES` in order; the single-stage commands (`citysafe ingest`, `silver`, ...)
+Declared once, in pipeline/stage_graph.yaml (the Airflow DAGs read the same file; they run in another
+venv and cannot import this module); this module binds each stage name to its function. `citysafe run`
+walks `STAGES` in order; the single-stage commands (`citysafe ingest`, `silver`, ...)
 run one stage; the orchestration layer generates its DAGs from the same list. A stage that declares
 a fingerprint of its inputs and outputs is skipped by `run` when that fingerprint equals the one
 it left after its last success: nothing it reads changed and nothing it wrote was touched since.
@@ -21,6 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
+from alerts import run as alert_run
 from citysafe import city, delta_io, fingerprint, lake_lock, logs, reconcile, warehouse
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.engine import spark_session
@@ -90,6 +95,9 @@ class Stage:
     run: Callable[[RunContext], dict]
     writes_lake: bool = True  # holds the lake lock while it runs
     fingerprint: Callable[[RunContext], dict] | None = None  # None: always runs (it checks for itself)
+    command: tuple[str, ...] = ()  # the `citysafe` sub-command running it alone
+    per_source: bool = False  # Airflow runs it once per source
+    dag: str = ""  # the DAG group that schedules it (stage_graph.yaml `dags:`)
 
 
 # --- stage bodies ---------------------------------------------------------------------------------
@@ -274,6 +282,14 @@ def run_report(ctx: RunContext) -> dict:
     return entry
 
 
+def run_alerts(ctx: RunContext, as_of: dt.datetime | None = None) -> dict:
+    """Early warning: evaluate the alert rules at `as_of` (default: the configured clock), open, escalate
+    and resolve alerts, deliver what is due. Always runs: the clock moves even when no input changed."""
+    result = alert_run.evaluate(ctx.settings, lambda: ctx.spark, as_of)
+    ctx.summary.record_table("alerts", result)
+    return result
+
+
 # --- fingerprints ---------------------------------------------------------------------------------
 
 
@@ -331,83 +347,51 @@ def _report_inputs(ctx: RunContext) -> dict:
     }
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage(
-        "generate",
-        "the synthetic city's deliveries and truth (skipped when the same city exists)",
-        reads=("config: seed, scale, city",),
-        writes=("<synthetic_root>/",),
-        run=run_generate,
-        writes_lake=False,
-    ),
-    Stage(
-        "reference",
-        "taxonomy, districts, aliases, H3 cells and the source registry into silver",
-        reads=("reference/", "sources/", "<districts_geojson>", "<district_aliases>"),
-        writes=(
-            "silver/taxonomy",
-            "silver/district",
-            "silver/district_alias",
-            "silver/h3_cell",
-            "silver/source_registry",
-        ),
-        run=run_reference,
-    ),
-    Stage(
-        "ingest",
-        "land new deliveries (manifest, checksums) and append them to bronze",
-        reads=("each source's connector: drop folder, REST API or PostgreSQL",),
-        writes=("landing/<source>/", "bronze/<source>", "silver/ingest_batch"),
-        run=run_ingest,
-    ),
-    Stage(
-        "silver",
-        "clean, unify and gate new bronze batches; MERGE into silver",
-        reads=("bronze/<source>", "silver reference tables", "sources/", "reference/crosswalks/", "expectations/"),
-        writes=(
-            "silver/<table>",
-            "silver/quarantine",
-            "silver/validation_result",
-            "silver/unmapped_codes",
-            "gx/ (validation results)",
-            "data_docs/",
-        ),
-        run=run_silver,
-        fingerprint=_silver_inputs,
-    ),
-    Stage(
-        "marts",
-        "dbt build into a new DuckDB file, swapped in when every model and test passed",
-        reads=("silver/*", "dbt/"),
-        writes=("<warehouse_path>",),
-        run=run_marts,
-        fingerprint=_marts_inputs,
-    ),
-    Stage(
-        "reconcile",
-        "check the lake against the generator's expected counts",
-        reads=("bronze/*", "silver/*", "<synthetic_root>/truth/"),
-        writes=(),
-        run=run_reconcile,
-        writes_lake=False,
-    ),
-    Stage(
-        "ml",
-        "risk models: backtest every method, publish the champions' maps and forecasts, rebuild gold marts",
-        reads=("<warehouse_path> (feature mart, fct_incident, fct_hazard)", "ml/", "<synthetic_root>/truth/"),
-        writes=("gold/*", "<mlflow_root>/", "<warehouse_path> (marts tagged gold)"),
-        run=run_ml,
-        fingerprint=_ml_inputs,
-    ),
-    Stage(
-        "report",
-        "the quarterly risk report for the latest complete quarter: HTML and PDF, English and Chinese",
-        reads=("<warehouse_path> (marts and gold marts)", "reports/", "reference/report_actions.csv"),
-        writes=("reports/<quarter>/",),
-        run=run_report,
-        fingerprint=_report_inputs,
-    ),
-)
+STAGE_GRAPH_FILE = Path(__file__).with_name("stage_graph.yaml")
+
+# What runs each stage of stage_graph.yaml (the graph itself, its order and its DAGs, is in that file).
+STAGE_FUNCTIONS: dict[str, tuple[Callable[[RunContext], dict], Callable[[RunContext], dict] | None]] = {
+    "generate": (run_generate, None),
+    "reference": (run_reference, None),
+    "ingest": (run_ingest, None),
+    "silver": (run_silver, _silver_inputs),
+    "marts": (run_marts, _marts_inputs),
+    "reconcile": (run_reconcile, None),
+    "ml": (run_ml, _ml_inputs),
+    "report": (run_report, _report_inputs),
+    "alerts": (run_alerts, None),
+}
+
+
+def load_stage_graph(path: Path = STAGE_GRAPH_FILE) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _bind(graph: dict) -> tuple[Stage, ...]:
+    declared = [entry["name"] for entry in graph["stages"]]
+    if sorted(declared) != sorted(STAGE_FUNCTIONS):
+        raise RuntimeError(f"{STAGE_GRAPH_FILE} declares stages {declared}; the code runs {sorted(STAGE_FUNCTIONS)}")
+    out = []
+    for entry in graph["stages"]:
+        run, fp = STAGE_FUNCTIONS[entry["name"]]
+        out.append(
+            Stage(
+                entry["name"],
+                entry["summary"],
+                reads=tuple(entry.get("reads", ())),
+                writes=tuple(entry.get("writes", ())),
+                run=run,
+                writes_lake=entry.get("writes_lake", True),
+                fingerprint=fp,
+                command=tuple(entry["command"]),
+                per_source=entry.get("per_source", False),
+                dag=entry["dag"],
+            )
+        )
+    return tuple(out)
+
+
+STAGES: tuple[Stage, ...] = _bind(load_stage_graph())
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 

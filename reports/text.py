@@ -6,6 +6,8 @@ met), never free text: the same figures always give the same sentences, in both 
 
 from __future__ import annotations
 
+from citysafe.labels import DEVICE_TYPES_ZH
+
 LANGS = ("en", "zh")
 
 TEXT = {
@@ -230,16 +232,6 @@ TEXT = {
         "say_alerts_none": "本季度未发生设备告警",
         "say_response": "消防/急救到场时间中位数为 {minutes} 分钟；最慢的是{district}（{slow} 分钟）",
     },
-}
-
-DEVICE_TYPES_ZH = {
-    "gas_pressure": "燃气压力",
-    "rain_gauge": "雨量",
-    "smoke": "烟感",
-    "vibration": "振动",
-    "water_level": "水位",
-    "water_pressure": "水压",
-    "temperature": "温度",
 }
 
 

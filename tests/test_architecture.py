@@ -3,6 +3,7 @@
     citysafe/                         the shared library: config, sources, connectors, Delta I/O, quality, errors
     spark_jobs/ synthetic_city/ ml/   jobs and models: import the library, never each other or anything above
     reports/                          the quarterly reports: read the warehouse through the library
+    alerts/                           early warning: rules, the alert table, notifications (library only)
     pipeline/                         the stage graph and the CLI: import everything below
 
 Every import statement counts, also those inside functions: a lazy import must not hide a cycle.
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN = ("citysafe", "spark_jobs", "synthetic_city", "ml", "reports", "pipeline")
+OWN = ("citysafe", "spark_jobs", "synthetic_city", "ml", "reports", "alerts", "pipeline")
 # package -> the own packages it may import (besides itself)
 ALLOWED = {
     "citysafe": set(),
@@ -26,7 +27,8 @@ ALLOWED = {
     "synthetic_city": {"citysafe"},
     "ml": {"citysafe"},
     "reports": {"citysafe"},
-    "pipeline": {"citysafe", "spark_jobs", "synthetic_city", "ml", "reports"},
+    "alerts": {"citysafe"},
+    "pipeline": {"citysafe", "spark_jobs", "synthetic_city", "ml", "reports", "alerts"},
 }
 
 

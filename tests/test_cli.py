@@ -33,6 +33,7 @@ COMMANDS = [
     "ml",
     "serve",
     "report",
+    "alerts",
 ]
 
 

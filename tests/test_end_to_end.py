@@ -73,6 +73,9 @@ def test_second_run_changes_nothing(first_run):
     assert summary["stages"]["marts"]["status"] == "skipped"
     assert summary["stages"]["reconcile"]["status"] == "ok"
     assert summary["stages"]["ml"]["status"] == "skipped"
+    # early warning evaluates every time (the clock moves) but finds nothing new and sends nothing twice
+    assert summary["stages"]["alerts"]["status"] == "ok"
+    assert summary["tables"]["alerts"]["alerts_changed"] == 0 and summary["tables"]["alerts"]["deliveries"] == {}
     assert warehouse.stat().st_mtime_ns == served
     assert _versions(tmp / "lake") == before
     # The silver jobs themselves also change nothing when they run with nothing new.

@@ -216,7 +216,17 @@ def test_run_and_stage_commands_share_the_stage_graph():
     """`citysafe run` walks pipeline.stages.STAGES; every stage has a command or is part of run."""
     from pipeline import stages
 
-    assert stages.STAGE_NAMES == ("generate", "reference", "ingest", "silver", "marts", "reconcile", "ml", "report")
+    assert stages.STAGE_NAMES == (
+        "generate",
+        "reference",
+        "ingest",
+        "silver",
+        "marts",
+        "reconcile",
+        "ml",
+        "report",
+        "alerts",
+    )
     commands = set(main.commands)
     assert {
         "generate",
@@ -229,6 +239,7 @@ def test_run_and_stage_commands_share_the_stage_graph():
         "stages",
         "ml",
         "report",
+        "alerts",
     } <= (commands)
     assert {"train", "predict", "evaluate"} == set(main.commands["ml"].commands)
 
