@@ -456,13 +456,22 @@ def alerts_group(click_ctx, as_of, run_id):
 @click.option("--all", "all_", is_flag=True, help="Also resolved alerts.")
 @click.option("--district", default=None, help="Only this district code.")
 @click.option("--limit", default=50, show_default=True, help="At most this many rows (0: all).")
+@click.option("--summary", is_flag=True, help="Counts by rule, level and status instead of the alerts.")
 @_exit_on_error
-def alerts_list(all_, district, limit):
+def alerts_list(all_, district, limit, summary):
     """The open alerts (highest level first), or all of them with --all."""
+    from collections import Counter
+
     from alerts import run as alert_run
 
     settings = _settings()
     rows = alert_run.list_alerts(settings, include_resolved=all_, district=district)
+    if summary:
+        counts = Counter((r["rule_id"], r["level"], r["status"]) for r in rows)
+        click.echo(f"{'rule':<18} {'level':<7} {'status':<13} alerts")
+        for (rule, level, status), n in sorted(counts.items()):
+            click.echo(f"{rule:<18} {level:<7} {status:<13} {n:>6}")
+        return
     shown = rows if not limit else rows[:limit]
     click.echo(
         f"{len(rows)} alert(s){'' if all_ else ' open'}" + (f", first {len(shown)}" if len(shown) < len(rows) else "")

@@ -428,6 +428,8 @@ def test_alerts_cli_list_ack_and_failure_notice(built_city, tmp_path, monkeypatc
         assert code == 0 and "acknowledged by duty officer Li" in out, out
         code, out = cli("alerts", "list")
         assert re.search(rf"{alert_id}\s+\w+\s+acknowledged", out)
+        code, out = cli("alerts", "list", "--all", "--summary")
+        assert code == 0 and re.search(r"^hazard_deadline +(yellow|orange|red) +\w+ +\d+$", out, re.M), out
         code, out = cli("alerts", "ack", "ffffffffff", "--by", "x")
         assert code == 2 and "no alert 'ffffffffff'" in out
         code, out = cli(

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from citysafe import errors
+from alerts.run import DeliveryError
 from citysafe.errors import EXIT_CODES
 from pipeline.cli import main
 
@@ -28,7 +29,7 @@ def _one_line_error(stderr: str) -> str:
 
 
 def test_the_documented_codes_are_the_ones_in_errors():
-    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7}
+    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7, 8}
     assert {
         cls.exit_code
         for cls in (
@@ -38,8 +39,9 @@ def test_the_documented_codes_are_the_ones_in_errors():
             errors.InputError,
             errors.MartsError,
             errors.LakeBusyError,
+            DeliveryError,
         )
-    } == {2, 3, 4, 5, 6, 7}
+    } == {2, 3, 4, 5, 6, 7, 8}
 
 
 def test_exit_0_ok(cli):
@@ -151,6 +153,21 @@ def test_exit_7_lake_locked_by_another_run(cli, tmp_path):
         holder.wait()
     # the kernel released the killed holder's lock: no stale lock to clean up
     assert cli("maintain")[0] == 0
+
+
+def test_exit_8_notification_not_delivered(cli):
+    from loopback_servers import HttpReceiver
+
+    with HttpReceiver() as http:
+        http.refuse_all = True
+        env = {
+            "CITYSAFE_ALERTS__RETRIES": "1",
+            "CITYSAFE_ALERTS__RETRY_BACKOFF_SECONDS": "0",
+            "CITYSAFE_ALERTS__CHANNELS": f'[{{name: stewards, url: "{http.url("ops")}", pipeline_failures: true}}]',
+        }
+        code, _, err = cli("alerts", "notify-failure", "--dag", "d", "--task", "t", "--airflow-run", "r", env=env)
+    line = _one_line_error(err)
+    assert code == 8 and "not delivered to stewards" in line and http.requests == 2  # tried, then retried once
 
 
 def test_a_second_run_can_wait_for_the_lock(cli, tmp_path):
