@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from citysafe import errors
 from alerts.run import DeliveryError
+from citysafe import errors
 from citysafe.errors import EXIT_CODES
 from pipeline.cli import main
 
