@@ -150,6 +150,30 @@ def test_hazard_deadline_stages_in_city_time():
     assert eps["late_find"].stage_names == ("overdue", "long_overdue")  # found after its deadline: no reminder
 
 
+def test_a_source_past_its_error_freshness_opens_and_a_new_load_closes_it():
+    rule = next(r for r in load_rules(load_settings()) if r.condition == "source_freshness")
+    con = duckdb.connect()
+    loads = pd.DataFrame(
+        {
+            "source": ["police", "devices", "never"],
+            "department": ["police", "iot", "x"],
+            "last_loaded_at_utc": pd.to_datetime(["2025-01-01T00:00Z", "2025-01-03T00:00Z", None], utc=True),
+            "freshness_error_after_hours": [72, 72, 72],
+        }
+    )
+    con.register("mart_source_freshness", loads)
+    eps = conditions.source_freshness(con, rule, ZoneInfo("UTC"), T("2025-01-05T00:00"))
+    assert [(e.subject_id, e.opened_at, e.steps[0][1]) for e in eps] == [("police", T("2025-01-04T00:00"), "orange")]
+    assert eps[0].evidence["lag_hours"] == "96" and eps[0].district_code is None
+    rows, _ = lifecycle.advance({}, eps, T("2025-01-05T00:00"), {rule.id})
+    stored = {r["alert_id"]: r for r in rows}
+    loads.loc[0, "last_loaded_at_utc"] = pd.Timestamp("2025-01-05T01:00Z")  # the police delivery arrived
+    con.register("mart_source_freshness", loads)
+    assert conditions.source_freshness(con, rule, ZoneInfo("UTC"), T("2025-01-05T02:00")) == []
+    closed, counts = lifecycle.advance(stored, [], T("2025-01-05T02:00"), {rule.id})
+    assert counts["resolved"] == 1 and closed[0]["status"] == "resolved"
+
+
 def _episode(steps, resolved=None, subject="D-1"):
     return conditions.Episode("r", "device", subject, "D1", None, tuple(steps), resolved_at=resolved, evidence={"x": 1})
 
@@ -328,6 +352,15 @@ def test_hazard_reminders_and_escalations_equal_the_generator_truth(evaluated, b
     for stage in expected:
         assert set(got[stage]) == expected[stage], stage
         assert set(got[stage].values()) <= {1}, f"{stage}: a hazard was told twice"
+
+
+def test_one_open_alert_per_subject_and_rule(evaluated):
+    open_alerts = Counter(
+        (a["rule_id"], a["subject_id"]) for a in evaluated["alerts"].values() if a["resolved_at"] is None
+    )
+    assert open_alerts and max(open_alerts.values()) == 1
+    statuses = Counter(a["status"] for a in evaluated["alerts"].values())
+    assert statuses["resolved"] and statuses["escalated"]
 
 
 def test_running_again_sends_nothing_twice_and_commits_nothing(evaluated):
