@@ -28,3 +28,10 @@ def test_every_declared_stage_runs_in_order_and_has_a_cli_command():
 def test_the_run_order_is_the_declared_order():
     assert stages.STAGE_NAMES.index("marts") > stages.STAGE_NAMES.index("silver")
     assert stages.STAGE_NAMES[-3:] == ("ml", "report", "alerts")
+
+
+def test_the_dags_give_silver_tables_the_lake_in_the_silver_jobs_order():
+    from spark_jobs import silver
+
+    graph = stages.load_stage_graph()
+    assert graph["dags"]["source"]["silver_order"] == silver.ORDER

@@ -10,6 +10,7 @@ it, as Airflow's dags-folder bundle does when it parses DAG files.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -41,11 +42,11 @@ if not IN_AIRFLOW_VENV:
 def airflow_env(airflow_home: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment `source scripts/airflow_env.sh` gives, for a given AIRFLOW_HOME.
 
-    Starts from ``base`` (default os.environ) without any AIRFLOW* or CITYSAFE_* variable, so that
-    nothing from the caller's shell leaks into the run.
+    Starts from ``base`` (default os.environ) without any AIRFLOW*, CITYSAFE_* or DAGS_CITYSAFE_* variable,
+    so that nothing from the caller's shell leaks into the run.
     """
     base = os.environ if base is None else base
-    clean = {k: v for k, v in base.items() if not k.startswith(("AIRFLOW", "CITYSAFE_"))}
+    clean = {k: v for k, v in base.items() if not k.startswith(("AIRFLOW", "CITYSAFE_", "DAGS_CITYSAFE_"))}
     clean.update(AIRFLOW_HOME=str(airflow_home), AIRFLOW_VENV=str(AIRFLOW_VENV))
     out = subprocess.run(
         ["bash", "-c", '. "$1" && env -0', "bash", str(ENV_SCRIPT)],
@@ -79,7 +80,8 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def migrated_airflow_db(tmp_path_factory) -> Path:
-    """One `airflow db migrate` per session (through the env script's helper); tests copy the file."""
+    """One `airflow db migrate` per session (through the env script's helper, which also creates the lake
+    pool); tests copy the file."""
     home = tmp_path_factory.mktemp("airflow-template")
     proc = subprocess.run(
         ["bash", "-c", '. "$1" && citysafe_airflow_db_migrate', "bash", str(ENV_SCRIPT)],
@@ -92,6 +94,12 @@ def migrated_airflow_db(tmp_path_factory) -> Path:
     db = home / "airflow.db"
     assert db.is_file()
     return db
+
+
+@pytest.fixture(scope="session")
+def airflow_env_for():
+    """``airflow_env`` (a conftest module is not importable by name from the test modules)."""
+    return airflow_env
 
 
 @pytest.fixture
@@ -155,3 +163,45 @@ def run_dag_test(airflow_home):
         return DagTestResult(proc, airflow_home / "airflow.db", dag_id)
 
     return run
+
+
+# --------------------------------------------------------------------------- a stub pipeline CLI
+
+STUB_CLI = """#!{python}
+import json, os, sys
+with open({log!r}, "a") as f:
+    env = {{k: v for k, v in os.environ.items() if k.startswith("CITYSAFE_")}}
+    f.write(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": env}}) + "\\n")
+if sys.argv[1:2] == [{fail_on!r}]:
+    sys.exit("stub citysafe: " + sys.argv[1] + " fails")
+"""
+
+
+class StubCli:
+    """A stand-in for the pipeline CLI that appends each call (argv, cwd, CITYSAFE_* env) to a JSON-lines
+    log and exits 1 for the sub-command ``fail_on``."""
+
+    def __init__(self, folder: Path, fail_on: str | None = None):
+        self.log = folder / "cli_calls.jsonl"
+        self.path = folder / "bin" / "citysafe"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(STUB_CLI.format(python=sys.executable, log=str(self.log), fail_on=fail_on))
+        self.path.chmod(0o755)
+
+    def calls(self) -> list[dict]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture
+def stub_cli(tmp_path):
+    """Factory: ``stub_cli(fail_on="silver")`` -> a StubCli in its own folder under tmp_path."""
+    made = []
+
+    def make(fail_on: str | None = None) -> StubCli:
+        folder = tmp_path / f"stub{len(made)}"
+        made.append(StubCli(folder, fail_on))
+        return made[-1]
+
+    return make
