@@ -10,7 +10,8 @@ It enforces the guardrails from STACK_NOTES (Sail loses data silently otherwise)
   columns are refused with an error naming them), values are cast explicitly to the declared types,
   and columns are selected by name in declared order;
 - before every write the table's own schema (read with delta-rs) must equal the declaration;
-- writes are `append` or `MERGE` only: no overwrite, no dynamic partition overwrite, no replaceWhere;
+- writes are `append` or `MERGE` only: no overwrite, no dynamic partition overwrite, no replaceWhere
+  (write-audit-publish staging tables use `stage`: written once, then checked, removed if they fail);
 - MERGE is an upsert by key with an "only if newer" rule, and a batch that changes nothing commits
   nothing (so a re-run leaves the table version where it was); reference tables use `merge_sync`
   (the table becomes exactly the source rows, in one atomic MERGE);
@@ -248,6 +249,30 @@ def append(df: DataFrame, spec: TableSpec, *, expected_rows: int | None = None) 
         return WriteResult(spec.name, "none", version_before=before, version_after=before)
     with _committing(spec, "append"):
         data.write.format("delta").mode("append").save(str(spec.path))
+    after = DeltaTable(str(spec.path)).version()
+    return WriteResult(
+        spec.name, "append", rows_written=rows, rows_inserted=rows, version_before=before, version_after=after
+    )
+
+
+def stage(df: DataFrame, spec: TableSpec) -> WriteResult:
+    """Write a staging table: write-audit-publish candidates no reader sees until they are audited and
+    merged. The (often expensive) plan runs once: the rows are written first, and the NOT NULL check and
+    the row count then read the written table; on NULLs the staged table is removed and the same error
+    as `append`'s is raised, so nothing with a NULL in a NOT NULL column goes further. A staging table
+    is scratch for one write: whatever an earlier attempt left at the path is removed first."""
+    import shutil
+
+    shutil.rmtree(spec.path, ignore_errors=True)
+    before = ensure_table(spec).version()
+    data = conform(df, spec)
+    with _committing(spec, "staging write"):
+        data.write.format("delta").mode("append").save(str(spec.path))
+    try:
+        _, rows = check_not_null(df.sparkSession.read.format("delta").load(str(spec.path)), spec)
+    except DeltaSchemaError:
+        shutil.rmtree(spec.path, ignore_errors=True)
+        raise
     after = DeltaTable(str(spec.path)).version()
     return WriteResult(
         spec.name, "append", rows_written=rows, rows_inserted=rows, version_before=before, version_after=after

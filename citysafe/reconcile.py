@@ -49,6 +49,23 @@ def against_truth(settings: Settings, sources: dict[str, str], bronze_only=()) -
     truth_path = settings.synthetic_root / "truth" / "expected_counts.json"
     truth = json.loads(truth_path.read_text(encoding="utf-8"))["sources"]
     report = {"truth": str(truth_path), "sources": {}}
+    missing = {
+        source: f"{source}: not in the lake yet (no Delta table at {path}): ingest and silver it first"
+        for source, path in [
+            *((s, settings.bronze_dir / s) for s in (*bronze_only, *sources)),
+            *((s, settings.silver_dir / t) for s, t in sources.items()),
+        ]
+        if not (path / "_delta_log").is_dir()
+    }
+    for source, problem in missing.items():
+        report["sources"][source] = {
+            "ok": False,
+            "actual": {},
+            "expected": truth.get(source, {}),
+            "problems": [problem],
+        }
+    bronze_only = [s for s in bronze_only if s not in missing]
+    sources = {s: t for s, t in sources.items() if s not in missing}
     for source in bronze_only:
         expected = truth[source]["rows_delivered"]
         actual = bronze_rows(settings, source)

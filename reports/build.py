@@ -42,6 +42,12 @@ def cjk_font_available() -> bool:
     """Whether a CJK font is installed (Debian's fonts-noto-cjk); without one Chinese renders as boxes."""
     from matplotlib import font_manager
 
+    if any("CJK" in f.name for f in font_manager.fontManager.ttflist):
+        return True
+    # matplotlib caches the font list: a font installed after its first use (apt-get install fonts-noto-cjk
+    # on a machine that already ran matplotlib) is only seen once the cache is rebuilt
+    font_manager.fontManager = font_manager._load_fontmanager(try_read_cache=False)
+    font_manager.findfont = font_manager.fontManager.findfont
     return any("CJK" in f.name for f in font_manager.fontManager.ttflist)
 
 

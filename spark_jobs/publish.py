@@ -127,7 +127,7 @@ def run_job(
         name=f"staging_{target.name}_{source.name}",
         path=settings.staging_dir / target.name / run_id / source.name,
     )
-    staged = delta_io.append(out.published, staging)
+    staged = delta_io.stage(out.published, staging)
     # The quarantine rows are staged too: evaluated once here, not again by every later count and MERGE.
     quarantine_spec = tables.quarantine(settings.silver_dir)
     quarantine_staging = dataclasses.replace(
@@ -135,7 +135,7 @@ def run_job(
         name=f"staging_quarantine_{source.name}",
         path=staging.path.parent / f"{source.name}__quarantine",
     )
-    delta_io.append(quarantined, quarantine_staging)
+    delta_io.stage(quarantined, quarantine_staging)
     quarantined = delta_io.read(spark, quarantine_staging)
     log.info(f"  silver {job} <- {source.name}: {rows_read} bronze rows -> {staged.rows_written} candidates staged")
     n_duplicates = out.duplicates.count()

@@ -1,5 +1,6 @@
 """One small synthetic city built end to end (`citysafe run`: generate -> bronze -> silver -> marts),
-shared by every test that needs the whole lake (session fixture `built_city` in conftest.py).
+shared by every test that needs the whole lake (session fixture `built_city` in conftest.py), built
+once per session even with two pytest-xdist workers (`shared_city`).
 
 Tests read it; the only test allowed to run the pipeline on it again is the idempotency test in
 test_end_to_end.py (a second run must change nothing). Scale 0.005 over 90 days: every department,
@@ -49,6 +50,8 @@ def city_env(root: Path) -> dict:
         "CITYSAFE_SCALE": SCALE,
         "CITYSAFE_CITY__DAYS": DAYS,
         "CITYSAFE_PII_KEY": "e2e-test-key-0123456789",
+        # two workers share the city: a command waits for another's lake lock instead of exiting 7
+        "CITYSAFE_LAKE_LOCK_WAIT_SECONDS": "900",
         "CITYSAFE_MLFLOW_ROOT": str(root / "mlflow"),
         # 13 weeks of data: a short backtest and horizon (the defaults need a year or more)
         "CITYSAFE_ML__HOTSPOT__BACKTEST_WEEKS": "4",
@@ -74,6 +77,26 @@ def run_cli(args: list[str], env: dict, run_id: str, timeout: int = 900) -> subp
 def build_city(root: Path) -> BuiltCity:
     env = city_env(root)
     proc = run_cli(["run"], env, "first")
+    (root / "run_stdout.txt").write_text(proc.stdout)
+    return load_city(root)
+
+
+def shared_city(root: Path) -> BuiltCity:
+    """The city at `root`, built by whichever pytest-xdist worker asks first; the other waits on a file
+    lock and reuses it (one build per session, and the city's tests can run on both workers)."""
+    import fcntl
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "run_stdout.txt").exists():
+            root.mkdir(exist_ok=True)
+            return build_city(root)
+    return load_city(root)
+
+
+def load_city(root: Path) -> BuiltCity:
+    env = city_env(root)
     lake = root / "lake"
     synthetic = root / "synthetic"
     return BuiltCity(
@@ -85,5 +108,5 @@ def build_city(root: Path) -> BuiltCity:
         warehouse=root / "warehouse" / "marts.duckdb",
         summary=json.loads((lake / "runs" / "first" / "summary.json").read_text()),
         truth=json.loads((synthetic / "truth" / "expected_counts.json").read_text()),
-        stdout=proc.stdout,
+        stdout=(root / "run_stdout.txt").read_text(),
     )

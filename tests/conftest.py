@@ -25,11 +25,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
-def built_city(tmp_path_factory):
-    """A small synthetic city run end to end by `citysafe run` (see tests/city_fixture.py)."""
-    from city_fixture import build_city
+def built_city(tmp_path_factory, worker_id):
+    """A small synthetic city run end to end by `citysafe run` (see tests/city_fixture.py); with
+    pytest-xdist, built once in the directory the workers' temp folders share."""
+    from city_fixture import build_city, shared_city
 
-    return build_city(tmp_path_factory.mktemp("city"))
+    if worker_id == "master":
+        return build_city(tmp_path_factory.mktemp("city"))
+    return shared_city(tmp_path_factory.getbasetemp().parent / "built_city")
 
 
 @pytest.fixture
@@ -60,12 +63,22 @@ def cli(monkeypatch, tmp_path):
     return invoke
 
 
+# Test files that must share a worker: those that run commands on the built city's lake (one after the
+# other, never beside each other), and those sharing the session's PostgreSQL publish of its marts.
+SHARED_WORKER = {
+    "tests/test_end_to_end.py": "built_city_writers",
+    "tests/test_ml_stage.py": "built_city_writers",
+    "tests/test_superset.py": "city_marts_in_postgres",
+    "tests/test_marts_prod.py": "city_marts_in_postgres",
+}
+
+
 def pytest_itemcollected(item):
     """With pytest-xdist (`-n 2 --dist loadgroup`, as `make test` runs): a test file's tests stay on one
-    worker (module fixtures are built once), and every test of the built city shares one worker (the
-    city is built once per session, not once per worker). Marked at collection, before xdist's own
-    pytest_collection_modifyitems reads the marks."""
+    worker (module fixtures are built once), files in SHARED_WORKER share one. The built city itself is
+    built once per session whichever worker asks first (city_fixture.shared_city). Marked at collection,
+    before xdist's own pytest_collection_modifyitems reads the marks."""
     if not item.config.pluginmanager.hasplugin("xdist"):  # the Airflow venv runs without it
         return
-    group = "built_city" if "built_city" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-    item.add_marker(pytest.mark.xdist_group(group))
+    path = item.nodeid.split("::")[0]
+    item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(path, path)))

@@ -170,6 +170,18 @@ def test_nulls_in_not_null_columns_are_refused_with_counts(spark, tmp_path):
         delta_io.append(_rows(spark, [(None, "a", 1.0, T0, "d"), (2, "b", 1.0, T0, "d")]), spec)
 
 
+def test_a_staging_write_runs_its_plan_once_is_checked_after_and_removed_when_it_fails(spark, tmp_path):
+    spec = _spec(tmp_path / "staging")
+    ok = delta_io.stage(_rows(spark, [(1, "a", 1.0, T0, "d"), (2, "b", 2.0, T0, "d")]), spec)
+    assert ok.rows_written == 2 and sorted(_table(spark, spec)) == [1, 2]
+    # a leftover of an earlier attempt is replaced, not appended to
+    again = delta_io.stage(_rows(spark, [(3, "c", 1.0, T0, "d")]), spec)
+    assert again.rows_written == 1 and sorted(_table(spark, spec)) == [3]
+    with pytest.raises(DeltaSchemaError, match=r"NOT NULL columns \{'id': 1\}"):
+        delta_io.stage(_rows(spark, [(None, "a", 1.0, T0, "d"), (4, "b", 1.0, T0, "d")]), spec)
+    assert not spec.path.exists()  # nothing with a NULL key is left for anyone to publish
+
+
 def test_not_null_check_respects_an_upstream_filter(spark, tmp_path):
     # Sail evaluates table NOT NULL constraints on rows an earlier filter removed; delta_io's own check
     # counts only the rows actually written.

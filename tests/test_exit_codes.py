@@ -110,6 +110,9 @@ def test_exit_4_lake_that_does_not_reconcile(cli, built_city, tmp_path):
     code, _, err = cli("reconcile", "police_incidents", env={"CITYSAFE_LAKE_ROOT": str(built_city.lake)})
     assert code == 4
     assert "does not reconcile" in _one_line_error(err) and "police_incidents" in err
+    # a lake that has not loaded a source yet: the same exit, naming what is missing (no traceback)
+    code, _, err = cli("reconcile", "police_incidents", env={"CITYSAFE_SYNTHETIC_ROOT": str(built_city.synthetic)})
+    assert code == 4 and "police_incidents: not in the lake yet" in _one_line_error(err)
 
 
 def test_exit_5_unreadable_delivery(cli, tmp_path):
