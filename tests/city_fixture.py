@@ -38,6 +38,21 @@ class BuiltCity:
         return self.synthetic / "truth"
 
 
+# A city of about 13 weeks: a short backtest and horizon (the defaults need a year or more). Also used by
+# the Airflow scheduler test (tests/airflow/test_scheduler.py) for its tiny city.
+SHORT_CITY_ML = {
+    "CITYSAFE_ML__HOTSPOT__BACKTEST_WEEKS": "4",
+    "CITYSAFE_ML__HOTSPOT__KDE_VALIDATION_WEEKS": "2",
+    "CITYSAFE_ML__HOTSPOT__NUM_BOOST_ROUND": "60",
+    "CITYSAFE_ML__HOTSPOT__MIN_DATA_IN_LEAF": "20",
+    "CITYSAFE_ML__FORECAST__HORIZON_WEEKS": "2",
+    "CITYSAFE_ML__FORECAST__BACKTEST_WEEKS": "4",
+    "CITYSAFE_ML__FORECAST__STEP_WEEKS": "1",
+    "CITYSAFE_ML__FORECAST__LAGS": "[1, 2, 4]",
+    "CITYSAFE_ML__FORECAST__MIN_TRAIN_WEEKS": "5",
+}
+
+
 def city_env(root: Path) -> dict:
     syn = root / "synthetic"
     return {
@@ -53,16 +68,7 @@ def city_env(root: Path) -> dict:
         # two workers share the city: a command waits for another's lake lock instead of exiting 7
         "CITYSAFE_LAKE_LOCK_WAIT_SECONDS": "900",
         "CITYSAFE_MLFLOW_ROOT": str(root / "mlflow"),
-        # 13 weeks of data: a short backtest and horizon (the defaults need a year or more)
-        "CITYSAFE_ML__HOTSPOT__BACKTEST_WEEKS": "4",
-        "CITYSAFE_ML__HOTSPOT__KDE_VALIDATION_WEEKS": "2",
-        "CITYSAFE_ML__HOTSPOT__NUM_BOOST_ROUND": "60",
-        "CITYSAFE_ML__HOTSPOT__MIN_DATA_IN_LEAF": "20",
-        "CITYSAFE_ML__FORECAST__HORIZON_WEEKS": "2",
-        "CITYSAFE_ML__FORECAST__BACKTEST_WEEKS": "4",
-        "CITYSAFE_ML__FORECAST__STEP_WEEKS": "1",
-        "CITYSAFE_ML__FORECAST__LAGS": "[1, 2, 4]",
-        "CITYSAFE_ML__FORECAST__MIN_TRAIN_WEEKS": "5",
+        **SHORT_CITY_ML,
     }
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from city_fixture import SHORT_CITY_ML  # tests/ is on sys.path (tests/conftest.py); stdlib only
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CITY_DAG = "citysafe_city_reference"
 CHAIN = ["citysafe_marts", "citysafe_ml", "citysafe_report", "citysafe_alerts"]
@@ -109,16 +111,7 @@ def pipeline_env(root: Path, receiver_port: int) -> dict[str, str]:
         "CITYSAFE_CITY__DAYS": "95",  # 2025-01-01 .. 2025-04-05: 2025Q1 is complete, so there is a report
         "CITYSAFE_PII_KEY": "citysafe-airflow-test-key",
         "CITYSAFE_SOURCES": "[" + ", ".join(CITY_SOURCES) + "]",
-        # 13 weeks of data: a short backtest and horizon, as tests/city_fixture.py (the defaults need a year)
-        "CITYSAFE_ML__HOTSPOT__BACKTEST_WEEKS": "4",
-        "CITYSAFE_ML__HOTSPOT__KDE_VALIDATION_WEEKS": "2",
-        "CITYSAFE_ML__HOTSPOT__NUM_BOOST_ROUND": "60",
-        "CITYSAFE_ML__HOTSPOT__MIN_DATA_IN_LEAF": "20",
-        "CITYSAFE_ML__FORECAST__HORIZON_WEEKS": "2",
-        "CITYSAFE_ML__FORECAST__BACKTEST_WEEKS": "4",
-        "CITYSAFE_ML__FORECAST__STEP_WEEKS": "1",
-        "CITYSAFE_ML__FORECAST__LAGS": "[1, 2, 4]",
-        "CITYSAFE_ML__FORECAST__MIN_TRAIN_WEEKS": "5",
+        **SHORT_CITY_ML,  # 13 weeks of data, as the pipeline suite's test city
         "CITYSAFE_ALERTS__CHANNELS": (
             f'[{{name: test_http, url: "json://127.0.0.1:{receiver_port}/", districts: all, min_level: blue}}]'
         ),
