@@ -82,3 +82,19 @@ def pytest_itemcollected(item):
         return
     path = item.nodeid.split("::")[0]
     item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(path, path)))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the work for `-n 2 --dist loadgroup`: the longest chain that needs the built city first (its
+    worker builds the city), then every test that does not need it (the other worker runs them meanwhile
+    instead of waiting for the build), then the rest of the city's tests."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    city_files = {i.nodeid.split("::")[0] for i in items if "built_city" in getattr(i, "fixturenames", ())}
+    first = {p for p, g in SHARED_WORKER.items() if g == "city_marts_in_postgres"}
+
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return 0 if path in first else 2 if path in city_files else 1
+
+    items.sort(key=rank)  # stable: the order within each file is kept
