@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pandas as pd
 
+from citysafe import warehouse
 from citysafe.labels import DEVICE_TYPES_ZH, LEVELS, LEVELS_ZH, SEVERITY_ZH, level_rank
 
 from .rules import HAZARD_STAGES, Rule
@@ -310,16 +311,16 @@ def episodes(warehouse_path, rules: tuple[Rule, ...], tz_name: str, as_of: dt.da
     return out
 
 
-def latest_data_time(warehouse_path) -> dt.datetime | None:
+def latest_data_time(settings) -> dt.datetime | None:
     """The newest reading or record in the warehouse (the `latest_data` clock): the end of the newest
     device hour, or the newest incident, whichever is later."""
-    with duckdb.connect(str(warehouse_path), read_only=True) as con:
-        row = con.execute(
-            """
-            select greatest(
-                (select max(hour_utc) + interval 1 hour from fct_device_reading_hourly),
-                (select max(occurred_at_utc) from fct_incident)
-            )
-            """
-        ).fetchone()
-    return _utc(row[0])
+    latest = warehouse.query(
+        settings,
+        """
+        select greatest(
+            (select max(hour_utc) + interval 1 hour from fct_device_reading_hourly),
+            (select max(occurred_at_utc) from fct_incident)
+        ) as latest
+        """,
+    )
+    return _utc(latest["latest"].iloc[0])

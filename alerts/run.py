@@ -13,8 +13,7 @@ import logging
 from collections import Counter
 from zoneinfo import ZoneInfo
 
-import duckdb
-
+from citysafe import delta_io, warehouse
 from citysafe.config import ConfigError, Settings
 from citysafe.errors import EXIT_DELIVERY, CitySafeError
 
@@ -39,115 +38,107 @@ def evaluation_time(settings: Settings, as_of: dt.datetime | None) -> dt.datetim
     if as_of is not None:
         return as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.UTC)
     if settings.alerts.clock == "latest_data":
-        latest = conditions.latest_data_time(settings.warehouse_path)
+        latest = conditions.latest_data_time(settings)
         if latest is not None:
             return latest
     return now()
 
 
 def _district_names(settings: Settings) -> dict[str, tuple[str, str]]:
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        rows = con.execute("select district_code, district_name_en, district_name_zh from dim_district").fetchall()
-    return {code: (en, zh) for code, en, zh in rows}
+    """District code -> (English, Chinese) name; MartsError (exit 6) when the marts were never built."""
+    rows = warehouse.query(settings, "select district_code, district_name_en, district_name_zh from dim_district")
+    return {r.district_code: (r.district_name_en, r.district_name_zh) for r in rows.itertuples()}
 
 
-def _require_warehouse(settings: Settings) -> None:
-    if not settings.warehouse_path.exists():
-        raise ConfigError(
-            f"no warehouse at {settings.warehouse_path}: build the marts first (`citysafe build-marts` or `citysafe run`)"
-        )
-
-
-def deliver(settings: Settings, spark_factory, alerts: dict[str, dict], as_of: dt.datetime, rules) -> dict:
-    """Send every due event of every alert to its channels, once: the ledger (alert_delivery) says what
-    was sent; a failed delivery is recorded and tried again next time; events older than
-    notify_within_hours at first sight are recorded as not sent."""
-    cfg = settings.alerts
-    specs = store.tables(settings.alerts_dir)
-    ledger = store.read_deliveries(specs["alert_delivery"])
-    by_rule = {r.id: r for r in rules}
-    districts = _district_names(settings)
-    tz = ZoneInfo(settings.timezone)
-    outbox = settings.alerts_dir / "outbox"
-    stale_before = as_of - dt.timedelta(hours=cfg.notify_within_hours)
-    rows, counts = [], Counter()
+def _routed_events(alerts: dict[str, dict], by_rule: dict, cfg, as_of: dt.datetime):
+    """(alert, rule, event, channel) for every notifiable event up to `as_of` and every channel it goes to."""
     for alert in sorted(alerts.values(), key=lambda a: (a["opened_at"], a["alert_id"])):
         rule = by_rule.get(alert["rule_id"])
         if rule is None:
             continue
         for event in lifecycle.events(alert):
-            if event["event"] not in cfg.notify_events or event["at"] > as_of:
+            if event["event"] in cfg.notify_events and event["at"] <= as_of:
+                for channel in notify.route(event["level"], alert["district_code"], cfg.channels):
+                    yield alert, rule, event, channel
+
+
+def deliver(
+    settings: Settings, spark_factory, alerts: dict[str, dict], as_of: dt.datetime, rules, districts: dict
+) -> dict:
+    """Send every due event of every alert to its channels, once: the ledger (alert_delivery) says what
+    was sent; a failed delivery is recorded and tried again next time; events older than
+    notify_within_hours at first sight are recorded as not sent. The ledger is written however the loop
+    ends, so what went out is never sent again."""
+    cfg = settings.alerts
+    spec = store.tables(settings.alerts_dir)["alert_delivery"]
+    ledger = store.read_deliveries(spec)
+    tz = ZoneInfo(settings.timezone)
+    urls: dict[str, str] = {}  # channel -> its URL with the secrets filled in, resolved once
+    stale_before = as_of - dt.timedelta(hours=cfg.notify_within_hours)
+    rows, counts = [], Counter()
+    try:
+        for alert, rule, event, channel in _routed_events(alerts, {r.id: r for r in rules}, cfg, as_of):
+            done = ledger.get((alert["alert_id"], event["event_key"], channel.name))
+            if done is not None and done["status"] in ("sent", "not_sent_stale"):
                 continue
-            for channel in notify.route(event["level"], alert["district_code"], cfg.channels):
-                key = (alert["alert_id"], event["event_key"], channel.name)
-                done = ledger.get(key)
-                if done is not None and done["status"] in ("sent", "not_sent_stale"):
-                    continue
-                title, body = notify.message(alert, event, rule, districts, tz, channel.language)
-                row = {
-                    "alert_id": alert["alert_id"],
-                    "event_key": event["event_key"],
-                    "channel": channel.name,
-                    "event_at": event["at"],
-                    "level": event["level"],
-                    "title": title,
-                    "body": body,
-                    "error": None,
+            title, body = notify.message(alert, event, rule, districts, tz, channel.language)
+            row = {
+                "alert_id": alert["alert_id"],
+                "event_key": event["event_key"],
+                "channel": channel.name,
+                "event_at": event["at"],
+                "level": event["level"],
+                "title": title,
+                "body": body,
+                "error": None,
+            }
+            if done is None and event["at"] < stale_before:
+                rows.append({**row, "status": "not_sent_stale", "attempts": 0, "last_attempt_at": None})
+                counts["not_sent_stale"] += 1
+                continue
+            if channel.name not in urls:
+                urls[channel.name] = notify.resolve_url(channel, settings.alerts_outbox)
+            ok, attempts, error = notify.send(
+                urls[channel.name], title, body, event["level"], cfg.retries, cfg.retry_backoff_seconds
+            )
+            rows.append(
+                {
+                    **row,
+                    "status": "sent" if ok else "failed",
+                    "attempts": (done["attempts"] if done else 0) + attempts,
+                    "last_attempt_at": now(),
+                    "error": error,
                 }
-                if done is None and event["at"] < stale_before:
-                    rows.append({**row, "status": "not_sent_stale", "attempts": 0, "last_attempt_at": None})
-                    counts["not_sent_stale"] += 1
-                    continue
-                ok, attempts, error = notify.send(
-                    notify.resolve_url(channel, outbox),
-                    title,
-                    body,
-                    event["level"],
-                    cfg.retries,
-                    cfg.retry_backoff_seconds,
+            )
+            counts["sent" if ok else "failed"] += 1
+            if not ok:
+                log.warning(
+                    "alert %s %s -> %s: not delivered: %s", alert["alert_id"], event["event_key"], channel.name, error
                 )
-                previous = done["attempts"] if done else 0
-                rows.append(
-                    {
-                        **row,
-                        "status": "sent" if ok else "failed",
-                        "attempts": previous + attempts,
-                        "last_attempt_at": now(),
-                        "error": error,
-                    }
-                )
-                counts["sent" if ok else "failed"] += 1
-                if not ok:
-                    log.warning(
-                        "alert %s %s -> %s: not delivered: %s",
-                        alert["alert_id"],
-                        event["event_key"],
-                        channel.name,
-                        error,
-                    )
-    store.write(spark_factory, rows, specs["alert_delivery"])
+    finally:
+        store.write(spark_factory, rows, spec)
     return dict(counts)
 
 
 def evaluate(settings: Settings, spark_factory, as_of: dt.datetime | None = None) -> dict:
     """Evaluate every rule at `as_of`, write the alerts that changed, deliver what is due."""
-    _require_warehouse(settings)
+    districts = _district_names(settings)
     rules = load_rules(settings)
     at = evaluation_time(settings, as_of)
     specs = store.tables(settings.alerts_dir)
     stored = store.read_alerts(specs["alert"])
     found = conditions.episodes(settings.warehouse_path, rules, settings.timezone, at)
     changed, counts = lifecycle.advance(stored, found, at, {r.id for r in rules})
-    result = store.write(spark_factory, changed, specs["alert"])
+    store.write(spark_factory, changed, specs["alert"])
     alerts = {**stored, **{r["alert_id"]: r for r in changed}}
-    delivered = deliver(settings, spark_factory, alerts, at, rules)
+    delivered = deliver(settings, spark_factory, alerts, at, rules, districts)
     open_now = Counter((a["rule_id"], a["level"]) for a in alerts.values() if a["resolved_at"] is None)
     summary = {
         "as_of": at.isoformat(),
         "episodes": len(found),
         **counts,
         "alerts_changed": len(changed),
-        "alert_table_version": result.version_after if result else store_version(specs["alert"]),
+        "alert_table_version": delta_io.version(specs["alert"]),
         "open_by_rule_level": {f"{rule}/{level}": n for (rule, level), n in sorted(open_now.items())},
         "deliveries": delivered,
     }
@@ -165,12 +156,6 @@ def evaluate(settings: Settings, spark_factory, as_of: dt.datetime | None = None
             f"(recorded in {specs['alert_delivery'].path}; the next run tries again)"
         )
     return summary
-
-
-def store_version(spec) -> int | None:
-    from citysafe import delta_io
-
-    return delta_io.version(spec)
 
 
 def list_alerts(settings: Settings, *, include_resolved: bool = False, district: str | None = None) -> list[dict]:
@@ -225,7 +210,7 @@ def notify_pipeline_failure(
     failed = []
     for ch in channels:
         ok, _, error = notify.send(
-            notify.resolve_url(ch, settings.alerts_dir / "outbox"),
+            notify.resolve_url(ch, settings.alerts_outbox),
             title,
             body,
             "orange",

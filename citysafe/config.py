@@ -310,6 +310,11 @@ class Settings(BaseModel):
         return self.lake_root / "alerts"
 
     @property
+    def alerts_outbox(self) -> Path:
+        """The `outbox` alert channel: one text file per message."""
+        return self.alerts_dir / "outbox"
+
+    @property
     def runs_dir(self) -> Path:
         return self.lake_root / "runs"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -261,8 +262,6 @@ def stage(df: DataFrame, spec: TableSpec) -> WriteResult:
     the row count then read the written table; on NULLs the staged table is removed and the same error
     as `append`'s is raised, so nothing with a NULL in a NOT NULL column goes further. A staging table
     is scratch for one write: whatever an earlier attempt left at the path is removed first."""
-    import shutil
-
     shutil.rmtree(spec.path, ignore_errors=True)
     before = ensure_table(spec).version()
     data = conform(df, spec)

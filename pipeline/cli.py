@@ -258,7 +258,7 @@ def _print_summary(ctx: RunContext) -> None:
         open_now = ", ".join(f"{k} {n}" for k, n in alerts["open_by_rule_level"].items()) or "none"
         click.echo(
             f"  early warning at {alerts['as_of']}: open alerts {open_now}; notifications sent {sent.get('sent', 0)} "
-            f"(outbox: {ctx.settings.alerts_dir / 'outbox'}; `citysafe alerts list`)"
+            f"(outbox: {ctx.settings.alerts_outbox}; `citysafe alerts list`)"
         )
     click.echo(f"  summary: {ctx.summary.path}")
     click.echo(
@@ -449,7 +449,7 @@ def alerts_group(click_ctx, as_of, run_id):
     )
     for key, n in result["open_by_rule_level"].items():
         click.echo(f"  open {key}: {n}")
-    click.echo(f"  list them: citysafe alerts list; outbox: {ctx.settings.alerts_dir / 'outbox'}")
+    click.echo(f"  list them: citysafe alerts list; outbox: {ctx.settings.alerts_outbox}")
 
 
 @alerts_group.command("list")

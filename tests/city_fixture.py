@@ -38,8 +38,8 @@ class BuiltCity:
         return self.synthetic / "truth"
 
 
-# A city of about 13 weeks: a short backtest and horizon (the defaults need a year or more). Also used by
-# the Airflow scheduler test (tests/airflow/test_scheduler.py) for its tiny city.
+# A city of about 13 weeks: a short backtest and horizon (the defaults need a year or more). The Airflow
+# scheduler test (tests/airflow/test_scheduler.py) runs the same city through `city_env`.
 SHORT_CITY_ML = {
     "CITYSAFE_ML__HOTSPOT__BACKTEST_WEEKS": "4",
     "CITYSAFE_ML__HOTSPOT__KDE_VALIDATION_WEEKS": "2",
@@ -53,10 +53,12 @@ SHORT_CITY_ML = {
 }
 
 
-def city_env(root: Path) -> dict:
+def city_env(root: Path, base: dict | None = None) -> dict:
+    """The environment pointing the CLI at the city under `root`: `base` (default this process's
+    environment) plus the city's config overrides."""
     syn = root / "synthetic"
     return {
-        **os.environ,
+        **(os.environ if base is None else base),
         "CITYSAFE_LAKE_ROOT": str(root / "lake"),
         "CITYSAFE_SYNTHETIC_ROOT": str(syn),
         "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),

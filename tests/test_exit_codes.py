@@ -127,6 +127,9 @@ def test_exit_6_marts_on_a_lake_without_silver_tables(cli, tmp_path):
     code, _, err = cli("build-marts")
     assert code == 6 and "silver table(s) missing under" in _one_line_error(err)
     assert not (tmp_path / "wh" / "marts.duckdb").exists()
+    # the alerts read the marts: without them, the same exit and a pointer to what builds them
+    code, _, err = cli("alerts")
+    assert code == 6 and "run `citysafe build-marts`" in _one_line_error(err)
 
 
 HOLDER = textwrap.dedent("""

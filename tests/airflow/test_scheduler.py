@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from city_fixture import SHORT_CITY_ML  # tests/ is on sys.path (tests/conftest.py); stdlib only
+from city_fixture import city_env  # tests/ is on sys.path (tests/conftest.py); stdlib only
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CITY_DAG = "citysafe_city_reference"
@@ -98,20 +98,12 @@ class Receiver(http.server.ThreadingHTTPServer):
 
 
 def pipeline_env(root: Path, receiver_port: int) -> dict[str, str]:
-    """Config overrides for a tiny pipeline, everything under root; alerts go to the loopback receiver."""
-    synthetic = root / "synthetic"
+    """The pipeline suite's test city (tests/city_fixture.py: everything under root, scale 0.005, its ML
+    settings), over 95 days and CITY_SOURCES; alerts go to the loopback receiver."""
     return {
-        "CITYSAFE_LAKE_ROOT": str(root / "lake"),
-        "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(synthetic / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(synthetic / "reference" / "district_aliases.csv"),
-        "CITYSAFE_WAREHOUSE_PATH": str(root / "warehouse" / "citysafe_marts.duckdb"),
-        "CITYSAFE_MLFLOW_ROOT": str(root / "mlflow"),
-        "CITYSAFE_SCALE": "0.005",
+        **city_env(root, base={}),
         "CITYSAFE_CITY__DAYS": "95",  # 2025-01-01 .. 2025-04-05: 2025Q1 is complete, so there is a report
-        "CITYSAFE_PII_KEY": "citysafe-airflow-test-key",
         "CITYSAFE_SOURCES": "[" + ", ".join(CITY_SOURCES) + "]",
-        **SHORT_CITY_ML,  # 13 weeks of data, as the pipeline suite's test city
         "CITYSAFE_ALERTS__CHANNELS": (
             f'[{{name: test_http, url: "json://127.0.0.1:{receiver_port}/", districts: all, min_level: blue}}]'
         ),
@@ -345,7 +337,7 @@ def test_scheduler_runs_the_whole_chain(airflow_home, airflow_env_for, tmp_path)
         assert {r[2] for r in by_dag[dag_id]} - {"scheduled"} == {"asset_triggered"}, (dag_id, summary)
 
     lake = root / "lake"
-    assert (root / "warehouse" / "citysafe_marts.duckdb").is_file()
+    assert Path(env["CITYSAFE_WAREHOUSE_PATH"]).is_file()
     assert (lake / "gold").is_dir() and any((lake / "gold").glob("*/_delta_log"))
     assert any((root / "mlflow").iterdir())
     assert (lake / "reports" / "2025Q1" / "report_en.pdf").is_file()
