@@ -162,7 +162,7 @@ def run_scale(spark, args, scale: float, pg) -> tuple[list[dict], list[dict]]:
     rows_out = []
     registry = load_registry()
     for name, source in registry.items():
-        if "synthetic" not in source.tags:
+        if "synthetic" not in source.tags or (args.sources and name not in args.sources):
             continue
         if "files" not in args.connectors and name != PROBE:
             continue  # only the files baseline for the other connectors
@@ -207,7 +207,7 @@ def run_scale(spark, args, scale: float, pg) -> tuple[list[dict], list[dict]]:
         print(f"  {name}: {row['rows']} rows in {seconds:.2f}s", file=sys.stderr)
         rows_out.append(row)
     connector_rows = []
-    if PROBE in registry:
+    if PROBE in registry and any(r["source"] == PROBE for r in rows_out):
         connector_rows = run_connectors(
             spark,
             args,
@@ -632,6 +632,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rest-page-size", type=int, default=5000, help="rest connector page_size (default 5000)")
     parser.add_argument(
         "--pg-batch-size", type=int, default=20000, help="postgres connector batch_size (default 20000)"
+    )
+    parser.add_argument(
+        "--sources", nargs="+", default=None, help="only these synthetic sources (default: all), e.g. device_readings"
     )
     args = parser.parse_args(argv)
     if args.max_batch_mb:

@@ -492,8 +492,13 @@ def sync_rows(spark: SparkSession, rows, spec: TableSpec, *, delete_missing: boo
 # --- reads and maintenance --------------------------------------------------------------------------
 
 
-def read(spark: SparkSession, spec: TableSpec, *, version_as_of: int | None = None) -> DataFrame:
-    check_table_schema(spec)
+def read(
+    spark: SparkSession, spec: TableSpec, *, version_as_of: int | None = None, check_schema: bool = True
+) -> DataFrame:
+    """The table as an engine DataFrame. `check_schema=False` only for a table this run just wrote
+    under the declaration itself (e.g. write-audit-publish staging)."""
+    if check_schema:
+        check_table_schema(spec)
     reader = spark.read.format("delta")
     if version_as_of is not None:
         reader = reader.option("versionAsOf", version_as_of)

@@ -24,7 +24,11 @@ from citysafe.errors import ConfigurationError
 
 EXPECTATIONS_DIR = REPO_ROOT / "expectations"
 GX_PROJECT_DIR = "gx"  # <lake_root>/gx/: the GX project (suites, checkpoints, validation results)
-DATASOURCE = "citysafe"  # its one pandas data source: one dataframe asset per source gated
+# Its data sources, one dataframe asset per source gated: staged tables are validated on the engine
+# (GX's Spark execution engine over the Spark Connect session: the metrics are engine queries, nothing is
+# copied into Python); small reference frames that never were a table are validated with pandas.
+DATASOURCE = "citysafe"  # Spark (its name is in the Data Docs page names: citysafe-<source>.html)
+FRAMES_DATASOURCE = "citysafe_frames"  # pandas
 RESULT_FORMAT = "SUMMARY"  # counts and up to 20 unexpected values per expectation
 
 VALIDATION_RESULT_COLUMNS = (
@@ -200,7 +204,7 @@ def _open_context(settings: Settings):
     return context
 
 
-def _checkpoint(context, suite: dict, asset_name: str):
+def _checkpoint(context, suite: dict, asset_name: str, engine: str = "spark"):
     """The checkpoint `<suite>-<asset_name>`: one validation definition (the suite on the whole dataframe
     of the asset). What the project holds is reused; an object is (re)written only when it is missing or
     the YAML suite changed. For a file context: call under _project_lock, with the context opened under it."""
@@ -215,9 +219,17 @@ def _checkpoint(context, suite: dict, asset_name: str):
 
     wanted = gx_suite(suite)
     name = f"{wanted.name}-{asset_name}"
-    if DATASOURCE not in context.data_sources.all():
-        context.data_sources.add_pandas(DATASOURCE)
-    datasource = context.data_sources.get(DATASOURCE)
+    source_name, kind = (DATASOURCE, "spark") if engine == "spark" else (FRAMES_DATASOURCE, "pandas")
+    existing = context.data_sources.all().get(source_name)
+    if existing is not None and existing.type != kind:  # a project written before the gates ran on Spark
+        context.data_sources.delete(source_name)
+        existing = None
+    if existing is None:
+        if kind == "spark":
+            context.data_sources.add_spark(source_name, persist=False)
+        else:
+            context.data_sources.add_pandas(source_name)
+    datasource = context.data_sources.get(source_name)
     # GX's getters, not the .assets / .batch_definitions lists: get_asset binds the asset to this
     # datasource (and so to this context); a listed asset may point at a datasource without a context.
     if asset_name in datasource.get_asset_names():
@@ -298,7 +310,7 @@ def run_suite(df, suite: dict, variables: dict) -> tuple[bool, list[dict]]:
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
     _, validation = _run_checkpoint(
-        _checkpoint(context, suite, "staged"), df, suite, variables, None, dt.datetime.now(dt.UTC)
+        _checkpoint(context, suite, "staged", engine="pandas"), df, suite, variables, None, dt.datetime.now(dt.UTC)
     )
     return bool(validation.success), _rows(validation)
 
@@ -309,22 +321,31 @@ def validate_staging(
     """Gate staged candidates with expectations/<suite_name>.yaml. GX stores the result in the lake's GX
     project (result_path: its JSON); appends the validation_result rows and refreshes the Data Docs;
     returns {suite, success, evaluated, failed, failures, result_path}.
-    `source`: the Source staged, for its own geography (see suite_variables)."""
-    from deltalake import DeltaTable
-
+    `source`: the Source staged, for its own geography (see suite_variables).
+    The staged table is validated where it is, by the engine (see DATASOURCE)."""
     return validate_frame(
-        spark, settings, suite_name, DeltaTable(str(staging.path)).to_pandas(), run_id, source_name, source=source
+        spark,
+        settings,
+        suite_name,
+        delta_io.read(spark, staging, check_schema=False),
+        run_id,
+        source_name,
+        source=source,
+        engine="spark",
     )
 
 
-def validate_frame(spark, settings: Settings, suite_name: str, df, run_id: str, source_name: str, source=None) -> dict:
-    """Gate a pandas DataFrame (e.g. a small reference table before it is loaded); see validate_staging."""
+def validate_frame(
+    spark, settings: Settings, suite_name: str, df, run_id: str, source_name: str, source=None, engine: str = "pandas"
+) -> dict:
+    """Gate a DataFrame: pandas (e.g. a small reference table before it is loaded) or, with engine="spark",
+    a Spark DataFrame; see validate_staging."""
     suite = load_suite(suite_name)
     now = dt.datetime.now(dt.UTC)
     variables = suite_variables(settings, now, source)
     with _project_lock(settings):
         context = _open_context(settings)
-        checkpoint = _checkpoint(context, suite, source_name)
+        checkpoint = _checkpoint(context, suite, source_name, engine=engine)
     key, validation = _run_checkpoint(checkpoint, df, suite, variables, run_id, now)  # GX stores the result
     success, rows = bool(validation.success), _rows(validation)
     failed = [r for r in rows if not r["success"]]

@@ -81,24 +81,19 @@ def _commit(settings: Settings, source: Source, manifest: dict) -> None:
 
 
 def to_arrow(source: Source, batch_id: str, files: dict[str, ParsedFile], ingested_at: dt.datetime) -> pa.Table:
+    """The parsed files of one batch as bronze rows: each file's table plus the lineage columns."""
+    order = [*source.columns, "_source", "_parse_error", "_raw_record", "_extra_fields", *(c.name for c in LINEAGE)]
     parts = []
     for name in sorted(files):
-        f = files[name]
-        n = f.rows
-        data = {c: pa.array(f.columns[c], pa.string()) for c in source.columns}
-        data.update(
-            {
-                "_source": pa.array([source.name] * n, pa.string()),
-                "_parse_error": pa.array(f.parse_errors, pa.string()),
-                "_raw_record": pa.array(f.raw_records, pa.string()),
-                "_extra_fields": pa.array(f.extra_fields, pa.string()),
-                "_batch_id": pa.array([batch_id] * n, pa.string()),
-                "_source_file": pa.array([name] * n, pa.string()),
-                "_source_row_number": pa.array(f.row_numbers, pa.int64()),
-                "_ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
-            }
+        table = files[name].table
+        n = table.num_rows
+        parts.append(
+            table.append_column("_source", pa.repeat(pa.scalar(source.name, pa.string()), n))
+            .append_column("_batch_id", pa.repeat(pa.scalar(batch_id, pa.string()), n))
+            .append_column("_source_file", pa.repeat(pa.scalar(name, pa.string()), n))
+            .append_column("_ingested_at", pa.repeat(pa.scalar(ingested_at, pa.timestamp("us", tz="UTC")), n))
+            .select(order)
         )
-        parts.append(pa.table(data))
     return pa.concat_tables(parts)
 
 
