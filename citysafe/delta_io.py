@@ -278,6 +278,16 @@ def stage(df: DataFrame, spec: TableSpec) -> WriteResult:
     )
 
 
+def materialize(df: DataFrame, path: Path) -> DataFrame:
+    """Write an intermediate result of a job to scratch Parquet at `path` and return it read back: a
+    barrier in the plan. The engine inlines computed columns into every expression that uses them, so a
+    column used by many rules (a parsed timestamp, a UDF's result) would be computed once per use;
+    read back from files it is computed once. Scratch, not a lake table: the caller removes it."""
+    shutil.rmtree(path, ignore_errors=True)
+    df.write.mode("overwrite").parquet(str(path))
+    return df.sparkSession.read.parquet(str(path))
+
+
 def _key_condition(key: Sequence[str], left: str, right: str) -> str:
     # <=> so that a NULL key part matches NULL (keys are validated not-null upstream anyway).
     return " AND ".join(f"{left}.`{k}` <=> {right}.`{k}`" for k in key)

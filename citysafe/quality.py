@@ -49,6 +49,14 @@ def validation_result_spec(settings: Settings) -> TableSpec:
     return TableSpec("validation_result", settings.silver_dir / "validation_result", VALIDATION_RESULT_COLUMNS)
 
 
+def import_in_background() -> None:
+    """Start importing GX in a thread, so that its seconds overlap with the engine's work before the
+    first gate (a gate that arrives earlier simply waits for the import to finish)."""
+    import threading
+
+    threading.Thread(target=lambda: __import__("great_expectations"), name="import-gx", daemon=True).start()
+
+
 def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> dict:
     path = directory / f"{name}.yaml"
     suite = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -25,19 +25,16 @@ from pathlib import Path
 
 import yaml
 
-from alerts import run as alert_run
-from citysafe import city, delta_io, fingerprint, lake_lock, logs, reconcile, warehouse
+from citysafe import city, delta_io, fingerprint, lake_lock, logs, quality, reconcile, warehouse
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.engine import spark_session
 from citysafe.errors import MartsError, ReconcileError
 from citysafe.runs import RunSummary, write_json_atomic
 from citysafe.sources import Source, get_source
-from ml import gold as gold_tables
-from ml import risk_models
-from reports import build as report_build
-from reports.quarters import UnknownQuarter
 from spark_jobs import bronze, catalog, silver, silver_reference, unmapped_codes
-from synthetic_city import generate as generate_city
+
+# The stages' heavier layers (ml, reports, alerts, the generator) are imported inside the stage that
+# uses them: every Airflow task is a process running one stage, and start-up is paid per task.
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +101,8 @@ class Stage:
 
 
 def run_generate(ctx: RunContext, force: bool = False) -> dict:
+    from synthetic_city import generate as generate_city
+
     s = ctx.settings
     if not any(city.SYNTHETIC_TAG in src.tags for src in ctx.selected()):
         log.info("no synthetic source in this city's sources: nothing to generate")
@@ -161,6 +160,7 @@ def run_silver(ctx: RunContext) -> dict:
         if missing:
             raise ConfigError(f"source(s) {missing} have no silver section in sources/<name>.yaml yet")
     out = {}
+    quality.import_in_background()  # GX takes seconds to import: overlapped with the first staging
     for source in silver.ordered(ctx.selected(silver_only=True)):
         log.info("silver %s", source.name)
         out[source.name] = silver.run(ctx.spark, ctx.settings, source, ctx.run_id)
@@ -184,6 +184,8 @@ def run_marts(
     postgres_schema: str | None = None,
     docs: bool = False,
 ) -> dict:
+    from ml import gold as gold_tables
+
     missing = sorted(
         name
         for name, spec in catalog.silver_tables(ctx.settings).items()
@@ -238,6 +240,8 @@ def run_reconcile(ctx: RunContext) -> dict:
 def run_ml(ctx: RunContext) -> dict:
     """Backtest and fit the risk models, publish the champions into gold, then rebuild the marts that
     read gold (only those: the rest of the served warehouse is copied)."""
+    from ml import risk_models
+
     result = risk_models.train_and_publish(ctx.settings, lambda: ctx.spark, ctx.run_id)
     if result["changed"] or not warehouse.has_models(ctx.settings, GOLD_MARTS_PROBE):
         result["marts"] = warehouse.build_marts(ctx.settings, ctx.run_id, select=[f"tag:{GOLD_TAG}"])
@@ -250,6 +254,8 @@ def run_ml(ctx: RunContext) -> dict:
 
 def run_ml_predict(ctx: RunContext) -> dict:
     """`citysafe ml predict`: the last training's methods on the newest data, no backtest."""
+    from ml import risk_models
+
     with lake_lock.lake_lock(
         ctx.settings.lake_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
     ):
@@ -264,6 +270,9 @@ def run_ml_predict(ctx: RunContext) -> dict:
 
 def run_report(ctx: RunContext) -> dict:
     """The quarterly risk report (HTML + PDF, English and Chinese) for the latest complete quarter."""
+    from reports import build as report_build
+    from reports.quarters import UnknownQuarter
+
     langs = ("en", "zh")
     if not report_build.cjk_font_available():
         log.warning("no CJK font installed (apt-get install fonts-noto-cjk): the report is written in English only")
@@ -285,6 +294,8 @@ def run_report(ctx: RunContext) -> dict:
 def run_alerts(ctx: RunContext, as_of: dt.datetime | None = None) -> dict:
     """Early warning: evaluate the alert rules at `as_of` (default: the configured clock), open, escalate
     and resolve alerts, deliver what is due. Always runs: the clock moves even when no input changed."""
+    from alerts import run as alert_run
+
     result = alert_run.evaluate(ctx.settings, lambda: ctx.spark, as_of)
     ctx.summary.record_table("alerts", result)
     return result
@@ -327,6 +338,8 @@ def _marts_inputs(ctx: RunContext) -> dict:
 
 
 def _ml_inputs(ctx: RunContext) -> dict:
+    from ml import risk_models
+
     s = ctx.settings
     return {
         **risk_models.inputs(s),
@@ -336,6 +349,8 @@ def _ml_inputs(ctx: RunContext) -> dict:
 
 
 def _report_inputs(ctx: RunContext) -> dict:
+    from reports import build as report_build
+
     s = ctx.settings
     return {
         "warehouse": warehouse.served_build(s),

@@ -36,6 +36,15 @@ class QualityGateFailed(QualityGateError):
         self.result_path = result_path
 
 
+# A job's transform gets the bronze rows and a `materialize(df, name)`: a barrier it may put after its
+# expensive steps (see delta_io.materialize). Tests of pure transforms pass `no_barrier`.
+Materialize = Callable[[DataFrame, str], DataFrame]
+
+
+def no_barrier(df: DataFrame, _name: str) -> DataFrame:
+    return df
+
+
 @dataclasses.dataclass
 class SilverOutput:
     published: DataFrame  # candidates for the target table, in its declared columns
@@ -76,7 +85,7 @@ def run_job(
     job: str,
     target: TableSpec,
     suite: str,
-    transform: Callable[[DataFrame], SilverOutput],
+    transform: Callable[[DataFrame, Materialize], SilverOutput],
     after_publish: Callable[[DataFrame], dict] | None = None,
     lookup_tables=(),
 ) -> dict:
@@ -112,7 +121,9 @@ def run_job(
         log.info(f"  silver {job} <- {source.name}: reference data changed: re-evaluating {n_retry} quarantined rows")
         bronze = bronze.unionByName(bronze_all.join(retry.select(*LINEAGE_KEY), on=LINEAGE_KEY, how="left_semi"))
     rows_read = bronze.count()
-    out = transform(bronze)
+    # Scratch for the transform's barriers, beside this run's staging tables; removed with them.
+    scratch = settings.staging_dir / target.name / run_id / f"{source.name}__scratch"
+    out = transform(bronze, lambda df, name: delta_io.materialize(df, scratch / name))
     quarantined = out.quarantined.withColumn("run_id", F.lit(run_id))
     if n_retry:  # a row still quarantined keeps the run that first quarantined it (re-runs stay no-ops)
         quarantined = (
@@ -180,6 +191,7 @@ def run_job(
     common.mark_published(settings, job, source, done, pending, fingerprint)
     shutil.rmtree(staging.path, ignore_errors=True)
     shutil.rmtree(quarantine_staging.path, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     with contextlib.suppress(OSError):
         staging.path.parent.rmdir()  # the run's folder, once no source of it is left
 

@@ -275,7 +275,7 @@ def run_registry(spark: SparkSession, settings: Settings, source: Source, run_id
         job="device",
         target=tables.device(settings.silver_dir),
         suite="silver_device",
-        transform=lambda bronze: registry_transform(bronze, source, places, units, key),
+        transform=lambda bronze, materialize: registry_transform(bronze, source, places, units, key),
     )
 
 
@@ -310,5 +310,5 @@ def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id
         suite="silver_device_reading",
         after_publish=refresh_hourly,
         lookup_tables=[device_spec.path],
-        transform=lambda bronze: reading_transform(bronze, source, devices, units, settings.timezone, now),
+        transform=lambda bronze, materialize: reading_transform(bronze, source, devices, units, settings.timezone, now),
     )

@@ -396,5 +396,5 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
         target=target,
         suite="silver_enterprise",
         after_publish=refresh_identifiers,
-        transform=lambda bronze: transform(bronze, source, places, key, settings.timezone, now),
+        transform=lambda bronze, materialize: transform(bronze, source, places, key, settings.timezone, now),
     )

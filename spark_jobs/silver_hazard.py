@@ -457,5 +457,5 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
         suite="silver_hazard",
         after_publish=after_publish,
         lookup_tables=[enterprise_identifier(settings.silver_dir).path],
-        transform=lambda bronze: transform(bronze, source, ref, key, previous, now),
+        transform=lambda bronze, materialize: transform(bronze, source, ref, key, previous, now),
     )

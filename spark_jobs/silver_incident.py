@@ -37,7 +37,13 @@ from citysafe.config import Settings
 from citysafe.sources import Geography, Source, SourceError
 from spark_jobs import common, incident_links, tables, text_classifier, udfs
 from spark_jobs.common import Places, blank_to_null
-from spark_jobs.publish import QualityGateFailed, SilverOutput, run_job  # noqa: F401 (re-exported)
+from spark_jobs.publish import (  # noqa: F401 (re-exported)
+    Materialize,
+    QualityGateFailed,
+    SilverOutput,
+    no_barrier,
+    run_job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -529,17 +535,25 @@ def mask_personal(df: DataFrame, source: Source, key: bytes) -> DataFrame:
 
 
 def transform(
-    bronze: DataFrame, source: Source, ref: Reference, pii_key: bytes, now: dt.datetime
+    bronze: DataFrame,
+    source: Source,
+    ref: Reference,
+    pii_key: bytes,
+    now: dt.datetime,
+    materialize: Materialize = no_barrier,
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """bronze -> (publishable incidents, quarantine rows, dropped duplicates)."""
+    """bronze -> (publishable incidents, quarantine rows, dropped duplicates).
+    Two barriers: the located rows (parsed times, codes, the point's district and cell: each used by
+    many of classify's rules) and the classified, masked rows (split into published and quarantined)."""
     parsed = parse(bronze, source, ref.timezone, ref.time_formats, ref.code_spec)
     kept, duplicates = dedupe_latest(parsed, source)
     coded = attach_codes(kept, ref)
     if ref.geography is None:
-        classified = classify(common.locate(coded, ref.places), now)
+        classified = classify(materialize(common.locate(coded, ref.places), "located"), now)
     else:
-        classified = classify(locate_geography(coded, ref), now, geography_rules(ref.geography))
-    masked = mask_personal(classified, source, pii_key)
+        located = materialize(locate_geography(coded, ref), "located")
+        classified = classify(located, now, geography_rules(ref.geography))
+    masked = materialize(mask_personal(classified, source, pii_key), "masked")
     return (
         to_incident(masked.where("reason IS NULL"), source, ref.timezone),
         to_quarantine(masked.where("reason IS NOT NULL"), source),
@@ -596,8 +610,8 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     pii_key = settings.pii_key()
 
-    def to_silver(bronze: DataFrame) -> SilverOutput:
-        return SilverOutput(*transform(bronze, source, ref, pii_key, now))
+    def to_silver(bronze: DataFrame, materialize: Materialize) -> SilverOutput:
+        return SilverOutput(*transform(bronze, source, ref, pii_key, now, materialize))
 
     registry = incident_links.registry_of(source)
     after_publish = None
@@ -609,9 +623,9 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
     mapping: dict = {}
     if ref.code_spec is not None:  # real sources: the crosswalk's coverage of the rows read (code_mapping's figure)
 
-        def to_silver(bronze: DataFrame) -> SilverOutput:  # noqa: F811
+        def to_silver(bronze: DataFrame, materialize: Materialize) -> SilverOutput:  # noqa: F811
             mapping.update(mapping_figure(bronze, ref))
-            return SilverOutput(*transform(bronze, source, ref, pii_key, now))
+            return SilverOutput(*transform(bronze, source, ref, pii_key, now, materialize))
 
     entry = run_job(
         spark,

@@ -116,5 +116,5 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
         job="weather_daily",
         target=weather_daily(settings.silver_dir),
         suite="silver_weather_daily",
-        transform=lambda b: transform(b, source),
+        transform=lambda b, materialize: transform(b, source),
     )
