@@ -319,7 +319,11 @@ def dag_specs(graph: Mapping[str, Any], sources: list[dict]) -> list[DagSpec]:
     def task(stage: dict, group: dict, values: Mapping[str, Any], where: str, bonus: int = 0) -> TaskSpec:
         outlets = _outlets(group, where).get(stage["name"], [])
         env_options = (("--as-of", AS_OF_ENV),) if group.get("as_of") else ()
-        args = tuple(stage["command"]) + ((values["source"],) if stage.get("per_source") else ())
+        args = (
+            tuple(stage["command"])
+            + ((values["source"],) if stage.get("per_source") else ())
+            + tuple(stage.get("dag_options", ()))
+        )
         return TaskSpec(
             task_id=stage["name"],
             args=args,

@@ -75,6 +75,12 @@ def _sources(names: tuple[str, ...], all_: bool, tag: str | None = None) -> tupl
 
 
 run_id_option = click.option("--run-id", default=None, help="Run id shared by stages of one run (default: new).")
+skip_unchanged_option = click.option(
+    "--skip-unchanged",
+    is_flag=True,
+    help="Do nothing (exit 0) when nothing the stage reads or writes changed since its last success "
+    "(what `citysafe run` does; the DAGs pass it).",
+)
 sources_argument = click.argument("sources", nargs=-1)
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
@@ -160,19 +166,24 @@ def reference_tables(run_id):
 )
 @click.option("--postgres-schema", default="marts", show_default=True, help="prod: PostgreSQL schema of the marts.")
 @click.option("--docs", is_flag=True, help="Also run `dbt docs generate` (offline) into runs/<run_id>/dbt_docs.")
+@skip_unchanged_option
 @run_id_option
 @_exit_on_error
-def build_marts(target, postgres_dsn_env, postgres_schema, docs, run_id):
+def build_marts(target, postgres_dsn_env, postgres_schema, docs, skip_unchanged, run_id):
     """Build the dbt marts into a new DuckDB file and swap it in atomically when tests pass."""
     with _context(run_id) as ctx:
         result = stages.run_stage(
             ctx,
             stages.stage("marts"),
+            skip_unchanged=skip_unchanged,
             target=target,
             postgres_dsn_env=postgres_dsn_env,
             postgres_schema=postgres_schema,
             docs=docs,
         )
+    if result is None:
+        click.echo("marts: skipped, nothing they read changed since their last build")
+        return
     click.echo(f"warehouse {result['warehouse']}: {len(result['models'])} models")
     if "published" in result:
         click.echo(f"PostgreSQL schema {result['published']['schema']}: {len(result['published']['tables'])} marts")
@@ -297,9 +308,10 @@ def ml_group():
     help="Score the newest N weeks (hotspots and forecasts; e.g. 104 for two years). "
     "Default: ml.hotspot.backtest_weeks / ml.forecast.backtest_weeks.",
 )
+@skip_unchanged_option
 @run_id_option
 @_exit_on_error
-def ml_train(backtest_weeks, run_id):
+def ml_train(backtest_weeks, skip_unchanged, run_id):
     """Backtest every method (rolling origin), fit the models, publish the champions into gold.
 
     Writes gold/* (a re-run with the same inputs commits nothing), logs the run to MLflow and rebuilds
@@ -318,7 +330,10 @@ def ml_train(backtest_weeks, run_id):
             }
         )
     with _context(run_id, settings=settings) as ctx:
-        result = stages.run_stage(ctx, stages.stage("ml"))
+        result = stages.run_stage(ctx, stages.stage("ml"), skip_unchanged=skip_unchanged)
+    if result is None:
+        click.echo("ml: skipped, nothing the models read changed since their last training")
+        return
     _print_comparison(ctx.settings)
     click.echo(f"model run {result['model_run_key'][:12]} (MLflow run {result['mlflow_run_id']})")
     for scope, choice in result["published"].items():

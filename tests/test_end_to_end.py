@@ -83,3 +83,10 @@ def test_second_run_changes_nothing(first_run):
     summary = json.loads((tmp / "lake" / "runs" / "third" / "summary.json").read_text())
     assert summary["tables"]["silver.incident[police_incidents]"]["rows_read"] == 0
     assert _versions(tmp / "lake") == before
+    # What the marts and ml DAGs run on a burst of asset events: skipped, the warehouse untouched.
+    for command, stage in ((["build-marts", "--skip-unchanged"], "marts"), (["ml", "train", "--skip-unchanged"], "ml")):
+        out = _run(command, env, f"fourth-{stage}")
+        summary = json.loads((tmp / "lake" / "runs" / f"fourth-{stage}" / "summary.json").read_text())
+        assert summary["stages"][stage]["status"] == "skipped", out
+    assert warehouse.stat().st_mtime_ns == served
+    assert _versions(tmp / "lake") == before

@@ -21,6 +21,10 @@ def test_every_declared_stage_runs_in_order_and_has_a_cli_command():
         for word in st.command:
             assert isinstance(command, click.Group) and word in command.commands, (st.name, st.command)
             command = command.commands[word]
+        options = {o for p in command.params for o in p.opts}
+        entry = next(e for e in graph["stages"] if e["name"] == st.name)
+        for option in entry.get("dag_options", []):
+            assert option in options, (st.name, option)  # the DAGs pass it
         assert st.dag in graph["dags"], (st.name, st.dag)
     assert {st.name for st in stages.STAGES if st.per_source} == {"ingest", "silver"}
 

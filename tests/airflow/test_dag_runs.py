@@ -20,8 +20,8 @@ SOURCES_DIR = REPO_ROOT / "sources"
 LOGICAL_DATE = "2025-01-02T05:00:00+00:00"
 GROUP_COMMANDS = {
     "citysafe_city_reference": [["generate"], ["reference"]],
-    "citysafe_marts": [["build-marts"], ["reconcile"]],
-    "citysafe_ml": [["ml", "train"]],
+    "citysafe_marts": [["build-marts", "--skip-unchanged"], ["reconcile"]],
+    "citysafe_ml": [["ml", "train", "--skip-unchanged"]],
     "citysafe_report": [["report"]],
     "citysafe_alerts": [["alerts", "--as-of", LOGICAL_DATE]],
 }

@@ -145,9 +145,9 @@ def test_group_dags_chain_through_assets(dagbag):
     commands = {
         ("citysafe_city_reference", "generate"): "generate",
         ("citysafe_city_reference", "reference"): "reference",
-        ("citysafe_marts", "marts"): "build-marts",
+        ("citysafe_marts", "marts"): "build-marts --skip-unchanged",
         ("citysafe_marts", "reconcile"): "reconcile",
-        ("citysafe_ml", "ml"): "ml train",
+        ("citysafe_ml", "ml"): "ml train --skip-unchanged",
         ("citysafe_report", "report"): "report",
         ("citysafe_alerts", "alerts"): 'alerts --as-of "$DAG_AS_OF"',
     }
