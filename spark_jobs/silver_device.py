@@ -21,7 +21,7 @@ from citysafe.config import Settings
 from citysafe.sources import Source
 from spark_jobs import common, tables
 from spark_jobs.common import Places, blank_to_null, parse_timestamp, raw
-from spark_jobs.publish import SilverOutput, run_job
+from spark_jobs.publish import Materialize, SilverOutput, no_barrier, run_job
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,17 @@ def registry_transform(
 
 
 def reading_transform(
-    bronze: DataFrame, source: Source, devices: DataFrame, units: DataFrame, timezone: str, now: dt.datetime
+    bronze: DataFrame,
+    source: Source,
+    devices: DataFrame,
+    units: DataFrame,
+    timezone: str,
+    now: dt.datetime,
+    materialize: Materialize = no_barrier,
 ) -> SilverOutput:
-    """bronze readings -> (published readings, quarantine rows, duplicates). `devices` is silver.device."""
+    """bronze readings -> (published readings, quarantine rows, duplicates). `devices` is silver.device.
+    One barrier: the deduplicated, enriched readings (the dedupe window and the joins run once, not once
+    for the published rows and again for the quarantine)."""
     f = source.silver.fields
     opt = lambda name: blank_to_null(F.col(name)) if name else F.lit(None).cast("string")  # noqa: E731
     parsed = (
@@ -160,7 +168,7 @@ def reading_transform(
         .withColumn("w_canonical", F.col("w_value") * F.col("factor"))
     )
     classified = common.classify(
-        enriched,
+        materialize(enriched, "enriched"),
         [
             ("malformed_record", F.col("_parse_error").isNotNull(), F.col("_parse_error")),
             (
@@ -310,5 +318,7 @@ def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id
         suite="silver_device_reading",
         after_publish=refresh_hourly,
         lookup_tables=[device_spec.path],
-        transform=lambda bronze, materialize: reading_transform(bronze, source, devices, units, settings.timezone, now),
+        transform=lambda bronze, materialize: reading_transform(
+            bronze, source, devices, units, settings.timezone, now, materialize
+        ),
     )
