@@ -115,9 +115,8 @@ class _Builder:
 
     def table(self) -> pa.Table:
         data = [*self.values.values(), self.row_numbers, self.parse_errors, self.raw_records, self.extra_fields]
-        return pa.Table.from_arrays(
-            [pa.array(v, t) for v, t in zip(data, _file_schema(self.names).types)], schema=_file_schema(self.names)
-        )
+        schema = _file_schema(self.names)
+        return pa.Table.from_arrays([pa.array(v, t) for v, t in zip(data, schema.types)], schema=schema)
 
     @property
     def out(self) -> ParsedFile:
@@ -266,12 +265,13 @@ def parse_jsonl(name: str, data: bytes, source: Source) -> ParsedFile:
     one: an integer in a column Arrow reads as decimal is spelled as a decimal (12 -> "12.0")."""
     text = _utf8(name, _decompress(name, data), source)
     names, rename = source.columns, source.format.rename
-    fast = _arrow_jsonl(text, names, rename, first_line=1, pins=_TEXT_PINS.setdefault(source.name, set()))
+    pins = _TEXT_PINS.setdefault(source.name, set())
+    fast = _arrow_jsonl(text, names, rename, first_line=1, pins=pins)
     if fast is not None:
         return ParsedFile(name, fast)
     parts, first_line = [], 1
     for piece in _slices(text, JSONL_SLICE_BYTES):
-        table = _arrow_jsonl(piece, names, rename, first_line, pins=_TEXT_PINS.setdefault(source.name, set()))
+        table = _arrow_jsonl(piece, names, rename, first_line, pins=pins)
         if table is None:
             table = _python_jsonl(name, piece, names, rename, first_line)
         parts.append(table)
@@ -307,7 +307,9 @@ def _slices(text: bytes, size: int):
         start = end
 
 
-_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")  # searched in "\n" + text: a line of nothing but JSON whitespace
+# A line of nothing but JSON whitespace inside a text (one at its start is checked apart, one at its end
+# makes the line count differ from the records Arrow read).
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
 # How much of a file Arrow reads first to learn which columns hold timestamps-as-text.
 SNIFF_BYTES = 64 * 1024
 

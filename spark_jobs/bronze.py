@@ -37,8 +37,8 @@ from spark_jobs.tables import LINEAGE
 log = logging.getLogger(__name__)
 
 
-def bronze_spec(settings: Settings, source: Source) -> TableSpec:
-    columns = (
+def bronze_columns(source: Source) -> tuple[Column, ...]:
+    return (
         *(Column(c, "string") for c in source.columns),
         Column("_source", "string", nullable=False),
         Column("_parse_error", "string", description="why the record could not be read into fields"),
@@ -46,7 +46,10 @@ def bronze_spec(settings: Settings, source: Source) -> TableSpec:
         Column("_extra_fields", "string", description="delivered fields not in the schema, as JSON"),
         *LINEAGE,
     )
-    return TableSpec(f"bronze_{source.name}", settings.bronze_dir / source.name, columns)
+
+
+def bronze_spec(settings: Settings, source: Source) -> TableSpec:
+    return TableSpec(f"bronze_{source.name}", settings.bronze_dir / source.name, bronze_columns(source))
 
 
 # --- ingest state: committed batches and the watermark ---------------------------------------------
@@ -82,7 +85,7 @@ def _commit(settings: Settings, source: Source, manifest: dict) -> None:
 
 def to_arrow(source: Source, batch_id: str, files: dict[str, ParsedFile], ingested_at: dt.datetime) -> pa.Table:
     """The parsed files of one batch as bronze rows: each file's table plus the lineage columns."""
-    order = [*source.columns, "_source", "_parse_error", "_raw_record", "_extra_fields", *(c.name for c in LINEAGE)]
+    order = [c.name for c in bronze_columns(source)]
     parts = []
     for name in sorted(files):
         table = files[name].table

@@ -121,35 +121,39 @@ def run_job(
         log.info(f"  silver {job} <- {source.name}: reference data changed: re-evaluating {n_retry} quarantined rows")
         bronze = bronze.unionByName(bronze_all.join(retry.select(*LINEAGE_KEY), on=LINEAGE_KEY, how="left_semi"))
     rows_read = bronze.count()
-    # Scratch for the transform's barriers, beside this run's staging tables; removed with them.
+    # Scratch for the transform's barriers, beside this run's staging tables. It holds rows before
+    # masking, so it lives only until the candidates and the quarantine rows are staged.
     scratch = settings.staging_dir / target.name / run_id / f"{source.name}__scratch"
-    out = transform(bronze, lambda df, name: delta_io.materialize(df, scratch / name))
-    quarantined = out.quarantined.withColumn("run_id", F.lit(run_id))
-    if n_retry:  # a row still quarantined keeps the run that first quarantined it (re-runs stay no-ops)
-        quarantined = (
-            quarantined.join(retry, on=LINEAGE_KEY, how="left")
-            .withColumn("run_id", F.coalesce(F.col("__first_run_id"), F.col("run_id")))
-            .drop("__first_run_id")
-        )
+    try:
+        out = transform(bronze, lambda df, name: delta_io.materialize(df, scratch / name))
+        quarantined = out.quarantined.withColumn("run_id", F.lit(run_id))
+        if n_retry:  # a row still quarantined keeps the run that first quarantined it (re-runs stay no-ops)
+            quarantined = (
+                quarantined.join(retry, on=LINEAGE_KEY, how="left")
+                .withColumn("run_id", F.coalesce(F.col("__first_run_id"), F.col("run_id")))
+                .drop("__first_run_id")
+            )
 
-    # Write
-    staging = dataclasses.replace(
-        target,
-        name=f"staging_{target.name}_{source.name}",
-        path=settings.staging_dir / target.name / run_id / source.name,
-    )
-    staged = delta_io.stage(out.published, staging)
-    # The quarantine rows are staged too: evaluated once here, not again by every later count and MERGE.
-    quarantine_spec = tables.quarantine(settings.silver_dir)
-    quarantine_staging = dataclasses.replace(
-        quarantine_spec,
-        name=f"staging_quarantine_{source.name}",
-        path=staging.path.parent / f"{source.name}__quarantine",
-    )
-    delta_io.stage(quarantined, quarantine_staging)
+        # Write
+        staging = dataclasses.replace(
+            target,
+            name=f"staging_{target.name}_{source.name}",
+            path=settings.staging_dir / target.name / run_id / source.name,
+        )
+        staged = delta_io.stage(out.published, staging)
+        # The quarantine rows are staged too: evaluated once here, not again by every later count and MERGE.
+        quarantine_spec = tables.quarantine(settings.silver_dir)
+        quarantine_staging = dataclasses.replace(
+            quarantine_spec,
+            name=f"staging_quarantine_{source.name}",
+            path=staging.path.parent / f"{source.name}__quarantine",
+        )
+        delta_io.stage(quarantined, quarantine_staging)
+        n_duplicates = out.duplicates.count()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     quarantined = delta_io.read(spark, quarantine_staging)
     log.info(f"  silver {job} <- {source.name}: {rows_read} bronze rows -> {staged.rows_written} candidates staged")
-    n_duplicates = out.duplicates.count()
     reasons = {r["reason"]: r["count"] for r in quarantined.groupBy("reason").count().collect()}
 
     # Audit. A run that only re-evaluated quarantined rows and released none has no candidates: there
@@ -191,7 +195,6 @@ def run_job(
     common.mark_published(settings, job, source, done, pending, fingerprint)
     shutil.rmtree(staging.path, ignore_errors=True)
     shutil.rmtree(quarantine_staging.path, ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
     with contextlib.suppress(OSError):
         staging.path.parent.rmdir()  # the run's folder, once no source of it is left
 

@@ -59,6 +59,8 @@ def test_failed_suite_publishes_nothing_and_keeps_staging(spark, lake, monkeypat
     assert (
         DeltaTable(str(lake.staging_dir / "incident" / "run-a" / "police_incidents")).to_pyarrow_table().num_rows == 2
     )
+    # The transform's scratch (rows before masking) is not kept with the staging tables.
+    assert not (lake.staging_dir / "incident" / "run-a" / "police_incidents__scratch").exists()
     # The result is GX's, in the lake's GX project: uncommitted/validations/<suite>/<run>/<time>/<batch>.json
     project = quality.gx_project_dir(lake)
     result_path = Path(failure.value.result_path)
