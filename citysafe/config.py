@@ -241,9 +241,9 @@ class Settings(BaseModel):
     @field_validator("engine")
     @classmethod
     def _engine(cls, v: str) -> str:
-        if v == "sail" or re.fullmatch(r"sc://[^/\s:]+:\d+(/.*)?", v):
+        if v in ("sail", "sail-local-cluster") or re.fullmatch(r"sc://[^/\s:]+:\d+(/.*)?", v):
             return v
-        raise ValueError("must be 'sail' or a Spark Connect URL like 'sc://host:15002'")
+        raise ValueError("must be 'sail', 'sail-local-cluster' or a Spark Connect URL like 'sc://host:15002'")
 
     @field_validator("timezone")
     @classmethod

@@ -11,7 +11,8 @@ It enforces the guardrails from STACK_NOTES (Sail loses data silently otherwise)
   and columns are selected by name in declared order;
 - before every write the table's own schema (read with delta-rs) must equal the declaration;
 - writes are `append` or `MERGE` only: no overwrite, no dynamic partition overwrite, no replaceWhere
-  (write-audit-publish staging tables use `stage`: written once, then checked, removed if they fail);
+  (write-audit-publish staging tables use `stage`: written once, then checked, removed if they fail;
+  the one exception is `ensure_table`'s one-time rewrite of a table whose columns are in an older order);
 - MERGE is an upsert by key with an "only if newer" rule, and a batch that changes nothing commits
   nothing (so a re-run leaves the table version where it was); reference tables use `merge_sync`
   (the table becomes exactly the source rows, in one atomic MERGE);
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -62,6 +64,9 @@ _SAFE_CASTS: dict[str, tuple[str, ...]] = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
 class DeltaSchemaError(InputError):
     """A DataFrame or an existing table does not match the table's declared schema."""
 
@@ -97,6 +102,12 @@ class TableSpec:
         for col in (*self.key, *self.partition_by, *([self.newer_by] if self.newer_by else [])):
             if col not in names:
                 raise ValueError(f"table {self.name}: {col!r} is not a declared column")
+        # Partition columns come last, the order Spark itself gives a partitioned table. Sail's cluster
+        # mode pushes a filter into the Parquet scan by the column's position in the table schema; the
+        # files do not hold partition columns, so a partition column in the middle shifts every later
+        # column by one (measured on pysail 0.7.2: `district_code IN (4+ values)` read `lon`, a double).
+        if self.partition_by and tuple(names[-len(self.partition_by) :]) != self.partition_by:
+            raise ValueError(f"table {self.name}: partition columns {self.partition_by} must be the last columns")
 
     @property
     def column_names(self) -> list[str]:
@@ -194,8 +205,38 @@ def check_table_schema(spec: TableSpec) -> DeltaTable | None:
     return table
 
 
+def _column_order_only(spec: TableSpec) -> DeltaTable | None:
+    """The table when it differs from the declaration in column order only (a lake written before the
+    partition columns moved last), else None."""
+    table = _table_or_none(spec.path)
+    if table is None or tuple(table.metadata().partition_columns) != spec.partition_by:
+        return None
+    actual = [(f.name, getattr(f.type, "type", str(f.type))) for f in table.schema().fields]
+    declared = [(c.name, _TYPES[c.type][1]) for c in spec.columns]
+    return table if actual != declared and sorted(actual) == sorted(declared) else None
+
+
+def _reorder_columns(table: DeltaTable, spec: TableSpec) -> DeltaTable:
+    """Rewrite the table in the declared column order: a new schema version, then its rows (history
+    kept). delta-rs ignores column order when it compares schemas, so an overwrite alone would keep
+    the old order. Runs under the lake lock, like every write."""
+    from deltalake import write_deltalake
+
+    rows = table.to_pyarrow_table().select(spec.column_names).cast(spec.storage_schema())
+    partitions = list(spec.partition_by) or None
+    with _committing(spec, "column order migration"):
+        DeltaTable.create(str(spec.path), schema=spec.storage_schema(), partition_by=partitions, mode="overwrite")
+        write_deltalake(str(spec.path), rows, mode="append", partition_by=partitions)
+    return DeltaTable(str(spec.path))
+
+
 def ensure_table(spec: TableSpec) -> DeltaTable:
-    """Create the table from its declaration (delta-rs) if absent; verify it if present."""
+    """Create the table from its declaration (delta-rs) if absent; verify it if present. A table that
+    differs in column order only is rewritten in the declared order first (a one-time migration)."""
+    outdated = _column_order_only(spec)
+    if outdated is not None:
+        log.warning("table %s: rewriting it in the declared column order (one-time migration)", spec.name)
+        _reorder_columns(outdated, spec)
     table = check_table_schema(spec)
     if table is None:
         spec.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,10 @@
 """The Spark engine, chosen by configuration only.
 
-`engine: sail` starts Sail's Spark Connect server in this process (no JVM); `engine: sc://host:port`
-connects to an existing Spark Connect server (Apache Spark + delta-spark, or Sail on Kubernetes).
+`engine: sail` starts Sail's Spark Connect server in this process (no JVM); `engine: sail-local-cluster`
+starts it in Sail's cluster mode inside this process (a driver and workers on their own threads that talk
+over RPC, as Sail's Kubernetes mode does across pods; SAIL_CLUSTER__WORKER_INITIAL_COUNT sets how many,
+default 4): the way to test the distributed plan on one machine. `engine: sc://host:port` connects to
+an existing Spark Connect server (Apache Spark + delta-spark, or Sail on Kubernetes).
 Job code receives a SparkSession and never knows which one it got.
 """
 
@@ -32,6 +35,24 @@ class EngineError(ConfigurationError):
 
 CONNECT_TIMEOUT_SECONDS = 10
 
+# The embedded engines and the Sail mode each runs in (Sail reads SAIL_MODE when the server is made).
+SAIL_MODES = {"sail": "local", "sail-local-cluster": "local-cluster"}
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """Set one environment variable for the duration of the block only: the engine setting, not a
+    SAIL_MODE left in the environment, decides the mode of every server this process makes."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
 
 def _check_reachable(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
     """Fail fast with one line when nothing listens at the Spark Connect URL: the client itself
@@ -55,12 +76,13 @@ def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[
     """Yield a Spark Connect session for `engine`; always stop the session before the server."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     server = None
-    if engine == "sail":
+    if engine in SAIL_MODES:
         # Sail logs every session at INFO on stderr; keep the user's terminal for progress lines.
         os.environ.setdefault("RUST_LOG", "error")
         from pysail.spark import SparkConnectServer
 
-        server = SparkConnectServer(ip="127.0.0.1", port=0)
+        with _environment("SAIL_MODE", SAIL_MODES[engine]):
+            server = SparkConnectServer(ip="127.0.0.1", port=0)
         server.start(background=True)
         host, port = server.listening_address
         url = f"sc://{host}:{port}"
@@ -68,7 +90,7 @@ def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[
         url = engine
         _check_reachable(url)
     else:
-        raise EngineError(f"unknown engine {engine!r}: use 'sail' or 'sc://host:port'")
+        raise EngineError(f"unknown engine {engine!r}: use 'sail', 'sail-local-cluster' or 'sc://host:port'")
     spark = None
     try:
         try:

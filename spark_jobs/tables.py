@@ -16,7 +16,6 @@ LINEAGE = (
 
 INCIDENT_COLUMNS = (
     Column("incident_id", "string", nullable=False, description="<source>:<source_record_id>"),
-    Column("source", "string", nullable=False, description="source registry name, e.g. police_incidents"),
     Column("source_record_id", "string", nullable=False, description="the department's own record id"),
     Column("source_code", "string", description="the department's own category code"),
     Column("source_label", "string", description="the department's own label for that code"),
@@ -47,16 +46,18 @@ INCIDENT_COLUMNS = (
     ),
     Column("updated_at_utc", "timestamp", nullable=False, description="source's last update; MERGE keeps the newest"),
     *LINEAGE,
+    # the partition column, last (see citysafe.delta_io.TableSpec)
+    Column("source", "string", nullable=False, description="source registry name, e.g. police_incidents"),
 )
 
 QUARANTINE_COLUMNS = (
-    Column("source", "string", nullable=False),
     Column("source_record_id", "string"),
     Column("reason", "string", nullable=False, description="machine reason, e.g. unmapped_code"),
     Column("detail", "string", description="human detail naming the field and value"),
     Column("record_json", "string", description="the delivered record as JSON, personal fields hashed"),
     Column("run_id", "string", nullable=False),
     *LINEAGE,
+    Column("source", "string", nullable=False),  # the partition column, last
 )
 
 

@@ -57,7 +57,7 @@ def test_the_installed_executable_maps_a_bad_config_to_exit_2():
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "engine: must be 'sail' or a Spark Connect URL" in proc.stderr
+    assert "engine: must be 'sail', 'sail-local-cluster' or a Spark Connect URL" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

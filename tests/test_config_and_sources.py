@@ -33,7 +33,7 @@ def test_environment_overrides_nested_keys_and_types():
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"CITYSAFE_ENGINE": "spark://x"}, "engine: must be 'sail' or a Spark Connect URL"),
+        ({"CITYSAFE_ENGINE": "spark://x"}, "engine: must be 'sail', 'sail-local-cluster' or a Spark Connect URL"),
         ({"CITYSAFE_TIMEZONE": "Mars/Olympus"}, "timezone: unknown IANA time zone"),
         ({"CITYSAFE_H3_RESOLUTION": "16"}, "h3_resolution"),
         ({"CITYSAFE_SCALEE": "1"}, "CITYSAFE_SCALEE: unknown config key 'scalee'"),

@@ -222,3 +222,33 @@ def test_merge_without_newer_by_is_insert_only(spark, tmp_path):
     again = delta_io.merge_upsert(spark, spark.createDataFrame([(1, "resent"), (2, "new")], "id long, v string"), spec)
     assert (again.rows_inserted, again.rows_updated, again.rows_unchanged) == (1, 0, 1)
     assert sorted((r.id, r.v) for r in delta_io.read(spark, spec).collect()) == [(1, "first"), (2, "new")]
+
+
+def test_partition_columns_must_be_declared_last(tmp_path):
+    # Sail's cluster mode pushes filters into the Parquet files by table position (see TableSpec).
+    with pytest.raises(ValueError, match="partition columns \\('name',\\) must be the last columns"):
+        _spec(tmp_path / "t", partition_by=("name",))
+
+
+def test_a_table_in_an_older_column_order_is_rewritten_once_in_the_declared_order(tmp_path):
+    spec = _spec(tmp_path / "t", partition_by=("district",))
+    old_order = ["district", "id", "name", "score", "updated_at"]  # the partition column first, as lakes once had it
+    rows = pa.table(
+        {
+            "district": ["d1", "d2", "d1"],
+            "id": [1, 2, 3],
+            "name": ["a", "b", None],
+            "score": [1.0, 2.5, None],
+            "updated_at": pa.array([T0, T1, T0], pa.timestamp("us", tz="UTC")),
+        }
+    ).select(old_order)
+    write_deltalake(str(spec.path), rows, partition_by=["district"])
+    with pytest.raises(DeltaSchemaError, match="differs from the declaration"):
+        delta_io.check_table_schema(spec)  # readers refuse it; only ensure_table (before a write) migrates
+
+    table = delta_io.ensure_table(spec)
+    assert [f.name for f in table.schema().fields] == spec.column_names
+    assert table.metadata().partition_columns == ["district"]
+    migrated = table.to_pyarrow_table().select(old_order).sort_by("id")
+    assert migrated.to_pylist() == rows.sort_by("id").to_pylist()
+    assert delta_io.ensure_table(spec).version() == table.version()  # once: a second call changes nothing
