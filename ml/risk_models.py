@@ -85,20 +85,75 @@ def scopes(panel: Panel, min_weekly: float) -> list[str]:
     return out
 
 
+# The models learn from complete weeks only: the hotspot model from weeks whose next week is complete
+# and maps the week after the newest complete one; the forecasts from complete weeks. A digest of
+# exactly those rows (the feature mart joined as read_panel reads it, the weekly counts read_series
+# aggregates, the districts) is what decides whether they must be trained again. A daily delivery that
+# completes no week and revises no complete week leaves the models, and their maps, as they are.
+_TRAINING_ROWS_SQL = """
+with complete_weeks as (
+    select week_start from mart_cell_week_features group by 1 having bool_and(is_complete_week)
+),
+features as (
+    select f.*, c.centroid_lon, c.centroid_lat
+    from mart_cell_week_features as f
+    inner join dim_h3_cell as c using (h3_cell)
+    where f.week_start in (select week_start from complete_weeks)
+),
+incidents as (
+    select district_code, domain_code, week_start_local as week_start, count(*) as n
+    from fct_incident
+    where district_code is not null and domain_code is not null
+        and week_start_local in (select week_start from complete_weeks)
+    group by 1, 2, 3
+),
+hazards as (
+    select district_code, domain_code, cast(date_trunc('week', found_date) as date) as week_start, count(*) as n
+    from fct_hazard
+    where district_code is not null and domain_code is not null
+        and cast(date_trunc('week', found_date) as date) in (select week_start from complete_weeks)
+    group by 1, 2, 3
+)
+select 'weeks' as part, count(*) as n, cast(sum(hash(w)::hugeint) as varchar) as digest from complete_weeks as w
+union all select 'features', count(*), cast(sum(hash(r)::hugeint) as varchar) from features as r
+union all select 'incidents', count(*), cast(sum(hash(r)::hugeint) as varchar) from incidents as r
+union all select 'hazards', count(*), cast(sum(hash(r)::hugeint) as varchar) from hazards as r
+union all select 'districts', count(*), cast(sum(hash(district_code)::hugeint) as varchar)
+    from (select distinct district_code from dim_h3_cell where district_code is not null)
+"""
+
+
+def training_rows(settings: Settings) -> dict:
+    """Row counts and order-free digests of what the models train on (see _TRAINING_ROWS_SQL); None
+    before the warehouse exists."""
+    from citysafe import warehouse
+
+    if not Path(settings.warehouse_path).is_file():
+        return {"warehouse": None}
+    frame = warehouse.query(settings, _TRAINING_ROWS_SQL)
+    return {row.part: [int(row.n), row.digest] for row in frame.itertuples()}
+
+
 def inputs(settings: Settings) -> dict:
-    """What the models read: silver versions, the marts build, the dbt project, the ML code and config."""
-    marts_state = settings.state_dir / "stages" / "marts.json"
-    build = json.loads(marts_state.read_text()) if marts_state.is_file() else {}
+    """What the models read: the complete weeks of the served marts (training_rows), the dbt project,
+    the ML code and config. Same inputs, same models: this decides `ml train --skip-unchanged` and
+    the model run key."""
     truth = settings.synthetic_root / "truth" / "intensity_cell_week.csv.gz"
     return {
-        "silver": fingerprint.delta_versions(settings.silver_dir),
-        "warehouse_build": {"run_id": build.get("run_id"), "path": str(settings.warehouse_path)},
+        "training_rows": training_rows(settings),
         "dbt_project": fingerprint.files_digest([REPO_ROOT / "dbt"], REPO_ROOT),
         "ml_code": fingerprint.files_digest([ML_CODE], REPO_ROOT),
         "config": {"ml": settings.ml.model_dump(mode="json"), "districts": str(settings.districts_geojson)},
         "truth": fingerprint.file_state(truth),
         "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES},
     }
+
+
+def warehouse_build(settings: Settings) -> dict:
+    """The marts build a model run read (its lineage; not an input: a rebuild with the same rows is the same)."""
+    marts_state = settings.state_dir / "stages" / "marts.json"
+    build = json.loads(marts_state.read_text()) if marts_state.is_file() else {}
+    return {"run_id": build.get("run_id"), "path": str(settings.warehouse_path)}
 
 
 def cell_geometry(panel: Panel, area: np.ndarray) -> pd.DataFrame:
@@ -122,8 +177,7 @@ def cell_geometry(panel: Panel, area: np.ndarray) -> pd.DataFrame:
 
 
 def run_key(inp: dict) -> str:
-    stable = {k: v for k, v in inp.items() if k != "warehouse_build"}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(inp, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -296,8 +350,8 @@ def train_and_publish(settings: Settings, spark_factory, run_id: str) -> dict:
                 "created_at": pd.Timestamp(dt.datetime.now(dt.UTC)),
                 "feature_weeks": f"{panel.weeks[0].date()}..{panel.weeks[-1].date()}",
                 "hotspot_train_weeks": "..".join(r_all.train_weeks),
-                "silver_versions": json.dumps(inp["silver"], sort_keys=True),
-                "warehouse_build": json.dumps(inp["warehouse_build"], sort_keys=True),
+                "silver_versions": json.dumps(fingerprint.delta_versions(settings.silver_dir), sort_keys=True),
+                "warehouse_build": json.dumps(warehouse_build(settings), sort_keys=True),
                 "parameters": json.dumps(params, sort_keys=True, default=str),
                 "metrics": json.dumps(metrics_json, sort_keys=True, default=str),
                 "published": json.dumps(published, sort_keys=True),

@@ -149,3 +149,43 @@ def test_a_backtest_longer_than_the_data_exits_2_in_one_line(built_city):
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "backtest needs 500" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_models_inputs_are_the_complete_weeks_only(built_city, tmp_path):
+    """`ml train --skip-unchanged` compares risk_models.inputs: a row in the unfinished newest week (a
+    daily delivery) leaves them as they are; a revised complete week changes them."""
+    import shutil
+
+    import duckdb
+
+    from citysafe.config import load_settings
+    from ml import risk_models
+
+    copy = tmp_path / "marts.duckdb"
+    shutil.copy(built_city.warehouse, copy)
+    settings = load_settings(environ={**built_city.env, "CITYSAFE_WAREHOUSE_PATH": str(copy)})
+    before = risk_models.training_rows(settings)
+    assert before["features"][0] > 0 and before["incidents"][0] > 0 and before["weeks"][0] > 0
+
+    con = duckdb.connect(str(copy))
+    try:
+        newest, complete = con.execute(
+            "select week_start, bool_and(is_complete_week) from mart_cell_week_features group by 1 order by 1 desc limit 1"
+        ).fetchone()
+        assert not complete, "the test city ends in an unfinished week"
+        con.execute(
+            "insert into fct_incident select * replace (event_id || '-new' as event_id) from fct_incident "
+            "where district_code is not null and domain_code is not null limit 1"
+        )
+        con.execute("update fct_incident set week_start_local = ? where event_id like '%-new'", [newest])
+    finally:
+        con.close()
+    assert risk_models.training_rows(settings) == before
+
+    con = duckdb.connect(str(copy))
+    try:
+        con.execute("update fct_incident set week_start_local = week_start_local - 7 where event_id like '%-new'")
+    finally:
+        con.close()
+    after = risk_models.training_rows(settings)
+    assert after["incidents"] != before["incidents"] and after["features"] == before["features"]
