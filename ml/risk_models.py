@@ -95,7 +95,9 @@ with complete_weeks as (
     select week_start from mart_cell_week_features group by 1 having bool_and(is_complete_week)
 ),
 features as (
-    select f.*, c.centroid_lon, c.centroid_lat
+    -- the mart's label columns are for analysts; the models count their own targets from the panel, and
+    -- the newest complete week's label (the unfinished next week) moves with every day delivered
+    select f.* exclude (target_next_week_count, is_target_week_complete), c.centroid_lon, c.centroid_lat
     from mart_cell_week_features as f
     inner join dim_h3_cell as c using (h3_cell)
     where f.week_start in (select week_start from complete_weeks)
