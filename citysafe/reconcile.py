@@ -1,4 +1,5 @@
-"""Reconcile the lake with the synthetic city's truth (truth/expected_counts.json).
+"""Reconcile the lake with the synthetic city's truth (truth/expected_counts.json, plus one
+truth/increments/<day>/expected_counts.json per day added after the window: the counts add up).
 
 Checks the lake's state, not one run's deltas, so it holds after any number of idempotent re-runs:
 bronze rows = rows delivered; silver rows = published; quarantine rows by reason = bad rows by kind;
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pyarrow.compute as pc
 from deltalake import DeltaTable
@@ -43,12 +45,30 @@ def lake_counts(settings: Settings, source: str, silver_table: str) -> dict:
     }
 
 
+COUNT_KEYS = ("files", "rows_delivered", "duplicates", "published", "published_without_cell")
+
+
+def expected_counts(synthetic_root: Path) -> tuple[dict, list[str]]:
+    """The generator's expected counts per source: the window's plus those of every day added since
+    (a daily increment's counts are what its files add to the lake). Returns them and the days added."""
+    truth = json.loads((synthetic_root / "truth" / "expected_counts.json").read_text(encoding="utf-8"))["sources"]
+    days = sorted(synthetic_root.glob("truth/increments/*/expected_counts.json"))
+    for path in days:
+        for source, day in json.loads(path.read_text(encoding="utf-8"))["sources"].items():
+            total = truth.setdefault(source, {k: 0 for k in COUNT_KEYS} | {"quarantined": {}})
+            for key in COUNT_KEYS:
+                total[key] = total.get(key, 0) + day.get(key, 0)
+            for kind, n in day.get("quarantined", {}).items():
+                total["quarantined"][kind] = total["quarantined"].get(kind, 0) + n
+    return truth, [p.parent.name for p in days]
+
+
 def against_truth(settings: Settings, sources: dict[str, str], bronze_only=()) -> dict:
     """Full reconciliation for `sources` ({source: its silver table}); rows delivered = rows in bronze
     for `bronze_only` (sources without a silver path yet)."""
     truth_path = settings.synthetic_root / "truth" / "expected_counts.json"
-    truth = json.loads(truth_path.read_text(encoding="utf-8"))["sources"]
-    report = {"truth": str(truth_path), "sources": {}}
+    truth, days = expected_counts(settings.synthetic_root)
+    report = {"truth": str(truth_path), "days_added": days, "sources": {}}
     missing = {
         source: f"{source}: not in the lake yet (no Delta table at {path}): ingest and silver it first"
         for source, path in [

@@ -95,15 +95,58 @@ def main():
 
 
 @main.command()
-@click.option("--force", is_flag=True, help="Regenerate even if the same city is already there.")
+@click.option("--force", is_flag=True, help="Regenerate even if the same city is already there (drops the days added).")
+@click.option(
+    "--next-day",
+    is_flag=True,
+    help="Add one day: every department's deliveries for the day after the last one generated, as new files "
+    "beside the earlier ones (which stay byte-identical), plus that day's truth.",
+)
+@click.option(
+    "--day",
+    "day",
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Add this day: it must be the next one (the first after the window, then the day after the last "
+    "one added); a day already added changes nothing. The day must be over in the city's time zone.",
+)
 @run_id_option
 @_exit_on_error
-def generate(force, run_id):
-    """Write the synthetic city's departmental deliveries and its truth files (deterministic)."""
+def generate(force, next_day, day, run_id):
+    """Write the synthetic city's departmental deliveries and its truth files (deterministic).
+
+    The window is city.start_date + city.days; --next-day / --day add daily increments after it, which
+    the next `citysafe run` ingests as new deliveries and reconciles with the truth of every day."""
+    if next_day and day:
+        raise ConfigError("--next-day and --day name the day twice: give one of them")
+    wanted = "next" if next_day else _iso_date("--day", day) if day else None
     with _context(run_id) as ctx:
-        counts = stages.run_stage(ctx, stages.stage("generate"), force=force)
+        counts = stages.run_stage(ctx, stages.stage("generate"), force=force, day=wanted)
+    if wanted is not None and "day" in counts:
+        result = counts["day"]
+        rows = ", ".join(f"{name} {c['rows_delivered']}" for name, c in result["sources"].items() if c["files"])
+        if result["generated"]:
+            click.echo(
+                f"synthetic city at {ctx.settings.synthetic_root}: day {result['day']} delivered in "
+                f"{len(result['files'])} new files ({rows} rows)"
+            )
+        else:
+            click.echo(
+                f"synthetic city at {ctx.settings.synthetic_root}: day {result['day']} was already generated "
+                f"({len(result['files'])} files); nothing changed"
+            )
+        return
     police = counts["sources"].get("police_incidents", {})
     click.echo(f"synthetic city at {ctx.settings.synthetic_root}: police rows {police.get('rows_delivered')}")
+
+
+def _iso_date(option: str, value: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: not a date like 2026-01-01") from None
 
 
 @main.command()
@@ -166,25 +209,35 @@ def reference_tables(run_id):
 )
 @click.option("--postgres-schema", default="marts", show_default=True, help="prod: PostgreSQL schema of the marts.")
 @click.option("--docs", is_flag=True, help="Also run `dbt docs generate` (offline) into runs/<run_id>/dbt_docs.")
+@click.option(
+    "--full-refresh",
+    is_flag=True,
+    help="Rebuild every model from silver into an empty file, the incremental ones too (done by itself "
+    "when the dbt project, its vars or the dbt / DuckDB version changed). Implies not skipping.",
+)
 @skip_unchanged_option
 @run_id_option
 @_exit_on_error
-def build_marts(target, postgres_dsn_env, postgres_schema, docs, skip_unchanged, run_id):
-    """Build the dbt marts into a new DuckDB file and swap it in atomically when tests pass."""
+def build_marts(target, postgres_dsn_env, postgres_schema, docs, full_refresh, skip_unchanged, run_id):
+    """Build the dbt marts into a new DuckDB file and swap it in atomically when tests pass.
+
+    Incremental by default: the build starts from a copy of the served warehouse and the large facts
+    process only what changed in silver."""
     with _context(run_id) as ctx:
         result = stages.run_stage(
             ctx,
             stages.stage("marts"),
-            skip_unchanged=skip_unchanged,
+            skip_unchanged=skip_unchanged and not full_refresh,
             target=target,
             postgres_dsn_env=postgres_dsn_env,
             postgres_schema=postgres_schema,
             docs=docs,
+            full_refresh=full_refresh,
         )
     if result is None:
         click.echo("marts: skipped, nothing they read changed since their last build")
         return
-    click.echo(f"warehouse {result['warehouse']}: {len(result['models'])} models")
+    click.echo(f"warehouse {result['warehouse']}: {len(result['models'])} models ({result['mode']} build)")
     if "published" in result:
         click.echo(f"PostgreSQL schema {result['published']['schema']}: {len(result['published']['tables'])} marts")
     if "docs" in result:

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -100,7 +101,9 @@ class Stage:
 # --- stage bodies ---------------------------------------------------------------------------------
 
 
-def run_generate(ctx: RunContext, force: bool = False) -> dict:
+def run_generate(ctx: RunContext, force: bool = False, day: dt.date | str | None = None) -> dict:
+    """The synthetic city's window (skipped when the same city is there), or with `day` ("next" or a
+    date) one more day of deliveries after what has been generated (synthetic_city/increment.py)."""
     from synthetic_city import generate as generate_city
 
     s = ctx.settings
@@ -115,6 +118,8 @@ def run_generate(ctx: RunContext, force: bool = False) -> dict:
         "h3_resolution": s.h3_resolution,
     }
     truth = s.synthetic_root / "truth" / "expected_counts.json"
+    if day is not None:
+        return _generate_day(s, params, truth, force, day)
     if truth.exists():
         existing = json.loads(truth.read_text())["generator"]
         same = all(str(existing.get(k)) == str(v) for k, v in params.items())
@@ -137,6 +142,32 @@ def run_generate(ctx: RunContext, force: bool = False) -> dict:
         timezone=s.timezone,
         h3_resolution=s.h3_resolution,
     )
+
+
+def _generate_day(s: Settings, params: dict, truth: Path, force: bool, day: dt.date | str) -> dict:
+    from synthetic_city import increment
+
+    if force:
+        raise ConfigError("--force regenerates the whole window (and drops the days added); it does not go with a day")
+    if not truth.exists():
+        raise ConfigError(
+            f"no synthetic city at {s.synthetic_root}: run `citysafe generate` (or `citysafe run`) first, then add days"
+        )
+    existing = json.loads(truth.read_text())["generator"]
+    if not all(str(existing.get(k)) == str(v) for k, v in params.items()):
+        raise ConfigError(
+            f"{s.synthetic_root} holds another synthetic city ({existing}) than the config's ({params}): "
+            f"days are added to the city that is there; fix the config (scale, seed, city) or synthetic_root"
+        )
+    # The day must be over in the city before its departments can deliver it.
+    today = dt.datetime.now(ZoneInfo(s.timezone)).date()
+    try:
+        result = increment.generate_day(s.synthetic_root, None if day == "next" else day, today=today)
+    except increment.IncrementError as exc:
+        raise ConfigError(str(exc)) from None
+    verb = "generated" if result["generated"] else "was already generated, nothing changed"
+    log.info("day %s %s: %s", result["day"], verb, ", ".join(result["files"]))
+    return {"day": result}
 
 
 def run_reference(ctx: RunContext) -> dict:
@@ -183,6 +214,7 @@ def run_marts(
     postgres_dsn_env: str | None = None,
     postgres_schema: str | None = None,
     docs: bool = False,
+    full_refresh: bool = False,
 ) -> dict:
     from ml import gold as gold_tables
 
@@ -207,6 +239,7 @@ def run_marts(
         target=target,
         postgres_dsn_env=postgres_dsn_env or warehouse.PROD_DSN_ENV,
         postgres_schema=postgres_schema or warehouse.PROD_SCHEMA,
+        full_refresh=full_refresh,
     )
     if docs:
         result["docs"] = str(warehouse.generate_docs(ctx.settings, ctx.run_id))

@@ -164,6 +164,18 @@ class Clock:
         return f"{y:04d}-{m:02d}"
 
 
+class DayClock(Clock):
+    """The clock of one daily delivery: a one-day window whose only delivery period is the day itself,
+    so the department generators name its file by the date (`police_incidents_2026-01-01.csv`) instead
+    of by the month (`police_incidents_2026-01.csv`, which may already exist)."""
+
+    def __init__(self, day: date, timezone: str):
+        super().__init__(day, 1, timezone)
+
+    def month_label(self, k: int) -> str:
+        return self.start_date.isoformat()
+
+
 def _next_month(y: int, m: int) -> date:
     return date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)
 
@@ -209,6 +221,8 @@ def fmt_time(sec: np.ndarray, style: str, offset_s: np.ndarray | None = None) ->
         return _assemble(c, [slice(0, 4), "年", slice(5, 7), "月", slice(8, 10), "日 ", slice(11, 16)])
     if style == "date":  # 2025-01-05
         return _assemble(c, [slice(0, 10)])
+    if style == "ymd":  # 20250105 (record numbers)
+        return _assemble(c, [slice(0, 4), slice(5, 7), slice(8, 10)])
     if style == "zh_date":  # 2025年01月05日
         return _assemble(c, [slice(0, 4), "年", slice(5, 7), "月", slice(8, 10), "日"])
     if style == "slash_date":  # 2025/01/05
@@ -233,6 +247,11 @@ def _offset_chars(offset_s: np.ndarray) -> np.ndarray:
         ],
         axis=1,
     )
+
+
+def zfill(a: np.ndarray, width: int) -> np.ndarray:
+    """np.char.zfill that also takes an empty array (a small day may have no row of a kind)."""
+    return np.char.zfill(a, width) if len(a) else np.asarray(a, dtype=f"<U{width}")
 
 
 def fmt_fixed(values: np.ndarray, decimals: int) -> list[str]:

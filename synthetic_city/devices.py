@@ -6,6 +6,7 @@ produced day by day and written as they 'arrive', so memory stays flat at any sc
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,46 @@ def _type_counts(n: int) -> dict[str, int]:
     return raw
 
 
-def generate(
-    out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFrame, hourly_rain: np.ndarray, n_devices: int
-):
+@dataclass
+class DevicePlan:
+    """Every random choice the window's device generation makes, drawn in one fixed order from the
+    devices stream: the registry, each device's habits and the readings grid. A daily increment
+    replays it to know the same devices (ids, skew, units, sequence counters, value parameters)."""
+
+    n: int  # registered devices
+    registry: pd.DataFrame  # the delivered registry rows, in file order
+    reg_counts: SourceCounts
+    cell: np.ndarray
+    skew_known: np.ndarray
+    alt_always: np.ndarray
+    switch_at: np.ndarray
+    n_unknown: int
+    all_type: np.ndarray  # registered devices, then the unregistered ones
+    all_id: np.ndarray
+    known: np.ndarray
+    all_skew: np.ndarray
+    state: np.ndarray  # (devices, hours of the window): OK / MISSING / SENTINEL / BADTS
+    dup: np.ndarray
+    late: np.ndarray
+    seq0: np.ndarray
+    base_level: np.ndarray
+    level_gain: np.ndarray
+    rain_factor: np.ndarray
+    gas_nominal: np.ndarray
+    vib_base: np.ndarray
+    gas_drop: np.ndarray
+
+
+def catchment_storage(rain: np.ndarray, acc: float = 0.0) -> np.ndarray:
+    """Water in the catchment after each hour (24 h time constant), starting from `acc`."""
+    out = np.zeros(len(rain))
+    for h in range(len(rain)):
+        acc = acc * np.exp(-1 / 24) + rain[h]
+        out[h] = acc
+    return out
+
+
+def plan(clock: Clock, seed: int, city, n_devices: int) -> DevicePlan:
     rng = rng_for(seed, "devices")
     tc = _type_counts(n_devices)
     dtype = np.array([t for t in TYPES for _ in range(tc[t])], dtype=object)
@@ -133,7 +171,6 @@ def generate(
     dups = reg.iloc[np.sort(rng.choice(n, n_dup, replace=False))]
     regrows = pd.concat([reg, test, dups], ignore_index=True)
     regrows = regrows.iloc[rng.permutation(len(regrows))]
-    write_csv(out_dir / "devices" / "device_registry.csv", regrows[REG_COLUMNS])
     reg_counts = SourceCounts(
         files=1, rows_delivered=len(regrows), duplicates=n_dup, published=n, quarantined={"invalid_device_type": n_test}
     )
@@ -179,16 +216,60 @@ def generate(
     rain_factor = rng.lognormal(0, 0.2, N)
     gas_nominal = rng.uniform(200, 380, N)
     vib_base = rng.uniform(0.1, 0.5, N)
-    rain = hourly_rain.reshape(-1)
-    smooth = np.zeros(n_hours)
-    acc = 0.0
-    for h in range(n_hours):  # catchment storage: 24 h time constant
-        acc = acc * np.exp(-1 / 24) + rain[h]
-        smooth[h] = acc
-    hod = np.arange(24)
-    demand = 1 - 0.03 * (np.exp(-((hod - 7.5) ** 2) / 2) + np.exp(-((hod - 18.5) ** 2) / 2))
-    traffic = 0.3 + np.exp(-((hod - 8) ** 2) / 3) + np.exp(-((hod - 18) ** 2) / 3) + 0.4 * ((hod > 9) & (hod < 17))
     gas_drop = rng.random((N, n_hours)) < 1 / (24 * 90)
+    return DevicePlan(
+        n=n,
+        registry=regrows[REG_COLUMNS],
+        reg_counts=reg_counts,
+        cell=cell,
+        skew_known=skew_known,
+        alt_always=alt_always,
+        switch_at=switch_at,
+        n_unknown=n_unknown,
+        all_type=all_type,
+        all_id=all_id,
+        known=known,
+        all_skew=all_skew,
+        state=state,
+        dup=dup,
+        late=late,
+        seq0=seq0,
+        base_level=base_level,
+        level_gain=level_gain,
+        rain_factor=rain_factor,
+        gas_nominal=gas_nominal,
+        vib_base=vib_base,
+        gas_drop=gas_drop,
+    )
+
+
+def batch_text(frame: pd.DataFrame) -> bytes:
+    """One batch file: the readings in arrival order, one JSON object per line."""
+    b = frame.sort_values(["received_at", "device_id", "seq"], kind="stable")
+    text = "".join(
+        f'{{"device_id":"{d}","ts":"{t}","seq":{s},"value":{v},"unit":"{u}","received_at":{r}}}\n'
+        for d, t, s, v, u, r in zip(b.device_id, b.ts, b.seq, b.value, b.unit, b.received_at)
+    )
+    return text.encode("utf-8")
+
+
+HOD = np.arange(24)
+DEMAND = 1 - 0.03 * (np.exp(-((HOD - 7.5) ** 2) / 2) + np.exp(-((HOD - 18.5) ** 2) / 2))
+TRAFFIC = 0.3 + np.exp(-((HOD - 8) ** 2) / 3) + np.exp(-((HOD - 18) ** 2) / 3) + 0.4 * ((HOD > 9) & (HOD < 17))
+
+
+def generate(
+    out_dir: Path, clock: Clock, seed: int, city, weather_df: pd.DataFrame, hourly_rain: np.ndarray, n_devices: int
+):
+    p = plan(clock, seed, city, n_devices)
+    write_csv(out_dir / "devices" / "device_registry.csv", p.registry)
+    reg_counts, n, n_unknown = p.reg_counts, p.n, p.n_unknown
+    all_type, all_id, known, all_skew = p.all_type, p.all_id, p.known, p.all_skew
+    alt_always, switch_at, skew_known, cell = p.alt_always, p.switch_at, p.skew_known, p.cell
+    state, dup, late, gas_drop = p.state, p.dup, p.late, p.gas_drop
+    N = n + n_unknown
+    rain = hourly_rain.reshape(-1)
+    smooth = catchment_storage(rain)
 
     counts = SourceCounts(quarantined={k: 0 for k in READING_KINDS})
     details = {
@@ -206,12 +287,7 @@ def generate(
         parts = pending.pop(day, [])
         if not parts:
             return
-        b = pd.concat(parts, ignore_index=True).sort_values(["received_at", "device_id", "seq"], kind="stable")
-        text = "".join(
-            f'{{"device_id":"{d}","ts":"{t}","seq":{s},"value":{v},"unit":"{u}","received_at":{r}}}\n'
-            for d, t, s, v, u, r in zip(b.device_id, b.ts, b.seq, b.value, b.unit, b.received_at)
-        )
-        write_bytes(out / f"batch_{batch_no:05d}.jsonl", text.encode("utf-8"))
+        write_bytes(out / f"batch_{batch_no:05d}.jsonl", batch_text(pd.concat(parts, ignore_index=True)))
         batch_no += 1
 
     for day in logs.progress_bar(range(clock.days), desc="device readings (days)", logger=log):
@@ -220,60 +296,22 @@ def generate(
         st = state[:, hrs]
         di, hi = np.nonzero(st != MISSING)
         hh = hrs[hi]
-        m = len(di)
-        true_t = clock.day_start[day] + hi * 3600
-        typ = all_type[di]
-        v = np.zeros(m)
-        noise = drng.normal(0, 1, m)
-        sel = typ == "rain_gauge"
-        v[sel] = np.round(np.maximum(0, rain[hh[sel]] * rain_factor[di[sel]] * (1 + 0.1 * noise[sel])), 1)
-        sel = typ == "water_level"
-        v[sel] = base_level[di[sel]] + level_gain[di[sel]] * smooth[hh[sel]] + 0.01 * noise[sel]
-        sel = typ == "gas_pressure"
-        v[sel] = (
-            gas_nominal[di[sel]]
-            * demand[hi[sel]]
-            * (1 + 0.01 * noise[sel])
-            * np.where(gas_drop[di[sel], hh[sel]], 0.6, 1)
-        )
-        sel = typ == "vibration"
-        v[sel] = vib_base[di[sel]] * traffic[hi[sel]] * np.exp(0.3 * noise[sel])
-        sel = typ == "smoke"
-        v[sel] = np.abs(0.02 + 0.01 * noise[sel]) + np.where(drng.random(int(sel.sum())) < 0.0005, 8.0, 0)
-        # units
-        unit = np.array([UNIT[t] for t in typ], dtype=object)
-        alt = (
-            alt_always[np.minimum(di, n - 1)]
-            | ((switch_at[np.minimum(di, n - 1)] >= 0) & (hh >= switch_at[np.minimum(di, n - 1)]))
-        ) & known[di]
-        for t, (u_alt, factor) in ALT_UNIT.items():
-            s2 = alt & (typ == t)
-            unit[s2] = u_alt
-            v[s2] = v[s2] * factor
-        details["readings_in_non_registry_unit"] += int(alt.sum())
-        vs = np.empty(m, dtype=object)
-        for u, dec in DECIMALS.items():
-            s2 = unit == u
-            if s2.any():
-                vs[s2] = fmt_fixed(v[s2], dec)
         k_state = st[di, hi]
-        vs[k_state == SENTINEL] = "-9999"
-        dev_t = true_t + all_skew[di]
-        bad = k_state == BADTS
-        dev_t[bad] = drng.integers(0, 3600, int(bad.sum()))  # clock reset to the epoch
-        ts = fmt_time(dev_t, "iso_z")
-        lat_ms = drng.integers(5_000, 120_000, m)
-        is_late = late[di, hh]
-        lat_ms[is_late] += drng.integers(2 * 3600_000, 72 * 3600_000, int(is_late.sum()))
-        details["late_arrivals"] += int(is_late.sum())
-        recv = true_t * 1000 + lat_ms
-        frame = pd.DataFrame(
-            {"device_id": all_id[di], "ts": ts, "seq": seq0[di] + hh, "value": vs, "unit": unit, "received_at": recv}
+        frame, d_rows = _readings(
+            p,
+            drng,
+            di,
+            hi,
+            hh,
+            k_state,
+            clock.day_start[day] + hi * 3600,
+            rain[hh],
+            smooth[hh],
+            gas_drop[di, hh],
+            late[di, hh],
+            dup[di, hh],
+            details,
         )
-        d_rows = np.nonzero(dup[di, hh])[0]
-        again = frame.iloc[d_rows].copy()
-        again["received_at"] = again["received_at"] + drng.integers(60_000, 6 * 3600_000, len(d_rows))
-        frame = pd.concat([frame, again], ignore_index=True)
         counts.rows_delivered += len(frame)
         counts.duplicates += len(d_rows)
         unk = ~known[di]
@@ -313,3 +351,130 @@ def generate(
         }
     )
     return reg_counts, counts, truth, details
+
+
+def _readings(
+    p: DevicePlan,
+    drng: np.random.Generator,
+    di: np.ndarray,
+    hi: np.ndarray,
+    hh: np.ndarray,
+    k_state: np.ndarray,
+    true_t: np.ndarray,
+    rain_r: np.ndarray,
+    smooth_r: np.ndarray,
+    drop_r: np.ndarray,
+    late_r: np.ndarray,
+    dup_r: np.ndarray,
+    details: dict,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The delivered lines of one day's readings (device index di, hour of day hi, hour since the
+    window's start hh, grid state, true time, and per reading the city's rain, catchment storage, gas
+    drop, late and re-send flags), re-sends appended; returns them and the re-sent rows' indices."""
+    n = p.n
+    m = len(di)
+    typ = p.all_type[di]
+    v = np.zeros(m)
+    noise = drng.normal(0, 1, m)
+    sel = typ == "rain_gauge"
+    v[sel] = np.round(np.maximum(0, rain_r[sel] * p.rain_factor[di[sel]] * (1 + 0.1 * noise[sel])), 1)
+    sel = typ == "water_level"
+    v[sel] = p.base_level[di[sel]] + p.level_gain[di[sel]] * smooth_r[sel] + 0.01 * noise[sel]
+    sel = typ == "gas_pressure"
+    v[sel] = p.gas_nominal[di[sel]] * DEMAND[hi[sel]] * (1 + 0.01 * noise[sel]) * np.where(drop_r[sel], 0.6, 1)
+    sel = typ == "vibration"
+    v[sel] = p.vib_base[di[sel]] * TRAFFIC[hi[sel]] * np.exp(0.3 * noise[sel])
+    sel = typ == "smoke"
+    v[sel] = np.abs(0.02 + 0.01 * noise[sel]) + np.where(drng.random(int(sel.sum())) < 0.0005, 8.0, 0)
+    # units
+    unit = np.array([UNIT[t] for t in typ], dtype=object)
+    reg = np.minimum(di, n - 1)
+    alt = (p.alt_always[reg] | ((p.switch_at[reg] >= 0) & (hh >= p.switch_at[reg]))) & p.known[di]
+    for t, (u_alt, factor) in ALT_UNIT.items():
+        s2 = alt & (typ == t)
+        unit[s2] = u_alt
+        v[s2] = v[s2] * factor
+    details["readings_in_non_registry_unit"] += int(alt.sum())
+    vs = np.empty(m, dtype=object)
+    for u, dec in DECIMALS.items():
+        s2 = unit == u
+        if s2.any():
+            vs[s2] = fmt_fixed(v[s2], dec)
+    vs[k_state == SENTINEL] = "-9999"
+    dev_t = true_t + p.all_skew[di]
+    bad = k_state == BADTS
+    dev_t[bad] = drng.integers(0, 3600, int(bad.sum()))  # clock reset to the epoch
+    ts = fmt_time(dev_t, "iso_z")
+    lat_ms = drng.integers(5_000, 120_000, m)
+    lat_ms[late_r] += drng.integers(2 * 3600_000, 72 * 3600_000, int(late_r.sum()))
+    details["late_arrivals"] += int(late_r.sum())
+    recv = true_t * 1000 + lat_ms
+    frame = pd.DataFrame(
+        {"device_id": p.all_id[di], "ts": ts, "seq": p.seq0[di] + hh, "value": vs, "unit": unit, "received_at": recv}
+    )
+    d_rows = np.nonzero(dup_r)[0]
+    again = frame.iloc[d_rows].copy()
+    again["received_at"] = again["received_at"] + drng.integers(60_000, 6 * 3600_000, len(d_rows))
+    return pd.concat([frame, again], ignore_index=True), d_rows
+
+
+# ------------------------------------------------------------------------------------------ one more day
+def day_readings(
+    p: DevicePlan,
+    seed: int,
+    day_tag: str,
+    hour0: int,
+    day_start: int,
+    rain24: np.ndarray,
+    smooth24: np.ndarray,
+) -> pd.DataFrame:
+    """Every delivered line of the readings measured on one day after the window (hours hour0..hour0+23
+    since its start), with the window's habits: short outages and single missing hours, sentinel
+    values and clock resets, re-sends, late arrivals, the same units, skews and sequence counters, and
+    one unregistered device sending for a few hours. `_kind` says what each line is (published, duplicate, or
+    its quarantine reason); the caller delivers each on the day it arrives."""
+    drng = rng_for(seed, f"devices:{day_tag}")
+    n, N = p.n, len(p.all_id)
+    state = np.full((N, 24), MISSING, dtype=np.int8)
+    state[:n] = OK
+    for i in np.nonzero(drng.random(n) < 1.5 / 365)[0]:  # outages start at the window's rate; cut at midnight
+        s0 = int(drng.integers(0, 24))
+        state[i, s0 : s0 + int(drng.integers(6, 97))] = MISSING
+    state[:n][drng.random((n, 24)) < 0.005] = MISSING
+    s0, span = int(drng.integers(0, 20)), int(drng.integers(2, 9))  # an unregistered device, a few hours
+    state[n + int(drng.integers(0, p.n_unknown)), s0 : s0 + span] = OK
+    flat_ok = np.flatnonzero((state[:n] == OK).ravel())
+    for code, rate in ((SENTINEL, 0.002), (BADTS, 0.0003)):  # at least one of each a day (window: three)
+        pick = drng.choice(flat_ok, corruption_count(len(flat_ok), rate, 1), replace=False)
+        state[:n].reshape(-1)[pick] = code
+        flat_ok = np.setdiff1d(flat_ok, pick, assume_unique=True)
+    dup = np.zeros((N, 24), dtype=bool)
+    dup[:n] = (drng.random((n, 24)) < 0.01) & (state[:n] == OK)
+    late = drng.random((N, 24)) < 0.02
+    drop = drng.random((N, 24)) < 1 / (24 * 90)
+    di, hi = np.nonzero(state != MISSING)
+    k_state = state[di, hi]
+    scratch = {"readings_in_non_registry_unit": 0, "late_arrivals": 0}
+    frame, d_rows = _readings(
+        p,
+        drng,
+        di,
+        hi,
+        hour0 + hi,
+        k_state,
+        day_start + hi * 3600,
+        rain24[hi],
+        smooth24[hi],
+        drop[di, hi],
+        late[di, hi],
+        dup[di, hi],
+        scratch,
+    )
+    kind = np.select(
+        [~p.known[di], k_state == SENTINEL, k_state == BADTS],
+        ["unknown_device", "sentinel_value", "timestamp_out_of_range"],
+        "published",
+    )
+    frame["_kind"] = np.concatenate([kind, np.full(len(d_rows), "duplicate")])
+    frame["_measured"] = day_tag
+    return frame

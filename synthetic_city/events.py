@@ -132,6 +132,17 @@ class EventSet:
     domain_targets: dict  # expected yearly counts at scale 1
 
 
+def code_pairs(books: dict[str, CodeBook], dept_totals: dict[str, float]) -> pd.DataFrame:
+    """(dept, code) pairs per domain with their yearly targets at scale 1."""
+    pairs = []
+    for dept, book in books.items():
+        t = book.table
+        share = t.weight / t.weight.sum()
+        for code, sub, dom, s in zip(t.code, t.subcategory_code, t.domain_code, share):
+            pairs.append((dom, dept, code, sub, dept_totals[dept] * s))
+    return pd.DataFrame(pairs, columns=["domain", "dept", "code", "subcategory", "target"])
+
+
 def simulate(
     seed: int,
     clock: Clock,
@@ -143,14 +154,7 @@ def simulate(
 ) -> EventSet:
     norms = wx.climatology_norm(DOMAINS)
     ndays = clock.days
-    # (dept, code) pairs per domain with their yearly targets at scale 1
-    pairs = []
-    for dept, book in books.items():
-        t = book.table
-        share = t.weight / t.weight.sum()
-        for code, sub, dom, s in zip(t.code, t.subcategory_code, t.domain_code, share):
-            pairs.append((dom, dept, code, sub, dept_totals[dept] * s))
-    pairs = pd.DataFrame(pairs, columns=["domain", "dept", "code", "subcategory", "target"])
+    pairs = code_pairs(books, dept_totals)
 
     all_events = []
     intensity = []
@@ -271,3 +275,192 @@ def _integrate(
             "expected_count": E.ravel(),
         }
     )
+
+
+# ------------------------------------------------------------------------------------------ one more day
+TRIGGER_HORIZON_TAUS = 12  # a parent older than 12 mean delays leaves < 1e-5 of its offspring to come
+
+
+def simulate_day(
+    seed: int,
+    clock: Clock,
+    city,
+    weather_day: pd.DataFrame,
+    scale: float,
+    books: dict[str, CodeBook],
+    dept_totals: dict[str, float],
+    history: pd.DataFrame,
+    min_per_dept: int = 0,
+) -> EventSet:
+    """The real events of one more day (`clock`: a DayClock), continuing the window's process: the
+    day's background (same hotspot surfaces, day-of-week, season and weather factor, the window's event
+    scale) plus the offspring that the events before it (`history`: t, domain, cell, dept, subcategory,
+    generation, event_id) place in this day, plus the offspring of the day's own events within it.
+
+    Given the history, the number of offspring a parent places in the day is Poisson(alpha x the
+    share of its delay kernel falling in the day), independent of what it placed earlier: drawing them
+    afresh per day is the same process as drawing them once. `intensity` holds the oracle for the day
+    per cell and domain (background + triggered mass in the day). With `min_per_dept`, a department
+    the process left below it that day gets background events of its own codes up to it (tiny scales:
+    a daily extract is never empty); they are real events, not in the oracle."""
+    norms = wx.climatology_norm(DOMAINS)
+    pairs = code_pairs(books, dept_totals)
+    day_tag = clock.start_date.isoformat()
+    t0, t1 = clock.t0, clock.t1
+    all_events, intensity, surfaces = [], [], {}
+    for dom in DOMAINS:
+        rng = rng_for(seed, f"events:{dom}:{day_tag}")
+        p = PARAMS[dom]
+        pr = pairs[pairs.domain == dom].reset_index(drop=True)
+        T = float(pr.target.sum())
+        prob = (pr.target / T).to_numpy()
+        w = surfaces[dom] = hotspot_weights(rng_for(seed, f"hotspots:{dom}"), city, dom)
+        dow = np.array(p.dow) / np.mean(p.dow)
+        season = 1 + p.season_amp * np.cos(2 * np.pi * (clock.doy - p.season_peak_doy) / 365.25)
+        wf = wx.domain_weather_factor(dom, weather_day) / norms[dom]
+        daily = float((T * scale * (1 - p.alpha) / 365.0 * dow[clock.dow] * season * wf)[0])
+        tau = p.tau_days * 86400.0
+        # --- background
+        n0 = int(rng.poisson(daily))
+        cell = rng.choice(city.n_cells, size=n0, p=w)
+        hour = rng.choice(24, size=n0, p=hour_profile(p))
+        t = t0 + hour * 3600 + rng.integers(0, 3600, n0)
+        pair = rng.choice(len(pr), size=n0, p=prob)
+        # --- offspring of earlier events falling in this day
+        h = history[(history.domain == dom) & (history.t >= t0 - TRIGGER_HORIZON_TAUS * tau)]
+        ht, hc = h.t.to_numpy(np.int64), h.cell.to_numpy(np.int64)
+        lo, hi = _delay_cdf(t0 - ht, tau), _delay_cdf(t1 - ht, tau)
+        k = rng.poisson(p.alpha * (hi - lo))
+        par = np.repeat(np.arange(len(h)), k)
+        u = rng.uniform(lo[par], hi[par])
+        ct = np.clip(ht[par] + np.floor(-tau * np.log1p(-u)).astype(np.int64), t0, t1 - 1)
+        same = rng.random(len(par)) < SAME_CELL_P
+        slot = rng.integers(0, 6, len(par))
+        cc = np.where(same, hc[par], city.neighbours[hc[par], slot])
+        inherit = rng.random(len(par)) < INHERIT_CODE_P
+        cp = rng.choice(len(pr), size=len(par), p=prob)
+        cp = np.where(inherit, _inherited_pairs(rng, pr, h.dept.to_numpy()[par], h.subcategory.to_numpy()[par], cp), cp)
+        keep = cc >= 0
+        # parents: history ids (strings) for these, local indices for the day's own generations
+        T_list = [t, ct[keep]]
+        C_list = [cell, cc[keep]]
+        P_list = [pair, cp[keep]]
+        G_list = [np.zeros(n0, np.int64), h.generation.to_numpy(np.int64)[par][keep] + 1]
+        Par_list = [np.full(n0, -1, np.int64), np.full(int(keep.sum()), -1, np.int64)]
+        ParId_list = [np.full(n0, "", dtype=object), h.event_id.to_numpy()[par][keep].astype(object)]
+        cur_idx = np.arange(len(t) + int(keep.sum()))
+        cur_t, cur_c, cur_p = np.concatenate(T_list), np.concatenate(C_list), np.concatenate(P_list)
+        cur_g = np.concatenate(G_list)
+        offset = len(cur_idx)
+        while len(cur_t):  # the day's own events trigger within the day
+            k = rng.poisson(p.alpha, len(cur_t))
+            par = np.repeat(cur_idx, k)
+            m = len(par)
+            ct = np.repeat(cur_t, k) + np.floor(rng.exponential(tau, m)).astype(np.int64)
+            same = rng.random(m) < SAME_CELL_P
+            slot = rng.integers(0, 6, m)
+            pc = np.repeat(cur_c, k)
+            cc = np.where(same, pc, city.neighbours[pc, slot])
+            inherit = rng.random(m) < INHERIT_CODE_P
+            cp = np.where(inherit, np.repeat(cur_p, k), rng.choice(len(pr), size=m, p=prob))
+            keep = (cc >= 0) & (ct < t1)
+            par, ct, cc, cp = par[keep], ct[keep], cc[keep], cp[keep]
+            gen = np.repeat(cur_g, k)[keep] + 1
+            ids = offset + np.arange(len(par))
+            offset += len(par)
+            T_list.append(ct), C_list.append(cc), P_list.append(cp), G_list.append(gen), Par_list.append(par)
+            ParId_list.append(np.full(len(par), "", dtype=object))
+            cur_idx, cur_t, cur_c, cur_p, cur_g = ids, ct, cc, cp, gen
+        ev = pd.DataFrame(
+            {
+                "t": np.concatenate(T_list).astype(np.int64),
+                "cell": np.concatenate(C_list).astype(np.int64),
+                "pair": np.concatenate(P_list).astype(np.int64),
+                "generation": np.concatenate(G_list).astype(np.int64),
+                "parent_local": np.concatenate(Par_list).astype(np.int64),
+                "parent_history_id": np.concatenate(ParId_list),
+            }
+        )
+        ev["domain"] = dom
+        ev["local_id"] = np.arange(len(ev))
+        ev["dept"] = pr.dept.to_numpy()[ev.pair]
+        ev["code"] = pr.code.to_numpy()[ev.pair]
+        ev["subcategory"] = pr.subcategory.to_numpy()[ev.pair]
+        all_events.append(ev)
+        # --- the oracle for the day: background plus every triggered mass that falls in it
+        E = w * daily
+        src_t = np.concatenate([ht, ev.t.to_numpy()])
+        src_c = np.concatenate([hc, ev.cell.to_numpy()])
+        mass = p.alpha * (_delay_cdf(t1 - src_t, tau) - _delay_cdf(np.maximum(t0, src_t) - src_t, tau))
+        E = E + np.bincount(src_c, weights=mass * SAME_CELL_P, minlength=city.n_cells)
+        for s in range(6):
+            nb = city.neighbours[src_c, s]
+            good = nb >= 0
+            E = E + np.bincount(nb[good], weights=mass[good] * (1 - SAME_CELL_P) / 6, minlength=city.n_cells)
+        intensity.append(pd.DataFrame({"h3_cell": city.cells, "domain_code": dom, "expected_count": E}))
+
+    events = pd.concat(all_events, ignore_index=True)
+    if min_per_dept:
+        events = _department_floor(seed, clock, city, pairs, surfaces, events, min_per_dept)
+    events["dom_i"] = events.domain.map({d: i for i, d in enumerate(DOMAINS)})
+    events = events.sort_values(["t", "dom_i", "cell", "local_id"], kind="stable").reset_index(drop=True)
+    events["event_id"] = [f"EV{day_tag.replace('-', '')}{i:06d}" for i in range(1, len(events) + 1)]
+    key = dict(zip(zip(events.domain, events.local_id), events.event_id))
+    events["parent_event_id"] = [
+        hid if hid else (key.get((d, p), "") if p >= 0 else "")
+        for d, p, hid in zip(events.domain, events.parent_local, events.parent_history_id)
+    ]
+    lon, lat, dist = city.sample_in_cells(rng_for(seed, f"events:locations:{day_tag}"), events.cell.to_numpy())
+    events["lon"], events["lat"], events["district"] = lon, lat, dist
+    events = events.drop(columns=["pair", "dom_i", "parent_local", "parent_history_id", "local_id"])
+    return EventSet(events, pd.concat(intensity, ignore_index=True), {})
+
+
+def _department_floor(seed, clock, city, pairs: pd.DataFrame, surfaces: dict, events: pd.DataFrame, minimum: int):
+    """Background events of a department's own codes (by their weights) until it has `minimum`."""
+    extra = []
+    for dept in sorted(pairs.dept.unique()):
+        k = minimum - int((events.dept == dept).sum())
+        if k <= 0:
+            continue
+        rng = rng_for(seed, f"events:floor:{dept}:{clock.start_date.isoformat()}")
+        own = pairs[pairs.dept == dept].reset_index(drop=True)
+        pick = rng.choice(len(own), size=k, p=(own.target / own.target.sum()).to_numpy())
+        for j, row in own.iloc[pick].reset_index(drop=True).iterrows():
+            hour = int(rng.choice(24, p=hour_profile(PARAMS[row.domain])))
+            extra.append(
+                {
+                    "t": clock.t0 + hour * 3600 + int(rng.integers(0, 3600)),
+                    "cell": int(rng.choice(city.n_cells, p=surfaces[row.domain])),
+                    "pair": -1,
+                    "generation": 0,
+                    "parent_local": -1,
+                    "parent_history_id": "",
+                    "domain": row.domain,
+                    "local_id": 1_000_000 + j,  # after the domain's own events
+                    "dept": dept,
+                    "code": row.code,
+                    "subcategory": row.subcategory,
+                }
+            )
+    if not extra:
+        return events
+    return pd.concat([events, pd.DataFrame(extra)], ignore_index=True)
+
+
+def _delay_cdf(x: np.ndarray, tau: float) -> np.ndarray:
+    """Share of a parent's offspring born within x seconds of it (exponential delays, mean tau)."""
+    return 1 - np.exp(-np.maximum(x, 0) / tau)
+
+
+def _inherited_pairs(rng, pr: pd.DataFrame, dept: np.ndarray, subcategory: np.ndarray, fallback: np.ndarray):
+    """A code pair of the parent's department and subcategory (the history keeps no code), weighted
+    like the codes themselves; the fallback where that department has no such code."""
+    out = fallback.copy()
+    groups = {k: v.to_numpy() for k, v in pr.groupby(["dept", "subcategory"], sort=True).groups.items()}
+    for i, (d, sc) in enumerate(zip(dept, subcategory)):
+        idx = groups.get((d, sc))
+        if idx is not None:
+            wts = pr.target.to_numpy()[idx]
+            out[i] = idx[rng.choice(len(idx), p=wts / wts.sum())]
+    return out

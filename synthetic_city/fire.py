@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from . import people
-from ._delivery import assign_kinds, extraction_cap, pick_duplicates, plan_revisions
-from ._util import Clock, SourceCounts, fmt_time, rng_for, write_bytes
+from ._delivery import DayDelivery, assign_kinds, extraction_cap, pick_duplicates, plan_revisions
+from ._util import Clock, SourceCounts, fmt_time, rng_for, write_bytes, zfill
 from .geo import DISTRICTS, district_names
 
 QUARANTINE_KINDS = [
@@ -55,8 +55,11 @@ def _units(rng, code_prefix: np.ndarray, dist: np.ndarray) -> list[list[str]]:
     return out
 
 
-def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.DataFrame, city):
-    rng = rng_for(seed, "fire")
+def generate(
+    out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.DataFrame, city, daily: DayDelivery | None = None
+):
+    """The monthly files of the window, or with `daily` (and a DayClock) one daily extract."""
+    rng = rng_for(seed, daily.stream if daily else "fire")
     ev = ev.sort_values(["t", "event_id"]).reset_index(drop=True)
     n = len(ev)
     labels = dict(zip(book.code, book.label))
@@ -67,14 +70,18 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.
     offset = local - t
     month = clock.month_index(t)
     dist = ev.district.to_numpy()
-    kinds = assign_kinds(rng, n, RATES)
+    kinds = (
+        assign_kinds(rng, n, RATES, minimum=daily.min_per_kind, max_share=daily.max_corrupt_share)
+        if daily
+        else assign_kinds(rng, n, RATES)
+    )
     code = ev.code.to_numpy().astype(object).copy()
     prefix = np.array([c[0] for c in code])
 
-    ymd = np.char.replace(fmt_time(local, "date"), "-", "")
+    ymd = fmt_time(local, "ymd")
     day = clock.day_index(t)
     seq = pd.Series(np.arange(n)).groupby(day).cumcount().to_numpy() + 1
-    call_id = np.char.add(np.char.add("HJ", ymd), np.char.zfill(seq.astype(str), 5)).astype(object)
+    call_id = np.char.add(np.char.add("HJ", ymd), zfill(seq.astype(str), 5)).astype(object)
 
     # response times
     disp = t_ms + (rng.lognormal(np.log(70), 0.5, n) * 1000).astype(np.int64)
@@ -192,6 +199,11 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.
         lines.append(lines[i])
         files.append(month[i])
         keys.append(int(t[i] + rng.integers(1, 86400)))
+    if daily is not None:  # earlier calls closed today, delivered again
+        for line, key in zip(daily.revisions["line"], daily.revisions["_key"]):
+            lines.append(line)
+            files.append(0)
+            keys.append(int(key))
     order = np.lexsort((np.arange(len(lines)), np.array(keys), np.array(files)))
     files = np.array(files)
     counts = SourceCounts()
@@ -201,16 +213,14 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, book: pd.
         write_bytes(out_dir / "fire" / f"fire_calls_{clock.month_label(k)}.jsonl", text.encode("utf-8"))
         counts.files += 1
     counts.rows_delivered = len(lines)
-    counts.duplicates = len(rev_rows) + len(dup_rows)
+    counts.duplicates = len(rev_rows) + len(dup_rows) + (len(daily.revisions) if daily else 0)
     counts.quarantined = {q: int((kinds == q).sum()) for q in QUARANTINE_KINDS}
     counts.published = int(published.sum())
     counts.published_without_cell = int((kinds == "missing_coordinates").sum())
     counts.check("fire_calls")
 
     pub = np.nonzero(published)[0]
-    recv_iso = np.char.add(
-        np.char.add(fmt_time(t[pub], "iso_t"), "."), np.char.add(np.char.zfill(ms[pub].astype(str), 3), "Z")
-    )
+    recv_iso = np.char.add(np.char.add(fmt_time(t[pub], "iso_t"), "."), np.char.add(zfill(ms[pub].astype(str), 3), "Z"))
     # ISO-string rows carry whole seconds only
     recv_iso = np.where(iso_recv[pub], fmt_time(t[pub], "iso_z"), recv_iso)
     truth = pd.DataFrame(

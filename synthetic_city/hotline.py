@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from . import people
-from ._delivery import assign_kinds, extraction_cap, in_delivery_order, pick_duplicates, plan_revisions
-from ._util import Clock, SourceCounts, fmt_fixed, fmt_time, rng_for, write_csv
+from ._delivery import DayDelivery, assign_kinds, extraction_cap, in_delivery_order, pick_duplicates, plan_revisions
+from ._util import Clock, SourceCounts, fmt_fixed, fmt_time, rng_for, write_csv, zfill
 from .geo import DISTRICTS, district_names, lonlat_to_km
 from .police import invalid_timestamps, out_of_range_timestamps
 
@@ -104,7 +104,7 @@ WHEN = ["今天上午", "今天下午", "今天晚上", "昨晚开始", "近一�
 
 
 def _landlines(rng, n):
-    return np.char.add("027-8", np.char.zfill(rng.integers(0, 10_000_000, n).astype(str), 7)).astype(object)
+    return np.char.add("027-8", zfill(rng.integers(0, 10_000_000, n).astype(str), 7)).astype(object)
 
 
 def generate(
@@ -115,8 +115,11 @@ def generate(
     cats: pd.DataFrame,
     city,
     linkables: dict[str, pd.DataFrame],
+    daily: DayDelivery | None = None,
 ):
-    rng = rng_for(seed, "hotline")
+    """The monthly files of the window, or with `daily` (and a DayClock) one daily extract."""
+    stream = daily.stream if daily else "hotline"
+    rng = rng_for(seed, stream)
     cats = cats.reset_index(drop=True)
     cat_of_code = {c: i for i, c in enumerate(cats.category_id)}
     # --- the hotline's own events
@@ -144,7 +147,7 @@ def generate(
     linked = []
     for src in sorted(linkables):
         lk = linkables[src]
-        lrng = rng_for(seed, f"hotline:links:{src}")
+        lrng = rng_for(seed, f"{stream}:links:{src}")
         options = [sub_to_cats.get(s) or catg_to_cats.get(s[:4]) or [] for s in lk.subcategory]
         ok = np.array([len(o) > 0 for o in options], dtype=bool) & (lrng.random(len(lk)) < LINK_RATE[src])
         idx = np.nonzero(ok)[0]
@@ -177,6 +180,9 @@ def generate(
         )
         linked.append(part[keep & (cell >= 0)])
     tk = pd.concat([own] + linked, ignore_index=True)
+    for col in ("_ref_t", "_ref_lon", "_ref_lat"):  # a small day may have no linked ticket at all
+        if col not in tk:
+            tk[col] = np.nan
     tk = tk.sort_values(["t", "event_id", "link_source"], kind="stable").reset_index(drop=True)
     n = len(tk)
     is_link = (tk.link_source != "").to_numpy()
@@ -187,12 +193,17 @@ def generate(
     local = clock.local_seconds(t)
     month = clock.month_index(t)
     dist = tk.district.to_numpy().astype(np.int64)
-    kinds = assign_kinds(rng, n, RATES, eligible={k: ~is_link for k in RATES})
+    own_only = {k: ~is_link for k in RATES}
+    kinds = (
+        assign_kinds(rng, n, RATES, own_only, minimum=daily.min_per_kind, max_share=daily.max_corrupt_share)
+        if daily
+        else assign_kinds(rng, n, RATES, eligible=own_only)
+    )
 
-    ymd = np.char.replace(fmt_time(local, "date"), "-", "")
+    ymd = fmt_time(local, "ymd")
     day = clock.day_index(t)
     seq = pd.Series(np.arange(n)).groupby(day).cumcount().to_numpy() + 1
-    ticket = np.char.add(np.char.add("GD", ymd), np.char.zfill(seq.astype(str), 6)).astype(object)
+    ticket = np.char.add(np.char.add("GD", ymd), zfill(seq.astype(str), 6)).astype(object)
 
     acc = np.empty(n, dtype=object)
     for s_i, st in enumerate(["iso_space", "zh_minute", "slash_minute"]):
@@ -215,7 +226,7 @@ def generate(
     lon_s[m], lat_s[m] = fmt_fixed(fl, 6), fmt_fixed(ft, 6)
     has_cell = has_coord & (kinds != "coordinates_outside_city")
 
-    cat = tk.cat.to_numpy()
+    cat = tk.cat.to_numpy().astype(np.int64)  # int also when the day has no ticket
     en = rng.random(n) < 0.2
     category = np.where(en, cats.label_en.to_numpy()[cat], cats.label_zh.to_numpy()[cat]).astype(object)
     m = kinds == "unmapped_code"
@@ -287,7 +298,8 @@ def generate(
     rev["_file"], rev["_key"] = month[rev_rows] + 1, rev_upd
     dup = base.iloc[dup_rows].copy()
     dup["_key"] = t[dup_rows] + rng.integers(1, 2 * 86400, len(dup_rows))
-    rows = in_delivery_order(base, rev, dup)
+    carried = [] if daily is None else [daily.revisions.assign(_file=0)]
+    rows = in_delivery_order(base, rev, dup, *carried)
 
     counts = SourceCounts()
     for k in range(len(clock.months)):
@@ -295,7 +307,7 @@ def generate(
         write_csv(out_dir / "hotline" / f"hotline_tickets_{clock.month_label(k)}.csv", part[COLUMNS], encoding="gbk")
         counts.files += 1
     counts.rows_delivered = len(rows)
-    counts.duplicates = len(rev_rows) + len(dup_rows)
+    counts.duplicates = len(rev_rows) + len(dup_rows) + (len(daily.revisions) if daily else 0)
     counts.quarantined = {q: int((kinds == q).sum()) for q in QUARANTINE_KINDS}
     counts.published = int(published.sum())
     counts.published_without_cell = int((published & ~has_cell).sum())

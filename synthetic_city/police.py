@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from . import people
-from ._delivery import assign_kinds, extraction_cap, in_delivery_order, pick_duplicates, plan_revisions
-from ._util import Clock, SourceCounts, fmt_fixed, fmt_time, rng_for, write_csv
+from ._delivery import DayDelivery, assign_kinds, extraction_cap, in_delivery_order, pick_duplicates, plan_revisions
+from ._util import Clock, SourceCounts, fmt_fixed, fmt_time, rng_for, write_csv, zfill
 from .geo import DISTRICTS, district_names
 
 COLUMNS = [
@@ -97,8 +97,17 @@ def out_of_range_timestamps(rng, local_sec: np.ndarray, allow_iso_z: bool = True
     return out
 
 
-def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, crosswalk: pd.DataFrame, city):
-    rng = rng_for(seed, "police")
+def generate(
+    out_dir: Path,
+    ev: pd.DataFrame,
+    clock: Clock,
+    seed: int,
+    crosswalk: pd.DataFrame,
+    city,
+    daily: DayDelivery | None = None,
+):
+    """The monthly files of the window, or with `daily` (and a DayClock) one daily extract."""
+    rng = rng_for(seed, daily.stream if daily else "police")
     ev = ev.sort_values(["t", "event_id"]).reset_index(drop=True)
     n = len(ev)
     labels = dict(zip(crosswalk.source_code, crosswalk.source_label))
@@ -109,13 +118,17 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, crosswalk
     offset = local - t
     month = clock.month_index(t)
     dist = ev.district.to_numpy()
-    kinds = assign_kinds(rng, n, RATES)
+    kinds = (
+        assign_kinds(rng, n, RATES, minimum=daily.min_per_kind, max_share=daily.max_corrupt_share)
+        if daily
+        else assign_kinds(rng, n, RATES)
+    )
 
     # case numbers: JQ + local date + per-day sequence in time order
-    ymd = np.char.replace(fmt_time(local, "date"), "-", "")
+    ymd = fmt_time(local, "ymd")
     day = clock.day_index(t)
     seq = pd.Series(np.arange(n)).groupby(day).cumcount().to_numpy() + 1
-    case_no = np.char.add(np.char.add("JQ", ymd), np.char.zfill(seq.astype(str), 6)).astype(object)
+    case_no = np.char.add(np.char.add("JQ", ymd), zfill(seq.astype(str), 6)).astype(object)
 
     # report_time
     rt = np.empty(n, dtype=object)
@@ -213,7 +226,8 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, crosswalk
     rev["_key"] = rev_upd
     dup = base.iloc[dup_rows].copy()
     dup["_key"] = t[dup_rows] + rng.integers(1, 3 * 86400, len(dup_rows))
-    rows = in_delivery_order(base, rev, dup)
+    carried = [] if daily is None else [daily.revisions.assign(_file=0)]
+    rows = in_delivery_order(base, rev, dup, *carried)
 
     counts = SourceCounts()
     for k in range(len(clock.months)):
@@ -221,7 +235,7 @@ def generate(out_dir: Path, ev: pd.DataFrame, clock: Clock, seed: int, crosswalk
         write_csv(out_dir / "police" / f"police_incidents_{clock.month_label(k)}.csv", part[COLUMNS])
         counts.files += 1
     counts.rows_delivered = len(rows)
-    counts.duplicates = len(rev_rows) + len(dup_rows)
+    counts.duplicates = len(rev_rows) + len(dup_rows) + (len(daily.revisions) if daily else 0)
     counts.quarantined = {q: int((kinds == q).sum()) for q in QUARANTINE_KINDS}
     counts.published = int(published.sum())
     counts.published_without_cell = int((kinds == "missing_coordinates").sum())

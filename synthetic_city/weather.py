@@ -26,6 +26,12 @@ _WET = {
 
 
 def simulate(rng: np.random.Generator, dates: list[date]) -> pd.DataFrame:
+    return simulate_with_state(rng, dates)[0]
+
+
+def simulate_with_state(rng: np.random.Generator, dates: list[date]) -> tuple[pd.DataFrame, bool, float]:
+    """The daily weather, plus the state a next day continues from: whether the last day was wet and
+    its temperature anomaly."""
     n = len(dates)
     month = np.array([d.month for d in dates])
     doy = np.array([d.timetuple().tm_yday for d in dates])
@@ -49,7 +55,7 @@ def simulate(rng: np.random.Generator, dates: list[date]) -> pd.DataFrame:
     tmax = seasonal + anom - 2.5 * wet
     tmin = tmax - (7.5 - 3.0 * wet) + rng.normal(0, 1.0, n)
     wind = rng.gamma(4.0, 1.1, n) + 3.0 * (precip > 25) + 0.2
-    return pd.DataFrame(
+    df = pd.DataFrame(
         {
             "date": [d.isoformat() for d in dates],
             "precip_mm": np.round(precip, 1),
@@ -58,6 +64,36 @@ def simulate(rng: np.random.Generator, dates: list[date]) -> pd.DataFrame:
             "wind_max_ms": np.round(wind, 1),
         }
     )
+    return df, bool(wet[-1]) if n else False, float(anom[-1]) if n else 0.0
+
+
+def next_day(
+    rng: np.random.Generator, day: date, wet_before: bool, anom_before: float
+) -> tuple[pd.DataFrame, bool, float]:
+    """One more day of the same weather process, continuing the wet-day chain and the temperature
+    anomaly of the day before. Returns the day's row and the state the day after continues from."""
+    p_wet, mean_amt = _WET[day.month]
+    p = p_wet + (0.25 * (1 - p_wet) if wet_before else -0.25 * p_wet)
+    wet = bool(rng.random() < p)
+    shape = 0.75
+    amount = rng.gamma(shape, mean_amt / shape)
+    precip = max(0.1, amount) if wet else 0.0
+    doy = day.timetuple().tm_yday
+    seasonal = 21.0 - 13.5 * np.cos(2 * np.pi * (doy - 15) / 365.25)
+    anom = 0.75 * anom_before + rng.normal(0, 2.2)
+    tmax = seasonal + anom - 2.5 * wet
+    tmin = tmax - (7.5 - 3.0 * wet) + rng.normal(0, 1.0)
+    wind = rng.gamma(4.0, 1.1) + 3.0 * (precip > 25) + 0.2
+    row = pd.DataFrame(
+        {
+            "date": [day.isoformat()],
+            "precip_mm": np.round([precip], 1),
+            "tmax_c": np.round([tmax], 1),
+            "tmin_c": np.round([tmin], 1),
+            "wind_max_ms": np.round([wind], 1),
+        }
+    )
+    return row, wet, float(anom)
 
 
 def domain_weather_factor(domain: str, w: pd.DataFrame) -> np.ndarray:

@@ -1,7 +1,7 @@
 {#-
-    Copy every mart (the table models under models/marts/ and models/gold/, the model outputs Superset's
-    risk map and forecasts read) from the DuckDB warehouse just built into
-    the attached PostgreSQL database (alias `prod_postgres`, target `prod` in profiles.yml), atomically:
+    Copy every mart (the table and incremental models under models/marts/ and models/gold/, the model
+    outputs Superset's risk map and forecasts read) from the DuckDB warehouse just built into the
+    attached PostgreSQL database (alias `prod_postgres`, target `prod` in profiles.yml), atomically:
 
       one transaction:  <schema>__publishing is (re)created and filled with the marts,
                         <schema> is dropped and <schema>__publishing renamed to <schema>.
@@ -17,7 +17,7 @@
     {%- set staging_schema = schema ~ '__publishing' -%}
     {%- set marts = [] -%}
     {%- for node in graph.nodes.values() | sort(attribute='name') -%}
-        {%- if node.resource_type == 'model' and node.fqn[1] in ('marts', 'gold') and node.config.materialized == 'table' -%}
+        {%- if node.resource_type == 'model' and node.fqn[1] in ('marts', 'gold') and node.config.materialized in ('table', 'incremental') -%}
             {%- do marts.append(node) -%}
         {%- endif -%}
     {%- endfor -%}

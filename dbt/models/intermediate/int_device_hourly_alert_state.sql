@@ -13,20 +13,102 @@
 -- Below-measures (gas pressure) are graded on the negated value against negated thresholds, so every
 -- comparison below reads "higher is worse".
 
--- A table, not a view: both device marts and this model's tests read it, and as a view each of them
--- would repeat the window pass over the Delta scan.
-{{ config(materialized='table') }}
+-- Incremental (this window pass over every device hour is the longest step of a full build). A row
+-- depends on the device's earlier rows (the running state) and on its next row (next_hour_is_gap).
+-- An incremental run therefore recomputes, per device whose silver hours changed, every hour after
+-- its last QUIET hour before the change: an hour with a reading that holds no alert and is not the
+-- last unchanged row (so its next row is unchanged too). Nothing before a quiet hour reaches past it
+-- (a held grade needs a trigger no break followed; a gap run ends at a reading), so the recomputed
+-- rows equal a full build's. The strategy replace_tail (macros/replace_tail.sql) swaps each such
+-- device's rows from that hour on. Changes are found by comparing silver with the rows held here
+-- (they carry every silver column; per device and day, macros/first_changed_days.sql), so no
+-- watermark can miss a late or revised hour. A change of this model, the thresholds seed or a var
+-- needs a full build: citysafe.warehouse does one when the dbt project or the vars changed.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_tail',
+    unique_key=['device_id', 'hour_utc'],
+    on_schema_change='fail',
+) }}
 
 {%- set max_bridged_gap_hours = var('device_alert_max_bridged_gap_hours', 3) %}
 {%- set grades = ['blue', 'yellow', 'orange', 'red'] %}
 
+{%- set silver_value_columns = [
+    'device_type', 'unit', 'reading_count', 'value_mean', 'value_min', 'value_max', 'is_gap',
+    'district_code', 'h3_cell',
+] %}
+
 with
 
-hourly as (
+-- read up to three times in an incremental run: scanning Delta again is cheaper than holding it in memory
+silver_hours as not materialized (
 
     select * from {{ ref('stg_silver__device_reading_hourly') }}
 
 ),
+
+{% if is_incremental() %}
+
+-- per device, the first day with an hour that is new in silver, revised there, or gone from it
+first_changes as (
+
+    {{ first_changed_days('silver_hours', this, ['device_id'], 'hour_utc', silver_value_columns) }}
+
+),
+
+-- the last unchanged row before the change: a quiet hour must lie before it, so that the quiet hour's
+-- next row (next_hour_is_gap) is unchanged
+last_unchanged as (
+
+    select
+        first_changes.device_id,
+        first_changes.first_changed_hour_utc,
+        max(built.hour_utc)                                             as last_unchanged_hour_utc
+    from first_changes
+    left join {{ this }} as built
+        on built.device_id = first_changes.device_id
+        and built.hour_utc < first_changes.first_changed_hour_utc
+    group by first_changes.device_id, first_changes.first_changed_hour_utc
+
+),
+
+recompute_from as (
+
+    select
+        last_unchanged.device_id,
+        -- no quiet hour before the change: the device's every hour
+        coalesce(max(built.hour_utc) + interval 1 hour, '-infinity'::timestamptz)
+                                                                        as recompute_from_hour_utc
+    from last_unchanged
+    left join {{ this }} as built
+        on built.device_id = last_unchanged.device_id
+        and built.hour_utc < last_unchanged.last_unchanged_hour_utc
+        and not built.is_gap
+        and built.alert_grade_rank = 0
+    group by last_unchanged.device_id
+
+),
+
+hourly as (
+
+    select silver_hours.*
+    from silver_hours
+    inner join recompute_from
+        on recompute_from.device_id = silver_hours.device_id
+        and silver_hours.hour_utc >= recompute_from.recompute_from_hour_utc
+
+),
+
+{% else %}
+
+hourly as (
+
+    select * from silver_hours
+
+),
+
+{% endif %}
 
 thresholds as (
 
@@ -110,13 +192,18 @@ triggers_and_breaks as (
 
 held as (
 
+    -- An hour never both triggers and breaks a grade, so "the latest trigger is newer than the latest
+    -- break" is "the latest event is a trigger": one running maximum per grade over the event's time
+    -- with its kind in the lowest bit (odd: trigger), half the window work of two maxima.
     select
         *,
         {%- for grade in grades %}
-        max(case when triggers_{{ grade }} then hour_utc end) over device_so_far
-            > coalesce(max(case when breaks_{{ grade }} then hour_utc end) over device_so_far,
-                       '-infinity'::timestamptz)
-                                                                            as holds_{{ grade }}{{ "," if not loop.last }}
+        max(
+            case
+                when triggers_{{ grade }} then epoch_us(hour_utc) * 2 + 1
+                when breaks_{{ grade }} then epoch_us(hour_utc) * 2
+            end
+        ) over device_so_far % 2 = 1                                       as holds_{{ grade }}{{ "," if not loop.last }}
         {%- endfor %}
     from triggers_and_breaks
     window device_so_far as (
@@ -156,8 +243,7 @@ episodes as (
         -- an island of consecutive alert hours starts where the previous hour held no alert
         alert_grade_rank >= 1
             and coalesce(lag(alert_grade_rank) over device_hours, 0) = 0      as starts_alert,
-        lead(is_gap) over device_hours                                      as next_hour_is_gap,
-        max(hour_utc) over (partition by device_id)                         as device_last_hour_utc
+        lead(is_gap) over device_hours                                      as next_hour_is_gap
     from ranked
     window device_hours as (partition by device_id order by hour_utc)
 
@@ -205,10 +291,16 @@ final as (
                 then device_id || '@' || strftime(timezone('UTC', alert_start_hour_utc), '%Y-%m-%dT%H:00Z')
         end                                                                 as alert_id,
         alert_start_hour_utc,
-        next_hour_is_gap,
-        device_last_hour_utc
+        next_hour_is_gap
     from numbered
 
 )
 
 select * from final
+{%- if is_incremental() %}
+-- a device whose every hour left silver: a marker (no hour) that makes replace_tail delete its rows
+union all by name
+select first_changes.device_id
+from first_changes
+anti join silver_hours using (device_id)
+{%- endif %}

@@ -10,6 +10,10 @@
 --   2. otherwise (that record is not in silver): the earliest occurred_at_utc;
 --   3. then the smallest incident_id.
 
+-- A table, not a view: fct_incident and this model's ~25 data tests read it, and as a view each of
+-- them would repeat the joins and the window over every incident record (most of a full build's test time).
+{{ config(materialized='table') }}
+
 with
 
 incidents as (

@@ -11,6 +11,17 @@ alert_hours as (
 
 ),
 
+-- the end of each device's data: an alert still holding then is open
+device_data_ends as (
+
+    select
+        device_id,
+        max(hour_utc)                                                       as device_last_hour_utc
+    from {{ ref('int_device_hourly_alert_state') }}
+    group by device_id
+
+),
+
 grade_changes as (
 
     select
@@ -37,7 +48,6 @@ episodes as (
 
         min(hour_utc)                                                       as start_hour_utc,
         max(hour_utc)                                                       as last_alert_hour_utc,
-        any_value(device_last_hour_utc)                                     as device_last_hour_utc,
         arg_max(next_hour_is_gap, hour_utc)                                 as ended_by_gap,
         count(*)                                                            as duration_hours,
 
@@ -98,12 +108,13 @@ final as (
         episodes.last_alert_hour_utc,
         -- the hour the alert stopped holding; NULL while it still holds at the end of the device's data
         case
-            when episodes.last_alert_hour_utc < episodes.device_last_hour_utc
+            when episodes.last_alert_hour_utc < device_data_ends.device_last_hour_utc
                 then episodes.last_alert_hour_utc + interval 1 hour
         end                                                                 as end_hour_utc,
-        episodes.last_alert_hour_utc = episodes.device_last_hour_utc         as is_open,
+        episodes.last_alert_hour_utc = device_data_ends.device_last_hour_utc
+                                                                            as is_open,
         case
-            when episodes.last_alert_hour_utc = episodes.device_last_hour_utc then null
+            when episodes.last_alert_hour_utc = device_data_ends.device_last_hour_utc then null
             when episodes.ended_by_gap then 'data_gap'
             else 'cleared'
         end                                                                 as end_reason,
@@ -129,6 +140,7 @@ final as (
 
     from episodes
     inner join peaks using (alert_id)
+    inner join device_data_ends using (device_id)
 
 )
 

@@ -2,13 +2,60 @@
 -- the hour's readings in the canonical unit, the grade its value reaches and the alert grade held with
 -- hysteresis (int_device_hourly_alert_state), with the city's local hour and date.
 
+-- Incremental: a row is its alert-state row plus local times, so an incremental run compares every
+-- column taken from int_device_hourly_alert_state with the rows held here (per device and day,
+-- macros/first_changed_days.sql) and replaces each differing device's rows from the first differing
+-- day on (replace_tail, as the model above).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_tail',
+    unique_key=['device_id', 'hour_utc'],
+    on_schema_change='fail',
+) }}
+
+{%- set alert_state_columns = [
+    'device_type', 'measure', 'direction', 'unit', 'district_code', 'h3_cell', 'reading_count',
+    'value_mean', 'value_min', 'value_max', 'is_gap', 'graded_value', 'value_grade_rank',
+    'alert_grade_rank', 'alert_id',
+] %}
+
 with
 
-alert_state as (
+-- read twice in an incremental run: scanning the table twice is cheaper than holding it in memory
+all_alert_state as not materialized (
 
     select * from {{ ref('int_device_hourly_alert_state') }}
 
 ),
+
+{% if is_incremental() %}
+
+-- per device, the first day with an hour whose alert state is new, different or gone since the last build
+first_changes as (
+
+    {{ first_changed_days('all_alert_state', this, ['device_id'], 'hour_utc', alert_state_columns) }}
+
+),
+
+alert_state as (
+
+    select all_alert_state.*
+    from all_alert_state
+    inner join first_changes
+        on first_changes.device_id = all_alert_state.device_id
+        and all_alert_state.hour_utc >= first_changes.first_changed_hour_utc
+
+),
+
+{% else %}
+
+alert_state as (
+
+    select * from all_alert_state
+
+),
+
+{% endif %}
 
 final as (
 
@@ -52,3 +99,10 @@ final as (
 )
 
 select * from final
+{%- if is_incremental() %}
+-- a device whose every hour is gone: a marker (no hour) that makes replace_tail delete its rows
+union all by name
+select first_changes.device_id
+from first_changes
+anti join all_alert_state using (device_id)
+{%- endif %}

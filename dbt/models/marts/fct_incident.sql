@@ -18,7 +18,25 @@ primary_records as (
 
 ),
 
-event_sources as (
+-- Most events have one record: their lists are built directly, and only the events several records
+-- describe go through the ordered aggregation (sorting inside each of ~all groups was most of this
+-- model's time).
+single_record_events as (
+
+    select
+        event_id,
+        [incident_id]                                           as source_incident_ids,
+        cast(1 as bigint)                                       as source_record_count,
+        [source]                                                as sources,
+        cast(1 as bigint)                                       as source_count,
+        updated_at_utc                                          as last_updated_at_utc
+
+    from event_records
+    where event_record_count = 1
+
+),
+
+multi_record_events as (
 
     select
         event_id,
@@ -30,7 +48,16 @@ event_sources as (
         max(updated_at_utc)                                     as last_updated_at_utc
 
     from event_records
+    where event_record_count > 1
     group by event_id
+
+),
+
+event_sources as (
+
+    select * from single_record_events
+    union all
+    select * from multi_record_events
 
 ),
 
