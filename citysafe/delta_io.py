@@ -188,13 +188,20 @@ def _table_or_none(path: Path) -> DeltaTable | None:
         return None
 
 
+def _columns_on_disk(table: DeltaTable) -> list[tuple[str, str]]:
+    return [(f.name, getattr(f.type, "type", str(f.type))) for f in table.schema().fields]
+
+
+def _declared_columns(spec: TableSpec) -> list[tuple[str, str]]:
+    return [(c.name, _TYPES[c.type][1]) for c in spec.columns]
+
+
 def check_table_schema(spec: TableSpec) -> DeltaTable | None:
     """Compare the table on disk with the declaration; raise DeltaSchemaError on any difference."""
     table = _table_or_none(spec.path)
     if table is None:
         return None
-    actual = [(f.name, getattr(f.type, "type", str(f.type))) for f in table.schema().fields]
-    declared = [(c.name, _TYPES[c.type][1]) for c in spec.columns]
+    actual, declared = _columns_on_disk(table), _declared_columns(spec)
     if actual != declared:
         raise DeltaSchemaError(
             f"table {spec.name} at {spec.path}: schema on disk {actual} differs from the declaration {declared}"
@@ -211,8 +218,7 @@ def _column_order_only(spec: TableSpec) -> DeltaTable | None:
     table = _table_or_none(spec.path)
     if table is None or tuple(table.metadata().partition_columns) != spec.partition_by:
         return None
-    actual = [(f.name, getattr(f.type, "type", str(f.type))) for f in table.schema().fields]
-    declared = [(c.name, _TYPES[c.type][1]) for c in spec.columns]
+    actual, declared = _columns_on_disk(table), _declared_columns(spec)
     return table if actual != declared and sorted(actual) == sorted(declared) else None
 
 

@@ -165,30 +165,7 @@ def generate(
     inten = es.intensity.sort_values(["h3_cell", "week_start", "domain_code"], kind="stable")
     inten = inten.assign(expected_count=[f"{v:.6f}" for v in inten.expected_count])
     write_csv_gz(truth / "intensity_cell_week.csv.gz", inten)
-    rec = pd.concat([p_map, f_map, h_map], ignore_index=True)
-    evt = ev.merge(rec, on="event_id", how="left", validate="one_to_one")
-    assert evt.record_id.notna().all()
-    code_of = np.array([d.code for d in DISTRICTS])
-    write_csv_gz(
-        truth / "events.csv.gz",
-        pd.DataFrame(
-            {
-                "event_id": evt.event_id,
-                "domain_code": evt.domain,
-                "subcategory_code": evt.subcategory,
-                "occurred_at_utc": fmt_time(evt.t_reported.to_numpy(np.int64), "iso_z"),
-                "lon": [f"{v:.6f}" for v in evt.lon],
-                "lat": [f"{v:.6f}" for v in evt.lat],
-                "h3_cell": city.cells[evt.cell.to_numpy()],
-                "district_code": code_of[evt.district.to_numpy()],
-                "generation": evt.generation,
-                "parent_event_id": evt.parent_event_id,
-                "source": evt.source,
-                "record_id": evt.record_id,
-                "delivery": evt.delivery,
-            }
-        ),
-    )
+    evt = write_events_truth(truth / "events.csv.gz", ev, [p_map, f_map, h_map], city)
     write_csv_gz(truth / "police_incidents_clean.csv.gz", p_truth)
     write_csv_gz(truth / "fire_calls_clean.csv.gz", f_truth)
     write_csv_gz(truth / "hotline_tickets_clean.csv.gz", h_truth)
@@ -244,3 +221,33 @@ def generate(
     write_json(truth / "expected_counts.json", expected)
     say(f"done in {time.monotonic() - started:.1f} s")
     return expected
+
+
+def write_events_truth(path: Path, ev: pd.DataFrame, record_maps: list[pd.DataFrame], city: City) -> pd.DataFrame:
+    """Write the true events with the record each department delivered for them (truth/events.csv.gz);
+    return that join."""
+    rec = pd.concat(record_maps, ignore_index=True)
+    evt = ev.merge(rec, on="event_id", how="left", validate="one_to_one")
+    assert evt.record_id.notna().all()
+    code_of = np.array([d.code for d in DISTRICTS])
+    write_csv_gz(
+        path,
+        pd.DataFrame(
+            {
+                "event_id": evt.event_id,
+                "domain_code": evt.domain,
+                "subcategory_code": evt.subcategory,
+                "occurred_at_utc": fmt_time(evt.t_reported.to_numpy(np.int64), "iso_z"),
+                "lon": [f"{v:.6f}" for v in evt.lon],
+                "lat": [f"{v:.6f}" for v in evt.lat],
+                "h3_cell": city.cells[evt.cell.to_numpy()],
+                "district_code": code_of[evt.district.to_numpy()],
+                "generation": evt.generation,
+                "parent_event_id": evt.parent_event_id,
+                "source": evt.source,
+                "record_id": evt.record_id,
+                "delivery": evt.delivery,
+            }
+        ),
+    )
+    return evt

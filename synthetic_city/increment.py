@@ -70,6 +70,7 @@ from .generator import (
     WEATHER_STATION,
     load_codebooks,
     load_taxonomy,
+    write_events_truth,
 )
 from .geo import DISTRICTS, City
 
@@ -331,30 +332,7 @@ def _write_day(w: Window, day: date, out: Path) -> tuple[dict, dict, list[str]]:
     d_counts, d_det = _device_readings(w, clock, city, day, chain, n_dev, out)
 
     say("truth of the day")
-    rec = pd.concat([p_map, f_map, h_map], ignore_index=True)
-    evt = ev.merge(rec, on="event_id", how="left", validate="one_to_one")
-    assert evt.record_id.notna().all()
-    code_of = np.array([d.code for d in DISTRICTS])
-    write_csv_gz(
-        truth_dir / "events.csv.gz",
-        pd.DataFrame(
-            {
-                "event_id": evt.event_id,
-                "domain_code": evt.domain,
-                "subcategory_code": evt.subcategory,
-                "occurred_at_utc": fmt_time(evt.t_reported.to_numpy(np.int64), "iso_z"),
-                "lon": [f"{v:.6f}" for v in evt.lon],
-                "lat": [f"{v:.6f}" for v in evt.lat],
-                "h3_cell": city.cells[evt.cell.to_numpy()],
-                "district_code": code_of[evt.district.to_numpy()],
-                "generation": evt.generation,
-                "parent_event_id": evt.parent_event_id,
-                "source": evt.source,
-                "record_id": evt.record_id,
-                "delivery": evt.delivery,
-            }
-        ),
-    )
+    evt = write_events_truth(truth_dir / "events.csv.gz", ev, [p_map, f_map, h_map], city)
     week_start = dclock.week_start_dates[0].isoformat()
     inten = es.intensity.sort_values(["h3_cell", "domain_code"], kind="stable")
     write_csv_gz(
