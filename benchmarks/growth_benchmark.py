@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import secrets
 import shutil
 import subprocess
 import sys
@@ -30,10 +29,12 @@ import time
 from pathlib import Path
 
 import yaml
+from increment_benchmark import city_env  # sibling script: the same scratch city layout and settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).parent / "citysafe"
 STAGE_GRAPH = REPO_ROOT / "pipeline" / "stage_graph.yaml"
+SEED = 20260101  # the configuration's generator seed
 
 
 def stage_commands(only: list[str] | None) -> list[tuple[str, list[str]]]:
@@ -48,23 +49,6 @@ def stage_commands(only: list[str] | None) -> list[tuple[str, list[str]]]:
         for s in stages
         if not only or s["name"] in only
     ]
-
-
-def city_env(root: Path, scale: float, days: int, pii_key: str) -> dict:
-    syn = root / "synthetic"
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CITYSAFE_")},
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "CITYSAFE_SCALE": str(scale),
-        "CITYSAFE_CITY__DAYS": str(days),
-        "CITYSAFE_LAKE_ROOT": str(root / "lake"),
-        "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-        "CITYSAFE_WAREHOUSE_PATH": str(root / "warehouse" / "citysafe_marts.duckdb"),
-        "CITYSAFE_MLFLOW_ROOT": str(root / "mlflow"),
-        "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-        "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        "CITYSAFE_PII_KEY": pii_key,
-    }
 
 
 def run_stage(args: list[str], env: dict, log: Path) -> tuple[float, float]:
@@ -142,7 +126,6 @@ def main() -> None:
             f"growth_benchmark: no pipeline CLI at {CLI}; run `make setup` and use .venv/pipeline/bin/python"
         )
     commands = stage_commands(args.stages)
-    pii_key = os.environ.get("CITYSAFE_PII_KEY") or secrets.token_hex(32)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{platform.node()}: {os.cpu_count()} cores; stages {', '.join(n for n, _ in commands)}", flush=True)
     results: dict = {}
@@ -150,7 +133,7 @@ def main() -> None:
         root = args.out / f"scale-{scale:g}"
         shutil.rmtree(root, ignore_errors=True)  # cold: no lake, no deliveries, no warehouse
         (root / "logs").mkdir(parents=True)
-        env = city_env(root, scale, args.days, pii_key)
+        env = city_env(root, scale, SEED, args.days)
         stages = {}
         for name, cli_args in commands:
             seconds, peak = run_stage(cli_args, env, root / "logs" / f"{name}.log")
