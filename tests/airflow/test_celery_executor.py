@@ -36,6 +36,11 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from airflow_deployment import (  # tests/ is on sys.path (tests/conftest.py); stdlib and pytest only
+    AirflowProcesses,
+    citysafe_cli,
+    free_port,
+)
 
 from city_fixture import city_env  # tests/ is on sys.path (tests/conftest.py); stdlib only
 
@@ -90,24 +95,6 @@ def _pg_local():
     return sys.modules[name]
 
 
-def _citysafe_cli() -> str:
-    from citysafe_dag_support import DEFAULT_CITYSAFE_BIN
-
-    cli = os.environ.get("CITYSAFE_BIN")
-    if cli:
-        assert Path(cli).is_file(), f"CITYSAFE_BIN={cli} does not exist"
-        return cli
-    if not DEFAULT_CITYSAFE_BIN.is_file():
-        pytest.skip(f"pipeline CLI not installed at {DEFAULT_CITYSAFE_BIN}; set CITYSAFE_BIN")
-    return str(DEFAULT_CITYSAFE_BIN)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tail(path: Path, chars: int = 3000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no file)"
 
@@ -117,7 +104,7 @@ class Redis:
 
     def __init__(self, folder: Path):
         folder.mkdir(parents=True)
-        self.folder, self.port = folder, _free_port()
+        self.folder, self.port = folder, free_port()
         self.log = folder / "redis.log"
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
@@ -152,13 +139,12 @@ class Redis:
                 self.proc.wait(5)
 
 
-class Deployment:
+class Deployment(AirflowProcesses):
     """The Airflow components as process groups, CLI calls, and the PostgreSQL metadata DB read directly."""
 
     def __init__(self, home: Path, env: dict[str, str], pg_url: str, extra_logs: dict[str, Path]):
-        self.home, self.env, self.pg_url, self.extra_logs = home, env, pg_url, extra_logs
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.airflow = str(Path(env["AIRFLOW_VENV"]) / "bin" / "airflow")
+        super().__init__(home, env)
+        self.pg_url, self.extra_logs = pg_url, extra_logs
 
     def cli(self, *args: str, timeout: float = 180) -> None:
         """An Airflow CLI call; must exit 0."""
@@ -175,46 +161,6 @@ class Deployment:
             stderr=subprocess.STDOUT, text=True, timeout=timeout,
         )  # fmt: skip
         assert proc.returncode == 0, f"setup script: exit {proc.returncode}\n{proc.stdout[-4000:]}\n{self.report()}"
-
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.home / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(
-            [self.airflow, *args],
-            env=self.env,
-            cwd=self.home,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped with everything it started
-        )
-        log.close()
-
-    def log(self, name: str) -> str:
-        return (self.home / f"{name}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the worker's pool and task processes left in the group
-            except ProcessLookupError:
-                pass
-        # A task's bash may run in a session of its own: whatever is left of this deployment has its AIRFLOW_HOME.
-        mark = f"AIRFLOW_HOME={self.home}".encode()
-        for environ in Path("/proc").glob("[0-9]*/environ"):
-            try:
-                pid = int(environ.parent.name)
-                if pid != os.getpid() and mark in environ.read_bytes().split(b"\0"):
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
 
     def query(self, sql: str, *params) -> list[tuple]:
         import psycopg2
@@ -242,9 +188,6 @@ class Deployment:
             "SELECT dag_id, run_id, task_id, state, try_number, hostname, queue, external_executor_id,"
             " queued_by_job_id FROM task_instance ORDER BY start_date"
         )
-
-    def dead(self) -> list[str]:
-        return [name for name, p in self.procs.items() if p.poll() is not None]
 
     def report(self) -> str:
         """Failure report: runs and task instances, the end of each task's log and of every component's."""
@@ -303,7 +246,7 @@ def test_celery_worker_runs_a_source_dag(airflow_env_for, tmp_path, tmp_path_fac
     pg_local = _pg_local()
     if pg_local.find_bin_dir() is None:
         _missing("PostgreSQL server binaries not found (apt-get install postgresql, or set PG_BIN_DIR)")
-    cli = _citysafe_cli()
+    cli = citysafe_cli()
     t0 = time.monotonic()
     deadline = t0 + TIMEOUT_S
     home = tmp_path / "airflow"
@@ -341,7 +284,7 @@ def test_celery_worker_runs_a_source_dag(airflow_env_for, tmp_path, tmp_path_fac
         out, _ = generate.communicate(timeout=120)
         assert generate.returncode == 0, f"citysafe generate: exit {generate.returncode}\n{out[-4000:]}"
 
-        api_port = _free_port()
+        api_port = free_port()
         env = {
             **airflow_env_for(home),
             **city,
@@ -359,7 +302,7 @@ def test_celery_worker_runs_a_source_dag(airflow_env_for, tmp_path, tmp_path_fac
             # one secret for every component (each would otherwise write its own airflow.cfg on first start)
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__CITYSAFE__RETRY_DELAY_SECONDS": "5",
         }
         af = Deployment(home, env, pg_url, {"redis.log": redis.log, "postgres server.log": pg.log_file})

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import secrets
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +24,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from airflow_deployment import (  # tests/ is on sys.path (tests/conftest.py); stdlib and pytest only
+    AirflowProcesses,
+    citysafe_cli,
+    free_port,
+)
 
 from city_fixture import city_env  # tests/ is on sys.path (tests/conftest.py); stdlib only
 
@@ -43,18 +45,6 @@ for dag_id in sys.argv[1:]:
 """
 
 
-def _citysafe_cli() -> str:
-    from citysafe_dag_support import DEFAULT_CITYSAFE_BIN
-
-    cli = os.environ.get("CITYSAFE_BIN")
-    if cli:
-        assert Path(cli).is_file(), f"CITYSAFE_BIN={cli} does not exist"
-        return cli
-    if not DEFAULT_CITYSAFE_BIN.is_file():
-        pytest.skip(f"pipeline CLI not installed at {DEFAULT_CITYSAFE_BIN}; set CITYSAFE_BIN")
-    return str(DEFAULT_CITYSAFE_BIN)
-
-
 # The city's sources (config `sources`): 3 of the 8 synthetic ones, enough for the whole chain (incidents for
 # the models and the report; the device registry and its readings, and the published risk map, for the
 # alerts). The other five run under dag.test in test_dag_runs.py only, to keep the suite in budget (each
@@ -68,12 +58,6 @@ def _city_sources() -> list[str]:
     entries = [yaml.safe_load((REPO_ROOT / "sources" / f"{name}.yaml").read_text()) for name in CITY_SOURCES]
     assert all("synthetic" in e["tags"] and e.get("silver") for e in entries)
     return [e["name"] for e in sorted(entries, key=lambda e: (order.index(e["silver"]["table"]), e["name"]))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -115,14 +99,12 @@ def pipeline_env(root: Path, receiver_port: int) -> dict[str, str]:
     }
 
 
-class Deployment:
+class Deployment(AirflowProcesses):
     """The Airflow components as process groups; CLI calls; the metadata DB read directly."""
 
     def __init__(self, home: Path, env: dict[str, str]):
-        self.home, self.env = home, env
+        super().__init__(home, env)
         self.db = home / "airflow.db"
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.airflow = str(Path(env["AIRFLOW_VENV"]) / "bin" / "airflow")
 
     def cli(self, *args: str) -> str:
         proc = subprocess.run(
@@ -160,42 +142,6 @@ class Deployment:
         """States of the DAG's runs started by hand or by an asset (not by a cron tick)."""
         return [state for dag, _, run_type, state, *_ in self.runs() if dag == dag_id and run_type != "scheduled"]
 
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.home / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(
-            [self.airflow, *args],
-            env=self.env,
-            cwd=self.home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped with everything it started
-        )
-        log.close()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # workers and task processes left in the group
-            except ProcessLookupError:
-                pass
-        # A task's bash runs in a session of its own: whatever is left of this deployment has its AIRFLOW_HOME.
-        mark = f"AIRFLOW_HOME={self.home}".encode()
-        for environ in Path("/proc").glob("[0-9]*/environ"):
-            try:
-                pid = int(environ.parent.name)
-                if pid != os.getpid() and mark in environ.read_bytes().split(b"\0"):
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-
     def query(self, sql: str, *params) -> list[tuple]:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as con:
             return con.execute(sql, params).fetchall()
@@ -205,9 +151,6 @@ class Deployment:
 
     def tasks(self) -> list[tuple]:
         return self.query("SELECT dag_id, run_id, task_id, state, try_number, start_date, end_date FROM task_instance")
-
-    def dead(self) -> list[str]:
-        return [name for name, p in self.procs.items() if p.poll() is not None]
 
     def report(self) -> str:
         """Failure report: runs, task states, then the end of each failed task's log and of each component's."""
@@ -238,9 +181,9 @@ class Deployment:
 def test_scheduler_runs_the_whole_chain(airflow_home, airflow_env_for, tmp_path):
     t0 = time.monotonic()
     deadline = t0 + TIMEOUT_S
-    cli = _citysafe_cli()
+    cli = citysafe_cli()
     receiver = Receiver()
-    port = _free_port()
+    port = free_port()
     root = tmp_path / "city"
     env = {
         **airflow_env_for(airflow_home),
