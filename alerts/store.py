@@ -9,6 +9,7 @@ import pandas as pd
 
 from citysafe import delta_io
 from citysafe.delta_io import Column, TableSpec
+from citysafe.storage import as_path
 
 C = Column
 
@@ -54,10 +55,10 @@ DELIVERY_COLUMNS = (
 
 def tables(alerts_dir: Path) -> dict[str, TableSpec]:
     return {
-        "alert": TableSpec("alerts.alert", Path(alerts_dir) / "alert", ALERT_COLUMNS, key=("alert_id",)),
+        "alert": TableSpec("alerts.alert", as_path(alerts_dir) / "alert", ALERT_COLUMNS, key=("alert_id",)),
         "alert_delivery": TableSpec(
             "alerts.alert_delivery",
-            Path(alerts_dir) / "alert_delivery",
+            as_path(alerts_dir) / "alert_delivery",
             DELIVERY_COLUMNS,
             key=("alert_id", "event_key", "channel"),
         ),

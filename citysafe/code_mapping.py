@@ -403,10 +403,10 @@ def read_delivered(source, real_data_root: Path) -> pd.DataFrame:
 
 def read_bronze(settings, source) -> pd.DataFrame:
     """The code columns of bronze.<source> (delta-rs, no Spark)."""
-    from deltalake import DeltaTable
+    from citysafe import delta_io
 
     spec = required_spec(source)
-    table = DeltaTable(str(settings.bronze_dir / source.name)).to_pyarrow_table(
+    table = delta_io.open_table(settings.bronze_dir / source.name).to_pyarrow_table(
         columns=spec.input_columns or ["_batch_id"]
     )
     return table.to_pandas() if spec.input_columns else pd.DataFrame(index=range(table.num_rows))

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from citysafe.errors import ConfigurationError
+from citysafe.storage import S3Path, S3Store, is_remote, parse_location
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "citysafe.yaml"
@@ -31,6 +32,16 @@ _NON_KEY_ENV = {
     "CITYSAFE_GOLD_DIR",
     "CITYSAFE_DUCKDB_DELTA_EXTENSION",
     "CITYSAFE_DUCKDB_EXTENSION_DIR",
+    "CITYSAFE_DUCKDB_HTTPFS_EXTENSION",
+    "CITYSAFE_DUCKDB_POSTGRES_EXTENSION",
+    "CITYSAFE_PROD_POSTGRES_DSN",
+    "CITYSAFE_S3_KEY_ID",
+    "CITYSAFE_S3_SECRET",
+    "CITYSAFE_S3_SESSION_TOKEN",
+    "CITYSAFE_S3_REGION",
+    "CITYSAFE_S3_ENDPOINT",
+    "CITYSAFE_S3_URL_STYLE",
+    "CITYSAFE_S3_USE_SSL",
     # secrets and derived values for Superset (pipeline/serve.py), never config keys
     "CITYSAFE_SUPERSET_ADMIN_PASSWORD",
     "CITYSAFE_SUPERSET_METADATA_URI",
@@ -42,6 +53,7 @@ _NON_KEY_ENV = {
 }
 _PATH_KEYS = (
     "lake_root",
+    "state_root",
     "warehouse_path",
     "synthetic_root",
     "districts_geojson",
@@ -202,6 +214,25 @@ class AlertsConfig(BaseModel):
         return v
 
 
+class S3Config(BaseModel):
+    """How to reach the object storage when lake_root is s3://bucket/prefix. Credentials are the
+    standard AWS variables (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or an instance role."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint_url: str | None = None  # an S3-compatible server, e.g. http://minio:9000 (None: AWS S3)
+    region: str = "us-east-1"
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[^/\s]+/?", v):
+            raise ValueError("must be an http(s)://host[:port] URL")
+        return v.rstrip("/") if v else v
+
+    def store(self) -> S3Store:
+        return S3Store(endpoint_url=self.endpoint_url, region=self.region)
+
+
 class MLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = Field(20260101, ge=0)
@@ -212,9 +243,15 @@ class MLConfig(BaseModel):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    lake_root: Path
+    # A folder, or s3://bucket/prefix (citysafe.storage): landing, bronze, silver, staging, gold, the
+    # alert tables and the lake's state (watermarks, stage fingerprints).
+    lake_root: Path | S3Path
+    # Local to the host that runs the pipeline: run summaries, the lake lock, the GX project and Data
+    # Docs, reports, the alert outbox, caches. None: the lake_root folder itself (required on S3).
+    state_root: Path | None = None
+    s3: S3Config = S3Config()
     warehouse_path: Path
     synthetic_root: Path
     # None (a city profile without polygons): districts come from the records' own area codes and the
@@ -276,7 +313,18 @@ class Settings(BaseModel):
             raise ValueError("must be the NAME of an environment variable (the key itself never goes in config)")
         return v
 
+    @model_validator(mode="after")
+    def _state_root(self):
+        if is_remote(self.lake_root) and self.state_root is None:
+            raise ValueError("a lake on object storage (lake_root: s3://...) needs state_root: a local folder")
+        return self
+
     # Derived locations inside the lake -------------------------------------------------------
+    @property
+    def work_root(self) -> Path:
+        """The host's own folder: state_root, or the lake folder when the lake is local."""
+        return self.state_root if self.state_root is not None else self.lake_root
+
     @property
     def landing_dir(self) -> Path:
         return self.lake_root / "landing"
@@ -302,7 +350,7 @@ class Settings(BaseModel):
     @property
     def reports_dir(self) -> Path:
         """Quarterly risk reports: <quarter>/report_<lang>.html|.pdf and the frozen inputs they were made from."""
-        return self.lake_root / "reports"
+        return self.work_root / "reports"
 
     @property
     def alerts_dir(self) -> Path:
@@ -312,15 +360,21 @@ class Settings(BaseModel):
     @property
     def alerts_outbox(self) -> Path:
         """The `outbox` alert channel: one text file per message."""
-        return self.alerts_dir / "outbox"
+        return self.work_root / "alerts" / "outbox"
 
     @property
     def runs_dir(self) -> Path:
-        return self.lake_root / "runs"
+        return self.work_root / "runs"
 
     @property
     def state_dir(self) -> Path:
+        """The lake's own state (watermarks, stage fingerprints): it describes the lake, so it lives there."""
         return self.lake_root / "_state"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Host-local scratch and caches (DuckDB extensions, dbt's parse state, bronze batch files)."""
+        return self.work_root / "_state"
 
     def pii_key(self) -> bytes:
         """The HMAC key for PII, read from the environment variable the config names."""
@@ -424,10 +478,15 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         _set_nested(data, keys, value)
 
     base = _path_base(path)
+    try:
+        store = S3Config.model_validate(data.get("s3") or {}).store()
+    except ValidationError:
+        store = S3Store()  # reported with its key by the validation below
     for key in _PATH_KEYS:
         if key in data and data[key] is not None:
-            p = Path(str(data[key])).expanduser()
-            data[key] = p if p.is_absolute() else (base / p)
+            if key != "lake_root" and str(data[key]).startswith(("s3://", "s3a://")):
+                raise ConfigError(f"{path}: {key}: only lake_root can be on object storage (s3://); give a folder")
+            data[key] = parse_location(data[key], store, base)
     data["config_file"] = path
     try:
         settings = Settings.model_validate(data)
@@ -440,6 +499,5 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
                 msg = "unknown key"
             problems.append(f"{loc}: {msg}")
         raise ConfigError(f"{path}: invalid configuration: " + "; ".join(problems)) from None
-    return settings.model_copy(
-        update={k: Path(getattr(settings, k)).resolve() for k in _PATH_KEYS if getattr(settings, k) is not None}
-    )
+    local = {k: getattr(settings, k) for k in _PATH_KEYS if isinstance(getattr(settings, k), Path)}
+    return settings.model_copy(update={k: v.resolve() for k, v in local.items()})

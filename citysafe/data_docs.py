@@ -77,7 +77,7 @@ class DataDocsError(RuntimeError):
 
 
 def docs_dir(settings: Settings) -> Path:
-    return settings.lake_root / "data_docs"
+    return settings.work_root / "data_docs"
 
 
 def asset_refs(html: str) -> list[str]:

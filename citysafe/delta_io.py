@@ -24,10 +24,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -35,7 +33,9 @@ from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from citysafe import storage
 from citysafe.errors import InputError, LakeBusyError
+from citysafe.storage import LakePath
 
 # Declared type (Spark DDL name) -> (arrow type for creating the table, Delta primitive type name).
 _TYPES: dict[str, tuple[pa.DataType, str]] = {
@@ -88,7 +88,7 @@ class TableSpec:
     """A Delta table's declared contract: where it lives, its columns, its key and its version column."""
 
     name: str
-    path: Path
+    path: LakePath
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
     # Column compared by MERGE's "only if newer" rule (e.g. the source's updated_at).
@@ -181,9 +181,14 @@ def check_not_null(data: DataFrame, spec: TableSpec) -> tuple[DataFrame, int]:
     return data, stats["__rows"]
 
 
-def _table_or_none(path: Path) -> DeltaTable | None:
+def open_table(path: LakePath) -> DeltaTable:
+    """The Delta table at `path` (a folder or an s3:// prefix), read with delta-rs."""
+    return DeltaTable(str(path), storage_options=storage.delta_options(path))
+
+
+def _table_or_none(path: LakePath) -> DeltaTable | None:
     try:
-        return DeltaTable(str(path))
+        return open_table(path)
     except TableNotFoundError:
         return None
 
@@ -231,9 +236,16 @@ def _reorder_columns(table: DeltaTable, spec: TableSpec) -> DeltaTable:
     rows = table.to_pyarrow_table().select(spec.column_names).cast(spec.storage_schema())
     partitions = list(spec.partition_by) or None
     with _committing(spec, "column order migration"):
-        DeltaTable.create(str(spec.path), schema=spec.storage_schema(), partition_by=partitions, mode="overwrite")
-        write_deltalake(str(spec.path), rows, mode="append", partition_by=partitions)
-    return DeltaTable(str(spec.path))
+        options = storage.delta_options(spec.path)
+        DeltaTable.create(
+            str(spec.path),
+            schema=spec.storage_schema(),
+            partition_by=partitions,
+            mode="overwrite",
+            storage_options=options,
+        )
+        write_deltalake(str(spec.path), rows, mode="append", partition_by=partitions, storage_options=options)
+    return open_table(spec.path)
 
 
 def ensure_table(spec: TableSpec) -> DeltaTable:
@@ -247,7 +259,11 @@ def ensure_table(spec: TableSpec) -> DeltaTable:
     if table is None:
         spec.path.parent.mkdir(parents=True, exist_ok=True)
         table = DeltaTable.create(
-            str(spec.path), schema=spec.storage_schema(), partition_by=list(spec.partition_by) or None, name=spec.name
+            str(spec.path),
+            schema=spec.storage_schema(),
+            partition_by=list(spec.partition_by) or None,
+            name=spec.name,
+            storage_options=storage.delta_options(spec.path),
         )
     return table
 
@@ -297,7 +313,7 @@ def append(df: DataFrame, spec: TableSpec, *, expected_rows: int | None = None) 
         return WriteResult(spec.name, "none", version_before=before, version_after=before)
     with _committing(spec, "append"):
         data.write.format("delta").mode("append").save(str(spec.path))
-    after = DeltaTable(str(spec.path)).version()
+    after = open_table(spec.path).version()
     return WriteResult(
         spec.name, "append", rows_written=rows, rows_inserted=rows, version_before=before, version_after=after
     )
@@ -309,7 +325,7 @@ def stage(df: DataFrame, spec: TableSpec) -> WriteResult:
     the row count then read the written table; on NULLs the staged table is removed and the same error
     as `append`'s is raised, so nothing with a NULL in a NOT NULL column goes further. A staging table
     is scratch for one write: whatever an earlier attempt left at the path is removed first."""
-    shutil.rmtree(spec.path, ignore_errors=True)
+    storage.remove_tree(spec.path)
     before = ensure_table(spec).version()
     data = conform(df, spec)
     with _committing(spec, "staging write"):
@@ -317,20 +333,20 @@ def stage(df: DataFrame, spec: TableSpec) -> WriteResult:
     try:
         _, rows = check_not_null(df.sparkSession.read.format("delta").load(str(spec.path)), spec)
     except DeltaSchemaError:
-        shutil.rmtree(spec.path, ignore_errors=True)
+        storage.remove_tree(spec.path)
         raise
-    after = DeltaTable(str(spec.path)).version()
+    after = open_table(spec.path).version()
     return WriteResult(
         spec.name, "append", rows_written=rows, rows_inserted=rows, version_before=before, version_after=after
     )
 
 
-def materialize(df: DataFrame, path: Path) -> DataFrame:
+def materialize(df: DataFrame, path: LakePath) -> DataFrame:
     """Write an intermediate result of a job to scratch Parquet at `path` and return it read back: a
     barrier in the plan. The engine inlines computed columns into every expression that uses them, so a
     column used by many rules (a parsed timestamp, a UDF's result) would be computed once per use;
     read back from files it is computed once. Scratch, not a lake table: the caller removes it."""
-    shutil.rmtree(path, ignore_errors=True)
+    storage.remove_tree(path)
     df.write.mode("overwrite").parquet(str(path))
     return df.sparkSession.read.parquet(str(path))
 
@@ -399,7 +415,7 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
             f"{update}WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
         ).collect()
     spark.catalog.dropTempView(view)
-    after = DeltaTable(str(spec.path)).version()
+    after = open_table(spec.path).version()
     return WriteResult(
         spec.name,
         "merge",
@@ -454,7 +470,7 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
             + (" WHEN NOT MATCHED BY SOURCE THEN DELETE" if delete_missing else "")
         ).collect()
     spark.catalog.dropTempView(view)
-    after = DeltaTable(str(spec.path)).version()
+    after = open_table(spec.path).version()
     return WriteResult(
         spec.name,
         "merge",
@@ -570,18 +586,18 @@ def read_arrow(spec: TableSpec, columns: Sequence[str] | None = None) -> pa.Tabl
     return table.to_pyarrow_table(columns=list(columns) if columns is not None else None)
 
 
-def history(path: Path, limit: int | None = None) -> list[dict]:
+def history(path: LakePath, limit: int | None = None) -> list[dict]:
     """Commit history (newest first) via delta-rs: version, timestamp, operation, metrics."""
-    return DeltaTable(str(path)).history(limit)
+    return open_table(path).history(limit)
 
 
-def compact(path: Path) -> dict:
+def compact(path: LakePath) -> dict:
     """Bin-pack small files (delta-rs OPTIMIZE); returns delta-rs metrics."""
-    return DeltaTable(str(path)).optimize.compact()
+    return open_table(path).optimize.compact()
 
 
-def vacuum(path: Path, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
+def vacuum(path: LakePath, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
     """Remove files no longer referenced and older than the retention (delta-rs VACUUM)."""
-    return DeltaTable(str(path)).vacuum(
+    return open_table(path).vacuum(
         retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=retention_hours >= 168
     )

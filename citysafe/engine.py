@@ -43,15 +43,22 @@ SAIL_MODES = {"sail": "local", "sail-local-cluster": "local-cluster"}
 def _environment(name: str, value: str) -> Iterator[None]:
     """Set one environment variable for the duration of the block only: the engine setting, not a
     SAIL_MODE left in the environment, decides the mode of every server this process makes."""
-    before = os.environ.get(name)
-    os.environ[name] = value
+    with _environment_vars({name: value}):
+        yield
+
+
+@contextlib.contextmanager
+def _environment_vars(values: dict[str, str]) -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _check_reachable(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
@@ -72,8 +79,20 @@ def _check_reachable(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None
 
 
 @contextlib.contextmanager
-def spark_session(engine: str = "sail", app_name: str = "citysafe") -> Iterator[SparkSession]:
-    """Yield a Spark Connect session for `engine`; always stop the session before the server."""
+def spark_session(
+    engine: str = "sail", app_name: str = "citysafe", storage_env: dict[str, str] | None = None
+) -> Iterator[SparkSession]:
+    """Yield a Spark Connect session for `engine`; always stop the session before the server.
+    `storage_env`: the AWS_* variables of a lake on object storage (citysafe.storage), set while the
+    session lives: the in-process Sail server reads them when it opens the store. A Spark Connect
+    server elsewhere gets them (or fs.s3a.* settings) from its own deployment (infra/)."""
+    with _environment_vars(storage_env or {}):
+        with _session(engine, app_name) as spark:
+            yield spark
+
+
+@contextlib.contextmanager
+def _session(engine: str, app_name: str) -> Iterator[SparkSession]:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     server = None
     if engine in SAIL_MODES:

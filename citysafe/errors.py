@@ -14,6 +14,7 @@ The CLI maps errors to exit codes in one place (`CitySafeError.exit_code`); anyt
 | 6 | the dbt marts or their tests failed: the served warehouse is left as it was |
 | 7 | the lake is busy: another run holds the lake lock, or a concurrent commit won; retry later |
 | 8 | some alert notifications were not delivered after their retries (recorded; the next run retries) |
+| 9 | the lake's object storage could not be reached or failed a request: nothing half-written is published; retry |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ EXIT_INPUT = 5
 EXIT_MARTS = 6
 EXIT_BUSY = 7
 EXIT_DELIVERY = 8
+EXIT_STORAGE = 9
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "ok",
@@ -38,6 +40,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_MARTS: "the marts or their tests failed (served warehouse unchanged)",
     EXIT_BUSY: "the lake is busy (another run or a concurrent commit); retry",
     EXIT_DELIVERY: "alert notifications not delivered (recorded; the next run retries)",
+    EXIT_STORAGE: "the lake's object storage is unreachable; retry when it is back",
 }
 
 
@@ -81,3 +84,10 @@ class LakeBusyError(CitySafeError):
     """Another run holds the lake lock, or a concurrent writer committed first."""
 
     exit_code = EXIT_BUSY
+
+
+class StorageError(CitySafeError):
+    """The lake's object storage could not be reached (or failed a request) during a run. Delta commits
+    are atomic and landed batches count only once their manifest is written, so a re-run continues."""
+
+    exit_code = EXIT_STORAGE

@@ -10,12 +10,14 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from citysafe.storage import LakePath, as_path
+
 IGNORED_PARTS = {"target", "logs", "__pycache__", ".pytest_cache", "dbt_packages"}
 
 
-def delta_version(table: Path) -> int | None:
+def delta_version(table: LakePath) -> int | None:
     """Latest commit version of the Delta table at `table`, None when there is none."""
-    log = Path(table) / "_delta_log"
+    log = as_path(table) / "_delta_log"
     try:
         versions = [int(p.name[:-5]) for p in log.iterdir() if p.name.endswith(".json") and p.name[:-5].isdigit()]
     except FileNotFoundError:
@@ -23,9 +25,9 @@ def delta_version(table: Path) -> int | None:
     return max(versions, default=None)
 
 
-def delta_versions(folder: Path) -> dict[str, int | None]:
+def delta_versions(folder: LakePath) -> dict[str, int | None]:
     """`{table name: version}` for every Delta table directly under `folder`."""
-    folder = Path(folder)
+    folder = as_path(folder)
     if not folder.is_dir():
         return {}
     return {p.name: delta_version(p) for p in sorted(folder.iterdir()) if (p / "_delta_log").is_dir()}

@@ -4,8 +4,9 @@
     <lake_root>/landing/<source>/<batch_id>/manifest.json     source, files (sha256, bytes, rows), watermarks
 
 The batch id is derived from the checksums, so the same delivery always gets the same id, and a file
-whose sha256 is already in a manifest is never landed again. A batch folder appears only complete
-(written under a temporary name, then renamed).
+whose sha256 is already in a manifest is never landed again. A batch counts only once its manifest is
+there: in a folder the batch is written under a temporary name, then renamed; on object storage
+(which has no rename) the files are written first and the manifest last, in one PUT each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from citysafe import storage
 from citysafe.connectors import FetchBatch
 from citysafe.formats import ParsedFile, parse
 from citysafe.runs import write_json_atomic
@@ -50,15 +52,17 @@ def land_batch(source: Source, landing_dir: Path, batch: FetchBatch) -> tuple[di
     final = landing_dir / batch_id
     if (final / MANIFEST).exists():  # the same bytes were landed before (e.g. a re-fetched page)
         return json.loads((final / MANIFEST).read_text(encoding="utf-8")), parsed
-    tmp = landing_dir / f".incoming-{batch_id}"
-    if tmp.exists():
+    remote = storage.is_remote(landing_dir)
+    tmp = final if remote else landing_dir / f".incoming-{batch_id}"
+    if not remote and tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     files = []
     for item in batch.items:
         target = tmp / item.name
         target.write_bytes(item.content)
-        os.chmod(target, 0o444)
+        if not remote:
+            os.chmod(target, 0o444)
         files.append(
             {
                 "name": item.name,
@@ -82,7 +86,8 @@ def land_batch(source: Source, landing_dir: Path, batch: FetchBatch) -> tuple[di
         "format": source.format.model_dump(),
     }
     write_json_atomic(tmp / MANIFEST, manifest)
-    os.replace(tmp, final)
+    if not remote:
+        os.replace(tmp, final)
     return manifest, parsed
 
 

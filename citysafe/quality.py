@@ -168,7 +168,7 @@ def suite_variables(settings: Settings, now: dt.datetime, source=None) -> dict:
 
 
 def gx_project_dir(settings: Settings) -> Path:
-    return settings.lake_root / GX_PROJECT_DIR
+    return settings.work_root / GX_PROJECT_DIR
 
 
 def gx_context(settings: Settings):
@@ -196,7 +196,7 @@ def _open_context(settings: Settings):
 
     from citysafe import data_docs
 
-    context = gx.get_context(mode="file", project_root_dir=settings.lake_root)
+    context = gx.get_context(mode="file", project_root_dir=settings.work_root)
     changed = False
     if context.list_data_docs_sites() != {data_docs.SITE_NAME: data_docs.site_config()}:
         for name in list(context.list_data_docs_sites()):  # GX's default local_site included

@@ -13,26 +13,26 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
+from citysafe import delta_io
 from citysafe.config import Settings
 
 
 def _rows(path, columns, source=None):
-    table = DeltaTable(str(path)).to_pyarrow_table(columns=columns)
+    table = delta_io.open_table(path).to_pyarrow_table(columns=columns)
     if source is not None:
         table = table.filter(pc.equal(table["source"], source))
     return table
 
 
 def bronze_rows(settings: Settings, source: str) -> int:
-    return DeltaTable(str(settings.bronze_dir / source)).to_pyarrow_table(columns=["_batch_id"]).num_rows
+    return delta_io.open_table(settings.bronze_dir / source).to_pyarrow_table(columns=["_batch_id"]).num_rows
 
 
 def lake_counts(settings: Settings, source: str, silver_table: str) -> dict:
     bronze = bronze_rows(settings, source)
     path = settings.silver_dir / silver_table
-    has_cell = "h3_cell" in [f.name for f in DeltaTable(str(path)).schema().fields]
+    has_cell = "h3_cell" in [f.name for f in delta_io.open_table(path).schema().fields]
     silver = _rows(path, ["source", "h3_cell"] if has_cell else ["source"], source)
     quarantine = _rows(settings.silver_dir / "quarantine", ["source", "reason"], source)
     reasons = Counter(quarantine["reason"].to_pylist())

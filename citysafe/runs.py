@@ -30,6 +30,11 @@ def sanitize_run_id(run_id: str) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """Readers see the old file or the whole new one: a rename in a folder, one PUT on object storage."""
+    if not isinstance(path, Path):  # an S3Path (citysafe.storage): a PUT is atomic by itself
+        text = json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
+        path.write_text(text, encoding="utf-8")
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=True, default=str, ensure_ascii=False)

@@ -73,8 +73,9 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
-from citysafe import logs
+from citysafe import logs, storage
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.errors import MartsError
 from citysafe.runs import write_json_atomic
@@ -127,6 +128,54 @@ def delta_extension_path() -> Path:
     The wheel pins DuckDB exactly; the folder matching the installed DuckDB version is preferred.
     """
     return _wheel_extension_path("duckdb_extension_delta", "delta", "DuckDB cannot read Delta")
+
+
+def httpfs_extension_path() -> Path:
+    """Absolute path of httpfs.duckdb_extension from the duckdb-extension-httpfs wheel: DuckDB reads a
+    lake on S3-compatible storage (lake_root: s3://...) through it."""
+    return _wheel_extension_path("duckdb_extension_httpfs", "httpfs", "DuckDB cannot read a lake on S3")
+
+
+def s3_secret_env(settings: Settings) -> dict[str, str]:
+    """The values of DuckDB's S3 secret (dbt/profiles.yml `secrets`, `lake_access_sql`): the lake's
+    store and the AWS credentials of this process. A lake in a folder gets an unused default secret."""
+    lake = settings.lake_root
+    if not storage.is_remote(lake):
+        return {}
+    store = lake.store
+    creds = store.credentials()
+    env = {
+        "CITYSAFE_S3_KEY_ID": creds.get("AWS_ACCESS_KEY_ID", ""),
+        "CITYSAFE_S3_SECRET": creds.get("AWS_SECRET_ACCESS_KEY", ""),
+        "CITYSAFE_S3_SESSION_TOKEN": creds.get("AWS_SESSION_TOKEN", ""),
+        "CITYSAFE_S3_REGION": store.region,
+    }
+    if store.endpoint_url:  # an S3-compatible server: path-style URLs, TLS as its URL says
+        env["CITYSAFE_S3_ENDPOINT"] = urlparse(store.endpoint_url).netloc
+        env["CITYSAFE_S3_URL_STYLE"] = "path"
+        env["CITYSAFE_S3_USE_SSL"] = "false" if store.allow_http else "true"
+    return env
+
+
+def lake_access_sql(settings: Settings) -> list[str]:
+    """Statements that let a DuckDB connection read the lake's Delta tables (the same as the profile)."""
+    quote = "'{}'".format
+    statements = [f"LOAD {quote(str(delta_extension_path()).replace(chr(39), chr(39) * 2))}"]
+    env = s3_secret_env(settings)
+    if env:
+        statements.append(f"LOAD {quote(str(httpfs_extension_path()).replace(chr(39), chr(39) * 2))}")
+        options = {
+            "KEY_ID": env["CITYSAFE_S3_KEY_ID"],
+            "SECRET": env["CITYSAFE_S3_SECRET"],
+            "SESSION_TOKEN": env["CITYSAFE_S3_SESSION_TOKEN"],
+            "REGION": env["CITYSAFE_S3_REGION"],
+            "ENDPOINT": env.get("CITYSAFE_S3_ENDPOINT", "s3.amazonaws.com"),
+            "URL_STYLE": env.get("CITYSAFE_S3_URL_STYLE", "vhost"),
+            "USE_SSL": env.get("CITYSAFE_S3_USE_SSL", "true"),
+        }
+        body = ", ".join(f"{k} {quote(v.replace(chr(39), chr(39) * 2))}" for k, v in options.items())
+        statements.append(f"CREATE OR REPLACE SECRET citysafe_lake (TYPE s3, {body})")
+    return statements
 
 
 def postgres_extension_path() -> Path:
@@ -192,10 +241,12 @@ def dbt_env(
     env.update(
         {
             "CITYSAFE_WAREHOUSE_BUILD_PATH": str(build_path),
-            "CITYSAFE_SILVER_DIR": str(Path(settings.silver_dir)),
-            "CITYSAFE_GOLD_DIR": str(Path(settings.gold_dir)),
+            "CITYSAFE_SILVER_DIR": str(settings.silver_dir),
+            "CITYSAFE_GOLD_DIR": str(settings.gold_dir),
             "CITYSAFE_DUCKDB_DELTA_EXTENSION": str(delta_extension_path()),
-            "CITYSAFE_DUCKDB_EXTENSION_DIR": str(Path(settings.state_dir) / "duckdb_extensions"),
+            "CITYSAFE_DUCKDB_HTTPFS_EXTENSION": str(httpfs_extension_path()),
+            **s3_secret_env(settings),
+            "CITYSAFE_DUCKDB_EXTENSION_DIR": str(settings.cache_dir / "duckdb_extensions"),
             "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             "DO_NOT_TRACK": "1",
@@ -265,7 +316,7 @@ def dbt_command(
     dbt's target and log folders where the caller wants them (created here)."""
     target_path.mkdir(parents=True, exist_ok=True)
     log_path.mkdir(parents=True, exist_ok=True)
-    Path(settings.state_dir, "duckdb_extensions").mkdir(parents=True, exist_ok=True)
+    (settings.cache_dir / "duckdb_extensions").mkdir(parents=True, exist_ok=True)
     return [
         str(dbt_executable()),
         *command.split(),
@@ -295,7 +346,7 @@ PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 def partial_parse_state(settings: Settings, target: str = DBT_TARGET) -> Path:
     """Where dbt's partial-parse state for `target` is kept between runs (the vars hash dbt checks
     includes the target, so each target keeps its own)."""
-    return Path(settings.state_dir) / "dbt_partial_parse" / target / PARTIAL_PARSE_FILE
+    return settings.cache_dir / "dbt_partial_parse" / target / PARTIAL_PARSE_FILE
 
 
 def _restore_parse_state(state: Path, target_path: Path) -> None:
@@ -481,13 +532,14 @@ def _connect(path: Path, *, read_only: bool = False):
     )
 
 
-def _count_and_close(build_path: Path, model_relations: dict[str, str]) -> dict[str, int]:
+def _count_and_close(settings: Settings, build_path: Path, model_relations: dict[str, str]) -> dict[str, int]:
     """Row count of every built model, then CHECKPOINT so the file is whole without its WAL."""
     counts: dict[str, int] = {}
     con = _connect(build_path)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"LOAD '{str(delta_extension_path()).replace(chr(39), chr(39) * 2)}'")  # staging views read Delta
+        for statement in lake_access_sql(settings):  # staging views read the lake's Delta tables
+            con.execute(statement)
         for model, relation in sorted(model_relations.items()):
             counts[model] = int(con.execute(f"select count(*) from {relation}").fetchone()[0])
         con.execute("CHECKPOINT")
@@ -780,7 +832,7 @@ def _build(
             for r in results
             if r["unique_id"].split(".")[0] in ("test", "unit_test") and str(r.get("status")).lower() in _PASSED_TESTS
         )
-        counts = _count_and_close(build_path, relations)
+        counts = _count_and_close(settings, build_path, relations)
         if postgres_dsn is not None:
             published = _publish_to_postgres(settings, build_path, run_dir, timeout_s, postgres_dsn, postgres_schema)
             if Path(f"{build_path}.wal").exists():
@@ -887,7 +939,7 @@ def dbt_parse(settings: Settings, target_path: Path | None = None, *, timeout_s:
 
     Default target: <lake_root>/_state/dbt_parse/target (for Airflow / cosmos, which read the manifest).
     """
-    target_path = Path(target_path) if target_path else Path(settings.state_dir) / "dbt_parse" / "target"
+    target_path = Path(target_path) if target_path else settings.cache_dir / "dbt_parse" / "target"
     log_path = target_path.parent / "logs"
     # The profile needs a path to render; parse never opens it. The served file's name: the same profile
     # as the builds', so parse and build share dbt's partial-parse state.

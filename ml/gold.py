@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from citysafe.delta_io import Column, TableSpec
+from citysafe.storage import as_path
 
 C = Column
 
@@ -148,6 +149,6 @@ TABLES = {
 
 def gold_tables(gold_dir: Path) -> dict[str, TableSpec]:
     return {
-        name: TableSpec(f"gold.{name}", Path(gold_dir) / name, columns, key=key)
+        name: TableSpec(f"gold.{name}", as_path(gold_dir) / name, columns, key=key)
         for name, (columns, key) in TABLES.items()
     }

@@ -14,11 +14,10 @@ import logging
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import click
 
-from citysafe import city, delta_io, lake_lock, logs
+from citysafe import city, delta_io, lake_lock, logs, storage
 from citysafe import data_docs as gx_docs
 from citysafe.config import ConfigError, Settings, load_settings
 from citysafe.errors import EXIT_CODES, EXIT_CONFIG, EXIT_ERROR, CitySafeError
@@ -47,10 +46,23 @@ def _exit_on_error(func):
         except CitySafeError as exc:
             _fail(exc.exit_code, str(exc))
         except Exception as exc:  # noqa: BLE001 - the last resort keeps the trace: this is a bug
+            outage = _storage_outage(exc)
+            if outage is not None:
+                _fail(outage.exit_code, str(outage))
             traceback.print_exc()
             _fail(EXIT_ERROR, f"unexpected error: {exc!r}")
 
     return wrapper
+
+
+def _storage_outage(exc: Exception):
+    """With the lake on object storage, an engine or delta-rs error that says the store could not be
+    reached is an expected failure (exit 9, one line), not a bug."""
+    try:
+        remote = storage.is_remote(load_settings().lake_root)
+    except Exception:  # noqa: BLE001 - no readable config: not a storage outage
+        return None
+    return storage.unreachable(exc) if remote else None
 
 
 def _settings() -> Settings:
@@ -269,7 +281,7 @@ def run(force, run_id):
         s = ctx.settings
         log.info("run %s: engine=%s scale=%s lake=%s", ctx.run_id, s.engine, s.scale, s.lake_root)
         # One writer for the whole run: no other run can slip in between two of its stages.
-        with lake_lock.lake_lock(s.lake_root, run_id=ctx.run_id, wait_seconds=s.lake_lock_wait_seconds):
+        with lake_lock.lake_lock(s.work_root, run_id=ctx.run_id, wait_seconds=s.lake_lock_wait_seconds):
             stages.run_all(ctx)
     _print_summary(ctx)
 
@@ -564,7 +576,7 @@ def alerts_ack(alert_id, by, note, run_id):
 
     with _context(run_id) as ctx:
         with lake_lock.lake_lock(
-            ctx.settings.lake_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
+            ctx.settings.work_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
         ):
             row = alert_run.acknowledge(ctx.settings, lambda: ctx.spark, alert_id, by, note)
     click.echo(
@@ -623,7 +635,7 @@ def history(table, limit):
     path = _settings().lake_root / table
     if not (path / "_delta_log").is_dir():
         _fail(EXIT_CONFIG, f"no Delta table at {path}")
-    for h in delta_io.history(Path(path), limit):
+    for h in delta_io.history(storage.as_path(path), limit):
         metrics = h.get("operationMetrics", {})
         rows = metrics.get("numOutputRows", metrics.get("num_added_rows", ""))
         click.echo(f"v{h['version']:<4} {h.get('operation', ''):14s} rows={rows}  ts={h.get('timestamp')}")
@@ -641,7 +653,7 @@ def history(table, limit):
 def maintain(vacuum_hours, dry_run):
     """Compact small files and vacuum old ones in every Delta table of the lake (delta-rs)."""
     settings = _settings()
-    with lake_lock.lake_lock(settings.lake_root, run_id="maintain", wait_seconds=settings.lake_lock_wait_seconds):
+    with lake_lock.lake_lock(settings.work_root, run_id="maintain", wait_seconds=settings.lake_lock_wait_seconds):
         for log_dir in sorted(settings.lake_root.glob("*/*/_delta_log")):
             if log_dir.parent.parent.name == "staging":
                 continue

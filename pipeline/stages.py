@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from citysafe import city, delta_io, fingerprint, lake_lock, logs, quality, reconcile, warehouse
+from citysafe import city, delta_io, fingerprint, lake_lock, logs, quality, reconcile, storage, warehouse
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.engine import spark_session
 from citysafe.errors import MartsError, ReconcileError
@@ -62,7 +62,11 @@ class RunContext:
         if self._spark is None:
             log.info("starting engine: %s", self.settings.engine)
             self._spark = self._exit.enter_context(
-                spark_session(self.settings.engine, app_name=f"citysafe-{self.run_id}")
+                spark_session(
+                    self.settings.engine,
+                    app_name=f"citysafe-{self.run_id}",
+                    storage_env=storage.engine_environment(self.settings.lake_root),
+                )
             )
         return self._spark
 
@@ -290,7 +294,7 @@ def run_ml_predict(ctx: RunContext) -> dict:
     from ml import risk_models
 
     with lake_lock.lake_lock(
-        ctx.settings.lake_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
+        ctx.settings.work_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
     ):
         try:
             result = risk_models.predict_and_publish(ctx.settings, lambda: ctx.spark, ctx.run_id)
@@ -477,7 +481,7 @@ def run_stage(ctx: RunContext, st: Stage, *, skip_unchanged: bool = False, **opt
         if st.writes_lake:
             stack.enter_context(
                 lake_lock.lake_lock(
-                    ctx.settings.lake_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
+                    ctx.settings.work_root, run_id=ctx.run_id, wait_seconds=ctx.settings.lake_lock_wait_seconds
                 )
             )
         t0 = time.monotonic()

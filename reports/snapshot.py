@@ -186,12 +186,12 @@ def _build_marker(served: Path) -> dict:
 
 
 def _delta_versions(root: Path) -> dict[str, int]:
-    from deltalake import DeltaTable
+    from citysafe import delta_io
 
     versions = {}
     if root.is_dir():
         for table in sorted(p for p in root.iterdir() if (p / "_delta_log").is_dir()):
-            versions[table.name] = DeltaTable(str(table)).version()
+            versions[table.name] = delta_io.open_table(table).version()
     return versions
 
 

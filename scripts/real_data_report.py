@@ -112,9 +112,9 @@ def make_samples(sources: dict[str, Source], settings, out: Path, rows: int) -> 
 
 
 def bronze_report(spark, settings, source: Source) -> dict:
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from citysafe import delta_io
     from spark_jobs import bronze
 
     files = source_files(source, settings)
@@ -127,7 +127,7 @@ def bronze_report(spark, settings, source: Source) -> dict:
         result["error"] = re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}")[:300]
     result["seconds"] = time.monotonic() - started
     try:
-        table = DeltaTable(str(settings.bronze_dir / source.name)).to_pyarrow_table(
+        table = delta_io.open_table(settings.bronze_dir / source.name).to_pyarrow_table(
             columns=["_parse_error", "_extra_fields"]
         )
     except TableNotFoundError:

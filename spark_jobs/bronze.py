@@ -133,7 +133,7 @@ class _Load:
         Spark Connect message (those are capped at 128 MB; a device batch can be larger)."""
         import pyarrow.parquet as pq
 
-        tmp = self.settings.state_dir / "tmp" / f"{batch_id}.parquet"
+        tmp = self.settings.cache_dir / "tmp" / f"{batch_id}.parquet"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp)
         try:

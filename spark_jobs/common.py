@@ -267,7 +267,8 @@ def reference_fingerprint(settings: Settings, tables_read: Sequence[Path] = ()) 
     job looks records up in (devices, enterprises)."""
     import hashlib
 
-    from citysafe.delta_io import DeltaTable, TableNotFoundError
+    from citysafe import delta_io
+    from citysafe.delta_io import TableNotFoundError
 
     digest = hashlib.sha256()
     files = sorted(p for p in reference.REFERENCE_DIR.rglob("*") if p.is_file())
@@ -276,7 +277,7 @@ def reference_fingerprint(settings: Settings, tables_read: Sequence[Path] = ()) 
         digest.update(path.read_bytes() if path.exists() else b"-")
     for table in tables_read:
         try:
-            digest.update(f"{table}:{DeltaTable(str(table)).version()}".encode())
+            digest.update(f"{table}:{delta_io.open_table(table).version()}".encode())
         except TableNotFoundError:
             digest.update(f"{table}:-".encode())
     return digest.hexdigest()

@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 import time
 from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from citysafe import delta_io
+from citysafe import delta_io, storage
 from citysafe.config import Settings
 from citysafe.delta_io import TableSpec
 from citysafe.errors import QualityGateError
@@ -151,7 +150,7 @@ def run_job(
         delta_io.stage(quarantined, quarantine_staging)
         n_duplicates = out.duplicates.count()
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        storage.remove_tree(scratch)
     quarantined = delta_io.read(spark, quarantine_staging)
     log.info(f"  silver {job} <- {source.name}: {rows_read} bronze rows -> {staged.rows_written} candidates staged")
     reasons = {r["reason"]: r["count"] for r in quarantined.groupBy("reason").count().collect()}
@@ -193,8 +192,8 @@ def run_job(
         log.info(f"  silver {job} <- {source.name}: {released} rows released from quarantine")
     extra = after_publish(staged_df) if after_publish else {}
     common.mark_published(settings, job, source, done, pending, fingerprint)
-    shutil.rmtree(staging.path, ignore_errors=True)
-    shutil.rmtree(quarantine_staging.path, ignore_errors=True)
+    storage.remove_tree(staging.path)
+    storage.remove_tree(quarantine_staging.path)
     with contextlib.suppress(OSError):
         staging.path.parent.rmdir()  # the run's folder, once no source of it is left
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -192,7 +191,7 @@ def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]
     registry = registry if registry is not None else load_registry()
     rows = build(spark, delta_io.read(spark, quarantine_spec), registry)
     result = delta_io.merge_sync(spark, rows, target)
-    written = DeltaTable(str(target.path)).to_pyarrow_table(columns=["source", "count"]).to_pylist()
+    written = delta_io.open_table(target.path).to_pyarrow_table(columns=["source", "count"]).to_pylist()
     summary: dict[str, dict[str, int]] = {}
     for r in written:
         entry = summary.setdefault(r["source"], {"codes": 0, "rows": 0})
