@@ -29,7 +29,7 @@ def _one_line_error(stderr: str) -> str:
 
 
 def test_the_documented_codes_are_the_ones_in_errors():
-    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7, 8}
+    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
     assert {
         cls.exit_code
         for cls in (
@@ -40,8 +40,9 @@ def test_the_documented_codes_are_the_ones_in_errors():
             errors.MartsError,
             errors.LakeBusyError,
             DeliveryError,
+            errors.StorageError,
         )
-    } == {2, 3, 4, 5, 6, 7, 8}
+    } == {2, 3, 4, 5, 6, 7, 8, 9}
 
 
 def test_exit_0_ok(cli):
@@ -174,6 +175,26 @@ def test_exit_8_notification_not_delivered(cli):
         code, _, err = cli("alerts", "notify-failure", "--dag", "d", "--task", "t", "--airflow-run", "r", env=env)
     line = _one_line_error(err)
     assert code == 8 and "not delivered to stewards" in line and http.requests == 2  # tried, then retried once
+
+
+def test_exit_9_object_storage_that_cannot_be_reached(cli, tmp_path):
+    """A lake on S3 whose endpoint does not answer: one line naming the storage, not a traceback. The
+    outage in the middle of a run is tests/test_lake_s3.py."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "CITYSAFE_LAKE_ROOT": "s3://citysafe/lake",
+        "CITYSAFE_STATE_ROOT": str(tmp_path / "state"),
+        "CITYSAFE_S3__ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "citysafe-test",
+        "AWS_SECRET_ACCESS_KEY": "citysafe-test-secret",
+    }
+    started = time.monotonic()
+    code, _, err = cli("history", "silver/incident", env=env)
+    line = _one_line_error(err)
+    assert code == 9 and "object storage" in line and "run the same command again" in line, err
+    assert time.monotonic() - started < 60
 
 
 def test_a_second_run_can_wait_for_the_lock(cli, tmp_path):
