@@ -486,7 +486,10 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         if key in data and data[key] is not None:
             if key != "lake_root" and str(data[key]).startswith(("s3://", "s3a://")):
                 raise ConfigError(f"{path}: {key}: only lake_root can be on object storage (s3://); give a folder")
-            data[key] = parse_location(data[key], store, base)
+            try:
+                data[key] = parse_location(data[key], store, base)
+            except ConfigurationError as exc:
+                raise ConfigError(f"{path}: {key}: {exc}") from None
     data["config_file"] = path
     try:
         settings = Settings.model_validate(data)
