@@ -120,6 +120,21 @@ def run_job(
         log.info(f"  silver {job} <- {source.name}: reference data changed: re-evaluating {n_retry} quarantined rows")
         bronze = bronze.unionByName(bronze_all.join(retry.select(*LINEAGE_KEY), on=LINEAGE_KEY, how="left_semi"))
     rows_read = bronze.count()
+    if rows_read == 0:
+        # Only empty deliveries (a department with nothing to report that day): nothing to stage or gate
+        # (the suites' row-count floor is for deliveries with rows), the batches are done.
+        common.mark_published(settings, job, source, done, pending, fingerprint)
+        log.info(f"  silver {job} <- {source.name}: {len(pending)} new batch(es) with no rows: nothing to publish")
+        return {
+            "rows_read": 0,
+            "published": 0,
+            "quarantined": {},
+            "duplicates": 0,
+            "batches": pending,
+            "delta_version": delta_io.version(target),
+            "reconciled": True,
+            "seconds": round(time.monotonic() - started, 3),
+        }
     # Scratch for the transform's barriers, beside this run's staging tables. It holds rows before
     # masking, so it lives only until the candidates and the quarantine rows are staged.
     scratch = settings.staging_dir / target.name / run_id / f"{source.name}__scratch"

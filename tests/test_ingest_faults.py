@@ -133,6 +133,27 @@ def test_a_batch_of_only_an_empty_file_commits_zero_rows_once(spark, tmp_path):
     assert landed == delta_io.read(spark, bronze.bronze_spec(settings, SOURCE)).count() == 1
 
 
+def test_a_day_with_an_empty_delivery_publishes_nothing_and_the_next_day_goes_on(spark, tmp_path):
+    """A department with nothing to report that day (a daily increment's empty file) is not a failed
+    quality gate: silver marks the batch done, publishes nothing, and the next delivery publishes."""
+    from spark_jobs import silver_weather
+
+    weather = get_source("weather_daily")
+    settings = _settings(tmp_path)
+    folder = tmp_path / "syn" / "weather"
+    folder.mkdir(parents=True)
+    header = ",".join(weather.columns)
+    (folder / "weather_daily_2025-03-01.csv").write_text(header + "\n")
+    bronze.ingest(spark, settings, weather)
+    empty = silver_weather.run(spark, settings, weather, "day-1")
+    assert empty["rows_read"] == empty["published"] == 0 and len(empty["batches"]) == 1
+    assert silver_weather.run(spark, settings, weather, "day-1-again")["batches"] == []  # done, not pending
+    (folder / "weather_daily_2025-03-02.csv").write_text(header + "\n2025-03-02,57494,0.0,7.9,0.6,6.8\n")
+    bronze.ingest(spark, settings, weather)
+    later = silver_weather.run(spark, settings, weather, "day-2")
+    assert later["rows_read"] == later["published"] == 1 and later["validation"]["success"]
+
+
 def test_empty_excel_sheets_and_json_arrays_are_empty_deliveries_too(tmp_path):
     import io
 
