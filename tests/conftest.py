@@ -35,6 +35,23 @@ def built_city(tmp_path_factory, worker_id):
     return shared_city(tmp_path_factory.getbasetemp().parent / "built_city")
 
 
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """One PostgreSQL server for the test session (each pytest-xdist worker's), shared by every module that
+    uses it (tests/pg_server.py), stopped at the end."""
+    from pg_server import session_server
+
+    yield from session_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def city_marts_in_postgres(built_city, pg_server, tmp_path_factory):
+    """The built city's marts published once to `city_marts` on `pg_server` (tests/pg_server.py)."""
+    from pg_server import publish_city_marts
+
+    return publish_city_marts(built_city, pg_server, tmp_path_factory)
+
+
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
     """Invoke the `citysafe` CLI in-process (click's CliRunner) on a lake under tmp_path, with no
@@ -71,6 +88,15 @@ SHARED_WORKER = {
     "tests/test_superset.py": "city_marts_in_postgres",
     "tests/test_marts_prod.py": "city_marts_in_postgres",
 }
+
+
+def pytest_configure(config):
+    """xdist's `--dist loadgroup` sorts its work units by their number of tests (`--loadscope-reorder`, on
+    by default), which undid the order pytest_collection_modifyitems sets below: the files with many tests
+    that need the built city (test_alerts, test_exit_codes) went first, and one worker waited for the
+    other's city build for about 90 s. Keep the collection order instead."""
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        config.option.loadscopereorder = False
 
 
 def pytest_itemcollected(item):

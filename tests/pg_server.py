@@ -1,6 +1,10 @@
 """The tests' throw-away PostgreSQL server: the session fixture `pg_server` on top of
 citysafe/pg_local.py (initdb into a temporary folder, 127.0.0.1 only; see there). By hand:
 `python -m citysafe.pg_local [folder]` (scripts/pg_local.sh).
+
+The fixtures `pg_server` and `city_marts_in_postgres` are registered in tests/conftest.py, on top of the
+functions here: a fixture imported into several test modules is a separate fixture in each of them, so
+each module started its own "session" server (and published the city's marts again).
 """
 
 from __future__ import annotations
@@ -18,9 +22,8 @@ from citysafe.pg_local import (  # noqa: F401  (re-exported for the tests)
 )
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
-    """One PostgreSQL server for the test session, stopped at the end."""
+def session_server(tmp_path_factory):
+    """One PostgreSQL server for the test session, stopped at the end (generator: the fixture's body)."""
     if find_bin_dir() is None:
         message = "PostgreSQL server binaries not found (apt-get install postgresql, or set PG_BIN_DIR)"
         if os.environ.get("CI"):
@@ -41,8 +44,7 @@ def pg_server(tmp_path_factory):
 CITY_MARTS_SCHEMA = "city_marts"
 
 
-@pytest.fixture(scope="session")
-def city_marts_in_postgres(built_city, pg_server, tmp_path_factory):
+def publish_city_marts(built_city, pg_server, tmp_path_factory):
     """The built city's marts (models/marts and models/gold) published once to `city_marts` on the test
     server by the prod target; shared by the prod-publish test and the Superset-on-PostgreSQL test.
     Returns (build_marts result, the DuckDB file the prod build served)."""

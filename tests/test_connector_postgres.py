@@ -27,7 +27,7 @@ from citysafe.formats import parse_jsonl
 from citysafe.sources import SourceError, load_source_file
 from spark_jobs import bronze
 
-from pg_server import free_port, pg_server  # noqa: F401  (session fixture)
+from pg_server import free_port
 
 DSN_ENV = "FIRE_DB_DSN"
 READER, READER_PASSWORD = "fire_reader", "Rd#pw-4711 'x'"  # quotes and spaces: must survive, never show
@@ -88,7 +88,7 @@ class FireDb:
 
 
 @pytest.fixture
-def fire_db(pg_server):  # noqa: F811
+def fire_db(pg_server):
     """A fresh database holding the dispatch table with 50 rows, readable by a SELECT-only role."""
     name = f"fire_{uuid.uuid4().hex[:10]}"
     with pg_server.connect() as admin:

@@ -13,8 +13,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pg_server import city_marts_in_postgres, pg_server  # noqa: F401  (session fixtures)
-
 MART = "mart_incident_district_week"
 
 

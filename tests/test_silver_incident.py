@@ -7,13 +7,17 @@ import hashlib
 import hmac
 
 import h3
+import pytest
 
 from spark_jobs import silver_incident
 
 import silver_fixtures as fx
 
 
-def _run(spark):
+@pytest.fixture(scope="module")
+def transformed(spark):
+    """The transform of the fixture, run once for the module (the tests only read its rows; each of them
+    ran the same deterministic transform again before, ~4 s of CPU each)."""
     published, quarantined, duplicates = silver_incident.transform(
         fx.bronze_frame(spark), fx.SOURCE, fx.reference(spark), fx.PII_KEY, fx.NOW
     )
@@ -24,8 +28,8 @@ def _run(spark):
     )
 
 
-def test_every_row_is_published_quarantined_or_a_duplicate(spark):
-    published, quarantined, duplicates = _run(spark)
+def test_every_row_is_published_quarantined_or_a_duplicate(transformed):
+    published, quarantined, duplicates = transformed
     assert set(published) == fx.EXPECTED_PUBLISHED
     reasons = {}
     for q in quarantined:
@@ -35,8 +39,8 @@ def test_every_row_is_published_quarantined_or_a_duplicate(spark):
     assert len(published) + len(quarantined) + len(duplicates) == len(fx.bronze_rows())
 
 
-def test_times_are_utc_and_local(spark):
-    published, _, _ = _run(spark)
+def test_times_are_utc_and_local(transformed):
+    published, _, _ = transformed
     for case in ("A1", "A2", "A4"):  # local naive, Z and +08:00 forms of the same instant
         assert published[case]["occurred_at_utc"] == dt.datetime(2025, 3, 4, 5, 22, 10)
         assert published[case]["occurred_at_local"] == dt.datetime(2025, 3, 4, 13, 22, 10)
@@ -44,8 +48,8 @@ def test_times_are_utc_and_local(spark):
     assert published["A3"]["occurred_at_utc"] == dt.datetime(2025, 3, 4, 5, 22)
 
 
-def test_districts_cells_and_codes(spark):
-    published, _, _ = _run(spark)
+def test_districts_cells_and_codes(transformed):
+    published, _, _ = transformed
     a1 = published["A1"]
     assert (a1["district_code"], a1["location_quality"]) == ("420102", "point")
     assert a1["h3_cell"] == h3.latlng_to_cell(30.55, 114.25, 8)
@@ -58,14 +62,14 @@ def test_districts_cells_and_codes(spark):
         assert published[case]["h3_cell"] is None and published[case]["location_quality"] == "district_only"
 
 
-def test_latest_revision_wins(spark):
-    published, _, duplicates = _run(spark)
+def test_latest_revision_wins(transformed):
+    published, _, duplicates = transformed
     assert published["D1"]["status"] == "已结案"
     assert {d["_source_row_number"] for d in duplicates} == {5, 7}
 
 
-def test_personal_data_is_hashed_and_scrubbed(spark):
-    published, quarantined, _ = _run(spark)
+def test_personal_data_is_hashed_and_scrubbed(transformed):
+    published, quarantined, _ = transformed
     expected = hmac.new(fx.PII_KEY, b"13800138000", hashlib.sha256).hexdigest()
     assert published["A1"]["reporter_phone_hash"] == expected
     assert published["A1"]["reporter_name_hash"] == hmac.new(fx.PII_KEY, "张三".encode(), hashlib.sha256).hexdigest()
@@ -75,8 +79,8 @@ def test_personal_data_is_hashed_and_scrubbed(spark):
         assert secret not in text
 
 
-def test_quarantine_names_field_and_value(spark):
-    _, quarantined, _ = _run(spark)
+def test_quarantine_names_field_and_value(transformed):
+    _, quarantined, _ = transformed
     by_reason = {q["reason"]: q for q in quarantined}
     assert by_reason["invalid_timestamp"]["detail"] == "occurred_at: cannot parse 2025-13-45 25:61:00"
     assert by_reason["unmapped_code"]["detail"] == "code: no crosswalk entry for 9999"

@@ -23,7 +23,7 @@ from dashboards.assets import CHARTS, DASHBOARDS
 from dashboards.serve import environment as superset_env
 from pipeline import serve
 
-from pg_server import CITY_MARTS_SCHEMA, city_marts_in_postgres, pg_server  # noqa: F401  (session fixtures)
+from pg_server import CITY_MARTS_SCHEMA
 
 CHROMIUM = Path("/usr/bin/chromium")
 ADMIN_PASSWORD = "superset-test-admin-0123456789"

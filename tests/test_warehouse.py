@@ -4,11 +4,14 @@ Every table the dbt project declares as a source (dbt/models/staging/_*__sources
 TableSpec: a few hand-written incidents (with the reference rows they point at: the real taxonomy, two
 districts, one H3 cell, the registry entries and their batches) and every other table empty.
 
-One full build (module fixture) and one full `prod` build against a real PostgreSQL server on 127.0.0.1;
-the other dbt runs build only the nodes they are about (build_marts(select=...): dbt's --select into a
-copy of the served file, the same swap rule): a failing build on a missing silver table, a failing build
-on a duplicate incident key (both must leave the served file byte-identical), a rebuild while a reader
-holds the old file open, and a prod publish that fails (PostgreSQL and the served file stay as they were).
+One full build from nothing (module fixture): the `prod` target, which builds exactly as the default
+`dev` target with a real PostgreSQL server on 127.0.0.1 attached and then publishes every mart to it (a
+full dev build from nothing is what `citysafe run` does for the built test city, tests/city_fixture.py).
+The other dbt runs build only the nodes they are about (build_marts(select=...): dbt's --select into a
+copy of the served file, the same swap rule), on the dev target: a failing build on a missing silver
+table, a failing build on a duplicate incident key (both must leave the served file byte-identical), a
+rebuild while a reader holds the old file open (whose lake dbt parse then reuses the parse state of), and
+a prod publish that fails (PostgreSQL and the served file stay as they were).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -30,6 +34,7 @@ from deltalake import DeltaTable, write_deltalake
 from citysafe import reference
 from citysafe.config import load_settings
 from citysafe.delta_io import TableSpec
+from citysafe.pg_local import find_bin_dir
 from citysafe.sources import load_registry
 from citysafe.warehouse import (
     DBT_PROJECT_DIR,
@@ -43,7 +48,6 @@ from ml.gold import gold_tables
 from spark_jobs import silver_reference, tables
 from spark_jobs.catalog import silver_tables
 
-from pg_server import pg_server  # noqa: F401  (session fixture)
 from tests_support import captured_log
 
 CITY_TZ = "Asia/Shanghai"
@@ -287,16 +291,27 @@ def mart_rows(path: Path) -> dict:
     return {r[:3]: tuple(r[3:]) for r in rows}
 
 
+DSN_ENV = "TEST_MARTS_POSTGRES_DSN"  # not CITYSAFE_*: load_settings refuses unknown CITYSAFE_ variables
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(request, tmp_path_factory):
+    """The one full build of the small lake: target prod, publishing every mart to the session's
+    PostgreSQL server (schema `marts`) before the swap. Without PostgreSQL binaries (and not in CI, where
+    pg_server fails) the dev target instead, and the prod tests skip. result["target"]: which one."""
     base = tmp_path_factory.mktemp("warehouse")
     lake = base / "lake"
     write_silver(lake)
     settings = settings_for(lake, base / "served" / "citysafe_marts.duckdb")
+    pg = None if find_bin_dir() is None and not os.environ.get("CI") else request.getfixturevalue("pg_server")
+    target = "dev" if pg is None else "prod"
     before = dt.datetime.now(dt.UTC)
-    with captured_log("citysafe.warehouse") as lines:
-        result = build_marts(settings, "run-1")
+    with pytest.MonkeyPatch.context() as mp, captured_log("citysafe.warehouse") as lines:
+        if pg is not None:
+            mp.setenv(DSN_ENV, pg.dsn())
+        result = build_marts(settings, "run-1", target=target, postgres_dsn_env=DSN_ENV)
     result["built_between"] = (before, dt.datetime.now(dt.UTC))
+    result["target"] = target
     return settings, result, lines, base
 
 
@@ -341,7 +356,8 @@ def test_build_marts_counts_per_district_week_domain(built):
     assert len(unit) >= 3 and set(unit) == {"pass"}
     assert sorted(p.name for p in served.parent.iterdir()) == served_files(served)
     # dbt's partial-parse state is kept for the next run, not in the run's own target folder
-    assert partial_parse_state(settings).is_file() and not (target / "partial_parse.msgpack").exists()
+    state = partial_parse_state(settings, result["target"])
+    assert state.is_file() and not (target / "partial_parse.msgpack").exists()
 
 
 def test_ops_marts_measure_freshness_at_build_time_and_account_for_rows(built):
@@ -430,26 +446,37 @@ def test_failing_data_test_leaves_served_file_untouched(built, tmp_path):
     assert sorted(p.name for p in served.parent.iterdir()) == served_files(served)
 
 
-def test_rebuild_swaps_atomically_under_an_open_reader(built, tmp_path):
+@pytest.fixture(scope="module")
+def rebuilt(built, tmp_path_factory):
+    """A dev build (select +MART) of a lake with one more incident, into a copy of the served file, while
+    a reader holds that file open; returns (its settings, its result, what the reader read after it)."""
     settings, _, _, _ = built
-    served = tmp_path / "served" / "citysafe_marts.duckdb"
+    base = tmp_path_factory.mktemp("rebuild")
+    served = base / "served" / "citysafe_marts.duckdb"
     served.parent.mkdir()
     shutil.copyfile(settings.warehouse_path, served)
-    lake = tmp_path / "lake"
+    lake = base / "lake"
     write_silver(lake, ROWS + [("police_incidents", "P8", "2025-03-17 12:00", "D02", "TR0101")])
     reader = duckdb.connect(str(served), read_only=True)
     try:
-        result = build_marts(settings_for(lake, served), "run-2", select=[f"+{MART}"])
-        # the open reader keeps the old file; the swap did not wait for it
-        assert reader.execute(f"select sum(incident_count) from {MART}").fetchone()[0] == len(ROWS)
+        rebuilt_settings = settings_for(lake, served)
+        result = build_marts(rebuilt_settings, "run-2", select=[f"+{MART}"])
+        read_after = reader.execute(f"select sum(incident_count) from {MART}").fetchone()[0]
     finally:
         reader.close()
+    return rebuilt_settings, result, read_after
+
+
+def test_rebuild_swaps_atomically_under_an_open_reader(rebuilt):
+    settings, result, read_after = rebuilt
+    # the open reader keeps the old file; the swap did not wait for it
+    assert read_after == len(ROWS)
     assert result["models"]["stg_silver__incident"] == len(ROWS) + 1
-    assert mart_rows(served)[("D02", dt.date(2025, 3, 17), "TR")] == (2, 1, 2, 0, 0)
+    assert mart_rows(settings.warehouse_path)[("D02", dt.date(2025, 3, 17), "TR")] == (2, 1, 2, 0, 0)
 
 
-def test_dbt_parse_writes_manifest(built, tmp_path):
-    settings, _, _, _ = built
+def test_dbt_parse_writes_manifest(rebuilt, tmp_path):
+    settings, _, _ = rebuilt  # its lake's dev build (the module's full build may be the prod target's)
     manifest = dbt_parse(settings, target_path=tmp_path / "target")
     nodes = json.loads(manifest.read_text())["nodes"]
     assert f"model.citysafe.{MART}" in nodes
@@ -462,7 +489,6 @@ def test_dbt_parse_writes_manifest(built, tmp_path):
 
 # --- the prod target: the marts published to PostgreSQL ------------------------------------------------
 
-DSN_ENV = "TEST_MARTS_POSTGRES_DSN"  # not CITYSAFE_*: load_settings refuses unknown CITYSAFE_ variables
 PUBLISHER, PUBLISHER_PASSWORD = "marts_publisher", "Pub-pw 'q9"
 
 
@@ -482,12 +508,10 @@ def _schemas(pg_server) -> set[str]:
         return {r[0] for r in con.execute("select nspname from pg_namespace where nspname like 'marts%'").fetchall()}
 
 
-def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server, tmp_path, monkeypatch):
-    settings, _, _, _ = built
-    served = tmp_path / "served" / "citysafe_marts.duckdb"
-    prod_settings = settings.model_copy(update={"warehouse_path": served})
-    monkeypatch.setenv(DSN_ENV, pg_server.dsn())
-    result = build_marts(prod_settings, "run-prod", target="prod", postgres_dsn_env=DSN_ENV)
+def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server, monkeypatch):
+    settings, result, _, _ = built  # the module's full build from nothing, on the prod target
+    assert result["target"] == "prod" and result["mode"] == "full"
+    served = Path(settings.warehouse_path)
 
     # every mart table of the project, with the row counts of the served DuckDB warehouse
     manifest = json.loads((Path(result["target_path"]) / "manifest.json").read_text())
@@ -504,7 +528,7 @@ def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server
         assert con.execute(f"select sum(incident_count) from marts.{MART}").fetchone()[0] == len(ROWS)
     assert _schemas(pg_server) == {"marts"}  # the publishing schema was renamed, nothing left over
     # the password reached dbt only as PGPASSWORD: no file of the run holds it
-    run_dir = Path(settings.runs_dir) / "run-prod"
+    run_dir = Path(settings.runs_dir) / "run-1"
     assert not [p for p in run_dir.rglob("*") if p.is_file() and pg_server.password.encode() in p.read_bytes()]
 
     # A publish that fails at its last step (the publisher may not drop the schema another role owns)
@@ -515,7 +539,7 @@ def test_prod_target_publishes_the_marts_to_postgres_atomically(built, pg_server
     before_pg, before_file = _postgres_counts(pg_server, "marts"), served.read_bytes()
     monkeypatch.setenv(DSN_ENV, pg_server.dsn(user=PUBLISHER, password=PUBLISHER_PASSWORD))
     with pytest.raises(WarehouseBuildError, match="publishing the marts to PostgreSQL failed") as err:
-        build_marts(prod_settings, "run-prod-denied", target="prod", postgres_dsn_env=DSN_ENV, select=[MART])
+        build_marts(settings, "run-prod-denied", target="prod", postgres_dsn_env=DSN_ENV, select=[MART])
     assert "must be owner" in str(err.value)
     assert _postgres_counts(pg_server, "marts") == before_pg and _schemas(pg_server) == {"marts"}
     assert served.read_bytes() == before_file
