@@ -49,23 +49,57 @@ def content_hash(columns: Sequence[str]) -> SparkColumn:
     return F.sha2(F.concat_ws("\u001f", *[F.coalesce(F.col(c), F.lit("\u0000")) for c in columns]), 256)
 
 
+def _has_key(key: Sequence[str]) -> SparkColumn:
+    has_key = F.col("_parse_error").isNull()
+    for k in key:
+        has_key = has_key & F.col(k).isNotNull()
+    return has_key
+
+
+def _ranked(
+    keyed: DataFrame, key: Sequence[str], order: Sequence[SparkColumn], hash_columns: Sequence[str]
+) -> DataFrame:
+    window = Window.partitionBy(*key).orderBy(
+        *order, F.col("w_hash").desc(), F.col("_source_file").asc(), F.col("_source_row_number").asc()
+    )
+    return keyed.withColumn("w_hash", content_hash(hash_columns)).withColumn("w_rank", F.row_number().over(window))
+
+
 def dedupe(
     parsed: DataFrame, key: Sequence[str], order: Sequence[SparkColumn], hash_columns: Sequence[str]
 ) -> tuple[DataFrame, DataFrame]:
     """One row per key: the first by `order`; ties by content hash, then file and row number, so every
     engine keeps the same row. Returns (kept, dropped duplicates). Rows with a NULL key part or that
     failed to parse are kept as they are (the classifier quarantines them)."""
-    has_key = F.col("_parse_error").isNull()
-    for k in key:
-        has_key = has_key & F.col(k).isNotNull()
+    has_key = _has_key(key)
     keyed, unkeyed = parsed.where(has_key), parsed.where(~has_key)
-    window = Window.partitionBy(*key).orderBy(
-        *order, F.col("w_hash").desc(), F.col("_source_file").asc(), F.col("_source_row_number").asc()
-    )
-    ranked = keyed.withColumn("w_hash", content_hash(hash_columns)).withColumn("w_rank", F.row_number().over(window))
+    ranked = _ranked(keyed, key, order, hash_columns)
     kept = ranked.where("w_rank = 1").drop("w_rank", "w_hash").unionByName(unkeyed)
     dropped = ranked.where("w_rank > 1").drop("w_rank", "w_hash")
     return kept, dropped
+
+
+def rank_duplicates(
+    parsed: DataFrame, key: Sequence[str], order: Sequence[SparkColumn], hash_columns: Sequence[str]
+) -> DataFrame:
+    """`dedupe`'s choice as a column instead of two frames: every row of `parsed` with `w_rank` = 1 for
+    the row kept, > 1 for a dropped duplicate, NULL for a row without a key (kept as it is). One frame,
+    so a job can put one barrier after it and take both the kept rows and the duplicates from there
+    (`kept_rows`, `duplicate_rows`) instead of running the window once for each."""
+    has_key = _has_key(key)
+    ranked = _ranked(parsed.where(has_key), key, order, hash_columns).drop("w_hash")
+    ranked = ranked.withColumn("w_rank", F.col("w_rank").cast("int"))
+    return ranked.unionByName(parsed.where(~has_key).withColumn("w_rank", F.lit(None).cast("int")))
+
+
+def kept_rows(ranked: DataFrame) -> DataFrame:
+    """The rows `dedupe` keeps, from a `rank_duplicates` frame (without `w_rank`)."""
+    return ranked.where(F.col("w_rank").isNull() | (F.col("w_rank") == 1)).drop("w_rank")
+
+
+def duplicate_rows(ranked: DataFrame) -> DataFrame:
+    """The rows `dedupe` drops as duplicates, from a `rank_duplicates` frame (without `w_rank`)."""
+    return ranked.where(F.col("w_rank") > 1).drop("w_rank")
 
 
 def classify(df: DataFrame, rules: Sequence[tuple[str, SparkColumn, SparkColumn]]) -> DataFrame:
