@@ -26,6 +26,10 @@ from city_fixture import CLI, city_env
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat (Debian)")]
 
 BUCKET = "citysafe"
+# Four of the eight sources keep the test at a few minutes (moto answers every request in Python) and still
+# take each kind of silver job through the store: incidents, report-to-incident links (the GBK hotline),
+# a registry and the device readings with their hourly table.
+CITY_SOURCES = ["police_incidents", "hotline_tickets", "device_registry", "device_readings"]
 
 
 @pytest.fixture
@@ -42,6 +46,7 @@ def _env(root, s3: S3Server) -> dict:
     env["CITYSAFE_LAKE_ROOT"] = f"s3://{BUCKET}/lake"
     env["CITYSAFE_STATE_ROOT"] = str(root / "state")
     env["CITYSAFE_LAKE_LOCK_WAIT_SECONDS"] = "0"
+    env["CITYSAFE_SOURCES"] = "[" + ", ".join(CITY_SOURCES) + "]"
     return env
 
 
