@@ -143,3 +143,28 @@ def reference(spark) -> Reference:
         places=Places(spark.createDataFrame(ALIASES), DISTRICTS, 8),
         timezone="Asia/Shanghai",
     )
+
+
+def generated_city_settings(tmp_path, *, seed: int, days: int):
+    """Settings for a small synthetic city generated under tmp_path/syn, its lake under tmp_path/lake."""
+    from citysafe.config import load_settings
+    from synthetic_city import generate
+
+    syn = tmp_path / "syn"
+    generate(
+        syn,
+        scale=0.005,
+        seed=seed,
+        start_date=dt.date(2025, 1, 1),
+        days=days,
+        timezone="Asia/Shanghai",
+        h3_resolution=8,
+    )
+    return load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
+            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
+        }
+    )

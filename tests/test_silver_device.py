@@ -187,20 +187,8 @@ def test_redelivered_batch_changes_nothing_in_silver(spark, tmp_path, monkeypatc
     from citysafe import delta_io
     from citysafe.sources import get_source
     from spark_jobs import bronze, silver, tables
-    from synthetic_city import generate
 
-    syn = tmp_path / "syn"
-    generate(
-        syn, scale=0.005, seed=11, start_date=dt.date(2025, 1, 1), days=20, timezone="Asia/Shanghai", h3_resolution=8
-    )
-    settings = load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        }
-    )
+    settings = fx.generated_city_settings(tmp_path, seed=11, days=20)
     monkeypatch.setenv("CITYSAFE_PII_KEY", "device-test-key-0123456789")
     registry, readings = get_source("device_registry"), get_source("device_readings")
     for source in (registry, readings):
@@ -214,9 +202,9 @@ def test_redelivered_batch_changes_nothing_in_silver(spark, tmp_path, monkeypatc
     versions = (delta_io.version(reading_spec), delta_io.version(hourly_spec))
     published = delta_io.read(spark, reading_spec).count()
 
-    batch = sorted((syn / "devices" / "readings").glob("batch_*.jsonl"))[3]
+    batch = sorted((settings.synthetic_root / "devices" / "readings").glob("batch_*.jsonl"))[3]
     resent = [json.dumps(dict(reversed(list(json.loads(line).items())))) for line in batch.read_text().splitlines()]
-    (syn / "devices" / "readings" / "batch_99999.jsonl").write_text("\n".join(resent) + "\n")
+    (batch.parent / "batch_99999.jsonl").write_text("\n".join(resent) + "\n")
     again = bronze.ingest(spark, settings, readings)
     assert again["rows_read"] == len(resent) > 0
     entry = silver.run(spark, settings, readings, "second")

@@ -10,8 +10,9 @@ import pytest
 from test_silver_device import _bronze, devices, sources  # noqa: F401  (fixtures)
 
 from citysafe import delta_io
-from citysafe.config import load_settings
 from spark_jobs import silver_device
+
+import silver_fixtures as fx
 
 
 def _rows(df):
@@ -72,20 +73,8 @@ def test_run_in_passes_publishes_the_same_rows(spark, tmp_path, monkeypatch):
     from citysafe.sources import get_source
     from spark_jobs import bronze, silver, tables
     from spark_jobs.bronze import bronze_spec
-    from synthetic_city import generate
 
-    syn = tmp_path / "syn"
-    generate(
-        syn, scale=0.005, seed=12, start_date=dt.date(2025, 1, 1), days=10, timezone="Asia/Shanghai", h3_resolution=8
-    )
-    settings = load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        }
-    )
+    settings = fx.generated_city_settings(tmp_path, seed=12, days=10)
     monkeypatch.setenv("CITYSAFE_PII_KEY", "device-test-key-0123456789")
     registry, readings = get_source("device_registry"), get_source("device_readings")
     for source in (registry, readings):
@@ -115,9 +104,9 @@ def test_run_in_passes_publishes_the_same_rows(spark, tmp_path, monkeypatch):
     assert not any((settings.staging_dir / reading_spec.name).glob("*/*"))  # scratch removed
 
     versions = (delta_io.version(reading_spec), delta_io.version(hourly_spec))
-    batch = sorted((syn / "devices" / "readings").glob("batch_*.jsonl"))[1]
+    batch = sorted((settings.synthetic_root / "devices" / "readings").glob("batch_*.jsonl"))[1]
     resent = [json.dumps(dict(reversed(list(json.loads(line).items())))) for line in batch.read_text().splitlines()]
-    (syn / "devices" / "readings" / "batch_99999.jsonl").write_text("\n".join(resent) + "\n")
+    (batch.parent / "batch_99999.jsonl").write_text("\n".join(resent) + "\n")
     assert bronze.ingest(spark, settings, readings)["rows_read"] == len(resent)
     again = silver.run(spark, settings, readings, "second")  # the hourly refresh of its devices in passes
     assert again["published"] == 0 and again["reconciled"]
