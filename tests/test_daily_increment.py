@@ -261,3 +261,19 @@ def test_the_days_records_are_in_silver_and_the_marts(day_in_the_lake):
     registered = pd.read_csv(truth_dir / "enterprises_truth.csv.gz", dtype=str, keep_default_na=False)
     registered = registered[registered.delivery == "clean"]
     assert set(registered.credit_code) <= set(enterprises.enterprise_id)
+
+
+@pytest.mark.slow
+def test_the_hourly_table_after_a_day_equals_a_recompute_from_every_reading(day_in_the_lake, spark):
+    """A day refreshes only the hours its readings can change (silver_device.changed_hours): the stored
+    hourly table must equal the aggregate over every reading, gaps and spans included."""
+    from citysafe import delta_io
+    from spark_jobs import silver_device, tables
+
+    root, _, _, _ = day_in_the_lake
+    settings = load_settings(environ=city_env(root))
+    readings = delta_io.read(spark, tables.device_reading(settings.silver_dir))
+    stored = delta_io.read(spark, tables.device_reading_hourly(settings.silver_dir))
+    expected = silver_device.hourly(readings).select(*stored.columns)
+    assert stored.count() == expected.count() > 0
+    assert stored.exceptAll(expected).count() == 0 and expected.exceptAll(stored).count() == 0
