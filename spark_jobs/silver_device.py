@@ -377,9 +377,13 @@ def run_readings(spark: SparkSession, settings: Settings, source: Source, run_id
 
     def refresh_hourly(staged: DataFrame) -> dict:
         delta_io.ensure_table(hourly_spec)  # the first delivery: no stored span yet
-        windows = changed_hours(staged, delta_io.read(spark, hourly_spec))
-        if not windows.limit(1).collect():
+        # Collected once (one row per device): every later plan (the count, each pass, the MERGE) would
+        # otherwise aggregate the staged rows and scan the stored hourly table again.
+        changed = changed_hours(staged, delta_io.read(spark, hourly_spec))
+        rows = changed.collect()
+        if not rows:
             return {"hourly_rows_written": 0}
+        windows = spark.createDataFrame(rows, schema=changed.schema)
         # Only the hours a delivery can change are recomputed (changed_hours): a daily delivery touches
         # every device, and recomputing each one's whole history made the MERGE rewrite the whole
         # table (16.2 GB at scale 1.35). They are recomputed in passes of whole devices (the aggregate
