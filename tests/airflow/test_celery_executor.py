@@ -339,6 +339,8 @@ def test_celery_worker_runs_a_source_dag(airflow_env_for, tmp_path, tmp_path_fac
         celery_results = dict(af.query("SELECT task_id, status FROM celery_taskmeta"))
         worker_log = af.log("celery-worker")
         scheduler_log = af.log("scheduler")
+        # A retried task: the report carries every attempt's log (the first one's error), read before teardown.
+        retried = af.report() if any(t[4] != 1 for t in tasks) else ""
     except BaseException as exc:
         if af is not None and not isinstance(exc, AssertionError):  # the assertions carry the report
             print(af.report())
@@ -361,7 +363,7 @@ def test_celery_worker_runs_a_source_dag(airflow_env_for, tmp_path, tmp_path_fac
     report = f"tasks: {tasks}\nscheduler jobs: {schedulers}\ncelery results: {celery_results}\n--- worker log (end):\n{worker_log[-3000:]}"
     # The DAG's two tasks, each run once, on the first try.
     assert sorted(t[2] for t in tasks) == ["ingest", "silver"], report
-    assert {(t[3], t[4]) for t in tasks} == {("success", 1)}, report
+    assert {(t[3], t[4]) for t in tasks} == {("success", 1)}, f"{report}\n{retried}"
     # One scheduler, and the only executor it loaded is the CeleryExecutor (job.executor_class stays empty in
     # Airflow 3: its log says which executors it loaded).
     assert len(schedulers) == 1, report
