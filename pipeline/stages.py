@@ -32,7 +32,7 @@ from citysafe.engine import spark_session
 from citysafe.errors import MartsError, ReconcileError
 from citysafe.runs import RunSummary, write_json_atomic
 from citysafe.sources import Source, get_source
-from spark_jobs import bronze, catalog, silver, silver_reference, unmapped_codes
+from spark_jobs import bronze, catalog, incident_links, silver, silver_reference, unmapped_codes
 
 # The stages' heavier layers (ml, reports, alerts, the generator) are imported inside the stage that
 # uses them: every Airflow task is a process running one stage, and start-up is paid per task.
@@ -196,10 +196,15 @@ def run_silver(ctx: RunContext) -> dict:
             raise ConfigError(f"source(s) {missing} have no silver section in sources/<name>.yaml yet")
     out = {}
     quality.import_in_background()  # GX takes seconds to import: overlapped with the first staging
-    for source in silver.ordered(ctx.selected(silver_only=True)):
+    sources = silver.ordered(ctx.selected(silver_only=True))
+    for source in sources:
         log.info("silver %s", source.name)
-        out[source.name] = silver.run(ctx.spark, ctx.settings, source, ctx.run_id)
+        out[source.name] = silver.run(ctx.spark, ctx.settings, source, ctx.run_id, defer_links=True)
         ctx.summary.record_table(f"silver.{source.silver.table}[{source.name}]", out[source.name])
+    # Cross-department links once, after every incident source (each would otherwise recompute them).
+    for registry in silver.link_registries(sources):
+        links = incident_links.refresh_if_stale(ctx.spark, ctx.settings, registry)
+        ctx.summary.record_table("silver.incident_link", links)
     if not city.has_polygons(ctx.settings):
         # A city known only from its records: its districts and H3 grid are where its incidents fall.
         grid = silver_reference.derive_event_grid(ctx.spark, ctx.settings, ctx.run_id)

@@ -24,13 +24,19 @@ No cross join: every point is in an H3 cell; two points closer than `max_distanc
 time buckets of `max_minutes`. Reports are expanded to their grid_disk cells x 3 buckets and
 equi-joined with the department records on (cell, bucket); the exact distance and time tests follow.
 
-The table is recomputed from silver.incident after each publish of a participating source and
-written with `merge_sync` (it becomes exactly the computed links; nothing is committed when nothing
-changed, so a re-run keeps its Delta version).
+The table is recomputed from silver.incident when it is stale (`refresh_if_stale`: silver.incident
+has a Delta version, or the rules a digest, other than the ones the stored links were computed from;
+`_state/silver/incident_link.json`) and written with `merge_sync` (it becomes exactly the computed links;
+nothing is committed when nothing changed, so a re-run keeps its Delta version). A source's own silver
+job refreshes after its publish (an Airflow task runs one source); `citysafe run`'s silver stage defers
+that to once after all its sources. A run that stops in between leaves the links stale, and the next
+check recomputes them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from pathlib import Path
@@ -38,7 +44,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from citysafe import delta_io
+from citysafe import delta_io, runs
 from citysafe.config import Settings
 from citysafe.delta_io import Column, TableSpec
 from citysafe.sources import SOURCES_DIR, SilverTarget, Source, load_registry
@@ -207,6 +213,38 @@ def _empty(spark: SparkSession) -> DataFrame:
 
 
 # --- the job step --------------------------------------------------------------------------------------
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.state_dir / "silver" / "incident_link.json"
+
+
+def _inputs(settings: Settings, registry: dict[str, Source]) -> dict:
+    """What the links are a function of: silver.incident's version, the rules and the H3 resolution."""
+    rules = json.dumps(
+        [[reporter, rule.model_dump(mode="json")] for reporter, rule in link_rules(registry)], sort_keys=True
+    )
+    return {
+        "incident_version": delta_io.version(tables.incident(settings.silver_dir)),
+        "rules_digest": hashlib.sha256(f"{rules}|{settings.h3_resolution}".encode()).hexdigest(),
+    }
+
+
+def refresh_if_stale(spark: SparkSession, settings: Settings, registry: dict[str, Source]) -> dict:
+    """`refresh` unless the stored links were computed from the current silver.incident and rules."""
+    inputs = _inputs(settings, registry)
+    state = _state_path(settings)
+    if (
+        inputs["incident_version"] is not None
+        and state.exists()
+        and json.loads(state.read_text()) == inputs
+        and delta_io.version(incident_link(settings.silver_dir)) is not None
+    ):
+        log.info("  silver incident_link: up to date (silver.incident version %s)", inputs["incident_version"])
+        return {"unchanged": True, "incident_version": inputs["incident_version"]}
+    result = refresh(spark, settings, registry)
+    runs.write_json_atomic(state, inputs)
+    return {**result, "incident_version": inputs["incident_version"]}
 
 
 def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]) -> dict:

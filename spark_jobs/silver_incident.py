@@ -604,21 +604,15 @@ def to_quarantine(df: DataFrame, source: Source, run_id: str = "") -> DataFrame:
     return common.quarantine_rows(df, source, F.col("w_record_id"), run_id)
 
 
-def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) -> dict:
-    """Process bronze batches not yet published to silver; returns the reconciliation counts."""
+def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, refresh_links: bool = True) -> dict:
+    """Process bronze batches not yet published to silver; returns the reconciliation counts.
+    `refresh_links=False`: the caller refreshes silver.incident_link once after several sources."""
     ref = load_reference(spark, settings, source)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     pii_key = settings.pii_key()
 
     def to_silver(bronze: DataFrame, materialize: Materialize) -> SilverOutput:
         return SilverOutput(*transform(bronze, source, ref, pii_key, now, materialize))
-
-    registry = incident_links.registry_of(source)
-    after_publish = None
-    if incident_links.participates(source, registry):
-
-        def after_publish(_staged: DataFrame) -> dict:
-            return {"incident_link": incident_links.refresh(spark, settings, registry)}
 
     mapping: dict = {}
     if ref.code_spec is not None:  # real sources: the crosswalk's coverage of the rows read (code_mapping's figure)
@@ -636,8 +630,10 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
         target=tables.incident(settings.silver_dir),
         suite="silver_incident",
         transform=to_silver,
-        after_publish=after_publish,
     )
+    registry = incident_links.registry_of(source)
+    if refresh_links and incident_links.participates(source, registry):
+        entry["incident_link"] = incident_links.refresh_if_stale(spark, settings, registry)
     if mapping:
         entry["mapping"] = mapping
     return entry

@@ -226,6 +226,13 @@ def test_the_lake_reconciles_after_a_day(day_in_the_lake, built_city):
     )
     for name, counts in truth["sources"].items():
         assert summary["tables"][f"bronze.{name}"]["rows_read"] == counts["rows_delivered"], name
+    # The incident sources leave the cross-department links to one refresh after all of them, computed
+    # from the silver.incident they left.
+    for name in ("police_incidents", "fire_calls", "hotline_tickets"):
+        assert "incident_link" not in summary["tables"][f"silver.incident[{name}]"], name
+    links = summary["tables"]["silver.incident_link"]
+    assert "unchanged" not in links and links["rows"] > 0
+    assert links["incident_version"] == DeltaTable(str(root / "lake" / "silver" / "incident")).version()
 
 
 @pytest.mark.slow

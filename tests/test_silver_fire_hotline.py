@@ -597,6 +597,22 @@ def test_city_cross_department_links(city):
 
 
 @pytest.mark.slow
+def test_city_links_are_recomputed_only_when_stale(spark, city):
+    """Up to date: nothing read. A run that stopped after a publish but before the links (the stored state
+    names an older silver.incident): recomputed, to the same rows, and the state caught up."""
+    settings = city["settings"]
+    registry = incident_links.registry_of(city["sources"]["hotline_tickets"])
+    assert incident_links.refresh_if_stale(spark, settings, registry)["unchanged"] is True
+    state = settings.state_dir / "silver" / "incident_link.json"
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({**saved, "incident_version": saved["incident_version"] - 1}))
+    again = incident_links.refresh_if_stale(spark, settings, registry)
+    assert "unchanged" not in again and again["rows"] == len(_table(settings, "incident_link"))
+    assert again["inserted"] == again["updated"] == again["deleted"] == 0  # the same links: nothing committed
+    assert json.loads(state.read_text()) == saved
+
+
+@pytest.mark.slow
 def test_city_rerun_changes_no_delta_version(spark, city):
     """Runs last in this module: ingest and silver again; no table gets a new version."""
     from deltalake import DeltaTable
