@@ -351,6 +351,12 @@ def materialize(df: DataFrame, path: LakePath) -> DataFrame:
     return df.sparkSession.read.parquet(str(path))
 
 
+def held(df: DataFrame) -> DataFrame:
+    """A SMALL result computed once and held by the client (e.g. an aggregate to sync into a table):
+    merge_sync reads its source three times, and each read would run the whole plan behind it."""
+    return df.sparkSession.createDataFrame(df.toArrow(), schema=df.schema)
+
+
 def _key_condition(key: Sequence[str], left: str, right: str) -> str:
     # <=> so that a NULL key part matches NULL (keys are validated not-null upstream anyway).
     return " AND ".join(f"{left}.`{k}` <=> {right}.`{k}`" for k in key)

@@ -10,7 +10,9 @@ dbt/ folder at the repository root shadows the dbt namespace package, see STACK_
 - builds INCREMENTALLY when it can: the build file then starts as a copy of the served warehouse
   (`copy_file`: in-kernel, a reflink where the file system can) and the incremental models
   (materialized='incremental': the device hours and their alert state) recompute only what changed in
-  silver, while every other model is rebuilt and every test runs as in a full build. It continues the
+  silver, while every other model is rebuilt and every data test runs as in a full build (the dbt unit
+  tests, which check the models' SQL on fixed inputs, run in the full builds only: an incremental build
+  has the project they passed with, so they would give the same answer again). It continues the
   served warehouse only when that was built with the same dbt project and vars (`project_fingerprint`,
   kept in the build marker `<served>.build.json`): after a change of a model, a macro, a seed, the
   profile, a var or the dbt / DuckDB version, when there is no served warehouse, and with
@@ -730,7 +732,9 @@ def build_marts(
 
 def plan_build(served: Path, select: Sequence[str], full_refresh: bool, fingerprint: str) -> dict:
     """How a build starts: {"mode": "full" | "incremental" | "selected", "copy_served": start from a copy
-    of the served file, "refresh_selected": pass dbt --full-refresh, "reason": why not incremental}."""
+    of the served file, "refresh_selected": pass dbt --full-refresh, "reason": why not incremental,
+    "unit_tests": run dbt's unit tests (when the project is not the one the served file was built and
+    its unit tests passed with)}."""
     served = Path(served)
     built_with = _read_build_marker(served).get("project_fingerprint") if served.is_file() else None
     changed = built_with != fingerprint
@@ -746,13 +750,20 @@ def plan_build(served: Path, select: Sequence[str], full_refresh: bool, fingerpr
     if select:
         # the models outside the selection keep their served rows; selected incremental ones start over
         refresh = served.is_file() and (full_refresh or changed)
-        return {"mode": "selected", "copy_served": served.is_file(), "refresh_selected": refresh, "reason": why_full}
+        return {
+            "mode": "selected",
+            "copy_served": served.is_file(),
+            "refresh_selected": refresh,
+            "reason": why_full,
+            "unit_tests": bool(why_full),
+        }
     # a full build starts from an empty file: every model, the incremental ones too, is built in full
     return {
         "mode": "full" if why_full else "incremental",
         "copy_served": not why_full,
         "refresh_selected": False,
         "reason": why_full,
+        "unit_tests": bool(why_full),
     }
 
 
@@ -776,7 +787,11 @@ def _build(
     mode, copy_served = plan["mode"], plan["copy_served"]
     if plan["reason"]:
         log.info(f"{mode} build: {plan['reason']}")
-    dbt_args = (["--select", *select] if select else []) + (["--full-refresh"] if plan["refresh_selected"] else [])
+    dbt_args = (
+        (["--select", *select] if select else [])
+        + (["--full-refresh"] if plan["refresh_selected"] else [])
+        + ([] if plan["unit_tests"] else ["--exclude-resource-type", "unit_test"])
+    )
     log.info(
         f"dbt build --target {target} {' '.join(dbt_args)}".rstrip()
         + f" -> {build_path} ({mode}; silver: {settings.silver_dir})"

@@ -257,10 +257,8 @@ def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]
     links = parts[0] if parts else _empty(spark)
     for part in parts[1:]:
         links = links.unionByName(part)
-    # Computed once, held by the client (a link per report at most: small): merge_sync reads its source
-    # three times, and the plan would run the joins over every incident each time.
-    links = spark.createDataFrame(links.toArrow(), schema=links.schema)
-    result = delta_io.merge_sync(spark, links, spec)
+    # At most one link per report: small, and the joins over every incident run once.
+    result = delta_io.merge_sync(spark, delta_io.held(links), spec)
     rows = delta_io.read(spark, spec).count()
     log.info(
         f"  silver incident_link: {rows} links ({result.rows_inserted} new, {result.rows_updated} changed, "

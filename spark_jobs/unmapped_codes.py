@@ -189,7 +189,8 @@ def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]
             "note": "no silver.quarantine table yet",
         }
     registry = registry if registry is not None else load_registry()
-    rows = build(spark, delta_io.read(spark, quarantine_spec), registry)
+    # One row per code: small, and the scan of the whole quarantine runs once.
+    rows = delta_io.held(build(spark, delta_io.read(spark, quarantine_spec), registry))
     result = delta_io.merge_sync(spark, rows, target)
     written = delta_io.open_table(target.path).to_pyarrow_table(columns=["source", "count"]).to_pylist()
     summary: dict[str, dict[str, int]] = {}

@@ -230,6 +230,11 @@ def test_the_lake_reconciles_after_a_day(day_in_the_lake, built_city):
     # from the silver.incident they left.
     for name in ("police_incidents", "fire_calls", "hotline_tickets"):
         assert "incident_link" not in summary["tables"][f"silver.incident[{name}]"], name
+    # The served warehouse was built, and its dbt unit tests passed, with this project: the day's build
+    # runs the data tests only.
+    results = json.loads((root / "lake" / "runs" / "day-marts" / "dbt_target" / "run_results.json").read_text())
+    kinds = {r["unique_id"].split(".")[0] for r in results["results"]}
+    assert "test" in kinds and "unit_test" not in kinds, kinds
     links = summary["tables"]["silver.incident_link"]
     assert "unchanged" not in links and links["rows"] > 0
     assert links["incident_version"] == DeltaTable(str(root / "lake" / "silver" / "incident")).version()

@@ -259,18 +259,24 @@ def test_incremental_builds_equal_a_full_rebuild_row_for_row(builds, built_city)
 def test_build_plan_continues_the_served_warehouse_only_when_built_the_same_way(built_city, tmp_path):
     fingerprint = project_fingerprint(settings_for(tmp_path / "lake", built_city.warehouse))
     served = copy_served(built_city.warehouse, tmp_path / "served" / built_city.warehouse.name)
-    assert plan_build(served, [], False, fingerprint)["mode"] == "incremental"
+    same = plan_build(served, [], False, fingerprint)
+    # the unit tests passed with this project when the served file was built: not run again
+    assert same["mode"] == "incremental" and same["unit_tests"] is False
     assert plan_build(served, [], True, fingerprint) == {
         "mode": "full",
         "copy_served": False,
         "refresh_selected": False,
         "reason": "--full-refresh",
+        "unit_tests": True,
     }
     changed = plan_build(served, [], False, "another project")
     assert changed["mode"] == "full" and not changed["copy_served"] and "changed" in changed["reason"]
+    assert changed["unit_tests"] is True
     assert plan_build(tmp_path / "none.duckdb", [], False, fingerprint)["reason"] == "no served warehouse"
     # a selected build keeps the models outside the selection: it always copies, and starts the selected
     # incremental models over (dbt --full-refresh) when asked or when the project changed
     assert plan_build(served, ["tag:gold"], False, fingerprint)["refresh_selected"] is False
+    assert plan_build(served, ["tag:gold"], False, fingerprint)["unit_tests"] is False
     assert plan_build(served, ["tag:gold"], False, "another project")["refresh_selected"] is True
+    assert plan_build(served, ["tag:gold"], False, "another project")["unit_tests"] is True
     assert plan_build(served, ["tag:gold"], True, fingerprint)["copy_served"] is True
