@@ -99,7 +99,8 @@ class Probe:
     """Wraps, for the duration of one timed job: delta_io.stage and delta_io.materialize (the staging
     write and the plan's barriers), quality.validate_staging (the GX gate), data_docs.refresh_data_docs, delta_io.merge_upsert (MERGE into the silver table), delta_io.merge_sync
     outside the after-publish hook (MERGE of the quarantine rows) and each job module's run_job, to time
-    its after_publish hook (incident_link / hourly / identifier refresh, which may call merge_sync itself)."""
+    its after_publish hook (hourly / identifier / lifecycle refresh, which may call merge_sync itself; an
+    incident source's incident_link refresh follows the job and counts in its publish time)."""
 
     def __init__(self):
         self.marks: dict[str, float] = {}

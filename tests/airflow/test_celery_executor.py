@@ -11,8 +11,10 @@ source; its silver needs no reference table). The city's deliveries come from `c
 directly, as the city DAG's first task would. Asserted: the manual DAG run succeeded in the PostgreSQL
 metadata DB; the scheduler that queued each task ran the CeleryExecutor; each task instance went through
 Celery (its Celery task id recorded by the scheduler, a SUCCESS row in the result backend, named in the
-worker's log, queue `default`) and succeeded on the first try; the silver table holds exactly the delivered
-rows (the generator's truth count, every value of the CSV) and the run summary carries the Airflow run id.
+worker's log, queue `default`) and succeeded on the first try, or after tries that never started the
+pipeline command (printed: an Airflow hiccup on a loaded CI machine); the silver table holds exactly
+the delivered rows (the generator's truth count, every value of the CSV) and the run summary carries the
+Airflow run id.
 
 Skipped when redis-server or the PostgreSQL server binaries are missing (fails instead when $CI is set: CI
 installs them, .ci/run). The CLI is $CITYSAFE_BIN when set, else <repo>/.venv/pipeline/bin/citysafe.
@@ -21,6 +23,7 @@ installs them, .ci/run). The CLI is $CITYSAFE_BIN when set, else <repo>/.venv/pi
 from __future__ import annotations
 
 import csv
+import glob
 import importlib.util
 import json
 import os
@@ -93,6 +96,19 @@ def _pg_local():
         sys.modules[name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _attempts_that_ran_the_command(home: Path, tasks: list[tuple]) -> list[str]:
+    """Logs of the tries before each task's last one in which BashOperator started the citysafe command."""
+    ran = []
+    for _, run_id, task_id, _, try_number, *_ in tasks:
+        for attempt in range(1, try_number):
+            for log in (home / "logs").glob(
+                f"dag_id={DAG_ID}/run_id={glob.escape(run_id)}/task_id={task_id}/attempt={attempt}.log"
+            ):
+                if "Running command" in log.read_text(errors="replace"):
+                    ran.append(str(log.relative_to(home)))
+    return ran
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -341,6 +357,7 @@ def test_celery_worker_runs_a_source_dag(airflow_env_for, tmp_path, tmp_path_fac
         scheduler_log = af.log("scheduler")
         # A retried task: the report carries every attempt's log (the first one's error), read before teardown.
         retried = af.report() if any(t[4] != 1 for t in tasks) else ""
+        command_failed = _attempts_that_ran_the_command(home, tasks)
     except BaseException as exc:
         if af is not None and not isinstance(exc, AssertionError):  # the assertions carry the report
             print(af.report())
@@ -361,9 +378,15 @@ def test_celery_worker_runs_a_source_dag(airflow_env_for, tmp_path, tmp_path_fac
         f"DAG triggered at {t_triggered:.0f} s); tasks: {[(t[2], t[3], t[5], t[6], t[7]) for t in tasks]}"
     )
     report = f"tasks: {tasks}\nscheduler jobs: {schedulers}\ncelery results: {celery_results}\n--- worker log (end):\n{worker_log[-3000:]}"
-    # The DAG's two tasks, each run once, on the first try.
+    # The DAG's two tasks.
     assert sorted(t[2] for t in tasks) == ["ingest", "silver"], report
-    assert {(t[3], t[4]) for t in tasks} == {("success", 1)}, f"{report}\n{retried}"
+    # Every task succeeded, on its first try, or after a try that never started the pipeline command (an
+    # Airflow / Celery hiccup on a loaded machine, which the DAG's retries exist for: reported, not hidden).
+    # A retried try that had started the command fails the test.
+    assert {t[3] for t in tasks} == {"success"}, report
+    assert not command_failed, f"earlier tries ran the pipeline command: {command_failed}\n{report}\n{retried}"
+    if retried:
+        print(f"\nretried before the pipeline command ran (accepted):\n{retried[-6000:]}")
     # One scheduler, and the only executor it loaded is the CeleryExecutor (job.executor_class stays empty in
     # Airflow 3: its log says which executors it loaded).
     assert len(schedulers) == 1, report
