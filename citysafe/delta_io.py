@@ -94,6 +94,9 @@ class TableSpec:
     # Column compared by MERGE's "only if newer" rule (e.g. the source's updated_at).
     newer_by: str | None = None
     partition_by: tuple[str, ...] = ()
+    # The key determines the partition values (e.g. an incident_id embeds its source): a key never moves
+    # between partitions, so a MERGE may read and rewrite only the partitions its source rows fall in.
+    key_fixes_partition: bool = False
 
     def __post_init__(self):
         names = [c.name for c in self.columns]
@@ -108,6 +111,8 @@ class TableSpec:
         # column by one (measured on pysail 0.7.2: `district_code IN (4+ values)` read `lon`, a double).
         if self.partition_by and tuple(names[-len(self.partition_by) :]) != self.partition_by:
             raise ValueError(f"table {self.name}: partition columns {self.partition_by} must be the last columns")
+        if self.key_fixes_partition and not (self.key and self.partition_by):
+            raise ValueError(f"table {self.name}: key_fixes_partition needs a key and partition columns")
 
     @property
     def column_names(self) -> list[str]:
@@ -357,6 +362,30 @@ def held(df: DataFrame) -> DataFrame:
     return df.sparkSession.createDataFrame(df.toArrow(), schema=df.schema)
 
 
+def _source_partitions(source: DataFrame, spec: TableSpec) -> dict[str, list[str]] | None:
+    """The partition values of `source`'s rows, when a MERGE may be limited to them (the key fixes the
+    partition, and every value is a non-NULL string); else None: the MERGE reads the whole table."""
+    if not spec.key_fixes_partition:
+        return None
+    types = {c.name: c.type for c in spec.columns}
+    if any(types[p] != "string" for p in spec.partition_by):
+        return None
+    rows = source.select(*spec.partition_by).distinct().collect()
+    values = {p: sorted({r[p] for r in rows}) for p in spec.partition_by}
+    if any(v is None for vs in values.values() for v in vs):
+        return None
+    return values
+
+
+def _partition_sql(partitions: dict[str, list[str]] | None, alias: str) -> str:
+    """' AND t.p IN (...)' for the ON clause: the engine prunes the other partitions (Sail: a MERGE of
+    1k rows into the 1.1M-row incident table, 2.4-3.4 s -> 1.0 s)."""
+    if not partitions:
+        return ""
+    quoted = {p: ", ".join("'" + v.replace("'", "''") + "'" for v in vs) for p, vs in partitions.items()}
+    return "".join(f" AND {alias}.`{p}` IN ({vs})" for p, vs in quoted.items())
+
+
 def _key_condition(key: Sequence[str], left: str, right: str) -> str:
     # <=> so that a NULL key part matches NULL (keys are validated not-null upstream anyway).
     return " AND ".join(f"{left}.`{k}` <=> {right}.`{k}`" for k in key)
@@ -383,10 +412,12 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
         raise ValueError(f"table {spec.name}: MERGE source has several rows for key {dup_keys[0].asDict()}")
 
     newer = F.col(spec.newer_by) if spec.newer_by else F.lit(None)
-    target = (
-        spark.read.format("delta")
-        .load(str(spec.path))
-        .select(*[F.col(k) for k in spec.key], newer.alias("__target_newer"), F.lit(True).alias("__in_target"))
+    partitions = _source_partitions(source, spec)
+    target = spark.read.format("delta").load(str(spec.path))
+    for column, values in (partitions or {}).items():
+        target = target.where(F.col(column).isin(values))
+    target = target.select(
+        *[F.col(k) for k in spec.key], newer.alias("__target_newer"), F.lit(True).alias("__in_target")
     )
     joined = source.alias("s").join(target.alias("t"), on=list(spec.key), how="left")
     is_newer = (F.col(f"s.{spec.newer_by}") > F.col("__target_newer")) if spec.newer_by else F.lit(False)
@@ -417,7 +448,8 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
     )
     with _committing(spec, "MERGE"):
         spark.sql(
-            f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
+            f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s "
+            f"ON {_key_condition(spec.key, 't', 's')}{_partition_sql(partitions, 't')} "
             f"{update}WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
         ).collect()
     spark.catalog.dropTempView(view)
@@ -448,8 +480,13 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
         raise ValueError(f"table {spec.name}: source has several rows for key {dup_keys[0].asDict()}")
     values = [c for c in spec.column_names if c not in spec.key]
     row_hash = F.sha2(F.to_json(F.struct(*[F.col(c) for c in values])), 256)
+    # Deleting the keys the source lacks needs the whole table; otherwise only the source's partitions.
+    partitions = None if delete_missing else _source_partitions(source, spec)
     src = source.select(*spec.key, row_hash.alias("__s"))
-    tgt = spark.read.format("delta").load(str(spec.path)).select(*spec.key, row_hash.alias("__t"))
+    tgt = spark.read.format("delta").load(str(spec.path))
+    for column, column_values in (partitions or {}).items():
+        tgt = tgt.where(F.col(column).isin(column_values))
+    tgt = tgt.select(*spec.key, row_hash.alias("__t"))
     joined = src.join(tgt, on=list(spec.key), how="full_outer" if delete_missing else "left")
     action = (
         F.when(F.col("__t").isNull(), "insert")
@@ -469,7 +506,8 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
     cols = spec.column_names
     with _committing(spec, "MERGE"):
         spark.sql(
-            f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {_key_condition(spec.key, 't', 's')} "
+            f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s "
+            f"ON {_key_condition(spec.key, 't', 's')}{_partition_sql(partitions, 't')} "
             f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {', '.join(f't.`{c}` = s.`{c}`' for c in cols)} "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(f'`{c}`' for c in cols)}) "
             f"VALUES ({', '.join(f's.`{c}`' for c in cols)})"

@@ -69,6 +69,7 @@ def incident(silver_dir: Path) -> TableSpec:
         key=("incident_id",),
         newer_by="updated_at_utc",
         partition_by=("source",),
+        key_fixes_partition=True,  # incident_id = "<source>:<record id>"
     )
 
 
@@ -81,6 +82,7 @@ def quarantine(silver_dir: Path) -> TableSpec:
         key=("_batch_id", "_source_file", "_source_row_number"),
         newer_by="_ingested_at",
         partition_by=("source",),
+        key_fixes_partition=True,  # a batch is one source's (its id starts with the source's name)
     )
 
 

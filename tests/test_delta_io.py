@@ -224,6 +224,34 @@ def test_merge_without_newer_by_is_insert_only(spark, tmp_path):
     assert sorted((r.id, r.v) for r in delta_io.read(spark, spec).collect()) == [(1, "first"), (2, "new")]
 
 
+def test_a_merge_whose_key_fixes_the_partition_reads_only_the_sources_partitions(spark, tmp_path):
+    """key_fixes_partition: the MERGE's ON clause names the source rows' partitions (the engine prunes the
+    others), and the rows come out as from a table without it."""
+    pruned = _spec(tmp_path / "pruned", partition_by=("district",), key_fixes_partition=True)
+    plain = _spec(tmp_path / "plain", partition_by=("district",))
+    first = [(1, "a", 1.0, T0, "d1"), (2, "b", 2.0, T0, "d2"), (3, "c", 3.0, T0, "d2")]
+    day = [(1, "a-new", 1.5, T1, "d1"), (4, "d", 4.0, T1, "d1"), (5, "e", 5.0, T1, "d3")]
+    for spec in (pruned, plain):
+        delta_io.merge_upsert(spark, _rows(spark, first), spec)
+    d2_files = {f for f in DeltaTable(str(pruned.path)).file_uris() if "district=d2" in f}
+    results = [delta_io.merge_upsert(spark, _rows(spark, day), spec) for spec in (pruned, plain)]
+    assert [(r.rows_inserted, r.rows_updated) for r in results] == [(2, 1), (2, 1)]
+    assert _table(spark, pruned) == _table(spark, plain)
+    assert {f for f in DeltaTable(str(pruned.path)).file_uris() if "district=d2" in f} == d2_files
+    partitions = delta_io._source_partitions(_rows(spark, day), pruned)
+    assert delta_io._partition_sql(partitions, "t") == " AND t.`district` IN ('d1', 'd3')"
+    # merge_sync keeping what the source lacks: the same pruning, the same rows
+    fix = [(2, "b-fixed", 2.0, T1, "d2")]
+    synced = [delta_io.merge_sync(spark, _rows(spark, fix), spec, delete_missing=False) for spec in (pruned, plain)]
+    assert [(r.rows_updated, r.rows_deleted) for r in synced] == [(1, 0), (1, 0)]
+    assert _table(spark, pruned) == _table(spark, plain) and len(_table(spark, pruned)) == 5
+    # no pruning: a table without the flag, or a NULL partition value in the source
+    assert delta_io._source_partitions(_rows(spark, day), plain) is None
+    assert delta_io._source_partitions(_rows(spark, [(6, "f", 1.0, T1, None)]), pruned) is None
+    with pytest.raises(ValueError, match="key_fixes_partition needs a key and partition columns"):
+        _spec(tmp_path / "t", key_fixes_partition=True)
+
+
 def test_partition_columns_must_be_declared_last(tmp_path):
     # Sail's cluster mode pushes filters into the Parquet files by table position (see TableSpec).
     with pytest.raises(ValueError, match="partition columns \\('name',\\) must be the last columns"):
