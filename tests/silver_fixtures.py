@@ -147,8 +147,9 @@ def reference(spark) -> Reference:
 
 def generated_city_settings(tmp_path, *, seed: int, days: int):
     """Settings for a small synthetic city generated under tmp_path/syn, its lake under tmp_path/lake."""
-    from citysafe.config import load_settings
     from synthetic_city import generate
+
+    from tests_support import lake_settings  # here: tests_support imports this module
 
     syn = tmp_path / "syn"
     generate(
@@ -160,11 +161,4 @@ def generated_city_settings(tmp_path, *, seed: int, days: int):
         timezone="Asia/Shanghai",
         h3_resolution=8,
     )
-    return load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        }
-    )
+    return lake_settings(tmp_path / "lake", syn)

@@ -12,10 +12,9 @@ import pytest
 from deltalake import write_deltalake
 
 from citysafe import data_docs, quality
-from citysafe.config import load_settings
 from citysafe.delta_io import TableSpec
 
-from tests_support import write_city_reference
+from tests_support import lake_settings, write_city_reference
 
 # What makes a browser fetch something: script / stylesheet / icon / image / frame sources, CSS url() and
 # @import. <a href> links are navigation, not assets.
@@ -60,14 +59,7 @@ def assert_local_assets_exist(page: Path) -> None:
 def lake(tmp_path):
     syn = tmp_path / "syn"
     write_city_reference(syn)
-    return load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        }
-    )
+    return lake_settings(tmp_path / "lake", syn)
 
 
 def stage(settings, run_id: str, df: pd.DataFrame) -> TableSpec:

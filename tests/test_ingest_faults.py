@@ -9,13 +9,12 @@ import json
 import logging
 
 from citysafe import delta_io
-from citysafe.config import load_settings
 from citysafe.formats import MAX_FIELD_CHARS, parse, parse_csv
 from citysafe.landing import list_batches
 from citysafe.sources import get_source
 from spark_jobs import bronze, tables
 
-from tests_support import captured_log, write_city_reference
+from tests_support import captured_log, lake_settings, write_city_reference
 
 SOURCE = get_source("police_incidents")
 HEADER = ",".join(SOURCE.columns)
@@ -26,15 +25,8 @@ GOOD = (
 
 def _settings(tmp_path):
     # The fixture's two districts, so a gate's city bounds never fall back to the repo's var/ (absent in CI).
-    reference = write_city_reference(tmp_path)
-    return load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(tmp_path / "syn"),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(reference / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(reference / "district_aliases.csv"),
-        }
-    )
+    write_city_reference(tmp_path / "syn")
+    return lake_settings(tmp_path / "lake", tmp_path / "syn")
 
 
 def _folder(tmp_path):

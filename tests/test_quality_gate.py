@@ -9,12 +9,11 @@ import pytest
 from deltalake import DeltaTable
 
 from citysafe import delta_io, quality
-from citysafe.config import load_settings
 from citysafe.errors import ConfigurationError
 from spark_jobs import bronze, silver_incident, tables
 
 import silver_fixtures as fx
-from tests_support import captured_log, write_city_reference
+from tests_support import captured_log, lake_settings, write_city_reference
 
 HEADER = ",".join(fx.SOURCE.columns)
 LINES = [
@@ -31,14 +30,7 @@ def lake(tmp_path, monkeypatch):
     (syn / "police" / "police_incidents_2025-03.csv").write_text("\n".join([HEADER, *LINES]) + "\n")
     write_city_reference(syn)
     monkeypatch.setenv("CITYSAFE_PII_KEY", "gate-test-key-0123456789")
-    settings = load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        }
-    )
+    settings = lake_settings(tmp_path / "lake", syn)
     return settings
 
 

@@ -21,6 +21,7 @@ from spark_jobs.bronze import bronze_spec
 from spark_jobs.common import Places
 
 import silver_fixtures as fx
+from tests_support import lake_settings
 
 SETTINGS = load_settings(environ={})
 INGESTED = dt.datetime(2025, 4, 1, tzinfo=dt.UTC)
@@ -453,14 +454,7 @@ def test_synthetic_city_reconciles_with_truth(spark, tmp_path, monkeypatch):
     syn = tmp_path / "syn"
     start, days = dt.date(2025, 1, 1), 120
     generate(syn, scale=0.005, seed=5, start_date=start, days=days, timezone=TZ, h3_resolution=8)
-    settings = load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(tmp_path / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        }
-    )
+    settings = lake_settings(tmp_path / "lake", syn)
     key = "enterprise-hazard-test-key-0123456789"
     monkeypatch.setenv("CITYSAFE_PII_KEY", key)
     sources = (ENT_SOURCE, HAZ_SOURCE)

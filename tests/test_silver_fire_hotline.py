@@ -31,6 +31,7 @@ from spark_jobs.common import Places
 from spark_jobs.silver_incident import Reference
 
 import silver_fixtures as fx
+from tests_support import lake_settings
 
 FIRE = get_source("fire_calls")
 HOTLINE = get_source("hotline_tickets")
@@ -435,14 +436,7 @@ def city(spark, tmp_path_factory):
     synthetic_city.generate(
         syn, scale=0.005, seed=9, start_date=dt.date(2025, 1, 1), days=60, timezone="Asia/Shanghai", h3_resolution=8
     )
-    settings = load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(tmp / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(syn),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(syn / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(syn / "reference" / "district_aliases.csv"),
-        }
-    )
+    settings = lake_settings(tmp / "lake", syn)
     sources = {n: source_named(n) for n in CITY_SOURCES}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYSAFE_PII_KEY", "fire-hotline-test-key-0123456789")

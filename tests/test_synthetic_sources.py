@@ -20,23 +20,17 @@ from deltalake import DeltaTable
 
 import synthetic_city
 from citysafe import delta_io
-from citysafe.config import load_settings
 from citysafe.sources import load_registry
 from spark_jobs import bronze
 from synthetic_city.people import SURNAMES
+
+from tests_support import lake_settings
 
 SYNTHETIC = {name: s for name, s in load_registry().items() if "synthetic" in s.tags}
 
 
 def _settings(root: Path, synthetic: Path):
-    return load_settings(
-        environ={
-            "CITYSAFE_LAKE_ROOT": str(root / "lake"),
-            "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
-            "CITYSAFE_DISTRICTS_GEOJSON": str(synthetic / "reference" / "districts.geojson"),
-            "CITYSAFE_DISTRICT_ALIASES": str(synthetic / "reference" / "district_aliases.csv"),
-        }
-    )
+    return lake_settings(root / "lake", synthetic)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,21 @@ def write_city_reference(tmp_path: Path) -> Path:
     return folder
 
 
+def lake_settings(lake: Path, synthetic: Path):
+    """Settings for a lake at `lake` fed by the deliveries under `synthetic`, with the city's district
+    polygons and alias table where the generator (and `write_city_reference`) put them: <synthetic>/reference."""
+    from citysafe.config import load_settings
+
+    return load_settings(
+        environ={
+            "CITYSAFE_LAKE_ROOT": str(lake),
+            "CITYSAFE_SYNTHETIC_ROOT": str(synthetic),
+            "CITYSAFE_DISTRICTS_GEOJSON": str(synthetic / "reference" / "districts.geojson"),
+            "CITYSAFE_DISTRICT_ALIASES": str(synthetic / "reference" / "district_aliases.csv"),
+        }
+    )
+
+
 @contextlib.contextmanager
 def captured_log(logger_name: str, level: int = logging.INFO) -> Iterator[list[str]]:
     """Collect the messages logged under `logger_name` inside the block (works in any fixture scope,
