@@ -377,6 +377,14 @@ def _source_partitions(source: DataFrame, spec: TableSpec) -> dict[str, list[str
     return values
 
 
+def _target(spark: SparkSession, spec: TableSpec, partitions: dict[str, list[str]] | None) -> DataFrame:
+    """The table as a MERGE's pre-classification reads it: only `partitions` when given."""
+    target = spark.read.format("delta").load(str(spec.path))
+    for column, values in (partitions or {}).items():
+        target = target.where(F.col(column).isin(values))
+    return target
+
+
 def _partition_sql(partitions: dict[str, list[str]] | None, alias: str) -> str:
     """' AND t.p IN (...)' for the ON clause: the engine prunes the other partitions (Sail: a MERGE of
     1k rows into the 1.1M-row incident table, 2.4-3.4 s -> 1.0 s)."""
@@ -413,10 +421,7 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
 
     newer = F.col(spec.newer_by) if spec.newer_by else F.lit(None)
     partitions = _source_partitions(source, spec)
-    target = spark.read.format("delta").load(str(spec.path))
-    for column, values in (partitions or {}).items():
-        target = target.where(F.col(column).isin(values))
-    target = target.select(
+    target = _target(spark, spec, partitions).select(
         *[F.col(k) for k in spec.key], newer.alias("__target_newer"), F.lit(True).alias("__in_target")
     )
     joined = source.alias("s").join(target.alias("t"), on=list(spec.key), how="left")
@@ -483,10 +488,7 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
     # Deleting the keys the source lacks needs the whole table; otherwise only the source's partitions.
     partitions = None if delete_missing else _source_partitions(source, spec)
     src = source.select(*spec.key, row_hash.alias("__s"))
-    tgt = spark.read.format("delta").load(str(spec.path))
-    for column, column_values in (partitions or {}).items():
-        tgt = tgt.where(F.col(column).isin(column_values))
-    tgt = tgt.select(*spec.key, row_hash.alias("__t"))
+    tgt = _target(spark, spec, partitions).select(*spec.key, row_hash.alias("__t"))
     joined = src.join(tgt, on=list(spec.key), how="full_outer" if delete_missing else "left")
     action = (
         F.when(F.col("__t").isNull(), "insert")

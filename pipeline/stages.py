@@ -202,7 +202,7 @@ def run_silver(ctx: RunContext) -> dict:
         out[source.name] = silver.run(ctx.spark, ctx.settings, source, ctx.run_id, defer_links=True)
         ctx.summary.record_table(f"silver.{source.silver.table}[{source.name}]", out[source.name])
     # Cross-department links once, after every incident source (each would otherwise recompute them).
-    for registry in silver.link_registries(sources):
+    for registry in incident_links.registries_involving(sources):
         links = incident_links.refresh_if_stale(ctx.spark, ctx.settings, registry)
         ctx.summary.record_table("silver.incident_link", links)
     if not city.has_polygons(ctx.settings):

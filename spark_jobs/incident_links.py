@@ -86,10 +86,13 @@ def incident_link(silver_dir: Path) -> TableSpec:
 # --- which sources take part --------------------------------------------------------------------------
 
 
+def _registry_folder(source: Source) -> Path:
+    return source.file.parent if source.file else SOURCES_DIR
+
+
 def registry_of(source: Source) -> dict[str, Source]:
     """The registry the source was loaded from (its file's folder), else the repository's."""
-    folder = source.file.parent if source.file else SOURCES_DIR
-    return load_registry(folder)
+    return load_registry(_registry_folder(source))
 
 
 def link_rules(registry: dict[str, Source]) -> list[tuple[str, SilverTarget.Links]]:
@@ -103,6 +106,16 @@ def link_rules(registry: dict[str, Source]) -> list[tuple[str, SilverTarget.Link
 
 def participates(source: Source, registry: dict[str, Source]) -> bool:
     return any(source.name == reporter or source.name in rule.sources for reporter, rule in link_rules(registry))
+
+
+def registries_involving(sources: list[Source]) -> list[dict[str, Source]]:
+    """The registries (one per sources folder) whose link rules involve one of `sources`."""
+    found: dict[str, dict[str, Source]] = {}
+    for source in sources:
+        registry = registry_of(source)
+        if participates(source, registry):
+            found.setdefault(str(_registry_folder(source)), registry)
+    return list(found.values())
 
 
 # --- the link computation (pure DataFrame code) ------------------------------------------------------------

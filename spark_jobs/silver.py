@@ -31,21 +31,9 @@ def ordered(sources: list[Source]) -> list[Source]:
 
 def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, defer_links: bool = False) -> dict:
     """`defer_links`: an incident source leaves silver.incident_link to the caller, which refreshes it
-    once after several sources (`link_registries` + `incident_links.refresh_if_stale`)."""
+    once after several sources (`incident_links.registries_involving` + `refresh_if_stale`)."""
     module, function = JOBS[source.silver.table]
     job = getattr(importlib.import_module(f"spark_jobs.{module}"), function)
     if source.silver.table == "incident":
         return job(spark, settings, source, run_id, refresh_links=not defer_links)
     return job(spark, settings, source, run_id)
-
-
-def link_registries(sources: list[Source]) -> list[dict[str, Source]]:
-    """The registries (one per sources folder) whose link rules involve one of `sources`."""
-    from spark_jobs import incident_links
-
-    found: dict[str, dict[str, Source]] = {}
-    for source in sources:
-        registry = incident_links.registry_of(source)
-        if incident_links.participates(source, registry):
-            found.setdefault(str(source.file.parent if source.file else ""), registry)
-    return list(found.values())

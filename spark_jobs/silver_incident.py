@@ -631,9 +631,9 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str, re
         suite="silver_incident",
         transform=to_silver,
     )
-    registry = incident_links.registry_of(source)
-    if refresh_links and incident_links.participates(source, registry):
-        entry["incident_link"] = incident_links.refresh_if_stale(spark, settings, registry)
+    if refresh_links:
+        for registry in incident_links.registries_involving([source]):
+            entry["incident_link"] = incident_links.refresh_if_stale(spark, settings, registry)
     if mapping:
         entry["mapping"] = mapping
     return entry
