@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Sequence
@@ -97,12 +98,17 @@ class TableSpec:
     # The key determines the partition values (e.g. an incident_id embeds its source): a key never moves
     # between partitions, so a MERGE may read and rewrite only the partitions its source rows fall in.
     key_fixes_partition: bool = False
+    # A nullable timestamp column that merge_sync sets, on the rows it inserts or updates, to the time of
+    # the write, and leaves out of the comparison: "when did this row last change", by which a reader
+    # (the incremental marts) finds what changed since it last read, without comparing every row.
+    changed_at: str | None = None
 
     def __post_init__(self):
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"table {self.name}: duplicate column names")
-        for col in (*self.key, *self.partition_by, *([self.newer_by] if self.newer_by else [])):
+        optional = [c for c in (self.newer_by, self.changed_at) if c]
+        for col in (*self.key, *self.partition_by, *optional):
             if col not in names:
                 raise ValueError(f"table {self.name}: {col!r} is not a declared column")
         # Partition columns come last, the order Spark itself gives a partitioned table. Sail's cluster
@@ -113,6 +119,10 @@ class TableSpec:
             raise ValueError(f"table {self.name}: partition columns {self.partition_by} must be the last columns")
         if self.key_fixes_partition and not (self.key and self.partition_by):
             raise ValueError(f"table {self.name}: key_fixes_partition needs a key and partition columns")
+        if self.changed_at:
+            stamp = next(c for c in self.columns if c.name == self.changed_at)
+            if stamp.type != "timestamp" or not stamp.nullable or stamp.name in self.key:
+                raise ValueError(f"table {self.name}: changed_at must be a nullable timestamp column outside the key")
 
     @property
     def column_names(self) -> list[str]:
@@ -253,13 +263,43 @@ def _reorder_columns(table: DeltaTable, spec: TableSpec) -> DeltaTable:
     return open_table(spec.path)
 
 
+def _lacks_trailing_nullable_columns(spec: TableSpec) -> tuple[DeltaTable | None, list[Column]]:
+    """(the table, the columns it lacks) when the table holds the declared columns but the last few,
+    and those are nullable (a lake written before they were declared); else (None, [])."""
+    table = _table_or_none(spec.path)
+    if table is None:
+        return None, []
+    actual, declared = _columns_on_disk(table), _declared_columns(spec)
+    if len(actual) >= len(declared) or declared[: len(actual)] != actual:
+        return None, []
+    missing = list(spec.columns[len(actual) :])
+    if any(not c.nullable or c.name in spec.partition_by for c in missing):
+        return None, []
+    return table, missing
+
+
+def _add_columns(table: DeltaTable, spec: TableSpec, columns: list[Column]) -> None:
+    """Add nullable columns at the end (a metadata-only commit: existing rows read them as NULL)."""
+    from deltalake.schema import Field, PrimitiveType
+
+    fields = [Field(c.name, PrimitiveType(_TYPES[c.type][1]), nullable=True) for c in columns]
+    with _committing(spec, "add columns"):
+        table.alter.add_columns(fields)
+
+
 def ensure_table(spec: TableSpec) -> DeltaTable:
-    """Create the table from its declaration (delta-rs) if absent; verify it if present. A table that
-    differs in column order only is rewritten in the declared order first (a one-time migration)."""
+    """Create the table from its declaration (delta-rs) if absent; verify it if present. One-time
+    migrations of a table written before its declaration changed: one that differs in column order
+    only is rewritten in the declared order; one that lacks only declared nullable columns at the end
+    gets them (NULL in the rows it holds)."""
     outdated = _column_order_only(spec)
     if outdated is not None:
         log.warning("table %s: rewriting it in the declared column order (one-time migration)", spec.name)
         _reorder_columns(outdated, spec)
+    older, missing = _lacks_trailing_nullable_columns(spec)
+    if older is not None:
+        log.warning("table %s: adding the columns %s (one-time migration)", spec.name, [c.name for c in missing])
+        _add_columns(older, spec, missing)
     table = check_table_schema(spec)
     if table is None:
         spec.path.parent.mkdir(parents=True, exist_ok=True)
@@ -409,6 +449,8 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
     """
     if not spec.key:
         raise ValueError(f"table {spec.name}: merge_upsert needs a key")
+    if spec.changed_at:
+        raise ValueError(f"table {spec.name}: a table with a changed_at column is written with merge_sync")
     table = ensure_table(spec)
     before = table.version()
     source, _ = check_not_null(conform(df, spec), spec)
@@ -479,11 +521,15 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
         raise ValueError(f"table {spec.name}: merge_sync needs a key")
     table = ensure_table(spec)
     before = table.version()
+    if spec.changed_at:
+        # the time of this write, on the rows it inserts or updates (the MERGE sets every column)
+        now = dt.datetime.now(dt.UTC)
+        df = df.withColumn(spec.changed_at, F.lit(now).cast("timestamp"))
     source, _ = check_not_null(conform(df, spec), spec)
     dup_keys = source.groupBy(*spec.key).count().where("count > 1").limit(1).collect()
     if dup_keys:
         raise ValueError(f"table {spec.name}: source has several rows for key {dup_keys[0].asDict()}")
-    values = [c for c in spec.column_names if c not in spec.key]
+    values = [c for c in spec.column_names if c not in spec.key and c != spec.changed_at]
     row_hash = F.sha2(F.to_json(F.struct(*[F.col(c) for c in values])), 256)
     # Deleting the keys the source lacks needs the whole table; otherwise only the source's partitions.
     partitions = None if delete_missing else _source_partitions(source, spec)

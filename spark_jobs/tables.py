@@ -196,6 +196,12 @@ DEVICE_READING_HOURLY_COLUMNS = (
     ),
     Column("district_code", "string", nullable=False),
     Column("h3_cell", "string"),
+    Column(
+        "_changed_at",
+        "timestamp",
+        description="when the silver job last inserted or changed this hour (NULL: before the column existed); "
+        "the incremental device marts recompute from the hours changed since their last build",
+    ),
 )
 
 
@@ -214,6 +220,7 @@ def device_reading_hourly(silver_dir: Path) -> TableSpec:
         silver_dir / "device_reading_hourly",
         DEVICE_READING_HOURLY_COLUMNS,
         key=("device_id", "hour_utc"),
+        changed_at="_changed_at",
     )
 
 

@@ -280,3 +280,59 @@ def test_a_table_in_an_older_column_order_is_rewritten_once_in_the_declared_orde
     migrated = table.to_pyarrow_table().select(old_order).sort_by("id")
     assert migrated.to_pylist() == rows.sort_by("id").to_pylist()
     assert delta_io.ensure_table(spec).version() == table.version()  # once: a second call changes nothing
+
+
+def test_merge_sync_stamps_the_rows_it_changes_and_only_those(spark, tmp_path):
+    """changed_at: the rows merge_sync inserts or updates get the write's time; unchanged rows keep theirs,
+    and the stamp alone never makes a row differ (a re-sync commits nothing)."""
+    spec = TableSpec(
+        "hours",
+        tmp_path / "hours",
+        (Column("k", "string", nullable=False), Column("v", "double"), Column("_changed_at", "timestamp")),
+        key=("k",),
+        changed_at="_changed_at",
+    )
+    frame = lambda rows: spark.createDataFrame(rows, "k string, v double")  # noqa: E731
+    stamps = lambda: {r.k: r._changed_at for r in delta_io.read(spark, spec).collect()}  # noqa: E731
+    delta_io.merge_sync(spark, frame([("a", 1.0), ("b", 2.0)]), spec, delete_missing=False)
+    first = stamps()
+    assert first["a"] == first["b"] is not None
+    second = delta_io.merge_sync(spark, frame([("a", 1.0), ("b", 2.5), ("c", 3.0)]), spec, delete_missing=False)
+    assert (second.rows_inserted, second.rows_updated, second.rows_unchanged) == (1, 1, 1)
+    after = stamps()
+    assert after["a"] == first["a"] and after["b"] > first["b"] and after["c"] == after["b"]
+    again = delta_io.merge_sync(spark, frame([("a", 1.0), ("b", 2.5), ("c", 3.0)]), spec, delete_missing=False)
+    assert again.operation == "none" and stamps() == after
+    with pytest.raises(ValueError, match="written with merge_sync"):
+        delta_io.merge_upsert(spark, frame([("d", 4.0)]), spec)
+    with pytest.raises(ValueError, match="changed_at must be a nullable timestamp"):
+        TableSpec("t", tmp_path / "t", (Column("k", "string"), Column("v", "double")), key=("k",), changed_at="v")
+
+
+def test_a_table_written_before_its_last_nullable_columns_were_declared_gets_them_once(spark, tmp_path):
+    """A lake from before a column was declared: ensure_table adds it (metadata only); the old rows read
+    it as NULL, and the engine's MERGE writes it."""
+    spec = TableSpec(
+        "hours",
+        tmp_path / "hours",
+        (Column("k", "string", nullable=False), Column("v", "double"), Column("_changed_at", "timestamp")),
+        key=("k",),
+        changed_at="_changed_at",
+    )
+    write_deltalake(str(spec.path), pa.table({"k": ["a", "b"], "v": [1.0, 2.0]}))
+    with pytest.raises(DeltaSchemaError, match="differs from the declaration"):
+        delta_io.check_table_schema(spec)
+    table = delta_io.ensure_table(spec)
+    assert [f.name for f in table.schema().fields] == spec.column_names
+    assert delta_io.ensure_table(spec).version() == table.version()  # once
+    synced = delta_io.merge_sync(
+        spark, spark.createDataFrame([("b", 2.5)], "k string, v double"), spec, delete_missing=False
+    )
+    assert (synced.rows_updated, synced.rows_unchanged) == (1, 0)
+    rows = {r.k: (r.v, r._changed_at) for r in delta_io.read(spark, spec).collect()}
+    assert rows["a"] == (1.0, None) and rows["b"][0] == 2.5 and rows["b"][1] is not None
+    # a missing NOT NULL column is not added: that table is refused as before
+    strict = TableSpec("s", tmp_path / "s", (Column("k", "string"), Column("n", "bigint", nullable=False)))
+    write_deltalake(str(strict.path), pa.table({"k": ["a"]}))
+    with pytest.raises(DeltaSchemaError, match="differs from the declaration"):
+        delta_io.ensure_table(strict)

@@ -56,10 +56,26 @@ def copy_served(source: Path, target: Path) -> Path:
 
 
 def read_table(warehouse: Path, name: str) -> list[tuple]:
+    """Every row, without the columns that say which build computed it (computed_at,
+    alert_state_computed_at): those differ between an incremental and a full build by design."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        return con.execute(f"select * from {name} order by all").fetchall()
+        return con.execute(f"select columns(c -> c not like '%computed_at') from {name} order by all").fetchall()
+    finally:
+        con.close()
+
+
+def recomputed_devices(warehouse: Path, model: str) -> set[str]:
+    """The devices with rows that the warehouse's latest build computed."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return {
+            device
+            for (device,) in con.execute(
+                f"select distinct device_id from {model} where computed_at = (select max(computed_at) from {model})"
+            ).fetchall()
+        }
     finally:
         con.close()
 
@@ -102,6 +118,7 @@ class Delivery:
         self.rows.append(
             {
                 **template,
+                "_changed_at": pd.Timestamp.now(tz="UTC"),  # as the silver job stamps what it writes
                 "hour_utc": hour,
                 "is_gap": number is None,
                 "reading_count": 0 if number is None else 1,
@@ -252,6 +269,9 @@ def test_incremental_builds_equal_a_full_rebuild_row_for_row(builds, built_city)
         assert len(got) == len(want) == rounds[-1]["models"][model], model
         assert got == want, f"{model}: the incremental rows differ from a full rebuild's"
     gone = next(d for d, what in builds["changes"][1].items() if what == "every hour removed")
+    # the second build recomputed the devices round 2 changed, and no other (silver's _changed_at stamps)
+    for model in INCREMENTAL_MODELS:
+        assert recomputed_devices(incremental, model) == set(builds["changes"][1]) - {gone}, model
     assert not [r for r in read_table(incremental, "fct_device_reading_hourly") if r[0] == gone]
     assert [r for r in read_table(built_city.warehouse, "fct_device_reading_hourly") if r[0] == gone]
 

@@ -20,10 +20,12 @@
 -- last unchanged row (so its next row is unchanged too). Nothing before a quiet hour reaches past it
 -- (a held grade needs a trigger no break followed; a gap run ends at a reading), so the recomputed
 -- rows equal a full build's. The strategy replace_tail (macros/replace_tail.sql) swaps each such
--- device's rows from that hour on. Changes are found by comparing silver with the rows held here
--- (they carry every silver column; per device and day, macros/first_changed_days.sql), so no
--- watermark can miss a late or revised hour. A change of this model, the thresholds seed or a var
--- needs a full build: citysafe.warehouse does one when the dbt project or the vars changed.
+-- device's rows from that hour on. Changes are found by silver's own stamp: the silver job sets
+-- _changed_at on every hour it inserts or changes (and on no other), and each row here keeps the
+-- stamp it was computed from, so the hours changed since the last build are those stamped after the
+-- newest stamp held here; a device held here that silver no longer has is deleted. A change of this
+-- model, the thresholds seed or a var needs a full build: citysafe.warehouse does one when the dbt
+-- project or the vars changed.
 {{ config(
     materialized='incremental',
     incremental_strategy='replace_tail',
@@ -33,11 +35,6 @@
 
 {%- set max_bridged_gap_hours = var('device_alert_max_bridged_gap_hours', 3) %}
 {%- set grades = ['blue', 'yellow', 'orange', 'red'] %}
-
-{%- set silver_value_columns = [
-    'device_type', 'unit', 'reading_count', 'value_mean', 'value_min', 'value_max', 'is_gap',
-    'district_code', 'h3_cell',
-] %}
 
 with
 
@@ -50,10 +47,27 @@ silver_hours as not materialized (
 
 {% if is_incremental() %}
 
--- per device, the first day with an hour that is new in silver, revised there, or gone from it
+-- per device, the first hour silver inserted or changed after the newest stamp held here (an hour
+-- stamped NULL predates the stamp and every build since), and every device held here that silver no
+-- longer has (from the beginning: all its rows go)
 first_changes as (
 
-    {{ first_changed_days('silver_hours', this, ['device_id'], 'hour_utc', silver_value_columns) }}
+    select
+        device_id,
+        min(hour_utc)                                                   as first_changed_hour_utc
+    from silver_hours
+    where silver_changed_at > (
+        select coalesce(max(silver_changed_at), '-infinity'::timestamptz) from {{ this }}
+    )
+    group by device_id
+
+    union all
+
+    select
+        device_id,
+        '-infinity'::timestamptz                                        as first_changed_hour_utc
+    from (select distinct device_id from {{ this }}) as built_devices
+    anti join silver_hours using (device_id)
 
 ),
 
@@ -130,6 +144,7 @@ graded_hours as (
         hourly.value_min,
         hourly.value_max,
         hourly.is_gap,
+        hourly.silver_changed_at,
 
         thresholds.measure,
         thresholds.direction,
@@ -291,7 +306,11 @@ final as (
                 then device_id || '@' || strftime(timezone('UTC', alert_start_hour_utc), '%Y-%m-%dT%H:00Z')
         end                                                                 as alert_id,
         alert_start_hour_utc,
-        next_hour_is_gap
+        next_hour_is_gap,
+        silver_changed_at,
+        -- this build's start: the rows it computed (fct_device_reading_hourly recomputes from them, and
+        -- the data tests of an incremental build check them and what follows)
+        '{{ run_started_at.isoformat() }}'::timestamptz                      as computed_at
     from numbered
 
 )

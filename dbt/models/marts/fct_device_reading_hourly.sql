@@ -2,22 +2,17 @@
 -- the hour's readings in the canonical unit, the grade its value reaches and the alert grade held with
 -- hysteresis (int_device_hourly_alert_state), with the city's local hour and date.
 
--- Incremental: a row is its alert-state row plus local times, so an incremental run compares every
--- column taken from int_device_hourly_alert_state with the rows held here (per device and day,
--- macros/first_changed_days.sql) and replaces each differing device's rows from the first differing
--- day on (replace_tail, as the model above).
+-- Incremental: a row is its alert-state row plus local times, so an incremental run takes, per device,
+-- the alert-state rows computed after the newest alert_state_computed_at held here (int_device_hourly_alert_state
+-- recomputes whole tails, so these are each changed device's rows from some hour on) and replaces the
+-- device's rows from that hour on (replace_tail, as the model above); a device held here that the
+-- alert state no longer has is deleted.
 {{ config(
     materialized='incremental',
     incremental_strategy='replace_tail',
     unique_key=['device_id', 'hour_utc'],
     on_schema_change='fail',
 ) }}
-
-{%- set alert_state_columns = [
-    'device_type', 'measure', 'direction', 'unit', 'district_code', 'h3_cell', 'reading_count',
-    'value_mean', 'value_min', 'value_max', 'is_gap', 'graded_value', 'value_grade_rank',
-    'alert_grade_rank', 'alert_id',
-] %}
 
 with
 
@@ -30,10 +25,24 @@ all_alert_state as not materialized (
 
 {% if is_incremental() %}
 
--- per device, the first day with an hour whose alert state is new, different or gone since the last build
+-- per device, the first hour of the alert-state rows computed since the last build here, and every
+-- device held here that the alert state no longer has (from the beginning: all its rows go)
 first_changes as (
 
-    {{ first_changed_days('all_alert_state', this, ['device_id'], 'hour_utc', alert_state_columns) }}
+    select
+        device_id,
+        min(hour_utc)                                                   as first_changed_hour_utc
+    from all_alert_state
+    where computed_at > (select coalesce(max(alert_state_computed_at), '-infinity'::timestamptz) from {{ this }})
+    group by device_id
+
+    union all
+
+    select
+        device_id,
+        '-infinity'::timestamptz                                        as first_changed_hour_utc
+    from (select distinct device_id from {{ this }}) as built_devices
+    anti join all_alert_state using (device_id)
 
 ),
 
@@ -92,7 +101,11 @@ final as (
         case alert_grade_rank
             when 1 then 'blue' when 2 then 'yellow' when 3 then 'orange' when 4 then 'red'
         end                                                                 as alert_grade,
-        alert_id
+        alert_id,
+
+        -- lineage: the build that computed the hour's alert state, and the one that wrote this row
+        computed_at                                                         as alert_state_computed_at,
+        '{{ run_started_at.isoformat() }}'::timestamptz                      as computed_at
 
     from alert_state
 

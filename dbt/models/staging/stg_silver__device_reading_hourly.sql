@@ -24,7 +24,10 @@ renamed as (
         cast(is_gap as boolean)                 as is_gap,
 
         cast(district_code as varchar)          as district_code,
-        cast(h3_cell as varchar)                as h3_cell
+        cast(h3_cell as varchar)                as h3_cell,
+
+        -- when silver last inserted or changed the hour (the incremental device marts follow it)
+        cast(_changed_at as timestamptz)        as silver_changed_at
 
     from source
 
