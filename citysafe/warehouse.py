@@ -557,17 +557,18 @@ def build_marker_path(served: Path) -> Path:
 
 
 def _write_build_marker(
-    served: Path, settings: Settings, run_id: str, select: list[str], mode: str, fingerprint: str
+    served: Path, settings: Settings, run_id: str, select: list[str], mode: str, fingerprint: str, lake: str | None
 ) -> None:
     """Which run built every model of the served file last (a selected build keeps that), with which
-    project fingerprint, and which run last touched it. Written after the swap: a crash in between
-    leaves an older marker, whose fingerprint then only causes a full build."""
+    project fingerprint, from which lake (lake_identity), and which run last touched it. Written after
+    the swap: a crash in between leaves an older marker, which then only causes a full build."""
     marker = build_marker_path(served)
     previous = _read_build_marker(served)
     data = {
         "full_build_run_id": previous.get("full_build_run_id") if select else run_id,
         # a selected build leaves the models outside the selection as they were built
         "project_fingerprint": previous.get("project_fingerprint") if select else fingerprint,
+        "lake": lake,
         "last_run_id": run_id,
         "last_select": select,
         "last_mode": mode,
@@ -730,14 +731,29 @@ def build_marts(
         )
 
 
-def plan_build(served: Path, select: Sequence[str], full_refresh: bool, fingerprint: str) -> dict:
+def lake_identity(settings: Settings) -> str | None:
+    """The Delta table id of silver.device_reading_hourly (None before the table exists): the incremental
+    device marts follow its rows' change stamps, which mean nothing for another lake's table (or for
+    this one re-created), so the served warehouse is continued only for the same table."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    path = settings.silver_dir / "device_reading_hourly"
+    try:
+        return DeltaTable(str(path), storage_options=storage.delta_options(path)).metadata().id
+    except TableNotFoundError:
+        return None
+
+
+def plan_build(served: Path, select: Sequence[str], full_refresh: bool, fingerprint: str, lake: str | None) -> dict:
     """How a build starts: {"mode": "full" | "incremental" | "selected", "copy_served": start from a copy
     of the served file, "refresh_selected": pass dbt --full-refresh, "reason": why not incremental,
     "unit_tests": run dbt's unit tests (when the project is not the one the served file was built and
-    its unit tests passed with)}."""
+    its unit tests passed with)}. `lake`: lake_identity() now."""
     served = Path(served)
-    built_with = _read_build_marker(served).get("project_fingerprint") if served.is_file() else None
-    changed = built_with != fingerprint
+    marker = _read_build_marker(served) if served.is_file() else {}
+    changed = marker.get("project_fingerprint") != fingerprint
+    other_lake = marker.get("lake") != lake
     why_full = (
         "--full-refresh"
         if full_refresh
@@ -745,17 +761,22 @@ def plan_build(served: Path, select: Sequence[str], full_refresh: bool, fingerpr
         if not served.is_file()
         else "the dbt project, its vars or the dbt / DuckDB version changed since the served warehouse was built"
         if changed
+        else "the served warehouse was built from another lake (silver.device_reading_hourly's Delta table id differs)"
+        if other_lake
         else ""
     )
+    # unit tests check the SQL on fixed inputs: run them unless this project passed them when it built
+    # the served file (another lake needs the models rebuilt, not re-checked)
+    unit_tests = full_refresh or not served.is_file() or changed
     if select:
         # the models outside the selection keep their served rows; selected incremental ones start over
-        refresh = served.is_file() and (full_refresh or changed)
+        refresh = served.is_file() and (full_refresh or changed or other_lake)
         return {
             "mode": "selected",
             "copy_served": served.is_file(),
             "refresh_selected": refresh,
             "reason": why_full,
-            "unit_tests": bool(why_full),
+            "unit_tests": unit_tests,
         }
     # a full build starts from an empty file: every model, the incremental ones too, is built in full
     return {
@@ -763,7 +784,7 @@ def plan_build(served: Path, select: Sequence[str], full_refresh: bool, fingerpr
         "copy_served": not why_full,
         "refresh_selected": False,
         "reason": why_full,
-        "unit_tests": bool(why_full),
+        "unit_tests": unit_tests,
     }
 
 
@@ -782,8 +803,8 @@ def _build(
     select: list[str],
     full_refresh: bool,
 ) -> dict:
-    fingerprint = project_fingerprint(settings)
-    plan = plan_build(served, select, full_refresh, fingerprint)
+    fingerprint, lake = project_fingerprint(settings), lake_identity(settings)
+    plan = plan_build(served, select, full_refresh, fingerprint, lake)
     mode, copy_served = plan["mode"], plan["copy_served"]
     if plan["reason"]:
         log.info(f"{mode} build: {plan['reason']}")
@@ -859,7 +880,7 @@ def _build(
             )
         os.replace(build_path, served)
         _fsync_dir(served.parent)
-        _write_build_marker(served, settings, run_dir.name, select, mode, fingerprint)
+        _write_build_marker(served, settings, run_dir.name, select, mode, fingerprint, lake)
     except BaseException:
         _remove_build(build_path)
         raise

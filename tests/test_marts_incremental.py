@@ -32,7 +32,14 @@ import pytest
 from deltalake import DeltaTable
 
 from citysafe.config import load_settings
-from citysafe.warehouse import DBT_PROJECT_DIR, build_marker_path, build_marts, plan_build, project_fingerprint
+from citysafe.warehouse import (
+    DBT_PROJECT_DIR,
+    build_marker_path,
+    build_marts,
+    lake_identity,
+    plan_build,
+    project_fingerprint,
+)
 from spark_jobs import tables
 
 pytestmark = pytest.mark.slow
@@ -278,25 +285,32 @@ def test_incremental_builds_equal_a_full_rebuild_row_for_row(builds, built_city)
 
 def test_build_plan_continues_the_served_warehouse_only_when_built_the_same_way(built_city, tmp_path):
     fingerprint = project_fingerprint(settings_for(tmp_path / "lake", built_city.warehouse))
+    lake = lake_identity(settings_for(built_city.silver.parent, built_city.warehouse))
+    assert lake  # the Delta table id of the city's silver.device_reading_hourly
     served = copy_served(built_city.warehouse, tmp_path / "served" / built_city.warehouse.name)
-    same = plan_build(served, [], False, fingerprint)
+    same = plan_build(served, [], False, fingerprint, lake)
     # the unit tests passed with this project when the served file was built: not run again
     assert same["mode"] == "incremental" and same["unit_tests"] is False
-    assert plan_build(served, [], True, fingerprint) == {
+    assert plan_build(served, [], True, fingerprint, lake) == {
         "mode": "full",
         "copy_served": False,
         "refresh_selected": False,
         "reason": "--full-refresh",
         "unit_tests": True,
     }
-    changed = plan_build(served, [], False, "another project")
+    changed = plan_build(served, [], False, "another project", lake)
     assert changed["mode"] == "full" and not changed["copy_served"] and "changed" in changed["reason"]
     assert changed["unit_tests"] is True
-    assert plan_build(tmp_path / "none.duckdb", [], False, fingerprint)["reason"] == "no served warehouse"
+    assert plan_build(tmp_path / "none.duckdb", [], False, fingerprint, lake)["reason"] == "no served warehouse"
+    # another lake (or this one's silver re-created): the incremental models' change stamps mean nothing
+    # there, so every model is rebuilt; the project is the same, so its unit tests need not run again
+    other = plan_build(served, [], False, fingerprint, "another-table-id")
+    assert other["mode"] == "full" and "another lake" in other["reason"] and other["unit_tests"] is False
+    assert plan_build(served, ["tag:gold"], False, fingerprint, None)["refresh_selected"] is True
     # a selected build keeps the models outside the selection: it always copies, and starts the selected
     # incremental models over (dbt --full-refresh) when asked or when the project changed
-    assert plan_build(served, ["tag:gold"], False, fingerprint)["refresh_selected"] is False
-    assert plan_build(served, ["tag:gold"], False, fingerprint)["unit_tests"] is False
-    assert plan_build(served, ["tag:gold"], False, "another project")["refresh_selected"] is True
-    assert plan_build(served, ["tag:gold"], False, "another project")["unit_tests"] is True
-    assert plan_build(served, ["tag:gold"], True, fingerprint)["copy_served"] is True
+    assert plan_build(served, ["tag:gold"], False, fingerprint, lake)["refresh_selected"] is False
+    assert plan_build(served, ["tag:gold"], False, fingerprint, lake)["unit_tests"] is False
+    assert plan_build(served, ["tag:gold"], False, "another project", lake)["refresh_selected"] is True
+    assert plan_build(served, ["tag:gold"], False, "another project", lake)["unit_tests"] is True
+    assert plan_build(served, ["tag:gold"], True, fingerprint, lake)["copy_served"] is True
