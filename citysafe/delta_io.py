@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -263,19 +264,14 @@ def _reorder_columns(table: DeltaTable, spec: TableSpec) -> DeltaTable:
     return open_table(spec.path)
 
 
-def _lacks_trailing_nullable_columns(spec: TableSpec) -> tuple[DeltaTable | None, list[Column]]:
-    """(the table, the columns it lacks) when the table holds the declared columns but the last few,
-    and those are nullable (a lake written before they were declared); else (None, [])."""
-    table = _table_or_none(spec.path)
-    if table is None:
-        return None, []
+def _lacks_changed_at(spec: TableSpec) -> DeltaTable | None:
+    """The table when it holds every declared column but its `changed_at` stamp, declared last (a lake
+    written before the stamp existed); else None. Any other difference is refused as before."""
+    table = _table_or_none(spec.path) if spec.changed_at else None
+    if table is None or spec.column_names[-1] != spec.changed_at:
+        return None
     actual, declared = _columns_on_disk(table), _declared_columns(spec)
-    if len(actual) >= len(declared) or declared[: len(actual)] != actual:
-        return None, []
-    missing = list(spec.columns[len(actual) :])
-    if any(not c.nullable or c.name in spec.partition_by for c in missing):
-        return None, []
-    return table, missing
+    return table if actual == declared[:-1] else None
 
 
 def _add_columns(table: DeltaTable, spec: TableSpec, columns: list[Column]) -> None:
@@ -290,16 +286,16 @@ def _add_columns(table: DeltaTable, spec: TableSpec, columns: list[Column]) -> N
 def ensure_table(spec: TableSpec) -> DeltaTable:
     """Create the table from its declaration (delta-rs) if absent; verify it if present. One-time
     migrations of a table written before its declaration changed: one that differs in column order
-    only is rewritten in the declared order; one that lacks only declared nullable columns at the end
-    gets them (NULL in the rows it holds)."""
+    only is rewritten in the declared order; one that lacks only its changed_at stamp gets it
+    (NULL in the rows it holds)."""
     outdated = _column_order_only(spec)
     if outdated is not None:
         log.warning("table %s: rewriting it in the declared column order (one-time migration)", spec.name)
         _reorder_columns(outdated, spec)
-    older, missing = _lacks_trailing_nullable_columns(spec)
-    if older is not None:
-        log.warning("table %s: adding the columns %s (one-time migration)", spec.name, [c.name for c in missing])
-        _add_columns(older, spec, missing)
+    unstamped = _lacks_changed_at(spec)
+    if unstamped is not None:
+        log.warning("table %s: adding the column %s (one-time migration)", spec.name, spec.changed_at)
+        _add_columns(unstamped, spec, [spec.columns[-1]])
     table = check_table_schema(spec)
     if table is None:
         spec.path.parent.mkdir(parents=True, exist_ok=True)
@@ -530,16 +526,21 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
     if dup_keys:
         raise ValueError(f"table {spec.name}: source has several rows for key {dup_keys[0].asDict()}")
     values = [c for c in spec.column_names if c not in spec.key and c != spec.changed_at]
-    row_hash = F.sha2(F.to_json(F.struct(*[F.col(c) for c in values])), 256)
     # Deleting the keys the source lacks needs the whole table; otherwise only the source's partitions.
     partitions = None if delete_missing else _source_partitions(source, spec)
-    src = source.select(*spec.key, row_hash.alias("__s"))
-    tgt = _target(spark, spec, partitions).select(*spec.key, row_hash.alias("__t"))
+    # The values are compared after the join, column by column with <=> (the MERGE's own condition
+    # below), so only rows sharing a key are compared: hashing every target row first cost 2 of the
+    # 4 s of a day's hourly refresh at scale 1 (8.8M stored hours, ~25k recomputed).
+    src = source.select(*spec.key, *[F.col(c).alias(f"__s_{c}") for c in values], F.lit(True).alias("__in_s"))
+    tgt = _target(spark, spec, partitions).select(
+        *spec.key, *[F.col(c).alias(f"__t_{c}") for c in values], F.lit(True).alias("__in_t")
+    )
     joined = src.join(tgt, on=list(spec.key), how="full_outer" if delete_missing else "left")
+    same = [F.col(f"__s_{c}").eqNullSafe(F.col(f"__t_{c}")) for c in values]
     action = (
-        F.when(F.col("__t").isNull(), "insert")
-        .when(F.col("__s").isNull(), "delete")
-        .when(F.col("__s") != F.col("__t"), "update")
+        F.when(F.col("__in_t").isNull(), "insert")
+        .when(F.col("__in_s").isNull(), "delete")
+        .when(~functools.reduce(lambda a, b: a & b, same, F.lit(True)), "update")
         .otherwise("unchanged")
     )
     counts = {r["a"]: r["count"] for r in joined.select(action.alias("a")).groupBy("a").count().collect()}
