@@ -446,6 +446,25 @@ def test_failing_data_test_leaves_served_file_untouched(built, tmp_path):
     assert sorted(p.name for p in served.parent.iterdir()) == served_files(served)
 
 
+def test_not_null_columns_names_the_columns_that_hold_nulls(built, tmp_path):
+    """A model's NOT NULL columns are one test (dbt/tests/generic/not_null_columns.sql): a NULL in one of
+    them (the only one silver.incident itself lets be NULL) fails the build with a line naming it."""
+    settings, _, _, _ = built
+    served = Path(settings.warehouse_path)
+    before = served.read_bytes()
+    lake = tmp_path / "lake"
+    shutil.copytree(Path(settings.lake_root) / "silver", lake / "silver")
+    row = {**incident_row(*ROWS[0], n=98), "incident_id": "police_incidents:P98", "source_record_id": "P98"}
+    row.update(classification_confidence=None)
+    spec = tables.incident(lake / "silver")
+    write_deltalake(str(spec.path), pa.Table.from_pylist([row], schema=spec.storage_schema()), mode="append")
+    with pytest.raises(WarehouseBuildError) as err:
+        build_marts(settings.model_copy(update={"lake_root": lake}), "run-nulls", select=["stg_silver__incident"])
+    assert any(n.startswith("test not_null_columns_stg_silver__incident") for n in err.value.failed_nodes)
+    assert "NULL values in columns: classification_confidence (1 rows)" in str(err.value)
+    assert served.read_bytes() == before
+
+
 @pytest.fixture(scope="module")
 def rebuilt(built, tmp_path_factory):
     """A dev build (select +MART) of a lake with one more incident, into a copy of the served file, while
