@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from citysafe import city, delta_io, fingerprint, lake_lock, logs, quality, reconcile, storage, warehouse
+from citysafe import city, data_docs, delta_io, fingerprint, lake_lock, logs, quality, reconcile, storage, warehouse
 from citysafe.config import REPO_ROOT, ConfigError, Settings
 from citysafe.engine import spark_session
 from citysafe.errors import MartsError, ReconcileError
@@ -197,10 +197,11 @@ def run_silver(ctx: RunContext) -> dict:
     out = {}
     quality.import_in_background()  # GX takes seconds to import: overlapped with the first staging
     sources = silver.ordered(ctx.selected(silver_only=True))
-    for source in sources:
-        log.info("silver %s", source.name)
-        out[source.name] = silver.run(ctx.spark, ctx.settings, source, ctx.run_id, defer_links=True)
-        ctx.summary.record_table(f"silver.{source.silver.table}[{source.name}]", out[source.name])
+    with data_docs.deferred(ctx.settings):  # the gates' Data Docs pages in one build, after the last gate
+        for source in sources:
+            log.info("silver %s", source.name)
+            out[source.name] = silver.run(ctx.spark, ctx.settings, source, ctx.run_id, defer_links=True)
+            ctx.summary.record_table(f"silver.{source.silver.table}[{source.name}]", out[source.name])
     # Cross-department links once, after every incident source (each would otherwise recompute them).
     for registry in incident_links.registries_involving(sources):
         links = incident_links.refresh_if_stale(ctx.spark, ctx.settings, registry)

@@ -196,3 +196,23 @@ def test_data_docs_of_a_city_without_district_polygons(spark, lake, polygons, ca
     (page,) = (index.parent / "validations" / "silver_device" / "run-a").glob("*/citysafe-registry.html")
     text = re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8"))
     assert "999999" in text and "420103" in text and "Failed" in text
+
+
+def test_deferred_gates_render_their_pages_once_at_the_end_even_after_a_failure(spark, lake):
+    """data_docs.deferred (the silver stage): the gates' pages wait for the block's end, which renders
+    every one of them, the failing gate's too when the block ends with an error."""
+    root = data_docs.docs_dir(lake)
+    pages = lambda run: list((root / "validations" / "silver_device" / run).glob("*/citysafe-registry.html"))  # noqa: E731
+    with pytest.raises(RuntimeError, match="gate failed"), data_docs.deferred(lake):
+        passed = quality.validate_staging(
+            spark, lake, "silver_device", stage(lake, "run-c", devices()), "run-c", "registry"
+        )
+        bad = devices(device_id=["D1", "D1", "D3"])
+        failed = quality.validate_staging(spark, lake, "silver_device", stage(lake, "run-d", bad), "run-d", "registry")
+        assert passed["success"] and not failed["success"]
+        assert not pages("run-c") and not pages("run-d") and not (root / "index.html").exists()
+        raise RuntimeError("gate failed")
+    assert len(pages("run-c")) == len(pages("run-d")) == 1
+    index_html = (root / "index.html").read_text(encoding="utf-8")
+    for run in ("run-c", "run-d"):
+        assert urllib.parse.quote(pages(run)[0].relative_to(root).as_posix()) in index_html
