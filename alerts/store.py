@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pandas as pd
@@ -66,16 +67,16 @@ def tables(alerts_dir: Path) -> dict[str, TableSpec]:
 
 
 def _records(spec: TableSpec) -> list[dict]:
+    """Every row as a dict: NULL -> None, timestamps -> aware UTC datetimes (Arrow's own rows: going
+    through pandas cost ~1.5 s for a year of alerts and deliveries at scale 1)."""
     if delta_io.version(spec) is None:
         return []
-    frame = delta_io.read_arrow(spec).to_pandas()
-    frame = frame.astype(object).where(frame.notna(), None)
-    out = []
-    for rec in frame.to_dict("records"):
-        for c in spec.columns:  # Arrow timestamps -> aware datetimes
-            if c.type == "timestamp" and rec[c.name] is not None:
-                rec[c.name] = pd.Timestamp(rec[c.name]).tz_convert("UTC").to_pydatetime()
-        out.append(rec)
+    stamps = [c.name for c in spec.columns if c.type == "timestamp"]
+    out = delta_io.read_arrow(spec).to_pylist()
+    for rec in out:
+        for name in stamps:
+            if rec[name] is not None:
+                rec[name] = rec[name].astimezone(dt.UTC)
     return out
 
 

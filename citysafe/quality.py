@@ -54,6 +54,14 @@ def import_in_background() -> None:
     first gate (a gate that arrives earlier simply waits for the import to finish)."""
     import threading
 
+    # First, in this thread, what the silver jobs import lazily (shapely and h3 for the city's places,
+    # pandas): two threads importing packages that share modules can each be handed the other's module
+    # half-initialised. A Celery worker's silver task failed so on its first try ("cannot import name
+    # 'BaseGeometry' from partially initialized module 'shapely.geometry.base'").
+    import h3  # noqa: F401
+    import pandas  # noqa: F401
+    import shapely.geometry  # noqa: F401
+
     threading.Thread(target=lambda: __import__("great_expectations"), name="import-gx", daemon=True).start()
 
 

@@ -17,7 +17,16 @@ from city_fixture import CLI  # tests/ is on sys.path (tests/conftest.py)
 
 WORKERS = "3"
 # Columns that record when or in which run a row was processed, not what it says.
-RUN_COLUMNS = {"_ingested_at", "ingested_at", "landed_at", "run_id", "validated_at", "first_seen", "last_seen"}
+RUN_COLUMNS = {
+    "_ingested_at",
+    "ingested_at",
+    "landed_at",
+    "run_id",
+    "validated_at",
+    "first_seen",
+    "last_seen",
+    "_changed_at",
+}
 # Snapshot sources (a registry, the daily weather) carry no update time of their own: silver stamps
 # the delivery's ingestion time (see the device and weather jobs).
 RUN_COLUMNS_BY_TABLE = {"device": {"updated_at_utc"}, "weather_daily": {"updated_at_utc"}}

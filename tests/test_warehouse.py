@@ -501,9 +501,10 @@ def test_dbt_parse_writes_manifest(rebuilt, tmp_path):
     assert f"model.citysafe.{MART}" in nodes
     assert not (tmp_path / "target" / "parse-only.duckdb").exists()
     assert not list(tmp_path.rglob("*.duckdb"))  # the profile's path is never opened
-    # the state the build of the same lake left is reused: dbt did not parse the project in full
-    dbt_log = (tmp_path / "logs" / "dbt.log").read_text()
-    assert "Partial parsing enabled" in dbt_log and "Unable to do partial parsing" not in dbt_log
+    # the state the build of the same lake left is reused: dbt parsed none of the project's files again
+    perf = json.loads((tmp_path / "target" / "perf_info.json").read_text())
+    assert perf["is_partial_parse_enabled"] is True and perf["path_count"] > 100
+    assert perf["parsed_path_count"] == 0
 
 
 # --- the prod target: the marts published to PostgreSQL ------------------------------------------------
