@@ -393,10 +393,22 @@ def _ml_inputs(ctx: RunContext) -> dict:
 
 def _report_inputs(ctx: RunContext) -> dict:
     from reports import build as report_build
+    from reports import snapshot
+    from reports.quarters import UnknownQuarter
 
     s = ctx.settings
+    quarter = None
+    if warehouse.served_build(s)["exists"]:
+        try:
+            quarter = report_build.choose_quarter(s, None).label
+        except UnknownQuarter:
+            pass
     return {
-        "warehouse": warehouse.served_build(s),
+        # The report is written from its quarter's inputs, frozen out of the marts the first time
+        # (reports/<quarter>/inputs.duckdb): a marts build that leaves the latest complete quarter the
+        # same changes nothing in it (a daily run skips the 3-4 s of charts and pages).
+        "quarter": quarter,
+        "inputs": fingerprint.file_state(snapshot.quarter_dir(s, quarter) / snapshot.INPUTS) if quarter else None,
         "code": fingerprint.files_digest(
             [REPO_ROOT / "reports", REPO_ROOT / "reference" / "report_actions.csv"], REPO_ROOT
         ),

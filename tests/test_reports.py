@@ -260,3 +260,30 @@ def test_a_chinese_report_without_a_cjk_font_stops_with_the_package_to_install(b
     with pytest.raises(ConfigurationError, match="apt-get install fonts-noto-cjk"):
         build.generate(settings, QUARTER, langs=("zh",), pdf=False)
     assert build.generate(settings, QUARTER, langs=("en",), pdf=False)["quarter"] == QUARTER
+
+
+def test_the_report_stage_follows_its_quarter_not_every_marts_build(built_city, tmp_path):
+    """The report stage's fingerprint (what lets a run skip it): the latest complete quarter and its frozen
+    inputs, not the served warehouse's build. A daily marts build leaves it the same; a missing snapshot
+    (or a new quarter) does not."""
+    import types
+
+    from citysafe import warehouse
+    from pipeline import stages
+
+    settings = load_settings(environ=built_city.env)
+    inputs = stages._report_inputs(types.SimpleNamespace(settings=settings))
+    assert inputs["quarter"] == built_city.summary["tables"]["report"]["quarter"] and inputs["inputs"]
+
+    # another build of the same marts (a new build marker, e.g. the next day's): the same fingerprint
+    served = tmp_path / "warehouse" / Path(settings.warehouse_path).name
+    served.parent.mkdir()
+    shutil.copyfile(settings.warehouse_path, served)
+    marker = json.loads(warehouse.build_marker_path(Path(settings.warehouse_path)).read_text())
+    warehouse.build_marker_path(served).write_text(json.dumps({**marker, "full_build_run_id": "the-next-day"}))
+    rebuilt = settings.model_copy(update={"warehouse_path": served})
+    assert stages._report_inputs(types.SimpleNamespace(settings=rebuilt)) == inputs
+
+    # the quarter's inputs not frozen yet: a different fingerprint, so the stage runs
+    elsewhere = rebuilt.model_copy(update={"lake_root": tmp_path / "other_lake"})
+    assert stages._report_inputs(types.SimpleNamespace(settings=elsewhere))["inputs"] is None
