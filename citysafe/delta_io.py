@@ -99,9 +99,11 @@ class TableSpec:
     # The key determines the partition values (e.g. an incident_id embeds its source): a key never moves
     # between partitions, so a MERGE may read and rewrite only the partitions its source rows fall in.
     key_fixes_partition: bool = False
-    # A nullable timestamp column that merge_sync sets, on the rows it inserts or updates, to the time of
-    # the write, and leaves out of the comparison: "when did this row last change", by which a reader
-    # (the incremental marts) finds what changed since it last read, without comparing every row.
+    # A nullable timestamp column that merge_sync and merge_upsert set, on the rows they insert or update,
+    # to the time of the write (merge_sync leaves it out of its comparison): "when did this row last
+    # change", by which a reader (the incremental marts, the marts' tests) finds what changed since it
+    # last read, without comparing every row. Writes hold the lake lock, so a reader that also holds it
+    # sees every row stamped before it started and none stamped after.
     changed_at: str | None = None
 
     def __post_init__(self):
@@ -161,6 +163,10 @@ def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
     """Return `df` cast to the declared types, in declared order; refuse missing or unexpected columns."""
     have = list(df.columns)
     want = spec.column_names
+    if spec.changed_at and spec.changed_at not in have:
+        # this module's own column: merge_upsert and merge_sync set it; a staged copy leaves it NULL
+        df = df.withColumn(spec.changed_at, F.lit(None).cast("timestamp"))
+        have.append(spec.changed_at)
     missing = [c for c in want if c not in have]
     extra = [c for c in have if c not in want]
     if missing or extra:
@@ -445,10 +451,11 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
     """
     if not spec.key:
         raise ValueError(f"table {spec.name}: merge_upsert needs a key")
-    if spec.changed_at:
-        raise ValueError(f"table {spec.name}: a table with a changed_at column is written with merge_sync")
     table = ensure_table(spec)
     before = table.version()
+    if spec.changed_at:
+        # the time of this write, on the rows it inserts or updates (every source row that is merged)
+        df = df.withColumn(spec.changed_at, F.lit(dt.datetime.now(dt.UTC)).cast("timestamp"))
     source, _ = check_not_null(conform(df, spec), spec)
     null_key = source.where(" OR ".join(f"`{k}` IS NULL" for k in spec.key)).limit(1).collect()
     if null_key:

@@ -60,6 +60,7 @@ in this process: `citysafe.config.load_settings` refuses unknown CITYSAFE_* vari
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import importlib.metadata
@@ -388,6 +389,7 @@ def _run_dbt(
     *,
     target: str = DBT_TARGET,
     postgres_dsn: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[int, list[str]]:
     """Run one dbt command, streaming a short line per finished model; return (exit code, error lines).
 
@@ -405,7 +407,7 @@ def _run_dbt(
     steps = logs.StepProgress(f"dbt {command}", log)
     workdir = build_path.parent
     workdir.mkdir(parents=True, exist_ok=True)
-    env = dbt_env(settings, Path(build_path.name), postgres_dsn=postgres_dsn)
+    env = {**dbt_env(settings, Path(build_path.name), postgres_dsn=postgres_dsn), **(extra_env or {})}
     state = partial_parse_state(settings, target)
     _restore_parse_state(state, target_path)
     with subprocess.Popen(
@@ -562,7 +564,14 @@ def build_marker_path(served: Path) -> Path:
 
 
 def _write_build_marker(
-    served: Path, settings: Settings, run_id: str, select: list[str], mode: str, fingerprint: str, lake: str | None
+    served: Path,
+    settings: Settings,
+    run_id: str,
+    select: list[str],
+    mode: str,
+    fingerprint: str,
+    lake: str | None,
+    started_at: dt.datetime,
 ) -> None:
     """Which run built every model of the served file last (a selected build keeps that), with which
     project fingerprint, from which lake (lake_identity), and which run last touched it. Written after
@@ -571,6 +580,8 @@ def _write_build_marker(
     previous = _read_build_marker(served)
     data = {
         "full_build_run_id": previous.get("full_build_run_id") if select else run_id,
+        # when that build started (the silver rows stamped before it were all tested by it)
+        "full_build_started_at": previous.get("full_build_started_at") if select else started_at.isoformat(),
         # a selected build leaves the models outside the selection as they were built
         "project_fingerprint": previous.get("project_fingerprint") if select else fingerprint,
         "lake": lake,
@@ -810,6 +821,14 @@ def _build(
 ) -> dict:
     fingerprint, lake = project_fingerprint(settings), lake_identity(settings)
     plan = plan_build(served, select, full_refresh, fingerprint, lake)
+    # The build runs under the lake lock (the marts stage holds it), so silver rows stamped (_changed_at)
+    # before this moment are all in what it reads, and none are stamped while it runs. Continuing the
+    # served file, the tests of the big silver tables' staging models check the rows stamped since the
+    # served file's last build of every model started (the older ones passed them then).
+    started_at = dt.datetime.now(dt.UTC)
+    continued = plan["copy_served"] and not plan["refresh_selected"]
+    since = _read_build_marker(served).get("full_build_started_at") if continued else None
+    silver_since = {"CITYSAFE_MARTS_SILVER_CHANGED_SINCE": since or "-infinity"}
     mode, copy_served = plan["mode"], plan["copy_served"]
     if plan["reason"]:
         log.info(f"{mode} build: {plan['reason']}")
@@ -844,6 +863,7 @@ def _build(
             dbt_args,
             target=target,
             postgres_dsn=postgres_dsn,
+            extra_env=silver_since,
         )
         results = _read_run_results(target_path)
         failed_results = [r for r in results if str(r.get("status")).lower() in _FAILED]
@@ -885,7 +905,7 @@ def _build(
             )
         os.replace(build_path, served)
         _fsync_dir(served.parent)
-        _write_build_marker(served, settings, run_dir.name, select, mode, fingerprint, lake)
+        _write_build_marker(served, settings, run_dir.name, select, mode, fingerprint, lake, started_at)
     except BaseException:
         _remove_build(build_path)
         raise

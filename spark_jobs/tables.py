@@ -163,6 +163,14 @@ DEVICE_COLUMNS = (
     *LINEAGE,
 )
 
+# Set by delta_io's MERGEs on the rows they insert or update (TableSpec.changed_at), declared last.
+CHANGED_AT = Column(
+    "_changed_at",
+    "timestamp",
+    description="when the silver job last inserted or changed the row (NULL: written before the column existed); "
+    "the marts find what changed since their last build by it",
+)
+
 DEVICE_READING_COLUMNS = (
     Column("device_id", "string", nullable=False),
     Column("seq", "bigint", nullable=False, description="the device's reading counter: the reading's identity"),
@@ -180,6 +188,7 @@ DEVICE_READING_COLUMNS = (
     Column("district_code", "string", nullable=False),
     Column("h3_cell", "string"),
     *LINEAGE,
+    CHANGED_AT,
 )
 
 DEVICE_READING_HOURLY_COLUMNS = (
@@ -196,12 +205,7 @@ DEVICE_READING_HOURLY_COLUMNS = (
     ),
     Column("district_code", "string", nullable=False),
     Column("h3_cell", "string"),
-    Column(
-        "_changed_at",
-        "timestamp",
-        description="when the silver job last inserted or changed this hour (NULL: before the column existed); "
-        "the incremental device marts recompute from the hours changed since their last build",
-    ),
+    CHANGED_AT,
 )
 
 
@@ -211,7 +215,13 @@ def device(silver_dir: Path) -> TableSpec:
 
 def device_reading(silver_dir: Path) -> TableSpec:
     # Immutable facts: a re-delivered reading never changes the stored one (insert-only MERGE).
-    return TableSpec("device_reading", silver_dir / "device_reading", DEVICE_READING_COLUMNS, key=("device_id", "seq"))
+    return TableSpec(
+        "device_reading",
+        silver_dir / "device_reading",
+        DEVICE_READING_COLUMNS,
+        key=("device_id", "seq"),
+        changed_at="_changed_at",
+    )
 
 
 def device_reading_hourly(silver_dir: Path) -> TableSpec:

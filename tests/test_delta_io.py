@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pyarrow as pa
@@ -283,8 +284,8 @@ def test_a_table_in_an_older_column_order_is_rewritten_once_in_the_declared_orde
 
 
 def test_merge_sync_stamps_the_rows_it_changes_and_only_those(spark, tmp_path):
-    """changed_at: the rows merge_sync inserts or updates get the write's time; unchanged rows keep theirs,
-    and the stamp alone never makes a row differ (a re-sync commits nothing)."""
+    """changed_at: the rows merge_sync (or merge_upsert) inserts or updates get the write's time; unchanged
+    rows keep theirs, and the stamp alone never makes a row differ (a re-sync commits nothing)."""
     spec = TableSpec(
         "hours",
         tmp_path / "hours",
@@ -303,8 +304,17 @@ def test_merge_sync_stamps_the_rows_it_changes_and_only_those(spark, tmp_path):
     assert after["a"] == first["a"] and after["b"] > first["b"] and after["c"] == after["b"]
     again = delta_io.merge_sync(spark, frame([("a", 1.0), ("b", 2.5), ("c", 3.0)]), spec, delete_missing=False)
     assert again.operation == "none" and stamps() == after
-    with pytest.raises(ValueError, match="written with merge_sync"):
-        delta_io.merge_upsert(spark, frame([("d", 4.0)]), spec)
+    # merge_upsert (insert-only here: no newer_by) stamps the rows it inserts, and only those
+    upserted = delta_io.merge_upsert(spark, frame([("c", 9.0), ("d", 4.0)]), spec)
+    assert (upserted.rows_inserted, upserted.rows_unchanged) == (1, 1)
+    final = stamps()
+    assert final["c"] == after["c"] and final["d"] > after["c"]
+    # a staged copy (delta_io.stage) holds the column as NULL: the MERGE sets it
+    staged = delta_io.stage(frame([("e", 5.0)]), dataclasses.replace(spec, name="staged", path=tmp_path / "staged"))
+    assert (
+        staged.rows_written == 1
+        and delta_io.read(spark, dataclasses.replace(spec, path=tmp_path / "staged")).first()._changed_at is None
+    )
     with pytest.raises(ValueError, match="changed_at must be a nullable timestamp"):
         TableSpec("t", tmp_path / "t", (Column("k", "string"), Column("v", "double")), key=("k",), changed_at="v")
 

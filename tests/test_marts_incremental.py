@@ -29,11 +29,12 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from citysafe.config import load_settings
 from citysafe.warehouse import (
     DBT_PROJECT_DIR,
+    WarehouseBuildError,
     build_marker_path,
     build_marts,
     lake_identity,
@@ -314,3 +315,31 @@ def test_build_plan_continues_the_served_warehouse_only_when_built_the_same_way(
     assert plan_build(served, ["tag:gold"], False, "another project", lake)["refresh_selected"] is True
     assert plan_build(served, ["tag:gold"], False, "another project", lake)["unit_tests"] is True
     assert plan_build(served, ["tag:gold"], True, fingerprint, lake)["copy_served"] is True
+
+
+def test_the_silver_staging_tests_check_the_rows_stamped_since_the_served_build(built_city, tmp_path):
+    """stg_silver__device_reading's tests, in a build that continues the served file, check the readings
+    silver stamped (_changed_at) since that file's last build of every model started; the others passed
+    that build. A duplicate reading stamped before it is outside the window; one stamped after fails."""
+    lake = tmp_path / "lake"
+    shutil.copytree(built_city.silver, lake / "silver")
+    served = copy_served(built_city.warehouse, tmp_path / "served" / built_city.warehouse.name)
+    since = pd.Timestamp(json.loads(build_marker_path(served).read_text())["full_build_started_at"])
+    spec = tables.device_reading(lake / "silver")
+    reading = DeltaTable(str(spec.path)).to_pyarrow_table().slice(0, 1)
+    stamp_at = reading.schema.get_field_index("_changed_at")
+
+    def duplicate(stamp: pd.Timestamp) -> None:
+        write_deltalake(
+            str(spec.path),
+            reading.set_column(stamp_at, "_changed_at", pa.array([stamp], pa.timestamp("us", tz="UTC"))),
+            mode="append",
+        )
+
+    settings = settings_for(lake, served)
+    duplicate(since - pd.Timedelta(minutes=1))
+    build_marts(settings, "before-window", select=["stg_silver__device_reading"])  # its tests pass
+    duplicate(since + pd.Timedelta(minutes=1))
+    with pytest.raises(WarehouseBuildError) as err:
+        build_marts(settings, "in-window", select=["stg_silver__device_reading"])
+    assert "test unique_combination_of_columns_stg_silver__device_reading_device_id__seq" in err.value.failed_nodes

@@ -501,10 +501,11 @@ def test_dbt_parse_writes_manifest(rebuilt, tmp_path):
     assert f"model.citysafe.{MART}" in nodes
     assert not (tmp_path / "target" / "parse-only.duckdb").exists()
     assert not list(tmp_path.rglob("*.duckdb"))  # the profile's path is never opened
-    # the state the build of the same lake left is reused: dbt parsed none of the project's files again
+    # the state the build of the same lake left is reused: dbt parsed again at most the two staging models
+    # (YAML and SQL) whose tests read CITYSAFE_MARTS_SILVER_CHANGED_SINCE, set for a build, not a parse
     perf = json.loads((tmp_path / "target" / "perf_info.json").read_text())
     assert perf["is_partial_parse_enabled"] is True and perf["path_count"] > 100
-    assert perf["parsed_path_count"] == 0
+    assert perf["parsed_path_count"] <= 4
 
 
 # --- the prod target: the marts published to PostgreSQL ------------------------------------------------

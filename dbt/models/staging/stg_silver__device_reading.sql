@@ -36,7 +36,9 @@ renamed as (
         cast(h3_cell as varchar)                as h3_cell,
 
         -- lineage
-        {{ silver_lineage_columns() }}
+        {{ silver_lineage_columns() }},
+        -- when silver inserted the reading (the marts' tests check the readings new since their last build)
+        cast(_changed_at as timestamptz)        as silver_changed_at
 
     from source
 
