@@ -240,6 +240,11 @@ def run_marts(
             f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): wrong lake_root, or "
             f"run `citysafe reference` (it creates every silver table no job has written yet)"
         )
+    # The staging models read the silver tables' _changed_at: a lake written before the column existed gets
+    # it here too (a metadata-only commit), not only when a silver job next writes the table.
+    for spec in catalog.silver_tables(ctx.settings).values():
+        if spec.changed_at:
+            delta_io.ensure_table(spec)
     # The gold marts (risk maps, forecasts) read the gold tables: they exist, empty, before the first model run.
     for spec in gold_tables.gold_tables(ctx.settings.gold_dir).values():
         delta_io.ensure_table(spec)
