@@ -27,7 +27,7 @@ import datetime as dt
 import functools
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -105,6 +105,9 @@ class TableSpec:
     # last read, without comparing every row. Writes hold the lake lock, so a reader that also holds it
     # sees every row stamped before it started and none stamped after.
     changed_at: str | None = None
+    # How the rows of a table written before the declaration's last layout change (a derived column, a
+    # new partitioning) become the declared ones: ensure_table rewrites such a table once with it.
+    upgrade: Callable[[pa.Table], pa.Table] | None = None
 
     def __post_init__(self):
         names = [c.name for c in self.columns]
@@ -253,11 +256,27 @@ def _reorder_columns(table: DeltaTable, spec: TableSpec) -> DeltaTable:
     """Rewrite the table in the declared column order: a new schema version, then its rows (history
     kept). delta-rs ignores column order when it compares schemas, so an overwrite alone would keep
     the old order. Runs under the lake lock, like every write."""
+    return _rewrite(table.to_pyarrow_table(), spec, "column order migration")
+
+
+def _outdated_layout(spec: TableSpec) -> DeltaTable | None:
+    """The table when its spec knows how to upgrade it and its columns or partitioning differ from the
+    declaration (a lake written before the last layout change), else None."""
+    table = _table_or_none(spec.path) if spec.upgrade else None
+    if table is None:
+        return None
+    same = _columns_on_disk(table) == _declared_columns(spec)
+    return None if same and tuple(table.metadata().partition_columns) == spec.partition_by else table
+
+
+def _rewrite(rows: pa.Table, spec: TableSpec, operation: str) -> DeltaTable:
+    """Replace the table by `rows` in the declared columns, order and partitioning: a new schema version,
+    then the rows (history kept)."""
     from deltalake import write_deltalake
 
-    rows = table.to_pyarrow_table().select(spec.column_names).cast(spec.storage_schema())
+    rows = rows.select(spec.column_names).cast(spec.storage_schema())
     partitions = list(spec.partition_by) or None
-    with _committing(spec, "column order migration"):
+    with _committing(spec, operation):
         options = storage.delta_options(spec.path)
         DeltaTable.create(
             str(spec.path),
@@ -298,6 +317,10 @@ def ensure_table(spec: TableSpec) -> DeltaTable:
     if outdated is not None:
         log.warning("table %s: rewriting it in the declared column order (one-time migration)", spec.name)
         _reorder_columns(outdated, spec)
+    older = _outdated_layout(spec)
+    if older is not None:
+        log.warning("table %s: rewriting it in the declared layout (one-time migration)", spec.name)
+        _rewrite(spec.upgrade(older.to_pyarrow_table()), spec, "layout migration")
     unstamped = _lacks_changed_at(spec)
     if unstamped is not None:
         log.warning("table %s: adding the column %s (one-time migration)", spec.name, spec.changed_at)

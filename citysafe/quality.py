@@ -49,17 +49,27 @@ def validation_result_spec(settings: Settings) -> TableSpec:
     return TableSpec("validation_result", settings.silver_dir / "validation_result", VALIDATION_RESULT_COLUMNS)
 
 
+_gx_import_started = False
+
+
 def import_in_background() -> None:
-    """Start importing GX in a thread, so that its seconds overlap with the engine's work before the
-    first gate (a gate that arrives earlier simply waits for the import to finish)."""
+    """Start importing GX in a thread (once per process), so that its seconds overlap with the engine's
+    work before the first gate (a gate that arrives earlier simply waits for the import to finish)."""
+    global _gx_import_started
+    if _gx_import_started:
+        return
+    _gx_import_started = True
     import threading
 
-    # First, in this thread, what the silver jobs import lazily (shapely and h3 for the city's places,
-    # pandas): two threads importing packages that share modules can each be handed the other's module
-    # half-initialised. A Celery worker's silver task failed so on its first try ("cannot import name
-    # 'BaseGeometry' from partially initialized module 'shapely.geometry.base'").
+    # First, in this thread, what the pipeline imports lazily while GX's import runs and GX's import
+    # touches too: two threads importing packages that share modules can each be handed the other's
+    # module half-initialised. A Celery worker's silver task failed so on its first try ("cannot import
+    # name 'BaseGeometry' from partially initialized module 'shapely.geometry.base'").
     import h3  # noqa: F401
     import pandas  # noqa: F401
+    import pyarrow.compute  # noqa: F401
+    import pyarrow.json  # noqa: F401
+    import requests  # noqa: F401
     import shapely.geometry  # noqa: F401
 
     threading.Thread(target=lambda: __import__("great_expectations"), name="import-gx", daemon=True).start()

@@ -319,6 +319,8 @@ def hourly(readings: DataFrame) -> DataFrame:
         F.col("reading_count").isNull().alias("is_gap"),
         "district_code",
         "h3_cell",
+        # the table's partition (the session's time zone is UTC: engine.py)
+        F.date_format("hour_utc", "yyyy-MM").alias("hour_month"),
     )
 
 

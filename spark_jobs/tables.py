@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from citysafe.delta_io import Column, TableSpec
 
 # Lineage columns carried from bronze into silver and quarantine: where each row came from.
@@ -206,7 +209,17 @@ DEVICE_READING_HOURLY_COLUMNS = (
     Column("district_code", "string", nullable=False),
     Column("h3_cell", "string"),
     CHANGED_AT,
+    Column("hour_month", "string", nullable=False, description="UTC month of hour_utc (yyyy-MM): the partition"),
 )
+
+
+def _upgrade_device_reading_hourly(rows: pa.Table) -> pa.Table:
+    """The rows of a device_reading_hourly written before it was stamped and partitioned by month."""
+    if "_changed_at" not in rows.column_names:
+        rows = rows.append_column("_changed_at", pa.nulls(rows.num_rows, pa.timestamp("us", tz="UTC")))
+    if "hour_month" not in rows.column_names:
+        rows = rows.append_column("hour_month", pc.strftime(rows.column("hour_utc"), format="%Y-%m"))
+    return rows
 
 
 def device(silver_dir: Path) -> TableSpec:
@@ -230,7 +243,12 @@ def device_reading_hourly(silver_dir: Path) -> TableSpec:
         silver_dir / "device_reading_hourly",
         DEVICE_READING_HOURLY_COLUMNS,
         key=("device_id", "hour_utc"),
+        # By UTC month: a day's refresh MERGEs into the current month only (the whole table: 3.7 s of a
+        # daily silver stage at scale 1; one month: 0.2 s). hour_utc fixes the month.
+        partition_by=("hour_month",),
+        key_fixes_partition=True,
         changed_at="_changed_at",
+        upgrade=_upgrade_device_reading_hourly,
     )
 
 

@@ -346,3 +346,66 @@ def test_a_table_written_before_its_changed_at_stamp_was_declared_gets_it_once(s
     write_deltalake(str(plain.path), pa.table({"id": pa.array([1], pa.int64()), "name": ["a"], "score": [1.0]}))
     with pytest.raises(DeltaSchemaError, match="differs from the declaration"):
         delta_io.ensure_table(plain)
+
+
+def test_an_hourly_table_of_an_older_lake_is_rewritten_once_stamped_and_partitioned_by_month(spark, tmp_path):
+    """silver.device_reading_hourly as lakes held it before (unpartitioned, no _changed_at): ensure_table
+    rewrites it once in the declared layout (TableSpec.upgrade): same rows, the UTC month as the
+    partition, NULL stamps; the next call changes nothing."""
+    from spark_jobs import tables
+
+    spec = tables.device_reading_hourly(tmp_path / "silver")
+    old_columns = [c for c in spec.column_names if c not in ("_changed_at", "hour_month")]
+    hours = pa.array(
+        [dt.datetime(2025, 12, 31, 23, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, 0, tzinfo=dt.UTC)],
+        pa.timestamp("us", tz="UTC"),
+    )
+    old = pa.table(
+        {
+            "device_id": ["RG-1", "RG-1"],
+            "hour_utc": hours,
+            "device_type": ["rain_gauge"] * 2,
+            "unit": ["mm"] * 2,
+            "reading_count": pa.array([1, 0], pa.int64()),
+            "value_mean": [0.5, None],
+            "value_min": [0.5, None],
+            "value_max": [0.5, None],
+            "is_gap": [False, True],
+            "district_code": ["420102"] * 2,
+            "h3_cell": ["8840a68021fffff"] * 2,
+        }
+    ).select(old_columns)
+    write_deltalake(str(spec.path), old)
+    table = delta_io.ensure_table(spec)
+    assert table.metadata().partition_columns == ["hour_month"]
+    assert [f.name for f in table.schema().fields] == spec.column_names
+    rows = table.to_pyarrow_table().sort_by("hour_utc")
+    assert rows.select(old_columns).to_pylist() == old.to_pylist()
+    assert rows.column("hour_month").to_pylist() == ["2025-12", "2026-01"]  # the UTC month, not the city's
+    assert rows.column("_changed_at").null_count == 2
+    assert delta_io.ensure_table(spec).version() == table.version()
+    # the engine reads it, and a MERGE of a day's hours touches only their month's files
+    december = {f for f in DeltaTable(str(spec.path)).file_uris() if "hour_month=2025-12" in f}
+    day = spark.createDataFrame(
+        [
+            (
+                "RG-1",
+                dt.datetime(2026, 1, 1, 1),
+                "rain_gauge",
+                "mm",
+                1,
+                0.7,
+                0.7,
+                0.7,
+                False,
+                "420102",
+                "8840a68021fffff",
+                "2026-01",
+            )
+        ],
+        "device_id string, hour_utc timestamp, device_type string, unit string, reading_count long, value_mean double, "
+        "value_min double, value_max double, is_gap boolean, district_code string, h3_cell string, hour_month string",
+    )
+    merged = delta_io.merge_sync(spark, day, spec, delete_missing=False)
+    assert merged.rows_inserted == 1 and delta_io.read(spark, spec).count() == 3
+    assert {f for f in DeltaTable(str(spec.path)).file_uris() if "hour_month=2025-12" in f} == december

@@ -128,6 +128,7 @@ class Delivery:
                 **template,
                 "_changed_at": pd.Timestamp.now(tz="UTC"),  # as the silver job stamps what it writes
                 "hour_utc": hour,
+                "hour_month": f"{hour:%Y-%m}",
                 "is_gap": number is None,
                 "reading_count": 0 if number is None else 1,
                 **dict.fromkeys(("value_mean", "value_min", "value_max"), number),
