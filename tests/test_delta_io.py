@@ -283,16 +283,21 @@ def test_a_table_in_an_older_column_order_is_rewritten_once_in_the_declared_orde
     assert delta_io.ensure_table(spec).version() == table.version()  # once: a second call changes nothing
 
 
-def test_merge_sync_stamps_the_rows_it_changes_and_only_those(spark, tmp_path):
-    """changed_at: the rows merge_sync (or merge_upsert) inserts or updates get the write's time; unchanged
-    rows keep theirs, and the stamp alone never makes a row differ (a re-sync commits nothing)."""
-    spec = TableSpec(
+def _stamped_spec(path) -> TableSpec:
+    """A keyed table with a changed_at stamp (as silver's device tables)."""
+    return TableSpec(
         "hours",
-        tmp_path / "hours",
+        path,
         (Column("k", "string", nullable=False), Column("v", "double"), Column("_changed_at", "timestamp")),
         key=("k",),
         changed_at="_changed_at",
     )
+
+
+def test_merge_sync_stamps_the_rows_it_changes_and_only_those(spark, tmp_path):
+    """changed_at: the rows merge_sync (or merge_upsert) inserts or updates get the write's time; unchanged
+    rows keep theirs, and the stamp alone never makes a row differ (a re-sync commits nothing)."""
+    spec = _stamped_spec(tmp_path / "hours")
     frame = lambda rows: spark.createDataFrame(rows, "k string, v double")  # noqa: E731
     stamps = lambda: {r.k: r._changed_at for r in delta_io.read(spark, spec).collect()}  # noqa: E731
     delta_io.merge_sync(spark, frame([("a", 1.0), ("b", 2.0)]), spec, delete_missing=False)
@@ -322,13 +327,7 @@ def test_merge_sync_stamps_the_rows_it_changes_and_only_those(spark, tmp_path):
 def test_a_table_written_before_its_changed_at_stamp_was_declared_gets_it_once(spark, tmp_path):
     """A lake from before the stamp was declared: ensure_table adds it (metadata only); the old rows read
     it as NULL, and the engine's MERGE writes it. Other missing columns are refused as before."""
-    spec = TableSpec(
-        "hours",
-        tmp_path / "hours",
-        (Column("k", "string", nullable=False), Column("v", "double"), Column("_changed_at", "timestamp")),
-        key=("k",),
-        changed_at="_changed_at",
-    )
+    spec = _stamped_spec(tmp_path / "hours")
     write_deltalake(str(spec.path), pa.table({"k": ["a", "b"], "v": [1.0, 2.0]}))
     with pytest.raises(DeltaSchemaError, match="differs from the declaration"):
         delta_io.check_table_schema(spec)

@@ -52,22 +52,7 @@ silver_hours as not materialized (
 -- longer has (from the beginning: all its rows go)
 first_changes as (
 
-    select
-        device_id,
-        min(hour_utc)                                                   as first_changed_hour_utc
-    from silver_hours
-    where silver_changed_at > (
-        select coalesce(max(silver_changed_at), '-infinity'::timestamptz) from {{ this }}
-    )
-    group by device_id
-
-    union all
-
-    select
-        device_id,
-        '-infinity'::timestamptz                                        as first_changed_hour_utc
-    from (select distinct device_id from {{ this }}) as built_devices
-    anti join silver_hours using (device_id)
+    {{ first_changes('silver_hours', this, 'silver_changed_at', 'silver_changed_at') }}
 
 ),
 

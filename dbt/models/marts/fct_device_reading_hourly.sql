@@ -29,20 +29,7 @@ all_alert_state as not materialized (
 -- device held here that the alert state no longer has (from the beginning: all its rows go)
 first_changes as (
 
-    select
-        device_id,
-        min(hour_utc)                                                   as first_changed_hour_utc
-    from all_alert_state
-    where computed_at > (select coalesce(max(alert_state_computed_at), '-infinity'::timestamptz) from {{ this }})
-    group by device_id
-
-    union all
-
-    select
-        device_id,
-        '-infinity'::timestamptz                                        as first_changed_hour_utc
-    from (select distinct device_id from {{ this }}) as built_devices
-    anti join all_alert_state using (device_id)
+    {{ first_changes('all_alert_state', this, 'computed_at', 'alert_state_computed_at') }}
 
 ),
 
