@@ -46,7 +46,7 @@ from citysafe.delta_io import Column, TableSpec
 from citysafe.sources import Source
 from spark_jobs import common
 from spark_jobs.common import Places, blank_to_null, parse_timestamp, raw
-from spark_jobs.publish import SilverOutput, run_job
+from spark_jobs.publish import Materialize, SilverOutput, no_barrier, run_job
 from spark_jobs.tables import LINEAGE
 
 log = logging.getLogger(__name__)
@@ -241,10 +241,18 @@ def check_roles(source: Source, required: tuple[str, ...], optional: tuple[str, 
 
 
 def transform(
-    bronze: DataFrame, source: Source, places: Places, pii_key: bytes, timezone: str, now: dt.datetime | None = None
+    bronze: DataFrame,
+    source: Source,
+    places: Places,
+    pii_key: bytes,
+    timezone: str,
+    now: dt.datetime | None = None,
+    materialize: Materialize = no_barrier,
 ) -> SilverOutput:
     """bronze registry rows -> (enterprise candidates, quarantine rows, dropped duplicates).
-    `now` (naive UTC): updated_at later than a day after it is impossible (timestamp_out_of_range)."""
+    `now` (naive UTC): updated_at later than a day after it is impossible (timestamp_out_of_range).
+    Two barriers, as in the incident job: the located rows (the point-in-polygon and H3 UDFs, used by
+    several rules) and the classified, masked rows (split into published and quarantined)."""
     f = check_roles(source, REQUIRED_ROLES, OPTIONAL_ROLES)
     representative = f.get("legal_representative")
     if representative and representative not in source.personal_columns:
@@ -279,7 +287,7 @@ def transform(
         .withColumn("w_address", common.scrub_text(role(f, "address")))
     )
     kept, duplicates = common.dedupe(parsed, ["w_record_id"], [F.col("w_updated_at").desc_nulls_last()], source.columns)
-    located = common.locate(kept, places)
+    located = materialize(common.locate(kept, places), "located")
     classified = common.classify(
         located,
         [
@@ -313,7 +321,7 @@ def transform(
             *common.location_rules(),
         ],
     )
-    masked = common.hash_personal(classified, source, pii_key)
+    masked = materialize(common.hash_personal(classified, source, pii_key), "masked")
     published = masked.where("reason IS NULL").select(
         F.col("w_record_id").alias("enterprise_id"),
         F.lit(source.name).alias("source"),
@@ -396,5 +404,7 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
         target=target,
         suite="silver_enterprise",
         after_publish=refresh_identifiers,
-        transform=lambda bronze, materialize: transform(bronze, source, places, key, settings.timezone, now),
+        transform=lambda bronze, materialize: transform(
+            bronze, source, places, key, settings.timezone, now, materialize
+        ),
     )

@@ -53,7 +53,7 @@ from citysafe.delta_io import Column, TableSpec
 from citysafe.sources import Source
 from spark_jobs import common, udfs
 from spark_jobs.common import parse_timestamp, raw
-from spark_jobs.publish import SilverOutput, run_job
+from spark_jobs.publish import Materialize, SilverOutput, no_barrier, run_job
 from spark_jobs.silver_enterprise import (
     check_roles,
     enterprise,
@@ -327,11 +327,13 @@ def transform(
     pii_key: bytes | None,
     previous_as_of: dt.date | None = None,
     now: dt.datetime | None = None,
+    materialize: Materialize = no_barrier,
 ) -> SilverOutput:
     """bronze inspection rows -> (hazard candidates, quarantine rows, dropped duplicates).
     `previous_as_of`: silver.hazard's as_of_date before this run (the flags never go back in time).
     `now` (naive UTC): an updated_at more than a day after it is impossible (it would drag as_of_date
-    into the future and flag every open hazard overdue)."""
+    into the future and flag every open hazard overdue). One barrier, as in the incident job: the
+    classified rows, which the as-of date, the published and the quarantined rows all read."""
     parsed = parse(bronze, source, ref.timezone).withColumn("w_updated_date", local_date("w_updated_at", ref.timezone))
     kept, duplicates = common.dedupe(parsed, ["w_record_id"], [F.col("w_updated_at").desc_nulls_last()], source.columns)
     coded = kept.join(ref.crosswalk.withColumnRenamed("source_code", "w_code"), on="w_code", how="left").join(
@@ -349,6 +351,7 @@ def transform(
         if pii_key is None:
             raise ValueError(f"{source.name}: personal columns need the PII key")
         classified = common.hash_personal(classified, source, pii_key)
+    classified = materialize(classified, "classified")
 
     candidates = classified.where("reason IS NULL")
     latest = candidates.agg(F.max("w_updated_date").alias("d")).collect()[0]["d"]
@@ -457,5 +460,5 @@ def run(spark: SparkSession, settings: Settings, source: Source, run_id: str) ->
         suite="silver_hazard",
         after_publish=after_publish,
         lookup_tables=[enterprise_identifier(settings.silver_dir).path],
-        transform=lambda bronze, materialize: transform(bronze, source, ref, key, previous, now),
+        transform=lambda bronze, materialize: transform(bronze, source, ref, key, previous, now, materialize),
     )

@@ -545,3 +545,30 @@ def test_synthetic_city_reconciles_with_truth(spark, tmp_path, monkeypatch):
     again = [silver.run(spark, settings, s, "second") for s in sources]
     assert [e["published"] for e in again] == [0, 0]
     assert [delta_io.version(s) for s in specs] == versions
+
+
+def test_the_jobs_barriers_give_the_rows_of_one_plan(spark, enterprises, hazards, places, tmp_path):
+    """The enterprise job's barriers (located, masked) and the hazard job's (classified) write scratch
+    Parquet and read it back, as run_job passes them: the same published, quarantined and duplicate rows
+    as the plans without them."""
+    from citysafe import delta_io
+
+    def barrier(folder):
+        return lambda df, name: delta_io.materialize(df, tmp_path / folder / name)
+
+    def rows(out):
+        return [
+            sorted((tuple(r) for r in df.collect()), key=repr)
+            for df in (out.published, out.quarantined, out.duplicates)
+        ]
+
+    bronze = _bronze(spark, ENT_SOURCE, ENT_ROWS)
+    with_barriers = se.transform(bronze, ENT_SOURCE, places, fx.PII_KEY, TZ, fx.NOW, barrier("enterprise"))
+    assert rows(with_barriers) == rows(enterprises[0])
+    assert {p.name for p in (tmp_path / "enterprise").iterdir()} == {"located", "masked"}
+
+    ref, plain = hazards[0], hazards[1]
+    bronze = _bronze(spark, HAZ_SOURCE, HAZ_ROWS)
+    with_barrier = sh.transform(bronze, HAZ_SOURCE, ref, None, now=fx.NOW, materialize=barrier("hazard"))
+    assert rows(with_barrier) == rows(plain)
+    assert {p.name for p in (tmp_path / "hazard").iterdir()} == {"classified"}
