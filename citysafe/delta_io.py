@@ -12,7 +12,7 @@ It enforces the guardrails from STACK_NOTES (Sail loses data silently otherwise)
 - before every write the table's own schema (read with delta-rs) must equal the declaration;
 - writes are `append` or `MERGE` only: no overwrite, no dynamic partition overwrite, no replaceWhere
   (write-audit-publish staging tables use `stage`: written once, then checked, removed if they fail;
-  the one exception is `ensure_table`'s one-time rewrite of a table whose columns are in an older order);
+  the one exception is `ensure_table`'s one-time rewrite of a table in an older column order or layout);
 - MERGE is an upsert by key with an "only if newer" rule, and a batch that changes nothing commits
   nothing (so a re-run leaves the table version where it was); reference tables use `merge_sync`
   (the table becomes exactly the source rows, in one atomic MERGE);
@@ -311,8 +311,8 @@ def _add_columns(table: DeltaTable, spec: TableSpec, columns: list[Column]) -> N
 def ensure_table(spec: TableSpec) -> DeltaTable:
     """Create the table from its declaration (delta-rs) if absent; verify it if present. One-time
     migrations of a table written before its declaration changed: one that differs in column order
-    only is rewritten in the declared order; one that lacks only its changed_at stamp gets it
-    (NULL in the rows it holds)."""
+    only is rewritten in the declared order; one whose spec has an `upgrade` is rewritten with it in the
+    declared layout; one that lacks only its changed_at stamp gets it (NULL in the rows it holds)."""
     outdated = _column_order_only(spec)
     if outdated is not None:
         log.warning("table %s: rewriting it in the declared column order (one-time migration)", spec.name)
