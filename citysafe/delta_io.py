@@ -459,6 +459,14 @@ def _partition_sql(partitions: dict[str, list[str]] | None, alias: str) -> str:
     return "".join(f" AND {alias}.`{p}` IN ({vs})" for p, vs in quoted.items())
 
 
+def _stamped(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """`df` with the table's changed_at column set to the time of this write: a MERGE sets every column
+    of the rows it inserts or updates, so those rows, and only those, carry it."""
+    if not spec.changed_at:
+        return df
+    return df.withColumn(spec.changed_at, F.lit(dt.datetime.now(dt.UTC)).cast("timestamp"))
+
+
 def _key_condition(key: Sequence[str], left: str, right: str) -> str:
     # <=> so that a NULL key part matches NULL (keys are validated not-null upstream anyway).
     return " AND ".join(f"{left}.`{k}` <=> {right}.`{k}`" for k in key)
@@ -476,10 +484,7 @@ def merge_upsert(spark: SparkSession, df: DataFrame, spec: TableSpec) -> WriteRe
         raise ValueError(f"table {spec.name}: merge_upsert needs a key")
     table = ensure_table(spec)
     before = table.version()
-    if spec.changed_at:
-        # the time of this write, on the rows it inserts or updates (every source row that is merged)
-        df = df.withColumn(spec.changed_at, F.lit(dt.datetime.now(dt.UTC)).cast("timestamp"))
-    source, _ = check_not_null(conform(df, spec), spec)
+    source, _ = check_not_null(conform(_stamped(df, spec), spec), spec)
     null_key = source.where(" OR ".join(f"`{k}` IS NULL" for k in spec.key)).limit(1).collect()
     if null_key:
         raise ValueError(f"table {spec.name}: MERGE source has a row with a NULL key part {list(spec.key)}")
@@ -547,11 +552,7 @@ def merge_sync(spark: SparkSession, df: DataFrame, spec: TableSpec, *, delete_mi
         raise ValueError(f"table {spec.name}: merge_sync needs a key")
     table = ensure_table(spec)
     before = table.version()
-    if spec.changed_at:
-        # the time of this write, on the rows it inserts or updates (the MERGE sets every column)
-        now = dt.datetime.now(dt.UTC)
-        df = df.withColumn(spec.changed_at, F.lit(now).cast("timestamp"))
-    source, _ = check_not_null(conform(df, spec), spec)
+    source, _ = check_not_null(conform(_stamped(df, spec), spec), spec)
     dup_keys = source.groupBy(*spec.key).count().where("count > 1").limit(1).collect()
     if dup_keys:
         raise ValueError(f"table {spec.name}: source has several rows for key {dup_keys[0].asDict()}")

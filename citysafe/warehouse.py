@@ -765,7 +765,8 @@ def plan_build(served: Path, select: Sequence[str], full_refresh: bool, fingerpr
     """How a build starts: {"mode": "full" | "incremental" | "selected", "copy_served": start from a copy
     of the served file, "refresh_selected": pass dbt --full-refresh, "reason": why not incremental,
     "unit_tests": run dbt's unit tests (when the project is not the one the served file was built and
-    its unit tests passed with)}. `lake`: lake_identity() now."""
+    its unit tests passed with), "silver_changed_since": from when the staging tests of the big silver
+    tables check the rows (ISO time, or "-infinity": every row)}. `lake`: lake_identity() now."""
     served = Path(served)
     marker = _read_build_marker(served) if served.is_file() else {}
     changed = marker.get("project_fingerprint") != fingerprint
@@ -787,21 +788,15 @@ def plan_build(served: Path, select: Sequence[str], full_refresh: bool, fingerpr
     if select:
         # the models outside the selection keep their served rows; selected incremental ones start over
         refresh = served.is_file() and (full_refresh or changed or other_lake)
-        return {
-            "mode": "selected",
-            "copy_served": served.is_file(),
-            "refresh_selected": refresh,
-            "reason": why_full,
-            "unit_tests": unit_tests,
-        }
-    # a full build starts from an empty file: every model, the incremental ones too, is built in full
-    return {
-        "mode": "full" if why_full else "incremental",
-        "copy_served": not why_full,
-        "refresh_selected": False,
-        "reason": why_full,
-        "unit_tests": unit_tests,
-    }
+        plan = {"mode": "selected", "copy_served": served.is_file(), "refresh_selected": refresh}
+    else:
+        # a full build starts from an empty file: every model, the incremental ones too, is built in full
+        plan = {"mode": "full" if why_full else "incremental", "copy_served": not why_full, "refresh_selected": False}
+    # Continuing the served file, the big silver tables' staging tests check the rows stamped since its
+    # last build of every model started (the older ones passed them then); otherwise every row.
+    continued = plan["copy_served"] and not plan["refresh_selected"]
+    since = marker.get("full_build_started_at") if continued else None
+    return {**plan, "reason": why_full, "unit_tests": unit_tests, "silver_changed_since": since or "-infinity"}
 
 
 def _build(
@@ -822,13 +817,10 @@ def _build(
     fingerprint, lake = project_fingerprint(settings), lake_identity(settings)
     plan = plan_build(served, select, full_refresh, fingerprint, lake)
     # The build runs under the lake lock (the marts stage holds it), so silver rows stamped (_changed_at)
-    # before this moment are all in what it reads, and none are stamped while it runs. Continuing the
-    # served file, the tests of the big silver tables' staging models check the rows stamped since the
-    # served file's last build of every model started (the older ones passed them then).
+    # before this moment are all in what it reads, and none are stamped while it runs (the next build's
+    # tests start from it: plan_build's silver_changed_since).
     started_at = dt.datetime.now(dt.UTC)
-    continued = plan["copy_served"] and not plan["refresh_selected"]
-    since = _read_build_marker(served).get("full_build_started_at") if continued else None
-    silver_since = {"CITYSAFE_MARTS_SILVER_CHANGED_SINCE": since or "-infinity"}
+    silver_since = {"CITYSAFE_MARTS_SILVER_CHANGED_SINCE": plan["silver_changed_since"]}
     mode, copy_served = plan["mode"], plan["copy_served"]
     if plan["reason"]:
         log.info(f"{mode} build: {plan['reason']}")

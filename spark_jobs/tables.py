@@ -166,7 +166,9 @@ DEVICE_COLUMNS = (
     *LINEAGE,
 )
 
-# Set by delta_io's MERGEs on the rows they insert or update (TableSpec.changed_at), declared last.
+# Set by delta_io's MERGEs on the rows they insert or update (TableSpec.changed_at). Declared last (before
+# the partition columns of a table that has them): a lake without it then gets it as a metadata-only
+# column (delta_io.ensure_table), or by its table's `upgrade`.
 CHANGED_AT = Column(
     "_changed_at",
     "timestamp",

@@ -299,7 +299,13 @@ def test_build_plan_continues_the_served_warehouse_only_when_built_the_same_way(
         "refresh_selected": False,
         "reason": "--full-refresh",
         "unit_tests": True,
+        "silver_changed_since": "-infinity",  # a full build tests every row
     }
+    # continuing the served file, the silver staging tests start where its last full build started
+    started = json.loads(build_marker_path(served).read_text())["full_build_started_at"]
+    assert same["silver_changed_since"] == started
+    assert plan_build(served, ["tag:gold"], False, fingerprint, lake)["silver_changed_since"] == started
+    assert plan_build(served, ["tag:gold"], False, "another project", lake)["silver_changed_since"] == "-infinity"
     changed = plan_build(served, [], False, "another project", lake)
     assert changed["mode"] == "full" and not changed["copy_served"] and "changed" in changed["reason"]
     assert changed["unit_tests"] is True
