@@ -32,6 +32,7 @@ _NON_KEY_ENV = {
     "CITYSAFE_GOLD_DIR",
     "CITYSAFE_DUCKDB_DELTA_EXTENSION",
     "CITYSAFE_DUCKDB_EXTENSION_DIR",
+    "CITYSAFE_DUCKDB_MEMORY_LIMIT",
     "CITYSAFE_DUCKDB_HTTPFS_EXTENSION",
     "CITYSAFE_DUCKDB_POSTGRES_EXTENSION",
     "CITYSAFE_PROD_POSTGRES_DSN",
@@ -253,6 +254,9 @@ class Settings(BaseModel):
     state_root: Path | None = None
     s3: S3Config = S3Config()
     warehouse_path: Path
+    # DuckDB's memory_limit in the dbt builds: a cold build spills its window sorts to disk above it
+    # instead of holding every device hour (scale 1.35: 4.6 GB unbounded, beside the pipeline's own).
+    warehouse_memory_limit: str = "3GB"
     synthetic_root: Path
     # None (a city profile without polygons): districts come from the records' own area codes and the
     # H3 grid is the cells the published incidents fall in (see citysafe.city).
@@ -281,6 +285,13 @@ class Settings(BaseModel):
         if v in ("sail", "sail-local-cluster") or re.fullmatch(r"sc://[^/\s:]+:\d+(/.*)?", v):
             return v
         raise ValueError("must be 'sail', 'sail-local-cluster' or a Spark Connect URL like 'sc://host:15002'")
+
+    @field_validator("warehouse_memory_limit")
+    @classmethod
+    def _memory_limit(cls, v: str) -> str:
+        if re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", v.strip()):
+            return v.strip()
+        raise ValueError("give an amount with a unit DuckDB reads, e.g. '3GB' or '2.5GiB'")
 
     @field_validator("timezone")
     @classmethod

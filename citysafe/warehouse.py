@@ -50,6 +50,7 @@ in this process: `citysafe.config.load_settings` refuses unknown CITYSAFE_* vari
     CITYSAFE_SILVER_DIR             <lake_root>/silver (the sources read it with delta_scan)
     CITYSAFE_DUCKDB_DELTA_EXTENSION absolute path of delta.duckdb_extension from the wheel
     CITYSAFE_DUCKDB_EXTENSION_DIR   DuckDB's extension directory (under <lake_root>/_state)
+    CITYSAFE_DUCKDB_MEMORY_LIMIT    DuckDB's memory_limit (the config's warehouse_memory_limit)
     DBT_PROFILES_DIR, DBT_SEND_ANONYMOUS_USAGE_STATS=false, DO_NOT_TRACK=1
   and for target prod only:
     CITYSAFE_DUCKDB_POSTGRES_EXTENSION  absolute path of postgres_scanner.duckdb_extension from the wheel
@@ -250,6 +251,7 @@ def dbt_env(
             "CITYSAFE_DUCKDB_HTTPFS_EXTENSION": str(httpfs_extension_path()),
             **s3_secret_env(settings),
             "CITYSAFE_DUCKDB_EXTENSION_DIR": str(settings.cache_dir / "duckdb_extensions"),
+            "CITYSAFE_DUCKDB_MEMORY_LIMIT": settings.warehouse_memory_limit,
             "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             "DO_NOT_TRACK": "1",

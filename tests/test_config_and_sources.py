@@ -39,6 +39,7 @@ def test_environment_overrides_nested_keys_and_types():
         ({"CITYSAFE_SCALEE": "1"}, "CITYSAFE_SCALEE: unknown config key 'scalee'"),
         ({"CITYSAFE_CITY__WEEKS": "3"}, "city.weeks: unknown key"),
         ({"CITYSAFE_PII_KEY_ENV": "my-secret-literal"}, "pii_key_env: must be the NAME of an environment variable"),
+        ({"CITYSAFE_WAREHOUSE_MEMORY_LIMIT": "80%"}, "warehouse_memory_limit: give an amount with a unit DuckDB"),
     ],
 )
 def test_bad_values_name_the_key(env, message):

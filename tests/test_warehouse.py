@@ -40,6 +40,7 @@ from citysafe.warehouse import (
     DBT_PROJECT_DIR,
     WarehouseBuildError,
     build_marts,
+    dbt_env,
     dbt_parse,
     generate_docs,
     partial_parse_state,
@@ -492,6 +493,17 @@ def test_rebuild_swaps_atomically_under_an_open_reader(rebuilt):
     assert read_after == len(ROWS)
     assert result["models"]["stg_silver__incident"] == len(ROWS) + 1
     assert mart_rows(settings.warehouse_path)[("D02", dt.date(2025, 3, 17), "TR")] == (2, 1, 2, 0, 0)
+
+
+def test_dbt_builds_run_under_the_configured_memory_limit(tmp_path):
+    settings = load_settings(environ={"CITYSAFE_WAREHOUSE_MEMORY_LIMIT": "1.5GiB"})
+    env = dbt_env(settings, tmp_path / "build.duckdb", base={})
+    profile = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+    for name, target in profile["citysafe"]["outputs"].items():
+        assert target["settings"]["memory_limit"] == "{{ env_var('CITYSAFE_DUCKDB_MEMORY_LIMIT') }}", name
+    with duckdb.connect() as con:  # the value is one DuckDB reads
+        con.execute(f"SET memory_limit = '{env['CITYSAFE_DUCKDB_MEMORY_LIMIT']}'")
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "1.5 GiB"
 
 
 def test_dbt_parse_writes_manifest(rebuilt, tmp_path):
