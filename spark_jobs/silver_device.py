@@ -161,21 +161,27 @@ def reading_transform(
     and the rules read one row at a time."""
     f = source.silver.fields
     opt = lambda name: blank_to_null(F.col(name)) if name else F.lit(None).cast("string")  # noqa: E731
+    # Only what the dedupe window needs is parsed before it: the window sorts whole rows, so every
+    # column parsed before it is carried through the sort.
     parsed = (
         bronze.withColumn("w_device", opt(f.device_id))
         .withColumn("w_seq_raw", opt(f.seq))
         .withColumn("w_seq", F.expr("try_cast(w_seq_raw AS bigint)"))
-        .withColumn("w_ts_raw", opt(f.reading_ts))
-        .withColumn("w_ts", parse_timestamp(F.col(f.reading_ts), timezone))
         .withColumn(
             "w_received",
             parse_timestamp(F.col(f.received_at), timezone) if f.received_at else F.lit(None).cast("timestamp"),
         )
-        .withColumn("w_value_raw", opt(f.value))
-        .withColumn("w_value", F.expr("try_cast(w_value_raw AS double)"))
-        .withColumn("w_unit", opt(f.unit))
-        .withColumn("w_record_id", F.concat_ws("/", F.col("w_device"), F.col("w_seq_raw")))
     )
+
+    def parse_rest(rows: DataFrame) -> DataFrame:
+        return (
+            rows.withColumn("w_ts_raw", opt(f.reading_ts))
+            .withColumn("w_ts", parse_timestamp(F.col(f.reading_ts), timezone))
+            .withColumn("w_value_raw", opt(f.value))
+            .withColumn("w_value", F.expr("try_cast(w_value_raw AS double)"))
+            .withColumn("w_unit", opt(f.unit))
+            .withColumn("w_record_id", F.concat_ws("/", F.col("w_device"), F.col("w_seq_raw")))
+        )
     device_info = devices.select(
         F.col("device_id").alias("w_device"),
         F.col("device_type").alias("w_type"),
@@ -201,7 +207,7 @@ def reading_transform(
             [F.col("w_received").asc_nulls_last()],
             [c for c in source.columns if c != f.received_at],
         )
-        joined = ranked.join(device_info, on="w_device", how="left").join(
+        joined = parse_rest(ranked).join(device_info, on="w_device", how="left").join(
             conversion, on=["w_type", "w_unit"], how="left"
         )
         corrected = F.when(

@@ -215,6 +215,28 @@ def test_merge_sync_makes_the_table_equal_to_the_source(spark, tmp_path):
     assert again.operation == "none" and delta_io.version(spec) == v
 
 
+def test_a_merge_into_a_table_without_rows_is_one_append(spark, tmp_path):
+    """A cold run's first delivery: no join against the empty target, one append commit holding what the
+    MERGE would have left; the checks still run first, and the next write MERGEs."""
+    spec = _spec(tmp_path / "t", partition_by=("district",))
+    with pytest.raises(ValueError, match="several rows for key"):
+        delta_io.merge_upsert(spark, _rows(spark, [(1, "a", 1.0, T0, "d1"), (1, "b", 1.0, T1, "d1")]), spec)
+    first = delta_io.merge_upsert(spark, _rows(spark, [(1, "a", 1.0, T0, "d1"), (2, "b", 2.0, T0, "d2")]), spec)
+    assert (first.operation, first.rows_inserted, first.version_after) == ("append", 2, first.version_before + 1)
+    second = delta_io.merge_upsert(spark, _rows(spark, [(1, "a2", 2.0, T1, "d1"), (3, "c", 3.0, T1, "d1")]), spec)
+    assert (second.operation, second.rows_inserted, second.rows_updated) == ("merge", 1, 1)
+    assert {i: r["name"] for i, r in _table(spark, spec).items()} == {1: "a2", 2: "b", 3: "c"}
+    ops = [h["operation"] for h in delta_io.history(spec.path)]
+    assert ops == ["MERGE", "WRITE", "CREATE TABLE"]
+    # merge_sync likewise, and a source without rows commits nothing
+    ref = TableSpec("ref", tmp_path / "ref", (Column("code", "string", nullable=False), Column("n", "string")), key=("code",))
+    empty = delta_io.merge_sync(spark, spark.createDataFrame([], "code string, n string"), ref)
+    assert empty.operation == "none" and empty.version_after == empty.version_before
+    synced = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", None)], "code string, n string"), ref)
+    assert (synced.operation, synced.rows_inserted) == ("append", 2)
+    assert sorted((r.code, r.n) for r in delta_io.read(spark, ref).collect()) == [("a", "A"), ("b", None)]
+
+
 def test_merge_without_newer_by_is_insert_only(spark, tmp_path):
     spec = TableSpec(
         "facts", tmp_path / "f", (Column("id", "bigint", nullable=False), Column("v", "string")), key=("id",)
