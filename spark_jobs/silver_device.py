@@ -182,6 +182,7 @@ def reading_transform(
             .withColumn("w_unit", opt(f.unit))
             .withColumn("w_record_id", F.concat_ws("/", F.col("w_device"), F.col("w_seq_raw")))
         )
+
     device_info = devices.select(
         F.col("device_id").alias("w_device"),
         F.col("device_type").alias("w_type"),
@@ -207,8 +208,10 @@ def reading_transform(
             [F.col("w_received").asc_nulls_last()],
             [c for c in source.columns if c != f.received_at],
         )
-        joined = parse_rest(ranked).join(device_info, on="w_device", how="left").join(
-            conversion, on=["w_type", "w_unit"], how="left"
+        joined = (
+            parse_rest(ranked)
+            .join(device_info, on="w_device", how="left")
+            .join(conversion, on=["w_type", "w_unit"], how="left")
         )
         corrected = F.when(
             F.col("w_skew").isNotNull(),

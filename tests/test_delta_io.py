@@ -229,7 +229,9 @@ def test_a_merge_into_a_table_without_rows_is_one_append(spark, tmp_path):
     ops = [h["operation"] for h in delta_io.history(spec.path)]
     assert ops == ["MERGE", "WRITE", "CREATE TABLE"]
     # merge_sync likewise, and a source without rows commits nothing
-    ref = TableSpec("ref", tmp_path / "ref", (Column("code", "string", nullable=False), Column("n", "string")), key=("code",))
+    ref = TableSpec(
+        "ref", tmp_path / "ref", (Column("code", "string", nullable=False), Column("n", "string")), key=("code",)
+    )
     empty = delta_io.merge_sync(spark, spark.createDataFrame([], "code string, n string"), ref)
     assert empty.operation == "none" and empty.version_after == empty.version_before
     synced = delta_io.merge_sync(spark, spark.createDataFrame([("a", "A"), ("b", None)], "code string, n string"), ref)
