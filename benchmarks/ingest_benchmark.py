@@ -258,10 +258,11 @@ def temp_source(base: Source, name: str, folder: Path, connector: dict, fmt: dic
 def bronze_check(settings, source: Source, expected: list[dict]) -> str:
     """'' when bronze.<source> holds exactly the expected records (as a multiset of all declared
     columns, none malformed), else what differs."""
-    from deltalake import DeltaTable
+    from citysafe import delta_io
 
     cols = source.columns
-    table = DeltaTable(str(bronze.bronze_spec(settings, source).path)).to_pyarrow_table(columns=[*cols, "_parse_error"])
+    bronze_table = delta_io.open_table(bronze.bronze_spec(settings, source).path)
+    table = delta_io.table_rows(bronze_table, [*cols, "_parse_error"])
     got = Counter(zip(*(table.column(c).to_pylist() for c in cols), strict=True))
     want = Counter(tuple(r[c] for c in cols) for r in expected)
     malformed = table.num_rows - table.column("_parse_error").null_count

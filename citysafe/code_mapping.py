@@ -406,7 +406,7 @@ def read_bronze(settings, source) -> pd.DataFrame:
     from citysafe import delta_io
 
     spec = required_spec(source)
-    table = delta_io.open_table(settings.bronze_dir / source.name).to_pyarrow_table(
-        columns=spec.input_columns or ["_batch_id"]
+    table = delta_io.table_rows(
+        delta_io.open_table(settings.bronze_dir / source.name), spec.input_columns or ["_batch_id"]
     )
     return table.to_pandas() if spec.input_columns else pd.DataFrame(index=range(table.num_rows))

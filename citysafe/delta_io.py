@@ -211,6 +211,33 @@ def open_table(path: LakePath) -> DeltaTable:
     return DeltaTable(str(path), storage_options=storage.delta_options(path))
 
 
+def table_rows(table: DeltaTable, columns: Sequence[str] | None = None) -> pa.Table:
+    """The current rows of a delta-rs table as a pyarrow Table (in no particular order).
+
+    Read by delta-rs's own scan, in Rust. `DeltaTable.to_pyarrow_table` reads through a pyarrow dataset over
+    delta-rs's Python file handler instead, and its read-ahead can still hold Python buffers in pyarrow's I/O
+    threads when the process exits: the interpreter then aborts after the command's work is done ("terminate
+    called without an active exception", exit -6: 9 of 30 `citysafe reconcile` runs on an S3 lake; 0 of 60 now).
+    The scan gives strings as string_view; they are cast back to the string types the declarations use.
+    """
+    reader = table.scan(columns=list(columns) if columns is not None else None)  # arro3; pyarrow reads its stream
+    data = pa.RecordBatchReader.from_stream(reader).read_all()
+    plain = pa.schema([field.with_type(_without_views(field.type)) for field in data.schema])
+    return data if plain == data.schema else data.cast(plain)
+
+
+def _without_views(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_binary_view(kind):
+        return pa.binary()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind):
+        return pa.list_(kind.value_field.with_type(_without_views(kind.value_type)))
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_without_views(f.type)) for f in kind])
+    return kind
+
+
 def _table_or_none(path: LakePath) -> DeltaTable | None:
     try:
         return open_table(path)
@@ -256,7 +283,7 @@ def _reorder_columns(table: DeltaTable, spec: TableSpec) -> DeltaTable:
     """Rewrite the table in the declared column order: a new schema version, then its rows (history
     kept). delta-rs ignores column order when it compares schemas, so an overwrite alone would keep
     the old order. Runs under the lake lock, like every write."""
-    return _rewrite(table.to_pyarrow_table(), spec, "column order migration")
+    return _rewrite(table_rows(table), spec, "column order migration")
 
 
 def _outdated_layout(spec: TableSpec) -> DeltaTable | None:
@@ -320,7 +347,7 @@ def ensure_table(spec: TableSpec) -> DeltaTable:
     older = _outdated_layout(spec)
     if older is not None:
         log.warning("table %s: rewriting it in the declared layout (one-time migration)", spec.name)
-        _rewrite(spec.upgrade(older.to_pyarrow_table()), spec, "layout migration")
+        _rewrite(spec.upgrade(table_rows(older)), spec, "layout migration")
     unstamped = _lacks_changed_at(spec)
     if unstamped is not None:
         log.warning("table %s: adding the column %s (one-time migration)", spec.name, spec.changed_at)
@@ -692,7 +719,7 @@ def sync_rows(spark: SparkSession, rows, spec: TableSpec, *, delete_missing: boo
     table = arrow_rows(rows, spec)
     existing = ensure_table(spec)
     before = existing.version()
-    if _same_rows(existing.to_pyarrow_table(), table, spec, delete_missing):
+    if _same_rows(table_rows(existing), table, spec, delete_missing):
         return WriteResult(
             spec.name, "none", rows_unchanged=table.num_rows, version_before=before, version_after=before
         )
@@ -720,7 +747,7 @@ def read_arrow(spec: TableSpec, columns: Sequence[str] | None = None) -> pa.Tabl
     table = check_table_schema(spec)
     if table is None:
         raise FileNotFoundError(f"table {spec.name} not found at {spec.path}")
-    return table.to_pyarrow_table(columns=list(columns) if columns is not None else None)
+    return table_rows(table, columns)
 
 
 def history(path: LakePath, limit: int | None = None) -> list[dict]:

@@ -19,14 +19,14 @@ from citysafe.config import Settings
 
 
 def _rows(path, columns, source=None):
-    table = delta_io.open_table(path).to_pyarrow_table(columns=columns)
+    table = delta_io.table_rows(delta_io.open_table(path), columns)
     if source is not None:
         table = table.filter(pc.equal(table["source"], source))
     return table
 
 
 def bronze_rows(settings: Settings, source: str) -> int:
-    return delta_io.open_table(settings.bronze_dir / source).to_pyarrow_table(columns=["_batch_id"]).num_rows
+    return delta_io.table_rows(delta_io.open_table(settings.bronze_dir / source), ["_batch_id"]).num_rows
 
 
 def lake_counts(settings: Settings, source: str, silver_table: str) -> dict:

@@ -18,9 +18,11 @@ or remove folders call `remove_tree` / `replace_dir` here.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import fnmatch
 import functools
+import gc
 import os
 import shutil
 from pathlib import Path, PurePosixPath
@@ -59,6 +61,7 @@ class S3Store:
     def filesystem(self):
         from pyarrow import fs
 
+        _finalize_s3_at_exit(self)
         creds = self.credentials()
         kwargs = {"region": self.region, "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3)}
         if self.endpoint_url:
@@ -71,6 +74,32 @@ class S3Store:
                 session_token=creds.get("AWS_SESSION_TOKEN"),
             )
         return fs.S3FileSystem(**kwargs)
+
+
+_STORES_WITH_FILESYSTEM: list[S3Store] = []
+
+
+def _finalize_s3_at_exit(store: S3Store) -> None:
+    """Shut pyarrow's AWS SDK down with none of our file systems alive.
+
+    pyarrow finalizes the SDK in its own atexit hook; an S3FileSystem still referenced then is destroyed
+    later, during interpreter teardown, after the SDK is gone, which can abort the process after the
+    command's work is done (apache/arrow #41087, #50188). atexit hooks run last-registered first, so this
+    one (registered after pyarrow.fs was imported) drops our file systems and finalizes first.
+    """
+    if not _STORES_WITH_FILESYSTEM:
+        atexit.register(_release_filesystems)
+    _STORES_WITH_FILESYSTEM.append(store)
+
+
+def _release_filesystems() -> None:
+    from pyarrow import fs
+
+    for store in _STORES_WITH_FILESYSTEM:
+        store.__dict__.pop("filesystem", None)
+    _STORES_WITH_FILESYSTEM.clear()
+    gc.collect()  # file handles and listings that still hold a file system
+    fs.ensure_s3_finalized()
 
 
 class S3Path:

@@ -127,8 +127,8 @@ def bronze_report(spark, settings, source: Source) -> dict:
         result["error"] = re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}")[:300]
     result["seconds"] = time.monotonic() - started
     try:
-        table = delta_io.open_table(settings.bronze_dir / source.name).to_pyarrow_table(
-            columns=["_parse_error", "_extra_fields"]
+        table = delta_io.table_rows(
+            delta_io.open_table(settings.bronze_dir / source.name), ["_parse_error", "_extra_fields"]
         )
     except TableNotFoundError:
         result.update(rows_bronze=0, malformed=collections.Counter(), extra=0)

@@ -192,7 +192,7 @@ def refresh(spark: SparkSession, settings: Settings, registry: dict[str, Source]
     # One row per code: small, and the scan of the whole quarantine runs once.
     rows = delta_io.held(build(spark, delta_io.read(spark, quarantine_spec), registry))
     result = delta_io.merge_sync(spark, rows, target)
-    written = delta_io.open_table(target.path).to_pyarrow_table(columns=["source", "count"]).to_pylist()
+    written = delta_io.table_rows(delta_io.open_table(target.path), ["source", "count"]).to_pylist()
     summary: dict[str, dict[str, int]] = {}
     for r in written:
         entry = summary.setdefault(r["source"], {"codes": 0, "rows": 0})

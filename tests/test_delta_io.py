@@ -432,3 +432,29 @@ def test_an_hourly_table_of_an_older_lake_is_rewritten_once_stamped_and_partitio
     merged = delta_io.merge_sync(spark, day, spec, delete_missing=False)
     assert merged.rows_inserted == 1 and delta_io.read(spark, spec).count() == 3
     assert {f for f in DeltaTable(str(spec.path)).file_uris() if "hour_month=2025-12" in f} == december
+
+
+def test_table_rows_reads_through_delta_rs_with_the_declared_string_types(tmp_path):
+    """delta-rs's scan gives strings as string_view; `table_rows` hands the rest of the pipeline the plain types
+    and the same rows as pyarrow's dataset reader, for every column or a subset, partitioned or not."""
+    rows = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "name": ["a", None, "c"],
+            "tags": pa.array([["x", "y"], [], None], pa.list_(pa.string())),
+            "raw": pa.array([b"\x00", b"", None], pa.binary()),
+            "district": ["d1", "d2", "d1"],
+        }
+    )
+    write_deltalake(str(tmp_path / "t"), rows, partition_by=["district"])
+    table = DeltaTable(str(tmp_path / "t"))
+
+    got = delta_io.table_rows(table)
+    assert got.schema == table.to_pyarrow_table().schema == rows.schema
+    assert got.sort_by("id").equals(rows)
+    subset = delta_io.table_rows(table, ["district", "name"])
+    assert subset.column_names == ["district", "name"] and subset.schema.field("name").type == pa.string()
+    assert sorted(subset["district"].to_pylist()) == ["d1", "d1", "d2"]
+
+    empty = DeltaTable.create(str(tmp_path / "empty"), schema=rows.schema)
+    assert delta_io.table_rows(empty).schema == rows.schema and delta_io.table_rows(empty).num_rows == 0

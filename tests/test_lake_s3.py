@@ -101,8 +101,11 @@ def test_a_city_on_s3_survives_a_storage_outage_mid_write(tmp_path, s3, monkeypa
     # and the summary says so for run 2.
     summary = json.loads((tmp_path / "state" / "runs" / "after" / "summary.json").read_text())
     assert summary["stages"]["reconcile"]["status"] in ("ok", "skipped"), summary["stages"]["reconcile"]
-    check = subprocess.run([str(CLI), "reconcile"], env=env, capture_output=True, text=True, timeout=300)
-    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    # Three times: a read of the S3 lake once left pyarrow's read-ahead running at exit, and about one
+    # `citysafe reconcile` in three aborted after its work was done (exit -6; see delta_io.table_rows).
+    for _ in range(3):
+        check = subprocess.run([str(CLI), "reconcile"], env=env, capture_output=True, text=True, timeout=300)
+        assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
 
     # Bronze holds each delivered row once: its rows equal the landed manifests' rows, source by source.
     from citysafe import delta_io
