@@ -260,8 +260,9 @@ def test_reimport_is_idempotent_and_removed_charts_are_deleted(superset):
 class Browser:
     """Debian's chromium driven by Playwright: log in, open dashboards, keep what the page fetched."""
 
-    def __init__(self, playwright, base: str):
+    def __init__(self, playwright, base: str, server_log: Path | None = None):
         self.base = base
+        self.server_log = server_log
         self.browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader"],
@@ -284,6 +285,20 @@ class Browser:
         page.wait_for_url("**/superset/welcome/**", timeout=60000)
         return page
 
+    @staticmethod
+    def _charts_not_drawn(page, dash) -> list[str]:
+        """What the charts without a .chart-container show after 90 s ([]: all drawn). Every chart has a holder;
+        in it a .chart-container while it loads and once drawn, or Superset's error message instead."""
+        expected = sum(len(row) for row in dash.rows)
+        # locators only: the page's CSP forbids eval, so no wait_for_function
+        holders = page.locator(".dashboard-component-chart-holder")
+        holders.nth(expected - 1).wait_for(state="attached", timeout=90000)
+        drawn = page.locator(".dashboard-component-chart-holder:has(.chart-container)")
+        deadline = time.monotonic() + 90
+        while drawn.count() < expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return [h.inner_text().strip()[:300] for h in holders.all() if not h.locator(".chart-container").count()]
+
     def _on_response(self, response):
         if not response.url.startswith((self.base, "data:", "blob:")):
             self.external_responses.append(response.url)
@@ -291,10 +306,18 @@ class Browser:
             self.chart_data.append(response.json())
 
     def open(self, page, dash) -> None:
-        page.goto(f"{self.base}/superset/dashboard/{dash.slug}/")
-        expected = sum(len(row) for row in dash.rows)
-        # locators only: the page's CSP forbids eval, so no wait_for_function
-        page.locator(".chart-container").nth(expected - 1).wait_for(state="attached", timeout=90000)
+        """Open a dashboard and wait until every chart has drawn. A chart that shows an error instead gets one
+        reload of the page (what its reader would do; printed in the test's output), then fails the test with
+        what the chart shows and the server's log."""
+        for attempt in (1, 2):
+            page.goto(f"{self.base}/superset/dashboard/{dash.slug}/")
+            not_drawn = self._charts_not_drawn(page, dash)
+            if not not_drawn:
+                break
+            print(f"{dash.slug}, attempt {attempt}: charts not drawn after 90 s: {not_drawn}")
+        else:
+            log = self.server_log.read_text()[-3000:] if self.server_log else ""
+            raise AssertionError(f"{dash.slug}: charts not drawn after a reload: {not_drawn}\nserver log:\n{log}")
         page.wait_for_load_state("networkidle", timeout=90000)
         # Superset virtualizes dashboards (charts render when in view): bring each chart into view once
         for chart in page.locator(".chart-container").all():
@@ -313,7 +336,7 @@ def test_every_dashboard_renders_in_a_real_browser(superset, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = Browser(p, superset["base"])
+        browser = Browser(p, superset["base"], superset["home"] / "serve.log")
         page = browser.login("admin", ADMIN_PASSWORD)
         for dash in DASHBOARDS:
             browser.open(page, dash)
@@ -347,7 +370,7 @@ def test_a_district_analysts_pages_show_only_their_district(superset, users):
     # checked across users through the API above)
     dashboards = [d for d in DASHBOARDS if d.slug == "citysafe-hazards"]
     with sync_playwright() as p:
-        browser = Browser(p, superset["base"])
+        browser = Browser(p, superset["base"], superset["home"] / "serve.log")
         other = browser.login("district_a", USER_PASSWORD)
         for dash in dashboards:
             browser.open(other, dash)
