@@ -231,7 +231,7 @@ def _without_views(kind: pa.DataType) -> pa.DataType:
         return pa.string()
     if pa.types.is_binary_view(kind):
         return pa.binary()
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind):
+    if pa.types.is_list(kind):  # the scan's lists are plain lists; only their values are views
         return pa.list_(kind.value_field.with_type(_without_views(kind.value_type)))
     if pa.types.is_struct(kind):
         return pa.struct([f.with_type(_without_views(f.type)) for f in kind])
